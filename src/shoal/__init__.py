@@ -1,0 +1,1 @@
+"""Shoal: a distributed job queue."""

@@ -1,0 +1,62 @@
+"""Every error Shoal raises, in one tree under `ShoalError`.
+
+Adapters turn driver errors (sqlite3, psycopg) into these before they escape, so callers catch
+`ShoalError` and never a driver's exception. Each message says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """The root of every error Shoal raises on purpose."""
+
+
+class ConfigError(ShoalError):
+    """A setting is malformed: a datastore URL, an `--app` reference, an option value."""
+
+
+class DatastoreUnavailable(ShoalError):
+    """The datastore cannot be reached or refused the connection."""
+
+
+class SchemaError(ShoalError):
+    """The datastore has no Shoal schema, or one of another version."""
+
+
+class SubmitError(ShoalError):
+    """A job was refused at submit time; nothing was written."""
+
+
+class UnknownTask(SubmitError):
+    """No registered task has this name."""
+
+
+class PayloadError(SubmitError):
+    """Arguments or results that are not JSON, or that exceed the size cap."""
+
+
+class NotFound(ShoalError):
+    """No job or node with this id or name."""
+
+
+class NodeNameTaken(ShoalError):
+    """A live node already has this name."""
+
+
+class IllegalTransition(ShoalError):
+    """A node state change that the state machine does not allow."""
+
+
+class JobFailed(ShoalError):
+    """`wait()` on a job that ended failed or cancelled; carries the recorded error."""
+
+    def __init__(self, job_id: int, state: str, error: str | None, traceback: str | None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.error = error
+        self.traceback = traceback
+        super().__init__(f"job {job_id} {state}: {error or 'no error recorded'}")
+
+
+class WaitTimeout(ShoalError, TimeoutError):
+    """`wait()` gave up before the job finished; the job itself goes on."""

@@ -1,0 +1,200 @@
+"""The values every part of Shoal passes around: jobs, node records, history events, samples.
+
+All are frozen dataclasses built by the storage adapters (`from_row` lives there, since each
+backend's rows differ). Timestamps are seconds since the Unix epoch *in datastore time*: they are
+compared only with other datastore timestamps, never with a node's own clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class NodeState(StrEnum):
+    INITIALIZING = "initializing"
+    WAITING = "waiting"
+    WORKING = "working"
+    PAUSED = "paused"
+    DEAD = "dead"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class EventKind(StrEnum):
+    NODE_STATE = "node_state"  # a node changed state (from_state -> to_state)
+    REBALANCE = "rebalance"  # the partition assignment changed; `owners` holds the new one
+    PAUSE_REQUEST = "pause_request"  # an operator asked a node to pause or resume
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job ready to insert: arguments already encoded as JSON text."""
+
+    task: str
+    args_json: str
+    kwargs_json: str
+    max_attempts: int = 4
+    timeout_s: float | None = None
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    partition: int
+    task: str
+    args_json: str
+    kwargs_json: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    timeout_s: float | None
+    run_after: float
+    claimer: int | None
+    progress: float
+    progress_message: str | None
+    result_json: str | None
+    error: str | None
+    traceback: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def args(self) -> list[Any]:
+        return list(json.loads(self.args_json))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(json.loads(self.kwargs_json))
+
+    @property
+    def result(self) -> Any:
+        return None if self.result_json is None else json.loads(self.result_json)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One record of the system-state collection: a node, its state and its section."""
+
+    id: int
+    name: str
+    state: NodeState
+    section: tuple[int, ...]
+    host: str
+    pid: int
+    concurrency: int
+    tasks: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float
+    lease_expires_at: float
+    state_changed_at: float
+    pause_requested: bool
+    processed: int
+    failed: int
+    running: int = 0  # jobs in state running claimed by this node (filled by read views)
+
+    @property
+    def is_live(self) -> bool:
+        return self.state is not NodeState.DEAD
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a node learns when it renews its lease."""
+
+    now: float
+    epoch: int
+    section: tuple[int, ...]
+    pause_requested: bool
+    state: NodeState
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The end of one attempt, as the node reports it. Fenced by (job_id, attempt).
+
+    `retry_in_s` is None for a final outcome; otherwise the job goes back to the queue and may
+    run again after that delay.
+    """
+
+    job_id: int
+    attempt: int
+    succeeded: bool
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    job_id: int
+    attempt: int
+    fraction: float
+    message: str | None
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    id: int
+    at: float
+    kind: EventKind
+    node_id: int | None
+    node_name: str | None
+    from_state: NodeState | None
+    to_state: NodeState | None
+    epoch: int | None
+    owners: tuple[int | None, ...] | None  # for rebalances: owner of each partition
+    reason: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A periodic measure of the whole cluster, written by whichever node's turn it is.
+
+    `succeeded` and `failed` count jobs that finished within the sample's interval.
+    """
+
+    at: float
+    interval_s: float
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    live_nodes: int
+    oldest_queued_age_s: float | None
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    partitions: int
+    epoch: int
+    now: float
+    nodes: tuple[NodeRecord, ...]
+    owners: tuple[int | None, ...]
+    job_counts: Mapping[JobState, int] = field(default_factory=dict)
+    oldest_queued_age_s: float | None = None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    state: JobState | None = None
+    task: str | None = None
+    node_id: int | None = None
+    min_id: int | None = None
+    max_id: int | None = None

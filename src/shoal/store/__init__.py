@@ -1,0 +1,69 @@
+"""Opening a datastore from its URL.
+
+`sqlite:///relative/path.db` or `sqlite:////absolute/path.db` opens the embedded SQLite store;
+`postgresql://...` (or `postgres://...`) opens the PostgreSQL store. Anything else is a
+ConfigError that names the accepted forms. The default is `sqlite:///shoal.db`, overridden by the
+SHOAL_DB environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from shoal.errors import ConfigError
+from shoal.store.port import DEFAULT_PARTITIONS, SCHEMA_VERSION, Store
+
+DEFAULT_URL = "sqlite:///shoal.db"
+
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_URL",
+    "SCHEMA_VERSION",
+    "Store",
+    "open_store",
+    "redact_url",
+    "resolve_url",
+]
+
+URL_HELP = (
+    "use sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql://user@host:5432/dbname"
+)
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to use: the one given, else SHOAL_DB, else the SQLite default."""
+    return url or os.environ.get("SHOAL_DB") or DEFAULT_URL
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """Open the datastore named by `url` (see module doc).
+
+    With `create`, an embedded SQLite file is created and initialised on first use (zero set-up);
+    PostgreSQL schemas are created only by `shoal init`. Raises ConfigError for a malformed URL,
+    DatastoreUnavailable when the datastore cannot be reached, SchemaError for a missing schema.
+    """
+    url = resolve_url(url)
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from shoal.store.sqlite import SqliteStore
+
+        return SqliteStore.open(url, create=create)
+    if scheme in ("postgresql", "postgres"):
+        from shoal.store.postgres import PostgresStore
+
+        return PostgresStore.open(url)
+    raise ConfigError(f"unsupported datastore URL {redact_url(url)!r}: {URL_HELP}")

@@ -1,0 +1,221 @@
+"""The storage interface: every operation Shoal needs from a datastore, as domain operations.
+
+Each adapter (SQLite, PostgreSQL) implements `Store` and must pass the one conformance suite in
+`tests/store`. The docstrings are the contract. Shared rules for every adapter:
+
+- Every timestamp read or written is in datastore time (`now()` of the database).
+- Each operation is one short transaction; none is left open between calls.
+- Driver errors are turned into `ShoalError` subclasses before they escape; a momentary lock or a
+  lost connection is retried inside the adapter, never surfaced as a job failure.
+- Writes by a node about a job are fenced by (claimer, attempt): they apply only while the job is
+  still `running` under that claim, and report whether they applied.
+- Every change of membership (a node becomes eligible or stops being eligible for a section)
+  rebalances the partitions in the same transaction, bumps the epoch and records history.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from shoal.model import (
+    ClusterView,
+    Heartbeat,
+    HistoryEvent,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    ProgressUpdate,
+    Sample,
+)
+
+DEFAULT_PARTITIONS = 128
+SCHEMA_VERSION = 1
+
+
+class Store(ABC):
+    """A connection to one Shoal datastore. Safe to share between threads of one process."""
+
+    url_for_display: str  # the URL with any password removed
+
+    # -- setting up ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        """Create the schema (or migrate it to SCHEMA_VERSION) and the cluster row.
+
+        Idempotent. `partitions` applies only when the cluster row is first created; raises
+        ConfigError if an existing cluster has a different P and `partitions` was given
+        explicitly different from it (the caller passes the default when unspecified).
+        """
+
+    @abstractmethod
+    def check_schema(self) -> None:
+        """Raise SchemaError, saying what to run, if the schema is missing or of another version."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def now(self) -> float:
+        """The datastore's clock, in seconds since the epoch."""
+
+    # -- submitting and reading jobs ----------------------------------------------------------
+
+    @abstractmethod
+    def submit_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert all jobs in one transaction (all or none) and return their sequential ids.
+
+        Ids are assigned in order; each job's partition is `id % P`. Jobs start `queued` with
+        run_after = now + delay_s.
+        """
+
+    @abstractmethod
+    def read_job(self, job_id: int) -> Job | None: ...
+
+    @abstractmethod
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[Job]:
+        """Jobs matching `where`, newest id first, at most `limit`, ids below `before_id`."""
+
+    @abstractmethod
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a queued job. Return False (and change nothing) if it is not queued."""
+
+    @abstractmethod
+    def known_tasks(self) -> set[str]:
+        """The union of task names registered by nodes that are not dead."""
+
+    # -- node lifecycle -----------------------------------------------------------------------
+
+    @abstractmethod
+    def register_node(
+        self,
+        name: str,
+        host: str,
+        pid: int,
+        concurrency: int,
+        tasks: Sequence[str],
+        lease_s: float,
+    ) -> NodeRecord:
+        """Add a node in state `initializing` with a fresh id and a lease of `lease_s`.
+
+        Raises NodeNameTaken if a node with this name is not dead. Records history.
+        """
+
+    @abstractmethod
+    def set_node_state(
+        self, node_id: int, expected: NodeState, new: NodeState, reason: str = ""
+    ) -> bool:
+        """Move a node from `expected` to `new` if it is still in `expected`.
+
+        Raises IllegalTransition for a pair the state machine forbids. Returns False if the node
+        was no longer in `expected`. Records history; rebalances if membership changed.
+        Moving to `dead` also requeues the node's running jobs (see `mark_dead_nodes`).
+        """
+
+    @abstractmethod
+    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+        """Renew the node's lease to now + lease_s. None if the node has been declared dead.
+
+        A node that gets None must stop writing, abandon its in-flight work and register anew.
+        """
+
+    @abstractmethod
+    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
+        """Ask a live node (by id or name) to pause (True) or resume (False).
+
+        A pause request takes the node out of the section assignment at once (rebalanced in the
+        same transaction); the node drains and then moves itself to `paused`. Raises NotFound.
+        """
+
+    @abstractmethod
+    def mark_dead_nodes(self) -> list[int]:
+        """Declare dead every non-dead node whose lease expired in datastore time.
+
+        In one transaction: state -> dead (history), each of their running jobs back to queued
+        (the attempt counts: a job with no attempts left becomes failed with the reason), and a
+        rebalance. Returns the ids declared dead.
+        """
+
+    @abstractmethod
+    def rebalance(self) -> bool:
+        """Make the assignment match the eligible nodes if it does not. True if it changed."""
+
+    # -- running jobs -------------------------------------------------------------------------
+
+    @abstractmethod
+    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+        """Claim up to `limit` runnable queued jobs of the node's own section, oldest id first.
+
+        Succeeds only while the node is eligible (waiting/working, no pause requested) and for
+        partitions it owns. Each claimed job becomes running with claimer = node_id and
+        attempts + 1. Moves the node waiting -> working (with history) when it claims any.
+        """
+
+    @abstractmethod
+    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+        """Write progress for running jobs still held by (node_id, attempt). Returns how many."""
+
+    @abstractmethod
+    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record outcomes in one transaction; each applies only if still fenced.
+
+        Success -> succeeded with result. Failure with retry_in_s -> queued again after the delay
+        (error kept, claimer cleared). Failure without -> failed. Updates the node's processed and
+        failed counters. Returns, per outcome, whether it applied.
+        """
+
+    @abstractmethod
+    def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
+        """Put jobs still held by the node back to queued without counting the attempt.
+
+        Used by a node that stops before its jobs finish. Returns how many were released.
+        """
+
+    # -- history and views --------------------------------------------------------------------
+
+    @abstractmethod
+    def record_sample(self, interval_s: float) -> bool:
+        """Write a cluster sample unless one was written less than `interval_s` ago."""
+
+    @abstractmethod
+    def read_cluster(self, dead_window_s: float = 600.0) -> ClusterView:
+        """Partitions, epoch, owners, job counts by state, and the nodes that are not dead
+        or died within the last `dead_window_s` seconds (each with its running count)."""
+
+    @abstractmethod
+    def read_node(self, node_id: int) -> NodeRecord | None: ...
+
+    @abstractmethod
+    def read_history(
+        self, since: float, until: float | None = None, limit: int = 10_000
+    ) -> list[HistoryEvent]:
+        """Events with since <= at <= until, oldest first, at most `limit`."""
+
+    @abstractmethod
+    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+        """The latest rebalance event at or before `at` (the assignment in force then)."""
+
+    @abstractmethod
+    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+        """Every node registered at or before `at`, with the state and section it had then.
+
+        Derived from history, so it works for any past moment the history still covers.
+        """
+
+    @abstractmethod
+    def read_samples(self, since: float, until: float | None = None) -> list[Sample]: ...
+
+    @abstractmethod
+    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+        """How many jobs there are per (task, state): the source of per-task metrics."""
+
+    @abstractmethod
+    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+        """Jobs that reached a final state at or after `since`, oldest finish first."""

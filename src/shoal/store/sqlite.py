@@ -1,0 +1,887 @@
+"""The embedded datastore: SQLite in WAL mode, for a cluster whose nodes share one host.
+
+Writers serialise with `BEGIN IMMEDIATE` and wait on a busy timeout; a lock that outlasts it is
+retried here, so "database is locked" never reaches a job. Datastore time is SQLite's own clock
+(`julianday('now')`), which on one host is the same clock every node sees. SQLite over a network
+filesystem corrupts under concurrent writers, so obviously remote paths are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shoal import assignment, states
+from shoal.errors import (
+    ConfigError,
+    DatastoreUnavailable,
+    NodeNameTaken,
+    NotFound,
+    SchemaError,
+    ShoalError,
+)
+from shoal.model import (
+    ClusterView,
+    EventKind,
+    Heartbeat,
+    HistoryEvent,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    ProgressUpdate,
+    Sample,
+)
+from shoal.store.port import DEFAULT_PARTITIONS, SCHEMA_VERSION, Store
+
+log = logging.getLogger("shoal.store.sqlite")
+T = TypeVar("T")
+
+NOW_SQL = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+REMOTE_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph",
+     "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "davfs", "fuse.s3fs"}
+)
+LOCK_RETRY_S = 120.0  # give up on a lock only after this long; then it is a real outage
+JOB_COLUMNS = (
+    "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after, "
+    "claimer, progress, progress_message, result, error, traceback, created_at, started_at, "
+    "finished_at"
+)
+
+
+def path_from_url(url: str) -> str:
+    """The file path of a `sqlite:///...` URL; ConfigError for anything else."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ConfigError(
+            f"malformed SQLite URL {url!r}: SQLite is embedded and takes no host; use "
+            "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = url[len(prefix):]
+    if not path or "?" in path or "#" in path:
+        raise ConfigError(f"malformed SQLite URL {url!r}: expected a file path after sqlite:///")
+    return path
+
+
+def check_local_path(path: str) -> None:
+    """Refuse paths on network filesystems, where SQLite's locking is not reliable."""
+    if path.startswith(("//", "\\\\")):
+        raise ConfigError(
+            f"{path!r} looks like a network share; SQLite needs a local disk. "
+            "For nodes on several hosts use PostgreSQL (postgresql://...)."
+        )
+    directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    fstype = _filesystem_of(directory)
+    if fstype in REMOTE_FILESYSTEMS:
+        raise ConfigError(
+            f"{directory} is on a network filesystem ({fstype}); SQLite needs a local disk. "
+            "For nodes on several hosts use PostgreSQL (postgresql://...)."
+        )
+
+
+def _filesystem_of(directory: str) -> str | None:
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, best_type = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = directory == mount or directory.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, best_type = mount, fields[2]
+    return best_type
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SqliteStore(Store):
+    """The Store on one SQLite file. One connection per instance, guarded by a lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url_for_display = f"sqlite:///{path}"
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit survives power loss too; a queue must not trade durability away.
+            self._conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise DatastoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> SqliteStore:
+        path = path_from_url(url)
+        check_local_path(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise DatastoreUnavailable(
+                f"cannot open {url}: directory {directory} does not exist; create it first"
+            )
+        exists = os.path.exists(path)
+        if not exists and not create:
+            raise SchemaError(
+                f"no Shoal datastore at {path}; start a node or run `shoal init --db {url}`"
+            )
+        store = cls(path)
+        if not exists or store._schema_version() is None:
+            if create:
+                store.initialize()
+        store.check_schema()
+        return store
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    def _run(self, body: Callable[[sqlite3.Cursor], T], *, write: bool = True) -> T:
+        """Run `body` in one transaction, retrying the whole of it while the file is locked."""
+        deadline = time.monotonic() + LOCK_RETRY_S
+        delay = 0.005
+        while True:
+            try:
+                with self._lock:
+                    cur = self._conn.cursor()
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        out = body(cur)
+                        cur.execute("COMMIT")
+                        return out
+                    except BaseException:
+                        if self._conn.in_transaction:
+                            self._conn.execute("ROLLBACK")
+                        raise
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+                log.debug("datastore busy, retrying: %s", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+            except sqlite3.DatabaseError as exc:
+                raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            except sqlite3.DatabaseError as exc:
+                raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _now(cur: sqlite3.Cursor) -> float:
+        return float(cur.execute(NOW_SQL).fetchone()[0])
+
+    # -- setting up -----------------------------------------------------------------------------
+
+    def _schema_version(self) -> int | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='shoal_meta'"
+            ).fetchone()
+            if row is None:
+                return None
+            row = cur.execute("SELECT value FROM shoal_meta WHERE key='schema_version'").fetchone()
+            return None if row is None else int(row[0])
+
+    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        if partitions < 1:
+            raise ConfigError("partitions must be at least 1")
+        script = resources.files("shoal.store").joinpath("sql/sqlite_v1.sql").read_text()
+        with self._lock:
+            try:
+                self._conn.executescript(script)
+            except sqlite3.OperationalError as exc:
+                raise DatastoreUnavailable(f"cannot create schema in {self.path}: {exc}") from exc
+
+        def setup(cur: sqlite3.Cursor) -> None:
+            cur.execute(
+                "INSERT OR IGNORE INTO shoal_meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            row = cur.execute("SELECT partitions FROM cluster WHERE id = 1").fetchone()
+            if row is None:
+                cur.execute(
+                    "INSERT INTO cluster (id, partitions, created_at) VALUES (1, ?, ?)",
+                    (partitions, self._now(cur)),
+                )
+                cur.executemany(
+                    "INSERT INTO partitions (partition, owner) VALUES (?, NULL)",
+                    [(p,) for p in range(partitions)],
+                )
+            elif row[0] != partitions and partitions != DEFAULT_PARTITIONS:
+                raise ConfigError(
+                    f"this datastore already has {row[0]} partitions; P is fixed at init"
+                )
+
+        self._run(setup)
+
+    def check_schema(self) -> None:
+        version = self._schema_version()
+        if version is None:
+            raise SchemaError(
+                f"{self.path} has no Shoal schema; run `shoal init --db {self.url_for_display}`"
+            )
+        if version != SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.path} has schema version {version}, this Shoal needs {SCHEMA_VERSION}; "
+                f"run `shoal init --db {self.url_for_display}` to migrate"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def now(self) -> float:
+        with self._read() as cur:
+            return self._now(cur)
+
+    # -- submitting and reading jobs ------------------------------------------------------------
+
+    def submit_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
+        if not jobs:
+            return []
+
+        def insert(cur: sqlite3.Cursor) -> list[int]:
+            now = self._now(cur)
+            partitions, first = cur.execute(
+                "SELECT partitions, next_job_id FROM cluster WHERE id = 1"
+            ).fetchone()
+            ids = list(range(first, first + len(jobs)))
+            cur.executemany(
+                "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
+                " timeout_s, run_after, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                [
+                    (i, i % partitions, j.task, j.args_json, j.kwargs_json, j.max_attempts,
+                     j.timeout_s, now + j.delay_s, now)
+                    for i, j in zip(ids, jobs, strict=True)
+                ],
+            )
+            cur.execute("UPDATE cluster SET next_job_id = ? WHERE id = 1", (first + len(jobs),))
+            return ids
+
+        return self._run(insert)
+
+    def read_job(self, job_id: int) -> Job | None:
+        with self._read() as cur:
+            row = cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else job_from_row(row)
+
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[Job]:
+        clauses, params = _job_filter_sql(where)
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._read() as cur:
+            return [job_from_row(r) for r in cur.execute(sql, (*params, limit)).fetchall()]
+
+    def cancel_job(self, job_id: int) -> bool:
+        def cancel(cur: sqlite3.Cursor) -> bool:
+            cur.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (self._now(cur), job_id),
+            )
+            return cur.rowcount == 1
+
+        return self._run(cancel)
+
+    def known_tasks(self) -> set[str]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT tasks FROM nodes WHERE state <> 'dead'").fetchall()
+        return {task for row in rows for task in json.loads(row[0])}
+
+    # -- node lifecycle -------------------------------------------------------------------------
+
+    def register_node(
+        self,
+        name: str,
+        host: str,
+        pid: int,
+        concurrency: int,
+        tasks: Sequence[str],
+        lease_s: float,
+    ) -> NodeRecord:
+        def register(cur: sqlite3.Cursor) -> int:
+            now = self._now(cur)
+            # A node that crashed under this name frees it once its lease has expired.
+            self._mark_dead_in_tx(cur, now)
+            holder = cur.execute(
+                "SELECT id, state, lease_expires_at FROM nodes WHERE name = ? AND state <> 'dead'",
+                (name,),
+            ).fetchone()
+            if holder is not None:
+                raise NodeNameTaken(
+                    f"a live node named {name!r} already exists (id {holder[0]}, "
+                    f"{holder[1]}); its lease ends in {max(0.0, holder[2] - now):.1f}s. "
+                    "Pick another --name, or stop that node first."
+                )
+            cur.execute(
+                "INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at,"
+                " heartbeat_at, lease_expires_at, state_changed_at)"
+                " VALUES (?, 'initializing', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, host, pid, concurrency, json.dumps(sorted(tasks)), now, now,
+                 now + lease_s, now),
+            )
+            node_id = int(cur.lastrowid or 0)
+            self._record_state(cur, now, node_id, name, None, NodeState.INITIALIZING, "registered")
+            return node_id
+
+        node_id = self._run(register)
+        node = self.read_node(node_id)
+        assert node is not None
+        return node
+
+    def set_node_state(
+        self, node_id: int, expected: NodeState, new: NodeState, reason: str = ""
+    ) -> bool:
+        why = reason or states.check_transition(expected, new)
+        states.check_transition(expected, new)
+
+        def change(cur: sqlite3.Cursor) -> bool:
+            now = self._now(cur)
+            row = cur.execute(
+                "UPDATE nodes SET state = ?, state_changed_at = ? WHERE id = ? AND state = ?"
+                " RETURNING name",
+                (new.value, now, node_id, expected.value),
+            ).fetchone()
+            if row is None:
+                return False
+            self._record_state(cur, now, node_id, row[0], expected, new, why)
+            if new is NodeState.DEAD:
+                self._requeue_running(cur, now, node_id, f"node {row[0]} stopped: {why}")
+            self._rebalance_in_tx(cur, now, f"node {row[0]} {new.value}")
+            return True
+
+        return self._run(change)
+
+    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+        def beat(cur: sqlite3.Cursor) -> Heartbeat | None:
+            now = self._now(cur)
+            row = cur.execute(
+                "UPDATE nodes SET heartbeat_at = ?, lease_expires_at = ?"
+                " WHERE id = ? AND state <> 'dead' RETURNING state, section, pause_requested",
+                (now, now + lease_s, node_id),
+            ).fetchone()
+            if row is None:
+                return None
+            epoch = cur.execute("SELECT epoch FROM cluster WHERE id = 1").fetchone()[0]
+            return Heartbeat(
+                now=now,
+                epoch=int(epoch),
+                section=_section(row[1]),
+                pause_requested=bool(row[2]),
+                state=NodeState(row[0]),
+            )
+
+        return self._run(beat)
+
+    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
+        def request(cur: sqlite3.Cursor) -> int:
+            now = self._now(cur)
+            if node_ref.isdigit():
+                row = cur.execute(
+                    "SELECT id, name, state FROM nodes WHERE id = ?", (int(node_ref),)
+                ).fetchone()
+            else:
+                row = cur.execute(
+                    "SELECT id, name, state FROM nodes WHERE name = ? ORDER BY state = 'dead', id"
+                    " DESC LIMIT 1",
+                    (node_ref,),
+                ).fetchone()
+            if row is None:
+                raise NotFound(f"no node with id or name {node_ref!r}; see `shoal status`")
+            if row[2] == NodeState.DEAD.value:
+                raise NotFound(f"node {row[1]} (id {row[0]}) is dead; it cannot pause or resume")
+            cur.execute(
+                "UPDATE nodes SET pause_requested = ? WHERE id = ?", (int(paused), row[0])
+            )
+            cur.execute(
+                "INSERT INTO history (at, kind, node_id, node_name, reason) VALUES (?, ?, ?, ?, ?)",
+                (now, EventKind.PAUSE_REQUEST.value, row[0], row[1],
+                 "pause requested" if paused else "resume requested"),
+            )
+            verb = "pausing" if paused else "resuming"
+            self._rebalance_in_tx(cur, now, f"node {row[1]} {verb}")
+            return int(row[0])
+
+        node = self.read_node(self._run(request))
+        assert node is not None
+        return node
+
+    def mark_dead_nodes(self) -> list[int]:
+        with self._read() as cur:
+            # Cheap check outside a write transaction: most calls find nobody expired.
+            due = cur.execute(
+                f"SELECT 1 FROM nodes WHERE state <> 'dead' AND lease_expires_at < ({NOW_SQL})"
+                " LIMIT 1"
+            ).fetchone()
+        if due is None:
+            return []
+        return self._run(lambda cur: self._mark_dead_in_tx(cur, self._now(cur)))
+
+    def rebalance(self) -> bool:
+        return self._run(lambda cur: self._rebalance_in_tx(cur, self._now(cur), "repair"))
+
+    # -- running jobs ---------------------------------------------------------------------------
+
+    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+        pick = (
+            "SELECT id FROM jobs WHERE state = 'queued' AND run_after <= ?"
+            " AND partition IN (SELECT partition FROM partitions WHERE owner = ?)"
+            " ORDER BY id LIMIT ?"
+        )
+        with self._read() as cur:
+            # Look before taking the write lock: idle nodes poll, and must not queue up writers.
+            if not cur.execute(pick, (self._now(cur), node_id, 1)).fetchone():
+                return []
+
+        def claim(cur: sqlite3.Cursor) -> list[Job]:
+            now = self._now(cur)
+            rows = cur.execute(
+                "UPDATE jobs SET state = 'running', claimer = ?, attempts = attempts + 1,"
+                " started_at = ?, progress = 0, progress_message = NULL"
+                f" WHERE id IN ({pick}) AND EXISTS (SELECT 1 FROM nodes WHERE id = ?"
+                " AND state IN ('waiting', 'working') AND pause_requested = 0)"
+                f" RETURNING {JOB_COLUMNS}",
+                (node_id, now, now, node_id, limit, node_id),
+            ).fetchall()
+            if rows:
+                self._move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
+            return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+
+        return self._run(claim)
+
+    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+        if not updates:
+            return 0
+
+        def write(cur: sqlite3.Cursor) -> int:
+            cur.executemany(
+                "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ? AND claimer = ?"
+                " AND attempts = ? AND state = 'running'",
+                [(u.fraction, u.message, u.job_id, node_id, u.attempt) for u in updates],
+            )
+            return int(cur.rowcount)
+
+        return self._run(write)
+
+    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+
+        def finish(cur: sqlite3.Cursor) -> list[bool]:
+            now = self._now(cur)
+            applied = []
+            for o in outcomes:
+                fence = (o.job_id, node_id, o.attempt)
+                where = " WHERE id = ? AND claimer = ? AND attempts = ? AND state = 'running'"
+                if o.succeeded:
+                    cur.execute(
+                        "UPDATE jobs SET state = 'succeeded', result = ?, error = NULL,"
+                        " traceback = NULL, progress = 1.0, finished_at = ?" + where,
+                        (o.result_json, now, *fence),
+                    )
+                elif o.retry_in_s is not None:
+                    cur.execute(
+                        "UPDATE jobs SET state = 'queued', claimer = NULL, error = ?,"
+                        " traceback = ?, run_after = ?, progress = 0" + where,
+                        (o.error, o.traceback, now + o.retry_in_s, *fence),
+                    )
+                else:
+                    cur.execute(
+                        "UPDATE jobs SET state = 'failed', error = ?, traceback = ?,"
+                        " finished_at = ?" + where,
+                        (o.error, o.traceback, now, *fence),
+                    )
+                applied.append(cur.rowcount == 1)
+            done = sum(applied)
+            failed = sum(1 for o, ok in zip(outcomes, applied, strict=True) if ok and not o.succeeded)
+            if done:
+                cur.execute(
+                    "UPDATE nodes SET processed = processed + ?, failed = failed + ? WHERE id = ?",
+                    (done, failed, node_id),
+                )
+            return applied
+
+        return self._run(finish)
+
+    def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+
+        def release(cur: sqlite3.Cursor) -> int:
+            now = self._now(cur)
+            cur.executemany(
+                "UPDATE jobs SET state = 'queued', claimer = NULL, attempts = attempts - 1,"
+                " run_after = ?, progress = 0, progress_message = NULL"
+                " WHERE id = ? AND claimer = ? AND state = 'running'",
+                [(now, job_id, node_id) for job_id in job_ids],
+            )
+            return int(cur.rowcount)
+
+        return self._run(release)
+
+    # -- history and views ----------------------------------------------------------------------
+
+    def record_sample(self, interval_s: float) -> bool:
+        with self._read() as cur:
+            bucket = int(self._now(cur) // interval_s)
+            if cur.execute("SELECT 1 FROM samples WHERE bucket = ?", (bucket,)).fetchone():
+                return False
+
+        def sample(cur: sqlite3.Cursor) -> bool:
+            now = self._now(cur)
+            bucket = int(now // interval_s)
+            end = bucket * interval_s
+            counts = dict(
+                cur.execute(
+                    "SELECT state, count(*) FROM jobs WHERE finished_at >= ? AND finished_at < ?"
+                    " GROUP BY state",
+                    (end - interval_s, end),
+                ).fetchall()
+            )
+            queued = cur.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+            running = cur.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+            live = cur.execute(
+                "SELECT count(*) FROM nodes WHERE state IN ('waiting', 'working')"
+            ).fetchone()[0]
+            cur.execute(
+                "INSERT OR IGNORE INTO samples (bucket, at, interval_s, queued, running, succeeded,"
+                " failed, live_nodes, oldest_queued_age_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (bucket, end, interval_s, queued, running, counts.get("succeeded", 0),
+                 counts.get("failed", 0), live, self._oldest_queued_age(cur, now)),
+            )
+            return cur.rowcount == 1
+
+        return self._run(sample)
+
+    def read_cluster(self, dead_window_s: float = 600.0) -> ClusterView:
+        def read(cur: sqlite3.Cursor) -> ClusterView:
+            now = self._now(cur)
+            partitions, epoch = cur.execute(
+                "SELECT partitions, epoch FROM cluster WHERE id = 1"
+            ).fetchone()
+            running = dict(
+                cur.execute(
+                    "SELECT claimer, count(*) FROM jobs WHERE state = 'running' GROUP BY claimer"
+                ).fetchall()
+            )
+            rows = cur.execute(
+                "SELECT * FROM nodes WHERE state <> 'dead' OR state_changed_at >= ? ORDER BY id",
+                (now - dead_window_s,),
+            ).fetchall()
+            counts = {s: 0 for s in JobState}
+            for state, n in cur.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+                counts[JobState(state)] = int(n)
+            return ClusterView(
+                partitions=int(partitions),
+                epoch=int(epoch),
+                now=now,
+                nodes=tuple(node_from_row(r, running.get(r["id"], 0)) for r in rows),
+                owners=self._owners(cur),
+                job_counts=counts,
+                oldest_queued_age_s=self._oldest_queued_age(cur, now),
+            )
+
+        return self._run(read, write=False)
+
+    def read_node(self, node_id: int) -> NodeRecord | None:
+        with self._read() as cur:
+            row = cur.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+            if row is None:
+                return None
+            running = cur.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'running' AND claimer = ?", (node_id,)
+            ).fetchone()[0]
+            return node_from_row(row, int(running))
+
+    def read_history(
+        self, since: float, until: float | None = None, limit: int = 10_000
+    ) -> list[HistoryEvent]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT * FROM history WHERE at >= ? AND at <= ? ORDER BY at, id LIMIT ?",
+                (since, until if until is not None else float("inf"), limit),
+            ).fetchall()
+        return [event_from_row(r) for r in rows]
+
+    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+        with self._read() as cur:
+            row = cur.execute(
+                "SELECT * FROM history WHERE kind = 'rebalance' AND at <= ?"
+                " ORDER BY at DESC, id DESC LIMIT 1",
+                (at,),
+            ).fetchone()
+        return None if row is None else event_from_row(row)
+
+    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+        rebalance = self.read_last_rebalance(at)
+        owned = assignment.sections(rebalance.owners or ()) if rebalance else {}
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT n.*, (SELECT h.to_state FROM history h WHERE h.node_id = n.id"
+                "  AND h.kind = 'node_state' AND h.at <= ? ORDER BY h.at DESC, h.id DESC LIMIT 1)"
+                "  AS past_state,"
+                " (SELECT h.at FROM history h WHERE h.node_id = n.id"
+                "  AND h.kind = 'node_state' AND h.at <= ? ORDER BY h.at DESC, h.id DESC LIMIT 1)"
+                "  AS past_changed_at"
+                " FROM nodes n WHERE n.started_at <= ? ORDER BY n.id",
+                (at, at, at),
+            ).fetchall()
+        out = []
+        for r in rows:
+            if r["past_state"] is None:
+                continue
+            node = node_from_row(r, 0)
+            state = NodeState(r["past_state"])
+            if state is NodeState.DEAD and r["past_changed_at"] < at - 600.0:
+                continue
+            out.append(
+                NodeRecord(**{
+                    **node.__dict__,
+                    "state": state,
+                    "section": owned.get(node.id, ()),
+                    "state_changed_at": float(r["past_changed_at"]),
+                })
+            )
+        return out
+
+    def read_samples(self, since: float, until: float | None = None) -> list[Sample]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT * FROM samples WHERE at >= ? AND at <= ? ORDER BY at",
+                (since, until if until is not None else float("inf")),
+            ).fetchall()
+        return [
+            Sample(
+                at=r["at"], interval_s=r["interval_s"], queued=r["queued"], running=r["running"],
+                succeeded=r["succeeded"], failed=r["failed"], live_nodes=r["live_nodes"],
+                oldest_queued_age_s=r["oldest_queued_age_s"],
+            )
+            for r in rows
+        ]
+
+    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT task, state, count(*) FROM jobs GROUP BY task, state")
+            return {(r[0], JobState(r[1])): int(r[2]) for r in rows}
+
+    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+        with self._read() as cur:
+            rows = cur.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE finished_at >= ?"
+                " ORDER BY finished_at, id LIMIT ?",
+                (since, limit),
+            ).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    # -- inside transactions --------------------------------------------------------------------
+
+    def _owners(self, cur: sqlite3.Cursor) -> tuple[int | None, ...]:
+        rows = cur.execute("SELECT owner FROM partitions ORDER BY partition").fetchall()
+        return tuple(r[0] for r in rows)
+
+    @staticmethod
+    def _oldest_queued_age(cur: sqlite3.Cursor, now: float) -> float | None:
+        row = cur.execute(
+            "SELECT created_at FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1"
+        ).fetchone()
+        return None if row is None else max(0.0, now - row[0])
+
+    def _record_state(
+        self,
+        cur: sqlite3.Cursor,
+        now: float,
+        node_id: int,
+        name: str,
+        old: NodeState | None,
+        new: NodeState,
+        reason: str,
+    ) -> None:
+        cur.execute(
+            "INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)"
+            " VALUES (?, 'node_state', ?, ?, ?, ?, ?)",
+            (now, node_id, name, old.value if old else None, new.value, reason),
+        )
+
+    def _move_node(
+        self, cur: sqlite3.Cursor, now: float, node_id: int, old: NodeState, new: NodeState
+    ) -> bool:
+        row = cur.execute(
+            "UPDATE nodes SET state = ?, state_changed_at = ? WHERE id = ? AND state = ?"
+            " RETURNING name",
+            (new.value, now, node_id, old.value),
+        ).fetchone()
+        if row is not None:
+            self._record_state(cur, now, node_id, row[0], old, new, states.TRANSITIONS[(old, new)])
+        return row is not None
+
+    def _mark_dead_in_tx(self, cur: sqlite3.Cursor, now: float) -> list[int]:
+        # Requeue only after the lease has expired in database time: a slow commit is not a death.
+        rows = cur.execute(
+            "SELECT id, name, state FROM nodes WHERE state <> 'dead' AND lease_expires_at < ?",
+            (now,),
+        ).fetchall()
+        for node_id, name, state in rows:
+            cur.execute(
+                "UPDATE nodes SET state = 'dead', state_changed_at = ? WHERE id = ?", (now, node_id)
+            )
+            self._record_state(
+                cur, now, node_id, name, NodeState(state), NodeState.DEAD, "lease expired"
+            )
+            self._requeue_running(cur, now, node_id, f"node {name} died (lease expired)")
+        if rows:
+            names = ", ".join(r[1] for r in rows)
+            self._rebalance_in_tx(cur, now, f"declared dead: {names}")
+        return [int(r[0]) for r in rows]
+
+    def _requeue_running(self, cur: sqlite3.Cursor, now: float, node_id: int, reason: str) -> None:
+        """Give a departed node's running jobs back to the queue, counting the attempt."""
+        cur.execute(
+            "UPDATE jobs SET state = 'failed', finished_at = ?, traceback = NULL,"
+            " error = ? || ' during attempt ' || attempts || ' of ' || max_attempts"
+            "  || '; no attempts left'"
+            " WHERE state = 'running' AND claimer = ? AND attempts >= max_attempts",
+            (now, reason, node_id),
+        )
+        cur.execute(
+            "UPDATE jobs SET state = 'queued', claimer = NULL, run_after = ?, progress = 0,"
+            " progress_message = NULL, traceback = NULL,"
+            " error = ? || ' during attempt ' || attempts || '; requeued'"
+            " WHERE state = 'running' AND claimer = ?",
+            (now, reason, node_id),
+        )
+
+    def _rebalance_in_tx(self, cur: sqlite3.Cursor, now: float, reason: str) -> bool:
+        partitions, epoch = cur.execute(
+            "SELECT partitions, epoch FROM cluster WHERE id = 1"
+        ).fetchone()
+        owners = self._owners(cur)
+        eligible = [
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM nodes WHERE state IN ('waiting', 'working')"
+                " AND pause_requested = 0"
+            )
+        ]
+        new = assignment.rebalance(owners, eligible, partitions)
+        if new == owners:
+            return False
+        cur.executemany(
+            "UPDATE partitions SET owner = ? WHERE partition = ?",
+            [(o, p) for p, (o, was) in enumerate(zip(new, owners, strict=True)) if o != was],
+        )
+        before, after = assignment.sections(owners), assignment.sections(new)
+        for node_id in set(before) | set(after):
+            if before.get(node_id) != after.get(node_id):
+                cur.execute(
+                    "UPDATE nodes SET section = ? WHERE id = ?",
+                    (_section_text(after.get(node_id, ())), node_id),
+                )
+        epoch += 1
+        cur.execute("UPDATE cluster SET epoch = ? WHERE id = 1", (epoch,))
+        cur.execute(
+            "INSERT INTO history (at, kind, epoch, owners, reason)"
+            " VALUES (?, 'rebalance', ?, ?, ?)",
+            (now, epoch, json.dumps(new),
+             f"{reason}; moved {assignment.moved(owners, new)} of {partitions}"),
+        )
+        return True
+
+
+# -- rows to values -------------------------------------------------------------------------------
+
+
+def _section(text: str) -> tuple[int, ...]:
+    return tuple(json.loads(text)) if text else ()
+
+
+def _section_text(section: Sequence[int]) -> str:
+    return json.dumps(list(section), separators=(",", ":")) if section else ""
+
+
+def job_from_row(r: sqlite3.Row) -> Job:
+    return Job(
+        id=r["id"], partition=r["partition"], task=r["task"], args_json=r["args"],
+        kwargs_json=r["kwargs"], state=JobState(r["state"]), attempts=r["attempts"],
+        max_attempts=r["max_attempts"], timeout_s=r["timeout_s"], run_after=r["run_after"],
+        claimer=r["claimer"], progress=r["progress"], progress_message=r["progress_message"],
+        result_json=r["result"], error=r["error"], traceback=r["traceback"],
+        created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+    )
+
+
+def node_from_row(r: sqlite3.Row, running: int) -> NodeRecord:
+    return NodeRecord(
+        id=r["id"], name=r["name"], state=NodeState(r["state"]), section=_section(r["section"]),
+        host=r["host"], pid=r["pid"], concurrency=r["concurrency"],
+        tasks=tuple(json.loads(r["tasks"])), started_at=r["started_at"],
+        heartbeat_at=r["heartbeat_at"], lease_expires_at=r["lease_expires_at"],
+        state_changed_at=r["state_changed_at"], pause_requested=bool(r["pause_requested"]),
+        processed=r["processed"], failed=r["failed"], running=running,
+    )
+
+
+def event_from_row(r: sqlite3.Row) -> HistoryEvent:
+    return HistoryEvent(
+        id=r["id"], at=r["at"], kind=EventKind(r["kind"]), node_id=r["node_id"],
+        node_name=r["node_name"],
+        from_state=NodeState(r["from_state"]) if r["from_state"] else None,
+        to_state=NodeState(r["to_state"]) if r["to_state"] else None,
+        epoch=r["epoch"], owners=tuple(json.loads(r["owners"])) if r["owners"] else None,
+        reason=r["reason"],
+    )
+
+
+def _job_filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.state is not None:
+        clauses.append("state = ?")
+        params.append(where.state.value)
+    if where.task is not None:
+        clauses.append("task = ?")
+        params.append(where.task)
+    if where.node_id is not None:
+        clauses.append("claimer = ?")
+        params.append(where.node_id)
+    if where.min_id is not None:
+        clauses.append("id >= ?")
+        params.append(where.min_id)
+    if where.max_id is not None:
+        clauses.append("id <= ?")
+        params.append(where.max_id)
+    return clauses, params
+
+
+__all__ = ["SqliteStore"]
