@@ -1,0 +1,66 @@
+"""Shared fixtures: a fresh datastore per test, on every backend the machine offers.
+
+PostgreSQL tests get a brand-new database each (tests/pgutil.py). Locally without a server they
+skip with a loud reason; with CI=true they fail instead, because CI must exercise PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from shoal.store import Store, open_store  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def backend_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shoal.db'}"
+        return
+    try:
+        from pgutil import fresh_pg_database, pg_available
+    except ImportError as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL test support missing ({exc})")
+    if not pg_available():
+        if IN_CI:
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
+        pytest.skip("!!! PostgreSQL is not reachable on 127.0.0.1:5432: PostgreSQL tests SKIPPED")
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty, initialised datastore on each backend."""
+    gen = backend_url(request.param, tmp_path)
+    url = next(gen)
+    store = open_store(url)
+    store.initialize()
+    store.close()
+    yield url
+    for _ in gen:
+        pass
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = open_store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'shoal.db'}"
+    open_store(url).close()
+    return url
