@@ -1,1 +1,46 @@
-"""Shoal: a distributed job queue."""
+"""Shoal: a distributed job queue.
+
+Processor nodes share one datastore (SQLite embedded, PostgreSQL distributed); each job gets a
+sequential id whose partition decides which node runs it. The public API is re-exported here.
+"""
+
+from shoal.app import App, JobHandle, Progress, Task
+from shoal.context import current_job, progress
+from shoal.errors import (
+    ConfigError,
+    DatastoreUnavailable,
+    JobFailed,
+    NodeNameTaken,
+    NotFound,
+    PayloadError,
+    SchemaError,
+    ShoalError,
+    SubmitError,
+    UnknownTask,
+    WaitTimeout,
+)
+from shoal.model import Job, JobState, NodeRecord, NodeState
+
+__all__ = [
+    "App",
+    "ConfigError",
+    "DatastoreUnavailable",
+    "Job",
+    "JobFailed",
+    "JobHandle",
+    "JobState",
+    "NodeNameTaken",
+    "NodeRecord",
+    "NodeState",
+    "NotFound",
+    "PayloadError",
+    "Progress",
+    "SchemaError",
+    "ShoalError",
+    "SubmitError",
+    "Task",
+    "UnknownTask",
+    "WaitTimeout",
+    "current_job",
+    "progress",
+]

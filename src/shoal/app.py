@@ -1,0 +1,275 @@
+"""The submitter's side: an App holds a task registry and a datastore, and hands out job handles.
+
+`@app.task` registers a plain or `async def` function under a name. Submitting validates
+everything before anything is written: the task must be registered, arguments must be JSON and
+under the size cap. Jobs of one `submit_many` call go in one transaction, all or none.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+from shoal.errors import JobFailed, NotFound, PayloadError, UnknownTask, WaitTimeout
+from shoal.model import Job, JobState, NewJob
+from shoal.store import Store, open_store, resolve_url
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF_S = 1.0
+
+
+def encode_json(value: Any, what: str, max_bytes: int) -> str:
+    """JSON text for `value`; PayloadError if it is not JSON or is larger than `max_bytes`."""
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"{what} must be JSON (str, int, float, bool, None, list, dict): {exc}"
+        ) from exc
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadError(
+            f"{what} are {size} bytes of JSON, over the {max_bytes}-byte cap; store large data "
+            "elsewhere (a file, an object store) and pass a reference"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    name: str
+    retries: int = DEFAULT_RETRIES
+    timeout_s: float | None = None
+    backoff_s: float = DEFAULT_BACKOFF_S
+
+
+class Task:
+    """A registered function. Call it to run it here; `submit` to run it on the cluster."""
+
+    def __init__(self, app: App, fn: Callable[..., Any], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", options.name)
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any], delay_s: float = 0.0) -> NewJob:
+        """A validated job for these arguments; raises PayloadError before anything is written."""
+        try:
+            inspect.signature(self.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PayloadError(f"bad arguments for task {self.name!r}: {exc}") from None
+        cap = self.app.max_payload_bytes
+        args_json = encode_json(list(args), f"arguments of {self.name!r}", cap)
+        kwargs_json = encode_json(dict(kwargs), f"keyword arguments of {self.name!r}", cap)
+        if len(args_json.encode()) + len(kwargs_json.encode()) > cap:
+            raise PayloadError(f"arguments of {self.name!r} together exceed the {cap}-byte cap")
+        return NewJob(
+            task=self.name,
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            max_attempts=self.options.retries + 1,
+            timeout_s=self.options.timeout_s,
+            delay_s=delay_s,
+        )
+
+    def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """Queue one job and return its handle."""
+        [job_id] = self.app.store.submit_jobs([self.new_job(args, kwargs)])
+        return JobHandle(self.app.store, job_id)
+
+    def submit_later(self, delay_s: float, *args: Any, **kwargs: Any) -> JobHandle:
+        """Queue one job that no node starts before `delay_s` seconds have passed."""
+        [job_id] = self.app.store.submit_jobs([self.new_job(args, kwargs, delay_s)])
+        return JobHandle(self.app.store, job_id)
+
+    def submit_many(self, items: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
+        """Queue many jobs in one transaction. Each item is a tuple or list of positional
+        arguments or a dict of keyword arguments. All are validated first: one bad item
+        rejects the whole batch and nothing is written."""
+        jobs = []
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, Mapping):
+                    jobs.append(self.new_job((), item))
+                elif isinstance(item, (list, tuple)):
+                    jobs.append(self.new_job(item, {}))
+                else:
+                    raise PayloadError(
+                        f"expected a tuple of arguments or a dict of keyword arguments, "
+                        f"got {type(item).__name__}"
+                    )
+            except PayloadError as exc:
+                raise PayloadError(f"item {index} of the batch: {exc}") from None
+        ids = self.app.store.submit_jobs(jobs)
+        return [JobHandle(self.app.store, i) for i in ids]
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float
+    message: str | None
+
+
+class JobHandle:
+    """A job by id. Every property reads the datastore afresh."""
+
+    def __init__(self, store: Store, job_id: int) -> None:
+        self.store = store
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id}>"
+
+    def refresh(self) -> Job:
+        job = self.store.read_job(self.id)
+        if job is None:
+            raise NotFound(f"no job with id {self.id}")
+        return job
+
+    @property
+    def state(self) -> JobState:
+        return self.refresh().state
+
+    @property
+    def progress(self) -> Progress:
+        job = self.refresh()
+        return Progress(job.progress, job.progress_message)
+
+    @property
+    def result(self) -> Any:
+        """The result if the job succeeded, else None."""
+        job = self.refresh()
+        return job.result if job.state is JobState.SUCCEEDED else None
+
+    @property
+    def error(self) -> str | None:
+        return self.refresh().error
+
+    def wait(self, timeout_s: float | None = None) -> Any:
+        """Block until the job ends; return its result.
+
+        Raises JobFailed (with the error and traceback) if it failed or was cancelled, and
+        WaitTimeout if `timeout_s` passes first (the job itself goes on).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            job = self.refresh()
+            if job.state is JobState.SUCCEEDED:
+                return job.result
+            if job.state.is_final:
+                raise JobFailed(job.id, job.state.value, job.error, job.traceback)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"job {self.id} still {job.state.value} after {timeout_s}s "
+                    f"(attempt {job.attempts} of {job.max_attempts})"
+                )
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 1.5, 0.25)
+
+
+class App:
+    """A task registry bound to a datastore.
+
+    The datastore URL comes from `db`, else the SHOAL_DB environment variable, else
+    `sqlite:///shoal.db`. The store opens on first use.
+    """
+
+    def __init__(self, db: str | None = None, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self.db_url = resolve_url(db)
+        self.max_payload_bytes = max_payload_bytes
+        self.tasks: dict[str, Task] = {}
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.db_url)
+        return self._store
+
+    def use_store(self, store: Store) -> None:
+        """Bind the app to an already-open store (the CLI does this for --db)."""
+        self._store = store
+        self.db_url = store.url_for_display
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        timeout_s: float | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        timeout_s: float | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
+
+        The name defaults to the function's name. `retries` is how many times a failed attempt is
+        retried (with exponential backoff from `backoff_s`); `timeout_s` stops an attempt that
+        runs longer. Raises ValueError if the name is already registered.
+        """
+
+        def register(f: Callable[..., Any]) -> Task:
+            options = TaskOptions(name or f.__name__, retries, timeout_s, backoff_s)
+            if retries < 0 or (timeout_s is not None and timeout_s <= 0):
+                raise ValueError("retries must be >= 0 and timeout_s > 0")
+            if options.name in self.tasks:
+                raise ValueError(f"a task named {options.name!r} is already registered")
+            task = Task(self, f, options)
+            self.tasks[options.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTask(f"unknown task {name!r}; this app registers: {known}") from None
+
+    def submit(self, task_name: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """Queue a job of a task by name."""
+        return self.get_task(task_name).submit(*args, **kwargs)
+
+    def job(self, job_id: int) -> JobHandle:
+        """A handle for an existing job; raises NotFound if there is none with this id."""
+        handle = JobHandle(self.store, job_id)
+        handle.refresh()
+        return handle

@@ -1,0 +1,38 @@
+"""A node's settings, with the defaults a user gets from `shoal node`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from shoal.errors import ConfigError
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = field(default_factory=default_name)
+    concurrency: int = 4
+    pool: str = "thread"  # "thread", or "process" for CPU-bound tasks
+    lease_s: float = 5.0  # declared dead this long after its last heartbeat
+    heartbeat_s: float = 1.0
+    poll_s: float = 0.05  # how often an idle node looks for work (without notifications)
+    grace_s: float = 30.0  # how long SIGTERM waits for in-flight jobs before releasing them
+    idle_grace_s: float = 1.0  # idle this long before working -> waiting (no flapping per job)
+    progress_flush_s: float = 0.25
+    sample_interval_s: float = 5.0
+    max_backoff_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        if self.pool not in ("thread", "process"):
+            raise ConfigError("--pool must be 'thread' or 'process'")
+        if not self.name or len(self.name) > 200:
+            raise ConfigError("a node name must be 1 to 200 characters")
+        if self.heartbeat_s * 2 > self.lease_s:
+            raise ConfigError("the lease must be at least two heartbeats long")

@@ -1,0 +1,310 @@
+"""A processor node's life: register, take a section, claim and run jobs, leave or be declared dead.
+
+One main thread owns every datastore call; workers only run tasks and report events. Each turn
+of the loop writes finished outcomes (batched), flushes progress (throttled), heartbeats when
+due, claims work for free slots, and sleeps until the next event or poll. A node that finds
+itself declared dead stops writing, abandons its attempts (their writes would be rejected anyway)
+and registers again as a new node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from shoal.app import App
+from shoal.errors import DatastoreUnavailable, NodeNameTaken
+from shoal.model import Heartbeat, Job, NodeState, Outcome, ProgressUpdate
+from shoal.node.config import NodeConfig
+from shoal.node.executor import Executor, ThreadExecutor
+from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
+from shoal.node.services import Housekeeping
+from shoal.store import Store
+
+log = logging.getLogger("shoal.node")
+
+
+class DeclaredDead(Exception):
+    """This node's record is dead: another node saw its lease expire."""
+
+
+@dataclass
+class _Held:
+    job: Job
+    backoff_s: float
+
+
+def describe_section(section: tuple[int, ...]) -> str:
+    """Compact ranges, e.g. '0-3,8,10-12'."""
+    if not section:
+        return "none"
+    parts, start, prev = [], section[0], section[0]
+    for p in section[1:]:
+        if p != prev + 1:
+            parts.append(f"{start}-{prev}" if start != prev else str(start))
+            start = p
+        prev = p
+    parts.append(f"{start}-{prev}" if start != prev else str(start))
+    return ",".join(parts)
+
+
+class Node:
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        config: NodeConfig,
+        executor_factory: type[ThreadExecutor] | None = None,
+        app_spec: str | None = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.config = config
+        self.app_spec = app_spec
+        self.stopping = False
+        self.stop_now = False
+        self.node_id = 0
+        self.state = NodeState.INITIALIZING
+
+    # -- the outer life ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped by SIGTERM/SIGINT. Returns the process exit code."""
+        self._install_signals()
+        while True:
+            try:
+                self._register()
+            except NodeNameTaken as exc:
+                log.error("%s", exc)
+                return 2
+            try:
+                self._serve()
+                return 0
+            except DeclaredDead:
+                log.error(
+                    "node %s (id %s) was declared dead by the cluster (its lease expired); "
+                    "its jobs were requeued elsewhere. Registering again as a new node.",
+                    self.config.name, self.node_id,
+                )
+                if self.stopping:
+                    return 0
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self.stopping:
+                log.warning("second stop signal: releasing in-flight jobs and leaving now")
+                self.stop_now = True
+            else:
+                log.info(
+                    "stop signal: no more claims; draining in-flight jobs (up to %.0fs)",
+                    self.config.grace_s,
+                )
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _register(self) -> None:
+        record = self._retrying(
+            lambda: self.store.register_node(
+                self.config.name, socket.gethostname(), os.getpid(), self.config.concurrency,
+                sorted(self.app.tasks), self.config.lease_s,
+            )
+        )
+        self.node_id, self.state = record.id, NodeState.INITIALIZING
+        self.executor: Executor = self._make_executor()
+        self._retrying(
+            lambda: self.store.set_node_state(self.node_id, NodeState.INITIALIZING, NodeState.WAITING)
+        )
+        self.state = NodeState.WAITING
+        node = self.store.read_node(self.node_id)
+        section = node.section if node else ()
+        log.info(
+            "node %s (id %d) waiting; section of %d partitions: %s; tasks: %s",
+            self.config.name, self.node_id, len(section), describe_section(section),
+            ", ".join(sorted(self.app.tasks)) or "none",
+        )
+
+    def _make_executor(self) -> Executor:
+        if self.config.pool == "process":
+            from shoal.node.procpool import ProcessExecutor
+
+            if self.app_spec is None:
+                raise DatastoreUnavailable("the process pool needs the app as 'module:attribute'")
+            return ProcessExecutor(self.app_spec, self.config.concurrency, self.store.url_for_display)
+        return ThreadExecutor(self.app, self.config.concurrency)
+
+    # -- the main loop ------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        cfg = self.config
+        self.held: dict[int, _Held] = {}
+        self.outcomes: list[Outcome] = []
+        self.progress: dict[int, ProgressUpdate] = {}
+        self.housekeeping = Housekeeping(self.store, self.node_id, cfg)
+        self.draining = False
+        last_flush = last_beat = idle_since = time.monotonic()
+        drain_deadline: float | None = None
+        while True:
+            now = time.monotonic()
+            self._take_events(block_s=0.0)
+            self.outcomes.extend(self._finish(f) for f in self.executor.expire(now))
+            self._write_outcomes()
+            if now - last_flush >= cfg.progress_flush_s:
+                self._write_progress()
+                last_flush = now
+            if now - last_beat >= cfg.heartbeat_s:
+                last_beat = now
+                try:
+                    self._on_heartbeat(self.housekeeping.run_once())
+                except DatastoreUnavailable as exc:
+                    log.warning("heartbeat failed (%s); jobs keep running, retrying", exc)
+            if self.stopping:
+                drain_deadline = drain_deadline or now + cfg.grace_s
+                if not self.held or self.stop_now or now > drain_deadline:
+                    self._leave()
+                    return
+            elif not self.draining:
+                self._claim()
+            if self.held:
+                idle_since = now
+            elif (
+                self.state is NodeState.WORKING
+                and not self.draining
+                and now - idle_since >= cfg.idle_grace_s
+            ):
+                self._move(NodeState.WORKING, NodeState.WAITING)
+            if self.draining and not self.held and self.state is not NodeState.PAUSED:
+                self._move(self.state, NodeState.PAUSED)
+                log.info("node %s paused (in-flight jobs drained)", cfg.name)
+            # Sleep until a worker reports or the next poll; pending outcomes retry at once.
+            self._take_events(block_s=0.0 if self.outcomes else cfg.poll_s)
+
+    def _take_events(self, block_s: float) -> None:
+        try:
+            event = self.executor.events.get(timeout=block_s) if block_s > 0 else self.executor.events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(event, ProgressEvent):
+                if event.job_id in self.held:
+                    self.progress[event.job_id] = ProgressUpdate(
+                        event.job_id, event.attempt, event.fraction, event.message
+                    )
+            elif isinstance(event, Finished) and event.job_id in self.held:
+                self.outcomes.append(self._finish(event))
+            try:
+                event = self.executor.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _finish(self, finished: Finished) -> Outcome:
+        held = self.held[finished.job_id]
+        outcome = outcome_for(finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s)
+        if not outcome.succeeded:
+            what = "retrying in %.1fs" % outcome.retry_in_s if outcome.retry_in_s else "failed"
+            log.warning(
+                "job %d (%s) attempt %d: %s; %s",
+                finished.job_id, held.job.task, finished.attempt, finished.error, what,
+            )
+        return outcome
+
+    def _write_outcomes(self) -> None:
+        if not self.outcomes:
+            return
+        batch = self.outcomes
+        try:
+            applied = self.store.finish_jobs(self.node_id, batch)
+        except DatastoreUnavailable as exc:
+            log.warning("cannot record %d outcomes yet (%s); will retry", len(batch), exc)
+            return
+        self.outcomes = []
+        for outcome, ok in zip(batch, applied, strict=True):
+            self.held.pop(outcome.job_id, None)
+            self.progress.pop(outcome.job_id, None)
+            if not ok:
+                log.warning(
+                    "outcome of job %d attempt %d rejected: the job is no longer held by this "
+                    "node (it was requeued after this node was presumed dead)",
+                    outcome.job_id, outcome.attempt,
+                )
+
+    def _write_progress(self) -> None:
+        if not self.progress:
+            return
+        updates = list(self.progress.values())
+        try:
+            self.store.record_progress(self.node_id, updates)
+            self.progress.clear()
+        except DatastoreUnavailable as exc:
+            log.warning("cannot record progress yet (%s)", exc)
+
+    def _claim(self) -> None:
+        free = self.executor.free_slots()
+        if free <= 0:
+            return
+        try:
+            jobs = self.store.claim_jobs(self.node_id, free)
+        except DatastoreUnavailable as exc:
+            log.warning("cannot claim jobs (%s); retrying", exc)
+            return
+        if jobs and self.state is NodeState.WAITING:
+            self.state = NodeState.WORKING
+        for job in jobs:
+            task = self.app.tasks.get(job.task)
+            backoff = task.options.backoff_s if task else 0.0
+            self.held[job.id] = _Held(job, backoff)
+            self.executor.submit(Work.of(job))
+
+    def _on_heartbeat(self, beat: Heartbeat | None) -> None:
+        if beat is None:
+            self.executor.shutdown()
+            raise DeclaredDead()
+        self.state = beat.state
+        if beat.pause_requested and not self.draining and self.state is not NodeState.PAUSED:
+            self.draining = True
+            log.info("pause requested: no more claims; draining %d in-flight jobs", len(self.held))
+        elif not beat.pause_requested and (self.draining or self.state is NodeState.PAUSED):
+            self.draining = False
+            if self.state is NodeState.PAUSED:
+                self._move(NodeState.PAUSED, NodeState.WAITING)
+            log.info("node %s resumed", self.config.name)
+
+    def _move(self, old: NodeState, new: NodeState) -> None:
+        try:
+            if self.store.set_node_state(self.node_id, old, new):
+                self.state = new
+        except DatastoreUnavailable as exc:
+            log.warning("cannot record state %s yet (%s)", new.value, exc)
+
+    def _leave(self) -> None:
+        """Stop cleanly: record what finished, release the rest, go dead, hand the section over."""
+        self._write_progress()
+        self._write_outcomes()
+        leftover = list(self.held)
+        if leftover:
+            released = self.store.release_jobs(self.node_id, leftover)
+            log.warning("released %d unfinished jobs back to the queue", released)
+        self.executor.shutdown()
+        node = self.store.read_node(self.node_id)
+        if node is not None and node.state is not NodeState.DEAD:
+            self.store.set_node_state(self.node_id, node.state, NodeState.DEAD, "stopped")
+        log.info("node %s (id %d) left the cluster; its section was handed over", self.config.name, self.node_id)
+
+    def _retrying(self, call):  # type: ignore[no-untyped-def]
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except DatastoreUnavailable as exc:
+                if self.stopping:
+                    raise
+                log.warning("datastore unavailable (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)

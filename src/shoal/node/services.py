@@ -1,0 +1,51 @@
+"""A node's housekeeping, done every heartbeat: renew the lease, declare expired nodes dead,
+write a cluster sample when one is due, and repair the assignment now and then.
+
+Any live node does the reaping and sampling; the datastore serialises competing attempts, so
+no leader is needed. `run_once` is what the loop calls and what tests call directly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shoal.model import Heartbeat
+from shoal.node.config import NodeConfig
+from shoal.store import Store
+
+log = logging.getLogger("shoal.node")
+REPAIR_EVERY = 10  # heartbeats between checks that the assignment matches membership
+
+
+class Housekeeping:
+    def __init__(self, store: Store, node_id: int, config: NodeConfig) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.config = config
+        self.turn = 0
+        self.section: tuple[int, ...] = ()
+
+    def run_once(self) -> Heartbeat | None:
+        """One round. Returns None if this node has been declared dead (it must stop writing).
+
+        Raises DatastoreUnavailable if the datastore cannot be reached; the caller keeps its
+        jobs running and tries again next heartbeat.
+        """
+        self.turn += 1
+        beat = self.store.heartbeat(self.node_id, self.config.lease_s)
+        if beat is None:
+            return None
+        for dead in self.store.mark_dead_nodes():
+            log.warning("declared node %d dead (lease expired); its jobs were requeued", dead)
+        self.store.record_sample(self.config.sample_interval_s)
+        if self.turn % REPAIR_EVERY == 0 and self.store.rebalance():
+            log.info("repaired the partition assignment")
+        if beat.section != self.section:
+            from shoal.node.lifecycle import describe_section
+
+            log.info(
+                "section now %d partitions: %s (epoch %d)",
+                len(beat.section), describe_section(beat.section), beat.epoch,
+            )
+            self.section = beat.section
+        return beat
