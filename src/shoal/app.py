@@ -7,14 +7,17 @@ under the size cap. Jobs of one `submit_many` call go in one transaction, all or
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from shoal.errors import JobFailed, NotFound, PayloadError, UnknownTask, WaitTimeout
+from shoal.errors import ConfigError, JobFailed, NotFound, PayloadError, UnknownTask, WaitTimeout
 from shoal.model import Job, JobState, NewJob
 from shoal.store import Store, open_store, resolve_url
 
@@ -273,3 +276,24 @@ class App:
         handle = JobHandle(self.store, job_id)
         handle.refresh()
         return handle
+
+
+def load_app(spec: str) -> App:
+    """Import 'module:attribute' (attribute defaults to 'app') and check it is an App."""
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if not module_name:
+        raise ConfigError(f"--app {spec!r}: expected 'module:attribute', e.g. mytasks:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot import {module_name!r} for --app: {type(exc).__name__}: {exc}. Run from the "
+            "directory that holds it, or add that directory to PYTHONPATH."
+        ) from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise ConfigError(f"{module_name}.{attr} is not a shoal.App (got {type(app).__name__})")
+    return app

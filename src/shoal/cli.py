@@ -7,7 +7,6 @@ traceback.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.app import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RETRIES, App, encode_json
+from shoal.app import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RETRIES, encode_json, load_app
 from shoal.errors import ConfigError, PayloadError, ShoalError, UnknownTask
 from shoal.model import JobState, NewJob, NodeState
 from shoal.node.lifecycle import describe_section
@@ -41,27 +40,6 @@ def db_option(fn: Any) -> Any:
 
 def open_existing(db: str | None) -> Store:
     return open_store(db, create=False)
-
-
-def load_app(spec: str) -> App:
-    """Import 'module:attribute' (attribute defaults to 'app') and check it is an App."""
-    module_name, _, attr = spec.partition(":")
-    attr = attr or "app"
-    if not module_name:
-        raise ConfigError(f"--app {spec!r}: expected 'module:attribute', e.g. mytasks:app")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot import {module_name!r} for --app: {type(exc).__name__}: {exc}. Run from the "
-            "directory that holds it, or add that directory to PYTHONPATH."
-        ) from None
-    app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise ConfigError(f"{module_name}.{attr} is not a shoal.App (got {type(app).__name__})")
-    return app
 
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
