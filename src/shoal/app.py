@@ -72,7 +72,9 @@ class Task:
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
-    def new_job(self, args: Sequence[Any], kwargs: Mapping[str, Any], delay_s: float = 0.0) -> NewJob:
+    def new_job(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], delay_s: float = 0.0
+    ) -> NewJob:
         """A validated job for these arguments; raises PayloadError before anything is written."""
         try:
             inspect.signature(self.fn).bind(*args, **kwargs)
@@ -196,7 +198,9 @@ class App:
     `sqlite:///shoal.db`. The store opens on first use.
     """
 
-    def __init__(self, db: str | None = None, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+    def __init__(
+        self, db: str | None = None, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    ) -> None:
         self.db_url = resolve_url(db)
         self.max_payload_bytes = max_payload_bytes
         self.tasks: dict[str, Task] = {}
@@ -211,7 +215,6 @@ class App:
     def use_store(self, store: Store) -> None:
         """Bind the app to an already-open store (the CLI does this for --db)."""
         self._store = store
-        self.db_url = store.url_for_display
 
     def close(self) -> None:
         if self._store is not None:
@@ -219,22 +222,21 @@ class App:
             self._store = None
 
     @overload
-    def task(self, fn: Callable[..., Any], /) -> Task: ...
+    def task(self, fn: Callable[..., Any]) -> Task: ...
 
     @overload
     def task(
         self,
         *,
-        name: str | None = None,
-        retries: int = DEFAULT_RETRIES,
-        timeout_s: float | None = None,
-        backoff_s: float = DEFAULT_BACKOFF_S,
+        name: str | None = ...,
+        retries: int = ...,
+        timeout_s: float | None = ...,
+        backoff_s: float = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
         self,
         fn: Callable[..., Any] | None = None,
-        /,
         *,
         name: str | None = None,
         retries: int = DEFAULT_RETRIES,

@@ -58,3 +58,16 @@ def rebalance(owners: Sequence[int | None], live: Collection[int], partitions: i
 def moved(before: Sequence[int | None], after: Sequence[int | None]) -> int:
     """How many partitions changed owner."""
     return sum(1 for a, b in zip(before, after, strict=True) if a != b)
+
+
+def format_section(section: Sequence[int]) -> str:
+    """Compact ranges for people to read, e.g. '0-3,8,10-12'; 'none' when empty."""
+    if not section:
+        return "none"
+    runs: list[list[int]] = []
+    for p in sorted(section):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

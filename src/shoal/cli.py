@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -18,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.app import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RETRIES, encode_json, load_app
-from shoal.errors import ConfigError, PayloadError, ShoalError, UnknownTask
+from shoal.assignment import format_section
+from shoal.errors import PayloadError, ShoalError, UnknownTask
 from shoal.model import JobState, NewJob, NodeState
-from shoal.node.lifecycle import describe_section
 from shoal.store import DEFAULT_PARTITIONS, Store, open_store
 
 DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or postgresql://..."
@@ -55,7 +54,10 @@ def cli() -> None:
 @cli.command()
 @db_option
 @click.option(
-    "--partitions", type=click.IntRange(1, 65536), default=DEFAULT_PARTITIONS, show_default=True,
+    "--partitions",
+    type=click.IntRange(1, 65536),
+    default=DEFAULT_PARTITIONS,
+    show_default=True,
     help="Partition count P, fixed for the life of the datastore; must exceed the most nodes.",
 )
 def init(db: str | None, partitions: int) -> None:
@@ -67,21 +69,53 @@ def init(db: str | None, partitions: int) -> None:
 
 @cli.command()
 @db_option
-@click.option("--app", "app_spec", required=True, metavar="MODULE:ATTR",
-              help="Where your tasks are registered, e.g. mytasks:app.")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=4, show_default=True,
-              help="Jobs run at once by this node.")
+@click.option(
+    "--app",
+    "app_spec",
+    required=True,
+    metavar="MODULE:ATTR",
+    help="Where your tasks are registered, e.g. mytasks:app.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Jobs run at once by this node.",
+)
 @click.option("--name", help="Node name, unique among live nodes (default HOST-PID).")
-@click.option("--pool", type=click.Choice(["thread", "process"]), default="thread",
-              show_default=True, help="Run tasks in threads, or in processes for CPU-bound work.")
-@click.option("--lease-s", type=click.FloatRange(1.0), default=5.0, show_default=True,
-              help="A node silent this long is declared dead and its jobs requeued.")
-@click.option("--grace-s", type=click.FloatRange(0.0), default=30.0, show_default=True,
-              help="On SIGTERM, how long to let in-flight jobs finish before releasing them.")
+@click.option(
+    "--pool",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Run tasks in threads, or in processes for CPU-bound work.",
+)
+@click.option(
+    "--lease-s",
+    type=click.FloatRange(1.0),
+    default=5.0,
+    show_default=True,
+    help="A node silent this long is declared dead and its jobs requeued.",
+)
+@click.option(
+    "--grace-s",
+    type=click.FloatRange(0.0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM, how long to let in-flight jobs finish before releasing them.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
 def node(
-    db: str | None, app_spec: str, concurrency: int, name: str | None, pool: str,
-    lease_s: float, grace_s: float, verbose: bool,
+    db: str | None,
+    app_spec: str,
+    concurrency: int,
+    name: str | None,
+    pool: str,
+    lease_s: float,
+    grace_s: float,
+    verbose: bool,
 ) -> None:
     """Run one processor node until SIGTERM or Ctrl-C.
 
@@ -100,15 +134,21 @@ def node(
     store.check_schema()
     app.use_store(store)
     settings: dict[str, Any] = {
-        "concurrency": concurrency, "pool": pool, "lease_s": lease_s, "grace_s": grace_s,
+        "concurrency": concurrency,
+        "pool": pool,
+        "lease_s": lease_s,
+        "grace_s": grace_s,
         "heartbeat_s": min(1.0, lease_s / 4),
     }
     if name:
         settings["name"] = name
     config = NodeConfig(**settings)
     logging.getLogger("shoal").info(
-        "starting node %s on %s with %d %s workers", config.name, store.url_for_display,
-        concurrency, pool,
+        "starting node %s on %s with %d %s workers",
+        config.name,
+        store.url_for_display,
+        concurrency,
+        pool,
     )
     sys.exit(Node(app, store, config, app_spec=app_spec).run())
 
@@ -131,16 +171,30 @@ def _parse_json(text: str | None, what: str, kind: type) -> Any:
 @click.argument("task")
 @click.option("--args", "args_text", metavar="JSON", help="Positional arguments as a JSON array.")
 @click.option("--kwargs", "kwargs_text", metavar="JSON", help="Keyword arguments as a JSON object.")
-@click.option("--app", "app_spec", metavar="MODULE:ATTR",
-              help="Validate against this app's tasks (name, arguments, retries, time limit).")
-@click.option("--retries", type=click.IntRange(0), default=None,
-              help=f"Retries after a failed attempt (default {DEFAULT_RETRIES}).")
+@click.option(
+    "--app",
+    "app_spec",
+    metavar="MODULE:ATTR",
+    help="Validate against this app's tasks (name, arguments, retries, time limit).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=None,
+    help=f"Retries after a failed attempt (default {DEFAULT_RETRIES}).",
+)
 @click.option("--timeout-s", type=click.FloatRange(0.001), default=None, help="Time limit.")
 @click.option("--delay-s", type=click.FloatRange(0.0), default=0.0, help="Start no sooner.")
 @click.option("--force", is_flag=True, help="Submit even if no live node registers TASK.")
 def submit(
-    db: str | None, task: str, args_text: str | None, kwargs_text: str | None,
-    app_spec: str | None, retries: int | None, timeout_s: float | None, delay_s: float,
+    db: str | None,
+    task: str,
+    args_text: str | None,
+    kwargs_text: str | None,
+    app_spec: str | None,
+    retries: int | None,
+    timeout_s: float | None,
+    delay_s: float,
     force: bool,
 ) -> None:
     """Queue a job of TASK and print its id."""
@@ -192,33 +246,56 @@ def status(db: str | None, as_json: bool) -> None:
     """Nodes (live and recently dead) with their sections, and job counts by state."""
     view = open_existing(db).read_cluster()
     if as_json:
-        click.echo(json.dumps({
-            "partitions": view.partitions,
-            "epoch": view.epoch,
-            "nodes": [
+        click.echo(
+            json.dumps(
                 {
-                    "id": n.id, "name": n.name, "state": n.state.value, "section": list(n.section),
-                    "host": n.host, "pid": n.pid, "heartbeat_age_s": round(view.now - n.heartbeat_at, 3),
-                    "running": n.running, "processed": n.processed, "failed": n.failed,
-                    "pause_requested": n.pause_requested, "concurrency": n.concurrency,
-                }
-                for n in view.nodes
-            ],
-            "jobs": {s.value: view.job_counts.get(s, 0) for s in JobState},
-        }, indent=2))
+                    "partitions": view.partitions,
+                    "epoch": view.epoch,
+                    "nodes": [
+                        {
+                            "id": n.id,
+                            "name": n.name,
+                            "state": n.state.value,
+                            "section": list(n.section),
+                            "host": n.host,
+                            "pid": n.pid,
+                            "heartbeat_age_s": round(view.now - n.heartbeat_at, 3),
+                            "running": n.running,
+                            "processed": n.processed,
+                            "failed": n.failed,
+                            "pause_requested": n.pause_requested,
+                            "concurrency": n.concurrency,
+                        }
+                        for n in view.nodes
+                    ],
+                    "jobs": {s.value: view.job_counts.get(s, 0) for s in JobState},
+                },
+                indent=2,
+            )
+        )
         return
     console = Console()
     table = Table(title=f"Shoal · {view.partitions} partitions · epoch {view.epoch}")
     for column in ("id", "name", "state", "section", "heartbeat", "running", "done", "failed"):
         table.add_column(column)
-    colours = {NodeState.WORKING: "green", NodeState.WAITING: "blue", NodeState.PAUSED: "yellow",
-               NodeState.DEAD: "red", NodeState.INITIALIZING: "cyan"}
+    colours = {
+        NodeState.WORKING: "green",
+        NodeState.WAITING: "blue",
+        NodeState.PAUSED: "yellow",
+        NodeState.DEAD: "red",
+        NodeState.INITIALIZING: "cyan",
+    }
     for n in view.nodes:
         state = n.state.value + (" (pausing)" if n.pause_requested and n.is_live else "")
         table.add_row(
-            str(n.id), n.name, f"[{colours[n.state]}]{state}[/]",
-            f"{len(n.section)}: {describe_section(n.section)}",
-            _age(view.now, n.heartbeat_at), str(n.running), str(n.processed), str(n.failed),
+            str(n.id),
+            n.name,
+            f"[{colours[n.state]}]{state}[/]",
+            f"{len(n.section)}: {format_section(n.section)}",
+            _age(view.now, n.heartbeat_at),
+            str(n.running),
+            str(n.processed),
+            str(n.failed),
         )
     console.print(table)
     console.print("jobs: " + "  ".join(f"{s.value} {view.job_counts.get(s, 0)}" for s in JobState))
@@ -234,12 +311,22 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
     if found is None:
         raise click.ClickException(f"no job with id {job_id}")
     fields = {
-        "id": found.id, "state": found.state.value, "task": found.task, "args": found.args,
-        "kwargs": found.kwargs, "partition": found.partition, "attempts": found.attempts,
-        "max_attempts": found.max_attempts, "node": found.claimer,
-        "progress": found.progress, "progress_message": found.progress_message,
-        "result": found.result, "error": found.error, "traceback": found.traceback,
-        "created_at": found.created_at, "started_at": found.started_at,
+        "id": found.id,
+        "state": found.state.value,
+        "task": found.task,
+        "args": found.args,
+        "kwargs": found.kwargs,
+        "partition": found.partition,
+        "attempts": found.attempts,
+        "max_attempts": found.max_attempts,
+        "node": found.claimer,
+        "progress": found.progress,
+        "progress_message": found.progress_message,
+        "result": found.result,
+        "error": found.error,
+        "traceback": found.traceback,
+        "created_at": found.created_at,
+        "started_at": found.started_at,
         "finished_at": found.finished_at,
     }
     if as_json:
@@ -298,8 +385,11 @@ def demo(db: str | None, nodes: int, job_count: int, keep_running: bool, no_kill
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
-@click.option("--token", envvar="SHOAL_OBSERVER_TOKEN",
-              help="Require this bearer token (mandatory when binding beyond loopback).")
+@click.option(
+    "--token",
+    envvar="SHOAL_OBSERVER_TOKEN",
+    help="Require this bearer token (mandatory when binding beyond loopback).",
+)
 def observe(db: str | None, host: str, port: int, token: str | None) -> None:
     """Serve the observer's web page, JSON API and /metrics (read-only). Ctrl-C stops it."""
     from shoal.observer.server import serve

@@ -53,9 +53,25 @@ class DemoNode:
 def start_node(url: str, name: str, log_dir: Path, concurrency: int = 4) -> DemoNode:
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it until exit
     process = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "node", "--app", "shoal.demo:app", "--db", url,
-         "--name", name, "--concurrency", str(concurrency), "--grace-s", "5"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "shoal",
+            "node",
+            "--app",
+            "shoal.demo:app",
+            "--db",
+            url,
+            "--name",
+            name,
+            "--concurrency",
+            str(concurrency),
+            "--grace-s",
+            "5",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     return DemoNode(name, process)
 
@@ -98,7 +114,9 @@ def run_demo(db: str | None, nodes: int, jobs: int, keep_running: bool, kill: bo
         store.close()
 
 
-def _wait_for_nodes(store: Store, count: int, cluster: Sequence[DemoNode], console: Console) -> bool:
+def _wait_for_nodes(
+    store: Store, count: int, cluster: Sequence[DemoNode], console: Console
+) -> bool:
     deadline = time.monotonic() + 30
     with console.status(f"starting {count} nodes…"):
         while time.monotonic() < deadline:
@@ -115,8 +133,12 @@ def _wait_for_nodes(store: Store, count: int, cluster: Sequence[DemoNode], conso
 
 
 def _watch(
-    store: Store, ids: list[int], cluster: list[DemoNode], victim: DemoNode | None,
-    started: float, console: Console,
+    store: Store,
+    ids: list[int],
+    cluster: list[DemoNode],
+    victim: DemoNode | None,
+    started: float,
+    console: Console,
 ) -> None:
     since = store.now()
     with Live(console=console, refresh_per_second=8, transient=False) as live:
@@ -141,10 +163,14 @@ def _frame(view, running, events, finished, total, started, victim) -> Renderabl
     for event in events[-6:]:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
         lines.append(f"{stamp} ", style="dim")
-        lines.append(_describe(event) + "\n", style="red" if event.to_state is NodeState.DEAD else "")
+        lines.append(
+            _describe(event) + "\n", style="red" if event.to_state is NodeState.DEAD else ""
+        )
     note = f"{finished}/{total} jobs finished · {time.monotonic() - started:.1f}s"
     if victim and victim.killed_at:
-        note += f" · {victim.name} killed with SIGKILL {time.monotonic() - victim.killed_at:.1f}s ago"
+        note += (
+            f" · {victim.name} killed with SIGKILL {time.monotonic() - victim.killed_at:.1f}s ago"
+        )
     return Group(
         build_overview(view, running, title="Shoal demo"),
         Panel(lines, title="what changed", title_align="left"),
@@ -157,13 +183,18 @@ def _describe(event: HistoryEvent) -> str:
         return f"rebalance (epoch {event.epoch}): {event.reason}"
     if event.kind is EventKind.NODE_STATE:
         was = event.from_state.value if event.from_state else "new"
-        return f"{event.node_name}: {was} → {event.to_state.value if event.to_state else '?'} ({event.reason})"
+        now = event.to_state.value if event.to_state else "?"
+        return f"{event.node_name}: {was} → {now} ({event.reason})"
     return f"{event.node_name}: {event.reason}"
 
 
 def _summary(
-    store: Store, ids: list[int], cluster: list[DemoNode], victim: DemoNode | None,
-    elapsed_s: float, console: Console,
+    store: Store,
+    ids: list[int],
+    cluster: list[DemoNode],
+    victim: DemoNode | None,
+    elapsed_s: float,
+    console: Console,
 ) -> bool:
     jobs = [store.read_job(i) for i in ids]
     states = {s: sum(1 for j in jobs if j and j.state is s) for s in JobState}
@@ -185,8 +216,10 @@ def _summary(
     )
     if victim and victim.killed_at:
         deaths = [
-            e for e in store.read_history(0)
-            if e.kind is EventKind.NODE_STATE and e.node_name == victim.name
+            e
+            for e in store.read_history(0)
+            if e.kind is EventKind.NODE_STATE
+            and e.node_name == victim.name
             and e.to_state is NodeState.DEAD
         ]
         if deaths and victim.killed_at_db is not None:

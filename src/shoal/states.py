@@ -10,7 +10,7 @@ from __future__ import annotations
 from shoal.errors import IllegalTransition
 from shoal.model import NodeState
 
-I, W, K, P, D = (
+INIT, WAIT, WORK, PAUSE, DEAD = (
     NodeState.INITIALIZING,
     NodeState.WAITING,
     NodeState.WORKING,
@@ -19,20 +19,20 @@ I, W, K, P, D = (
 )
 
 TRANSITIONS: dict[tuple[NodeState, NodeState], str] = {
-    (I, W): "registered and granted a section",
-    (I, D): "could not start",
-    (W, K): "claimed jobs",
-    (K, W): "all jobs done",
-    (W, P): "pause requested",
-    (K, P): "pause requested; in-flight jobs drained",
-    (P, W): "resumed",
-    (W, D): "stopped or lease expired",
-    (K, D): "stopped or lease expired",
-    (P, D): "stopped or lease expired",
+    (INIT, WAIT): "registered and granted a section",
+    (INIT, DEAD): "could not start",
+    (WAIT, WORK): "claimed jobs",
+    (WORK, WAIT): "all jobs done",
+    (WAIT, PAUSE): "pause requested",
+    (WORK, PAUSE): "pause requested; in-flight jobs drained",
+    (PAUSE, WAIT): "resumed",
+    (WAIT, DEAD): "stopped or lease expired",
+    (WORK, DEAD): "stopped or lease expired",
+    (PAUSE, DEAD): "stopped or lease expired",
 }
 
 # States whose nodes may own a section and claim jobs (unless a pause was requested).
-SECTION_STATES = frozenset({W, K})
+SECTION_STATES = frozenset({WAIT, WORK})
 
 
 def check_transition(old: NodeState, new: NodeState) -> str:

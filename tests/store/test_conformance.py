@@ -150,9 +150,7 @@ def test_state_change_is_conditional_and_recorded(store: Store) -> None:
     with pytest.raises(IllegalTransition):
         store.set_node_state(node.id, NodeState.WAITING, NodeState.INITIALIZING)
     events = store.read_history(0)
-    transitions = [
-        (e.from_state, e.to_state) for e in events if e.kind is EventKind.NODE_STATE
-    ]
+    transitions = [(e.from_state, e.to_state) for e in events if e.kind is EventKind.NODE_STATE]
     assert transitions == [
         (None, NodeState.INITIALIZING),
         (NodeState.INITIALIZING, NodeState.WAITING),

@@ -77,7 +77,8 @@ class ThreadExecutor:
         out = []
         with self._lock:
             late = [
-                s for s in self._slots.values()
+                s
+                for s in self._slots.values()
                 if s.deadline is not None and now_mono > s.deadline and s.thread
             ]
             for slot in late:
@@ -86,7 +87,9 @@ class ThreadExecutor:
                 _raise_in_thread(slot.thread)
                 out.append(
                     Finished(
-                        slot.work.job_id, slot.work.attempt, False,
+                        slot.work.job_id,
+                        slot.work.attempt,
+                        False,
                         error=f"timed out after {slot.work.timeout_s}s (task stopped)",
                     )
                 )

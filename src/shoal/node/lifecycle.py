@@ -15,10 +15,13 @@ import queue
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import TypeVar
 
 from shoal.app import App
+from shoal.assignment import format_section
 from shoal.errors import DatastoreUnavailable, NodeNameTaken
 from shoal.model import Heartbeat, Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
@@ -28,6 +31,7 @@ from shoal.node.services import Housekeeping
 from shoal.store import Store
 
 log = logging.getLogger("shoal.node")
+T = TypeVar("T")
 
 
 class DeclaredDead(Exception):
@@ -38,20 +42,6 @@ class DeclaredDead(Exception):
 class _Held:
     job: Job
     backoff_s: float
-
-
-def describe_section(section: tuple[int, ...]) -> str:
-    """Compact ranges, e.g. '0-3,8,10-12'."""
-    if not section:
-        return "none"
-    parts, start, prev = [], section[0], section[0]
-    for p in section[1:]:
-        if p != prev + 1:
-            parts.append(f"{start}-{prev}" if start != prev else str(start))
-            start = p
-        prev = p
-    parts.append(f"{start}-{prev}" if start != prev else str(start))
-    return ",".join(parts)
 
 
 class Node:
@@ -90,7 +80,8 @@ class Node:
                 log.error(
                     "node %s (id %s) was declared dead by the cluster (its lease expired); "
                     "its jobs were requeued elsewhere. Registering again as a new node.",
-                    self.config.name, self.node_id,
+                    self.config.name,
+                    self.node_id,
                 )
                 if self.stopping:
                     return 0
@@ -113,21 +104,30 @@ class Node:
     def _register(self) -> None:
         record = self._retrying(
             lambda: self.store.register_node(
-                self.config.name, socket.gethostname(), os.getpid(), self.config.concurrency,
-                sorted(self.app.tasks), self.config.lease_s,
+                self.config.name,
+                socket.gethostname(),
+                os.getpid(),
+                self.config.concurrency,
+                sorted(self.app.tasks),
+                self.config.lease_s,
             )
         )
         self.node_id, self.state = record.id, NodeState.INITIALIZING
         self.executor: Executor = self._make_executor()
         self._retrying(
-            lambda: self.store.set_node_state(self.node_id, NodeState.INITIALIZING, NodeState.WAITING)
+            lambda: self.store.set_node_state(
+                self.node_id, NodeState.INITIALIZING, NodeState.WAITING
+            )
         )
         self.state = NodeState.WAITING
         node = self.store.read_node(self.node_id)
-        section = node.section if node else ()
+        section = self.section = node.section if node else ()
         log.info(
             "node %s (id %d) waiting; section of %d partitions: %s; tasks: %s",
-            self.config.name, self.node_id, len(section), describe_section(section),
+            self.config.name,
+            self.node_id,
+            len(section),
+            format_section(section),
             ", ".join(sorted(self.app.tasks)) or "none",
         )
 
@@ -137,17 +137,19 @@ class Node:
 
             if self.app_spec is None:
                 raise DatastoreUnavailable("the process pool needs the app as 'module:attribute'")
-            return ProcessExecutor(self.app_spec, self.config.concurrency, self.store.url_for_display)
+            return ProcessExecutor(
+                self.app_spec, self.config.concurrency, self.store.url_for_display
+            )
         return ThreadExecutor(self.app, self.config.concurrency)
 
-    # -- the main loop ------------------------------------------------------------------------------
+    # -- the main loop ---------------------------------------------------------------------------
 
     def _serve(self) -> None:
         cfg = self.config
         self.held: dict[int, _Held] = {}
         self.outcomes: list[Outcome] = []
         self.progress: dict[int, ProgressUpdate] = {}
-        self.housekeeping = Housekeeping(self.store, self.node_id, cfg)
+        self.housekeeping = Housekeeping(self.store, self.node_id, cfg, self.section)
         self.draining = False
         last_flush = last_beat = idle_since = time.monotonic()
         drain_deadline: float | None = None
@@ -187,8 +189,9 @@ class Node:
             self._take_events(block_s=0.0 if self.outcomes else cfg.poll_s)
 
     def _take_events(self, block_s: float) -> None:
+        events = self.executor.events
         try:
-            event = self.executor.events.get(timeout=block_s) if block_s > 0 else self.executor.events.get_nowait()
+            event = events.get(timeout=block_s) if block_s > 0 else events.get_nowait()
         except queue.Empty:
             return
         while True:
@@ -206,12 +209,19 @@ class Node:
 
     def _finish(self, finished: Finished) -> Outcome:
         held = self.held[finished.job_id]
-        outcome = outcome_for(finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s)
+        outcome = outcome_for(
+            finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s
+        )
         if not outcome.succeeded:
-            what = "retrying in %.1fs" % outcome.retry_in_s if outcome.retry_in_s else "failed"
+            retry = outcome.retry_in_s
+            what = f"retrying in {retry:.1f}s" if retry is not None else "failed"
             log.warning(
                 "job %d (%s) attempt %d: %s; %s",
-                finished.job_id, held.job.task, finished.attempt, finished.error, what,
+                finished.job_id,
+                held.job.task,
+                finished.attempt,
+                finished.error,
+                what,
             )
         return outcome
 
@@ -232,7 +242,8 @@ class Node:
                 log.warning(
                     "outcome of job %d attempt %d rejected: the job is no longer held by this "
                     "node (it was requeued after this node was presumed dead)",
-                    outcome.job_id, outcome.attempt,
+                    outcome.job_id,
+                    outcome.attempt,
                 )
 
     def _write_progress(self) -> None:
@@ -258,9 +269,9 @@ class Node:
             self.state = NodeState.WORKING
         for job in jobs:
             task = self.app.tasks.get(job.task)
-            backoff = task.options.backoff_s if task else 0.0
-            self.held[job.id] = _Held(job, backoff)
-            self.executor.submit(Work.of(job))
+            options = task.options if task else None
+            self.held[job.id] = _Held(job, options.backoff_s if options else 0.0)
+            self.executor.submit(Work.of(job, options.timeout_s if options else None))
 
     def _on_heartbeat(self, beat: Heartbeat | None) -> None:
         if beat is None:
@@ -295,9 +306,13 @@ class Node:
         node = self.store.read_node(self.node_id)
         if node is not None and node.state is not NodeState.DEAD:
             self.store.set_node_state(self.node_id, node.state, NodeState.DEAD, "stopped")
-        log.info("node %s (id %d) left the cluster; its section was handed over", self.config.name, self.node_id)
+        log.info(
+            "node %s (id %d) left the cluster; its section was handed over",
+            self.config.name,
+            self.node_id,
+        )
 
-    def _retrying(self, call):  # type: ignore[no-untyped-def]
+    def _retrying(self, call: Callable[[], T]) -> T:
         delay = 0.5
         while True:
             try:

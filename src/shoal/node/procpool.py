@@ -9,6 +9,7 @@ failed attempt and replaced.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import queue
@@ -97,10 +98,14 @@ class ProcessExecutor:
         with self._lock:
             for i, w in enumerate(self._workers):
                 if w.work is not None and w.deadline is not None and now_mono > w.deadline:
-                    out.append(Finished(
-                        w.work.job_id, w.work.attempt, False,
-                        error=f"timed out after {w.work.timeout_s}s (worker process killed)",
-                    ))
+                    out.append(
+                        Finished(
+                            w.work.job_id,
+                            w.work.attempt,
+                            False,
+                            error=f"timed out after {w.work.timeout_s}s (worker process killed)",
+                        )
+                    )
                     w.work = None
                     w.process.kill()
                     self._workers[i] = self._spawn()
@@ -111,10 +116,8 @@ class ProcessExecutor:
         with self._lock:
             workers = list(self._workers)
         for w in workers:
-            try:
+            with contextlib.suppress(OSError):
                 w.conn.send(None)
-            except OSError:
-                pass
         for w in workers:
             w.process.join(timeout=5)
             if w.process.is_alive():
@@ -144,7 +147,11 @@ class ProcessExecutor:
         worker.process.join(timeout=1)
         log.warning("a worker process exited (code %s); replaced", worker.process.exitcode)
         if work is not None:
-            self.events.put(Finished(
-                work.job_id, work.attempt, False,
-                error=f"worker process died (exit code {worker.process.exitcode})",
-            ))
+            self.events.put(
+                Finished(
+                    work.job_id,
+                    work.attempt,
+                    False,
+                    error=f"worker process died (exit code {worker.process.exitcode})",
+                )
+            )

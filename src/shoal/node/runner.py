@@ -37,8 +37,10 @@ class Work:
     timeout_s: float | None
 
     @classmethod
-    def of(cls, job: Job) -> Work:
-        return cls(job.id, job.attempts, job.task, job.args_json, job.kwargs_json, job.timeout_s)
+    def of(cls, job: Job, default_timeout_s: float | None = None) -> Work:
+        """The work for a claimed job; the task's own time limit applies when the job has none."""
+        timeout_s = job.timeout_s if job.timeout_s is not None else default_timeout_s
+        return cls(job.id, job.attempts, job.task, job.args_json, job.kwargs_json, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,11 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
     if task is None:
         known = ", ".join(sorted(app.tasks)) or "none"
         return Finished(
-            work.job_id, work.attempt, False,
-            error=f"unknown task {work.task!r}: this node registers {known}", final=True,
+            work.job_id,
+            work.attempt,
+            False,
+            error=f"unknown task {work.task!r}: this node registers {known}",
+            final=True,
         )
 
     def send(fraction: float, message: str | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from shoal.assignment import format_section
 from shoal.model import Heartbeat
 from shoal.node.config import NodeConfig
 from shoal.store import Store
@@ -18,12 +19,14 @@ REPAIR_EVERY = 10  # heartbeats between checks that the assignment matches membe
 
 
 class Housekeeping:
-    def __init__(self, store: Store, node_id: int, config: NodeConfig) -> None:
+    def __init__(
+        self, store: Store, node_id: int, config: NodeConfig, section: tuple[int, ...] = ()
+    ) -> None:
         self.store = store
         self.node_id = node_id
         self.config = config
         self.turn = 0
-        self.section: tuple[int, ...] = ()
+        self.section = section
 
     def run_once(self) -> Heartbeat | None:
         """One round. Returns None if this node has been declared dead (it must stop writing).
@@ -41,11 +44,11 @@ class Housekeeping:
         if self.turn % REPAIR_EVERY == 0 and self.store.rebalance():
             log.info("repaired the partition assignment")
         if beat.section != self.section:
-            from shoal.node.lifecycle import describe_section
-
             log.info(
                 "section now %d partitions: %s (epoch %d)",
-                len(beat.section), describe_section(beat.section), beat.epoch,
+                len(beat.section),
+                format_section(beat.section),
+                beat.epoch,
             )
             self.section = beat.section
         return beat

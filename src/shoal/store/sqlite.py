@@ -27,7 +27,6 @@ from shoal.errors import (
     NodeNameTaken,
     NotFound,
     SchemaError,
-    ShoalError,
 )
 from shoal.model import (
     ClusterView,
@@ -51,8 +50,24 @@ T = TypeVar("T")
 
 NOW_SQL = "SELECT (julianday('now') - 2440587.5) * 86400.0"
 REMOTE_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph",
-     "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "davfs", "fuse.s3fs"}
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "fuse.sshfs",
+        "sshfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "fuse.s3fs",
+    }
 )
 LOCK_RETRY_S = 120.0  # give up on a lock only after this long; then it is a real outage
 JOB_COLUMNS = (
@@ -70,7 +85,7 @@ def path_from_url(url: str) -> str:
             f"malformed SQLite URL {url!r}: SQLite is embedded and takes no host; use "
             "sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
-    path = url[len(prefix):]
+    path = url[len(prefix) :]
     if not path or "?" in path or "#" in path:
         raise ConfigError(f"malformed SQLite URL {url!r}: expected a file path after sqlite:///")
     return path
@@ -148,9 +163,8 @@ class SqliteStore(Store):
                 f"no Shoal datastore at {path}; start a node or run `shoal init --db {url}`"
             )
         store = cls(path)
-        if not exists or store._schema_version() is None:
-            if create:
-                store.initialize()
+        if create and (not exists or store._schema_version() is None):
+            store.initialize()
         store.check_schema()
         return store
 
@@ -275,8 +289,17 @@ class SqliteStore(Store):
                 "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
                 " timeout_s, run_after, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
                 [
-                    (i, i % partitions, j.task, j.args_json, j.kwargs_json, j.max_attempts,
-                     j.timeout_s, now + j.delay_s, now)
+                    (
+                        i,
+                        i % partitions,
+                        j.task,
+                        j.args_json,
+                        j.kwargs_json,
+                        j.max_attempts,
+                        j.timeout_s,
+                        now + j.delay_s,
+                        now,
+                    )
                     for i, j in zip(ids, jobs, strict=True)
                 ],
             )
@@ -349,8 +372,17 @@ class SqliteStore(Store):
                 "INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at,"
                 " heartbeat_at, lease_expires_at, state_changed_at)"
                 " VALUES (?, 'initializing', ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, host, pid, concurrency, json.dumps(sorted(tasks)), now, now,
-                 now + lease_s, now),
+                (
+                    name,
+                    host,
+                    pid,
+                    concurrency,
+                    json.dumps(sorted(tasks)),
+                    now,
+                    now,
+                    now + lease_s,
+                    now,
+                ),
             )
             node_id = int(cur.lastrowid or 0)
             self._record_state(cur, now, node_id, name, None, NodeState.INITIALIZING, "registered")
@@ -422,13 +454,16 @@ class SqliteStore(Store):
                 raise NotFound(f"no node with id or name {node_ref!r}; see `shoal status`")
             if row[2] == NodeState.DEAD.value:
                 raise NotFound(f"node {row[1]} (id {row[0]}) is dead; it cannot pause or resume")
-            cur.execute(
-                "UPDATE nodes SET pause_requested = ? WHERE id = ?", (int(paused), row[0])
-            )
+            cur.execute("UPDATE nodes SET pause_requested = ? WHERE id = ?", (int(paused), row[0]))
             cur.execute(
                 "INSERT INTO history (at, kind, node_id, node_name, reason) VALUES (?, ?, ?, ?, ?)",
-                (now, EventKind.PAUSE_REQUEST.value, row[0], row[1],
-                 "pause requested" if paused else "resume requested"),
+                (
+                    now,
+                    EventKind.PAUSE_REQUEST.value,
+                    row[0],
+                    row[1],
+                    "pause requested" if paused else "resume requested",
+                ),
             )
             verb = "pausing" if paused else "resuming"
             self._rebalance_in_tx(cur, now, f"node {row[1]} {verb}")
@@ -525,7 +560,9 @@ class SqliteStore(Store):
                     )
                 applied.append(cur.rowcount == 1)
             done = sum(applied)
-            failed = sum(1 for o, ok in zip(outcomes, applied, strict=True) if ok and not o.succeeded)
+            failed = sum(
+                1 for o, ok in zip(outcomes, applied, strict=True) if ok and not o.succeeded
+            )
             if done:
                 cur.execute(
                     "UPDATE nodes SET processed = processed + ?, failed = failed + ? WHERE id = ?",
@@ -578,8 +615,17 @@ class SqliteStore(Store):
             cur.execute(
                 "INSERT OR IGNORE INTO samples (bucket, at, interval_s, queued, running, succeeded,"
                 " failed, live_nodes, oldest_queued_age_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (bucket, end, interval_s, queued, running, counts.get("succeeded", 0),
-                 counts.get("failed", 0), live, self._oldest_queued_age(cur, now)),
+                (
+                    bucket,
+                    end,
+                    interval_s,
+                    queued,
+                    running,
+                    counts.get("succeeded", 0),
+                    counts.get("failed", 0),
+                    live,
+                    self._oldest_queued_age(cur, now),
+                ),
             )
             return cur.rowcount == 1
 
@@ -667,12 +713,14 @@ class SqliteStore(Store):
             if state is NodeState.DEAD and r["past_changed_at"] < at - 600.0:
                 continue
             out.append(
-                NodeRecord(**{
-                    **node.__dict__,
-                    "state": state,
-                    "section": owned.get(node.id, ()),
-                    "state_changed_at": float(r["past_changed_at"]),
-                })
+                NodeRecord(
+                    **{
+                        **node.__dict__,
+                        "state": state,
+                        "section": owned.get(node.id, ()),
+                        "state_changed_at": float(r["past_changed_at"]),
+                    }
+                )
             )
         return out
 
@@ -684,8 +732,13 @@ class SqliteStore(Store):
             ).fetchall()
         return [
             Sample(
-                at=r["at"], interval_s=r["interval_s"], queued=r["queued"], running=r["running"],
-                succeeded=r["succeeded"], failed=r["failed"], live_nodes=r["live_nodes"],
+                at=r["at"],
+                interval_s=r["interval_s"],
+                queued=r["queued"],
+                running=r["running"],
+                succeeded=r["succeeded"],
+                failed=r["failed"],
+                live_nodes=r["live_nodes"],
                 oldest_queued_age_s=r["oldest_queued_age_s"],
             )
             for r in rows
@@ -790,8 +843,7 @@ class SqliteStore(Store):
         eligible = [
             r[0]
             for r in cur.execute(
-                "SELECT id FROM nodes WHERE state IN ('waiting', 'working')"
-                " AND pause_requested = 0"
+                "SELECT id FROM nodes WHERE state IN ('waiting', 'working') AND pause_requested = 0"
             )
         ]
         new = assignment.rebalance(owners, eligible, partitions)
@@ -813,8 +865,12 @@ class SqliteStore(Store):
         cur.execute(
             "INSERT INTO history (at, kind, epoch, owners, reason)"
             " VALUES (?, 'rebalance', ?, ?, ?)",
-            (now, epoch, json.dumps(new),
-             f"{reason}; moved {assignment.moved(owners, new)} of {partitions}"),
+            (
+                now,
+                epoch,
+                json.dumps(new),
+                f"{reason}; moved {assignment.moved(owners, new)} of {partitions}",
+            ),
         )
         return True
 
@@ -832,33 +888,60 @@ def _section_text(section: Sequence[int]) -> str:
 
 def job_from_row(r: sqlite3.Row) -> Job:
     return Job(
-        id=r["id"], partition=r["partition"], task=r["task"], args_json=r["args"],
-        kwargs_json=r["kwargs"], state=JobState(r["state"]), attempts=r["attempts"],
-        max_attempts=r["max_attempts"], timeout_s=r["timeout_s"], run_after=r["run_after"],
-        claimer=r["claimer"], progress=r["progress"], progress_message=r["progress_message"],
-        result_json=r["result"], error=r["error"], traceback=r["traceback"],
-        created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+        id=r["id"],
+        partition=r["partition"],
+        task=r["task"],
+        args_json=r["args"],
+        kwargs_json=r["kwargs"],
+        state=JobState(r["state"]),
+        attempts=r["attempts"],
+        max_attempts=r["max_attempts"],
+        timeout_s=r["timeout_s"],
+        run_after=r["run_after"],
+        claimer=r["claimer"],
+        progress=r["progress"],
+        progress_message=r["progress_message"],
+        result_json=r["result"],
+        error=r["error"],
+        traceback=r["traceback"],
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
     )
 
 
 def node_from_row(r: sqlite3.Row, running: int) -> NodeRecord:
     return NodeRecord(
-        id=r["id"], name=r["name"], state=NodeState(r["state"]), section=_section(r["section"]),
-        host=r["host"], pid=r["pid"], concurrency=r["concurrency"],
-        tasks=tuple(json.loads(r["tasks"])), started_at=r["started_at"],
-        heartbeat_at=r["heartbeat_at"], lease_expires_at=r["lease_expires_at"],
-        state_changed_at=r["state_changed_at"], pause_requested=bool(r["pause_requested"]),
-        processed=r["processed"], failed=r["failed"], running=running,
+        id=r["id"],
+        name=r["name"],
+        state=NodeState(r["state"]),
+        section=_section(r["section"]),
+        host=r["host"],
+        pid=r["pid"],
+        concurrency=r["concurrency"],
+        tasks=tuple(json.loads(r["tasks"])),
+        started_at=r["started_at"],
+        heartbeat_at=r["heartbeat_at"],
+        lease_expires_at=r["lease_expires_at"],
+        state_changed_at=r["state_changed_at"],
+        pause_requested=bool(r["pause_requested"]),
+        processed=r["processed"],
+        failed=r["failed"],
+        running=running,
     )
 
 
 def event_from_row(r: sqlite3.Row) -> HistoryEvent:
     return HistoryEvent(
-        id=r["id"], at=r["at"], kind=EventKind(r["kind"]), node_id=r["node_id"],
+        id=r["id"],
+        at=r["at"],
+        kind=EventKind(r["kind"]),
+        node_id=r["node_id"],
         node_name=r["node_name"],
         from_state=NodeState(r["from_state"]) if r["from_state"] else None,
         to_state=NodeState(r["to_state"]) if r["to_state"] else None,
-        epoch=r["epoch"], owners=tuple(json.loads(r["owners"])) if r["owners"] else None,
+        epoch=r["epoch"],
+        owners=tuple(json.loads(r["owners"])) if r["owners"] else None,
         reason=r["reason"],
     )
 
