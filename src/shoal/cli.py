@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -156,6 +157,11 @@ def node(
 def _parse_json(text: str | None, what: str, kind: type) -> Any:
     if text is None:
         return kind()
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise PayloadError(f"cannot read {what} from {text[1:]}: {exc.strerror}") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -169,8 +175,12 @@ def _parse_json(text: str | None, what: str, kind: type) -> Any:
 @cli.command()
 @db_option
 @click.argument("task")
-@click.option("--args", "args_text", metavar="JSON", help="Positional arguments as a JSON array.")
-@click.option("--kwargs", "kwargs_text", metavar="JSON", help="Keyword arguments as a JSON object.")
+@click.option(
+    "--args", "args_text", metavar="JSON", help="Positional arguments: a JSON array, or @FILE."
+)
+@click.option(
+    "--kwargs", "kwargs_text", metavar="JSON", help="Keyword arguments: a JSON object, or @FILE."
+)
 @click.option(
     "--app",
     "app_spec",
