@@ -21,6 +21,7 @@ class NodeConfig:
     lease_s: float = 5.0  # declared dead this long after its last heartbeat
     heartbeat_s: float = 1.0
     poll_s: float = 0.05  # how often an idle node looks for work (without notifications)
+    notified_poll_s: float = 1.0  # the fallback poll when the datastore sends wake-ups
     grace_s: float = 30.0  # how long SIGTERM waits for in-flight jobs before releasing them
     idle_grace_s: float = 1.0  # idle this long before working -> waiting (no flapping per job)
     progress_flush_s: float = 0.25

@@ -20,7 +20,13 @@ from shoal.app import App
 from shoal.node.runner import Finished, JobTimeout, ProgressEvent, Work, execute
 
 log = logging.getLogger("shoal.node")
-Event = ProgressEvent | Finished
+
+
+class Wake:
+    """Put on the event queue when work may have arrived (a datastore notification)."""
+
+
+Event = ProgressEvent | Finished | Wake
 
 
 class Executor(Protocol):
@@ -59,9 +65,8 @@ class ThreadExecutor:
         thread.start()
 
     def submit(self, work: Work) -> None:
-        deadline = None if work.timeout_s is None else time.monotonic() + work.timeout_s
         with self._lock:
-            self._slots[work.job_id] = _Slot(work, deadline)
+            self._slots[work.job_id] = _Slot(work, deadline=None)
         self._todo.put(work)
 
     def free_slots(self) -> int:
@@ -112,14 +117,17 @@ class ThreadExecutor:
                 if slot is None:
                     continue
                 slot.thread = threading.get_ident()
+                # The time limit counts from the start of the attempt, not from the claim.
+                if work.timeout_s is not None:
+                    slot.deadline = time.monotonic() + work.timeout_s
             try:
                 finished = execute(self.app, work, self.events.put)
+                with self._lock:
+                    if slot.abandoned:
+                        return  # a replacement thread took this slot
+                    self._slots.pop(work.job_id, None)
             except JobTimeout:
-                return
-            with self._lock:
-                if slot.abandoned:
-                    return  # a replacement thread took this slot
-                self._slots.pop(work.job_id, None)
+                return  # raised by expire() just as the attempt ended; it is already reported
             self.events.put(finished)
 
 

@@ -14,6 +14,7 @@ import os
 import queue
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from shoal.assignment import format_section
 from shoal.errors import DatastoreUnavailable, NodeNameTaken
 from shoal.model import Heartbeat, Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
-from shoal.node.executor import Executor, ThreadExecutor
+from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
 from shoal.node.services import Housekeeping
 from shoal.store import Store
@@ -151,6 +152,7 @@ class Node:
         self.progress: dict[int, ProgressUpdate] = {}
         self.housekeeping = Housekeeping(self.store, self.node_id, cfg, self.section)
         self.draining = False
+        self.idle_poll_s = cfg.notified_poll_s if self._start_waker() else cfg.poll_s
         last_flush = last_beat = idle_since = time.monotonic()
         drain_deadline: float | None = None
         while True:
@@ -185,8 +187,27 @@ class Node:
             if self.draining and not self.held and self.state is not NodeState.PAUSED:
                 self._move(self.state, NodeState.PAUSED)
                 log.info("node %s paused (in-flight jobs drained)", cfg.name)
-            # Sleep until a worker reports or the next poll; pending outcomes retry at once.
-            self._take_events(block_s=0.0 if self.outcomes else cfg.poll_s)
+            # Sleep until a worker reports, a wake-up arrives or the next poll is due.
+            self._take_events(block_s=0.0 if self.outcomes else self.idle_poll_s)
+
+    def _start_waker(self) -> bool:
+        """Listen for datastore wake-ups in the background, if the store offers them.
+
+        The listener only turns notifications into Wake events; the main thread still makes
+        every claim, and keeps polling (less often) in case a notification is lost.
+        """
+        wait_for_work = getattr(self.store, "wait_for_work", None)
+        if wait_for_work is None:
+            return False
+        node_id, executor = self.node_id, self.executor
+
+        def listen() -> None:
+            while self.node_id == node_id and not self.stopping:
+                if wait_for_work(node_id, 1.0):
+                    executor.events.put(Wake())
+
+        threading.Thread(target=listen, name="shoal-wakeups", daemon=True).start()
+        return True
 
     def _take_events(self, block_s: float) -> None:
         events = self.executor.events

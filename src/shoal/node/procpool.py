@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shoal.node.executor import Event
 from shoal.node.runner import Finished, ProgressEvent, Work, execute
 
 log = logging.getLogger("shoal.node")
-Event = ProgressEvent | Finished
 
 
 def _worker_main(app_spec: str, conn: Connection) -> None:
