@@ -18,11 +18,17 @@ HERE = Path(__file__).parent
 T = TypeVar("T")
 
 
-def shoal(*args: str, check: bool = False, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+def shoal(
+    *args: str, check: bool = False, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the `shoal` CLI as a user would, from the directory holding systasks.py."""
     return subprocess.run(
         [sys.executable, "-m", "shoal", *args],
-        cwd=HERE, capture_output=True, text=True, timeout=timeout_s, check=check,
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=check,
         env={**os.environ, "PYTHONPATH": str(HERE)},
     )
 
@@ -47,9 +53,24 @@ class Cluster:
     def start(self, name: str, *extra: str, lease_s: float = 2.0) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "shoal", "node", "--app", "systasks:app", "--db", self.url,
-             "--name", name, "--lease-s", str(lease_s), *extra],
-            cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "shoal",
+                "node",
+                "--app",
+                "systasks:app",
+                "--db",
+                self.url,
+                "--name",
+                name,
+                "--lease-s",
+                str(lease_s),
+                *extra,
+            ],
+            cwd=HERE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(HERE)},
         )
         self.processes[name] = process

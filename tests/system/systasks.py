@@ -20,3 +20,30 @@ def work(n: int, sleep_s: float = 0.0) -> int:
 @app.task(retries=2, backoff_s=0.05)
 def flaky(n: int) -> int:
     raise RuntimeError(f"flaky {n}")
+
+
+@app.task
+async def double_async(n: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    return n * 2
+
+
+@app.task(retries=1, backoff_s=0.05, timeout_s=0.3)
+def hang() -> None:
+    while True:
+        time.sleep(0.01)
+
+
+@app.task
+def stepped(steps: int, step_s: float) -> str:
+    for i in range(steps):
+        progress((i + 1) / steps, f"step {i + 1} of {steps}")
+        time.sleep(step_s)
+    return "done"
+
+
+@app.task
+def burn(n: int) -> int:
+    return sum(i * i for i in range(n))

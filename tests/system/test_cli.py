@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, shoal, until
 
 from shoal.model import NodeState
 from shoal.store import open_store
+
+from conftest import Cluster, shoal, until
 
 
 def job_total(url: str) -> int:
@@ -45,8 +46,9 @@ def test_bad_submit_input_is_refused_and_nothing_is_written(
 
 
 def test_submit_checks_arguments_against_the_app(sqlite_url: str) -> None:
-    out = shoal("submit", "work", "--kwargs", '{"bogus": 1}', "--app", "systasks:app",
-                "--db", sqlite_url)
+    out = shoal(
+        "submit", "work", "--kwargs", '{"bogus": 1}', "--app", "systasks:app", "--db", sqlite_url
+    )
     assert_clean_error(out, "bad arguments for task 'work'")
     ok = shoal("submit", "work", "--args", "[21]", "--app", "systasks:app", "--db", sqlite_url)
     assert ok.returncode == 0 and ok.stdout.strip() == "1"

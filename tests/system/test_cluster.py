@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
-from conftest import Cluster, until
-
 from shoal.model import JobState, NewJob, NodeState
 from shoal.store import Store, open_store
+
+from conftest import Cluster, until
 
 
 def submit(store: Store, count: int, sleep_s: float) -> list[int]:
@@ -22,9 +22,11 @@ def live_nodes(store: Store) -> dict[str, int]:
 
 def wait_live(store: Store, names: set[str]) -> dict[str, int]:
     return until(
-        lambda: (nodes := live_nodes(store)).keys() >= names
-        and all(len(n.section) for n in store.read_cluster().nodes if n.name in names)
-        and nodes,
+        lambda: (
+            (nodes := live_nodes(store)).keys() >= names
+            and all(len(n.section) for n in store.read_cluster().nodes if n.name in names)
+            and nodes
+        ),
         what=f"nodes {names} live with sections",
     )
 
@@ -81,7 +83,8 @@ def test_node_stopped_past_its_lease_cannot_overwrite_and_rejoins_as_new(cluster
     cluster.processes["a"].send_signal(signal.SIGCONT)
     rejoined = until(
         lambda: (live := live_nodes(store)).get("a", nodes["a"]) != nodes["a"] and live,
-        timeout_s=20, what="a registered again under a new id",
+        timeout_s=20,
+        what="a registered again under a new id",
     )
     assert rejoined["a"] != nodes["a"]
     assert_each_recorded_once(store, ids)
