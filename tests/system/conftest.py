@@ -92,3 +92,11 @@ def cluster(db_url: str, tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(db_url, tmp_path)
     yield c
     c.stop_all()
+
+
+@pytest.fixture
+def sqlite_cluster(sqlite_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster on SQLite only, for behaviour that does not depend on the backend."""
+    c = Cluster(sqlite_url, tmp_path)
+    yield c
+    c.stop_all()

@@ -54,9 +54,10 @@ def test_submit_checks_arguments_against_the_app(sqlite_url: str) -> None:
     assert ok.returncode == 0 and ok.stdout.strip() == "1"
 
 
-def test_unknown_task_is_refused_when_live_nodes_do_not_register_it(cluster: Cluster) -> None:
-    if not cluster.url.startswith("sqlite"):
-        pytest.skip("CLI behaviour is backend-independent; covered on SQLite")
+def test_unknown_task_is_refused_when_live_nodes_do_not_register_it(
+    sqlite_cluster: Cluster,
+) -> None:
+    cluster = sqlite_cluster
     cluster.start("a")
     store = open_store(cluster.url)
     until(lambda: any(n.state is NodeState.WAITING for n in store.read_cluster().nodes))
@@ -89,9 +90,8 @@ def test_app_that_cannot_be_imported_is_reported(sqlite_url: str) -> None:
     assert_clean_error(out, "is not a shoal.App")
 
 
-def test_second_node_with_the_same_name_is_refused(cluster: Cluster) -> None:
-    if not cluster.url.startswith("sqlite"):
-        pytest.skip("covered on SQLite; the store rule itself is in the conformance suite")
+def test_second_node_with_the_same_name_is_refused(sqlite_cluster: Cluster) -> None:
+    cluster = sqlite_cluster
     cluster.start("same", lease_s=30)
     store = open_store(cluster.url)
     until(lambda: any(n.name == "same" for n in store.read_cluster().nodes))
