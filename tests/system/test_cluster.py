@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
-from shoal.model import JobState, NewJob, NodeState
+from shoal.model import EventKind, JobState, NewJob, NodeState
 from shoal.store import Store, open_store
 
 from conftest import Cluster, until
@@ -153,3 +153,32 @@ def test_job_of_a_task_no_node_knows_is_failed_visibly(cluster: Cluster) -> None
         what="unknown-task job final",
     )
     assert job.state is JobState.FAILED and "unknown task 'nosuch'" in (job.error or "")
+
+
+def test_steady_load_does_not_write_a_history_row_per_job(cluster: Cluster) -> None:
+    store = open_store(cluster.url)
+    cluster.start("a", "--concurrency", "4")
+    nodes = wait_live(store, {"a"})
+    ids = submit(store, 400, 0.005)
+    until(lambda: all_final(store, ids), timeout_s=60, what="all jobs final")
+    transitions = [
+        e
+        for e in store.read_history(0)
+        if e.kind is EventKind.NODE_STATE and e.node_id == nodes["a"]
+    ]
+    assert len(transitions) <= 5, [(e.from_state, e.to_state) for e in transitions]
+
+
+def test_jobs_still_running_after_the_grace_period_are_released_uncounted(
+    cluster: Cluster,
+) -> None:
+    store = open_store(cluster.url)
+    a = cluster.start("a", "--concurrency", "2", "--grace-s", "0.2")
+    nodes = wait_live(store, {"a"})
+    ids = submit(store, 4, 30.0)
+    until(lambda: store.read_node(nodes["a"]).running == 2, what="a running two jobs")  # type: ignore[union-attr]
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=30) == 0
+    jobs = [store.read_job(i) for i in ids]
+    assert all(j is not None and j.state is JobState.QUEUED and j.attempts == 0 for j in jobs)
+    assert "released 2 unfinished jobs" in cluster.log("a")
