@@ -316,17 +316,25 @@ class Node:
             log.warning("cannot record state %s yet (%s)", new.value, exc)
 
     def _leave(self) -> None:
-        """Stop cleanly: record what finished, release the rest, go dead, hand the section over."""
+        """Stop cleanly: record what finished, release the rest, go dead, hand the section over.
+
+        If the datastore is down right now, leaving is best effort: whatever is not written
+        here is recovered by the other nodes when this node's lease expires.
+        """
         self._write_progress()
         self._write_outcomes()
-        leftover = list(self.held)
-        if leftover:
-            released = self.store.release_jobs(self.node_id, leftover)
-            log.warning("released %d unfinished jobs back to the queue", released)
         self.executor.shutdown()
-        node = self.store.read_node(self.node_id)
-        if node is not None and node.state is not NodeState.DEAD:
-            self.store.set_node_state(self.node_id, node.state, NodeState.DEAD, "stopped")
+        try:
+            leftover = list(self.held)
+            if leftover:
+                released = self.store.release_jobs(self.node_id, leftover)
+                log.warning("released %d unfinished jobs back to the queue", released)
+            node = self.store.read_node(self.node_id)
+            if node is not None and node.state is not NodeState.DEAD:
+                self.store.set_node_state(self.node_id, node.state, NodeState.DEAD, "stopped")
+        except DatastoreUnavailable as exc:
+            log.error("could not leave cleanly (%s); the lease will expire instead", exc)
+            return
         log.info(
             "node %s (id %d) left the cluster; its section was handed over",
             self.config.name,
