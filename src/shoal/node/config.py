@@ -25,6 +25,10 @@ class NodeConfig:
     grace_s: float = 30.0  # how long SIGTERM waits for in-flight jobs before releasing them
     idle_grace_s: float = 1.0  # idle this long before working -> waiting (no flapping per job)
     progress_flush_s: float = 0.25
+    # Short jobs are claimed ahead, so each claim and each finish write covers many of them:
+    # a node holds at most about this many seconds of work beyond its running attempts.
+    prefetch_budget_s: float = 0.05
+    max_prefetch: int = 256
     sample_interval_s: float = 5.0
     max_backoff_s: float = 300.0
 

@@ -33,7 +33,8 @@ class Executor(Protocol):
     events: queue.Queue[Event]
 
     def submit(self, work: Work) -> None: ...
-    def free_slots(self) -> int: ...
+    def free_slots(self, prefetch: int = 0) -> int: ...
+    def take_unstarted(self) -> list[int]: ...
     def running(self) -> list[int]: ...
     def expire(self, now_mono: float) -> list[Finished]: ...
     def shutdown(self) -> None: ...
@@ -69,9 +70,18 @@ class ThreadExecutor:
             self._slots[work.job_id] = _Slot(work, deadline=None)
         self._todo.put(work)
 
-    def free_slots(self) -> int:
+    def free_slots(self, prefetch: int = 0) -> int:
+        """How many more attempts to accept: idle workers plus `prefetch` queued locally."""
         with self._lock:
-            return self.concurrency - len(self._slots)
+            return self.concurrency + prefetch - len(self._slots)
+
+    def take_unstarted(self) -> list[int]:
+        """Withdraw accepted attempts that no worker has started; return their job ids."""
+        with self._lock:
+            waiting = [job_id for job_id, slot in self._slots.items() if not slot.thread]
+            for job_id in waiting:
+                del self._slots[job_id]
+        return waiting
 
     def running(self) -> list[int]:
         with self._lock:

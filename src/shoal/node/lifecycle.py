@@ -152,6 +152,7 @@ class Node:
         self.progress: dict[int, ProgressUpdate] = {}
         self.housekeeping = Housekeeping(self.store, self.node_id, cfg, self.section)
         self.draining = False
+        self.avg_run_s: float | None = None
         self.idle_poll_s = cfg.notified_poll_s if self._start_waker() else cfg.poll_s
         last_flush = last_beat = idle_since = time.monotonic()
         drain_deadline: float | None = None
@@ -170,6 +171,8 @@ class Node:
                 except DatastoreUnavailable as exc:
                     log.warning("heartbeat failed (%s); jobs keep running, retrying", exc)
             if self.stopping:
+                if drain_deadline is None:
+                    self._release_unstarted()
                 drain_deadline = drain_deadline or now + cfg.grace_s
                 if not self.held or self.stop_now or now > drain_deadline:
                     self._leave()
@@ -223,6 +226,10 @@ class Node:
                     )
             elif isinstance(event, Finished) and event.job_id in self.held:
                 self.outcomes.append(self._finish(event))
+                run_s = event.duration_s
+                self.avg_run_s = (
+                    run_s if self.avg_run_s is None else 0.9 * self.avg_run_s + 0.1 * run_s
+                )
             try:
                 event = self.executor.events.get_nowait()
             except queue.Empty:
@@ -277,10 +284,24 @@ class Node:
         except DatastoreUnavailable as exc:
             log.warning("cannot record progress yet (%s)", exc)
 
+    def _prefetch(self) -> int:
+        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones."""
+        if self.config.pool != "thread" or self.avg_run_s is None:
+            return 0
+        cfg = self.config
+        room = cfg.concurrency * cfg.prefetch_budget_s / max(self.avg_run_s, 1e-5)
+        return int(min(cfg.max_prefetch, room))
+
     def _claim(self) -> None:
-        free = self.executor.free_slots()
+        prefetch = self._prefetch()
+        free = self.executor.free_slots(prefetch)
         if free <= 0:
             return
+        if (
+            free < (self.config.concurrency + prefetch) // 2
+            and len(self.held) > self.config.concurrency
+        ):
+            return  # enough work is queued here; claim again in a bigger batch
         try:
             jobs = self.store.claim_jobs(self.node_id, free)
         except DatastoreUnavailable as exc:
@@ -294,6 +315,18 @@ class Node:
             self.held[job.id] = _Held(job, options.backoff_s if options else 0.0)
             self.executor.submit(Work.of(job, options.timeout_s if options else None))
 
+    def _release_unstarted(self) -> None:
+        """Give back jobs claimed ahead that no worker has started (pausing or stopping)."""
+        waiting = self.executor.take_unstarted()
+        if not waiting:
+            return
+        for job_id in waiting:
+            self.held.pop(job_id, None)
+        try:
+            self.store.release_jobs(self.node_id, waiting)
+        except DatastoreUnavailable as exc:
+            log.warning("could not release %d unstarted jobs (%s)", len(waiting), exc)
+
     def _on_heartbeat(self, beat: Heartbeat | None) -> None:
         if beat is None:
             self.executor.shutdown()
@@ -301,6 +334,7 @@ class Node:
         self.state = beat.state
         if beat.pause_requested and not self.draining and self.state is not NodeState.PAUSED:
             self.draining = True
+            self._release_unstarted()
             log.info("pause requested: no more claims; draining %d in-flight jobs", len(self.held))
         elif not beat.pause_requested and (self.draining or self.state is NodeState.PAUSED):
             self.draining = False

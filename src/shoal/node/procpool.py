@@ -85,9 +85,13 @@ class ProcessExecutor:
             (work.job_id, work.attempt, work.task, work.args_json, work.kwargs_json, work.timeout_s)
         )
 
-    def free_slots(self) -> int:
+    def free_slots(self, prefetch: int = 0) -> int:
+        """Idle workers. A process pool does not prefetch: its tasks are long by nature."""
         with self._lock:
             return sum(1 for w in self._workers if w.work is None)
+
+    def take_unstarted(self) -> list[int]:
+        return []  # work goes straight to an idle worker, so nothing waits locally
 
     def running(self) -> list[int]:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class Finished:
     error: str | None = None
     traceback: str | None = None
     final: bool = False
+    duration_s: float = 0.0
 
 
 def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
@@ -79,6 +81,7 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
     def send(fraction: float, message: str | None) -> None:
         report(ProgressEvent(work.job_id, work.attempt, fraction, message))
 
+    started = time.perf_counter()
     try:
         args, kwargs = json.loads(work.args_json), json.loads(work.kwargs_json)
         with job_context(JobContext(work.job_id, work.attempt, send)):
@@ -92,13 +95,24 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
         else:
             error = f"{type(exc).__name__}: {exc}"
         return Finished(
-            work.job_id, work.attempt, False, error=error, traceback=traceback.format_exc()
+            work.job_id,
+            work.attempt,
+            False,
+            error=error,
+            traceback=traceback.format_exc(),
+            duration_s=time.perf_counter() - started,
         )
     try:
         result = encode_json(value, "the result", app.max_payload_bytes)
     except ShoalError as exc:
         return Finished(work.job_id, work.attempt, False, error=str(exc), final=True)
-    return Finished(work.job_id, work.attempt, True, result_json=result)
+    return Finished(
+        work.job_id,
+        work.attempt,
+        True,
+        result_json=result,
+        duration_s=time.perf_counter() - started,
+    )
 
 
 async def _run_async(

@@ -1,0 +1,78 @@
+"""Running one attempt and deciding its outcome: pure logic, no datastore."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal import App, progress
+from shoal.node.runner import Finished, ProgressEvent, Work, execute, outcome_for
+
+app = App(db="sqlite:///unused.db", max_payload_bytes=100)
+
+
+@app.task
+def add(a: int, b: int) -> int:
+    progress(0.5, "adding")
+    return a + b
+
+
+@app.task
+def broken() -> None:
+    raise KeyError("missing")
+
+
+@app.task
+def unserialisable() -> object:
+    return object()
+
+
+@app.task
+async def twice(n: int) -> int:
+    return n * 2
+
+
+def run(task: str, args: str = "[]") -> tuple[Finished, list[ProgressEvent]]:
+    events: list[ProgressEvent] = []
+    return execute(app, Work(1, 1, task, args, "{}", None), events.append), events
+
+
+def test_success_carries_the_json_result_and_progress_reports() -> None:
+    finished, events = run("add", "[2, 3]")
+    assert finished.ok and finished.result_json == "5"
+    assert events == [ProgressEvent(1, 1, 0.5, "adding")]
+
+
+def test_async_task_runs_to_its_result() -> None:
+    assert run("twice", "[4]")[0].result_json == "8"
+
+
+def test_exception_becomes_error_and_traceback() -> None:
+    finished, _ = run("broken")
+    assert not finished.ok and not finished.final
+    assert finished.error == "KeyError: 'missing'"
+    assert "raise KeyError" in (finished.traceback or "")
+
+
+@pytest.mark.parametrize("task", ["unserialisable", "nosuch"])
+def test_unknown_task_or_non_json_result_is_a_final_failure(task: str) -> None:
+    finished, _ = run(task)
+    assert not finished.ok and finished.final and finished.error
+
+
+def test_retries_back_off_exponentially_until_attempts_run_out() -> None:
+    delays = []
+    for attempt in (1, 2, 3):
+        outcome = outcome_for(Finished(1, attempt, False, error="x"), 4, 1.0, 300.0)
+        assert outcome.retry_in_s is not None
+        delays.append(outcome.retry_in_s)
+    assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4 and 3.2 <= delays[2] <= 4.8
+    assert outcome_for(Finished(1, 4, False, error="x"), 4, 1.0, 300.0).retry_in_s is None
+    assert outcome_for(Finished(1, 1, False, final=True), 4, 1.0, 300.0).retry_in_s is None
+    capped = outcome_for(Finished(1, 30, False), 99, 1.0, 300.0).retry_in_s
+    assert capped is not None and capped <= 360
+
+
+def test_progress_outside_a_job_does_nothing_and_rejects_nan() -> None:
+    progress(0.5)
+    with pytest.raises(ValueError):
+        progress(float("nan"))
