@@ -1,0 +1,816 @@
+"""The distributed datastore: PostgreSQL, shared by nodes on any number of hosts.
+
+Each operation is one short transaction (the hot ones a single statement) on a pooled psycopg 3
+connection, retried through outages by `postgres_conn.Connector`. Datastore time is the database's
+clock. Writes that could be applied twice when a commit's outcome is lost with the connection are
+made safe to retry: a submit inserts ids it reserved beforehand and checks for them, a claim is
+stamped with a token it can find again, a finish is fenced and then verified. Nodes wake on
+LISTEN/NOTIFY (`wait_for_work`), with polling as the fallback. The schema is created and migrated
+only by `initialize` (`shoal init`), never silently on open.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psycopg.errors as pgerr
+from psycopg import Connection
+
+from shoal import assignment, states
+from shoal.errors import ConfigError, NodeNameTaken, NotFound, SchemaError, ShoalError
+from shoal.model import (
+    ClusterView,
+    EventKind,
+    Heartbeat,
+    HistoryEvent,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    ProgressUpdate,
+    Sample,
+)
+from shoal.store import postgres_sql as q
+from shoal.store.port import DEFAULT_PARTITIONS, Store
+from shoal.store.postgres_conn import Connector, Listener
+
+log = logging.getLogger("shoal.store.postgres")
+Conn = Connection[tuple[Any, ...]]
+MIGRATIONS_LOCK = 0x5E0A1  # advisory lock key: one migrator at a time
+SECTION_TTL_S = 2.0  # how stale a section may be when filtering wake-ups (polling covers it)
+SCHEMA_TABLE = """
+CREATE TABLE IF NOT EXISTS shoal_schema (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at double precision NOT NULL DEFAULT extract(epoch from clock_timestamp())
+)
+"""
+
+
+@cache
+def migrations() -> tuple[tuple[int, str, str], ...]:
+    """(version, file name, SQL) of every migration shipped, in order."""
+    folder = resources.files("shoal.store").joinpath("sql/postgres")
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    return tuple(sorted(found))
+
+
+def latest_version() -> int:
+    return migrations()[-1][0]
+
+
+class PostgresStore(Store):
+    """The Store on one PostgreSQL database. Thread-safe: operations borrow pooled connections."""
+
+    def __init__(self, connector: Connector) -> None:
+        self._db = connector
+        self.url_for_display = connector.scrub.display
+        self._listener = Listener(connector)
+        # Claims whose outcome was lost with the connection and that gave up retrying: the next
+        # claim of that node collects their jobs, if they committed, so none stays held forever.
+        self._lost_claims: dict[int, list[int]] = {}
+        self._sections: dict[int, tuple[frozenset[int], float]] = {}
+
+    @classmethod
+    def open(
+        cls, url: str, *, retry_for_s: float = 60.0, max_connections: int = 8
+    ) -> PostgresStore:
+        """Connect (ConfigError for a malformed URL, DatastoreUnavailable if unreachable).
+
+        Does not create or check the schema: the node calls `check_schema`, `shoal init` calls
+        `initialize`.
+        """
+        return cls(Connector(url, retry_for_s=retry_for_s, max_size=max_connections))
+
+    # -- setting up ---------------------------------------------------------------------------
+
+    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        if partitions < 1:
+            raise ConfigError("partitions must be at least 1")
+        self._db.run("migrate schema", lambda conn, _: self._migrate(conn))
+
+        def setup(conn: Conn, _: bool) -> None:
+            with conn.transaction():
+                row = conn.execute("SELECT partitions FROM cluster WHERE id = 1").fetchone()
+                if row is None:
+                    conn.execute(
+                        f"INSERT INTO cluster (id, partitions, created_at)"
+                        f" VALUES (1, %s, {q.NOW}) ON CONFLICT (id) DO NOTHING",
+                        (partitions,),
+                    )
+                    conn.execute(
+                        "INSERT INTO partitions (partition, owner)"
+                        " SELECT p, NULL FROM generate_series(0, %s - 1) p"
+                        " ON CONFLICT (partition) DO NOTHING",
+                        (partitions,),
+                    )
+                elif row[0] != partitions and partitions != DEFAULT_PARTITIONS:
+                    raise ConfigError(
+                        f"this datastore already has {row[0]} partitions; P is fixed at init"
+                    )
+
+        self._db.run("initialize cluster", setup)
+
+    def _migrate(self, conn: Conn) -> None:
+        with conn.transaction():
+            # Several `shoal init`s at once: the first applies, the others wait, then find it done.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK,))
+            conn.execute("SET LOCAL statement_timeout = 0")
+            conn.execute("SET LOCAL lock_timeout = 0")
+            conn.execute(SCHEMA_TABLE)
+            done = {r[0] for r in conn.execute("SELECT version FROM shoal_schema")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                log.info("applying schema migration %s to %s", name, self.url_for_display)
+                conn.execute(sql.encode())
+                conn.execute(
+                    "INSERT INTO shoal_schema (version, name) VALUES (%s, %s)", (version, name)
+                )
+
+    def check_schema(self) -> None:
+        fix = f"run `shoal init --db {self.url_for_display}`"
+
+        def read(conn: Conn, _: bool) -> tuple[int | None, bool]:
+            if conn.execute("SELECT to_regclass('shoal_schema')").fetchone() == (None,):
+                return None, False
+            version = conn.execute("SELECT max(version) FROM shoal_schema").fetchone()
+            has_cluster = conn.execute("SELECT 1 FROM cluster WHERE id = 1").fetchone()
+            return (version[0] if version else None), has_cluster is not None
+
+        version, has_cluster = self._db.run("check schema", read)
+        if version is None:
+            raise SchemaError(f"{self.url_for_display} has no Shoal schema; {fix}")
+        if version < latest_version():
+            raise SchemaError(
+                f"{self.url_for_display} has schema version {version}, this Shoal needs "
+                f"{latest_version()}; {fix} to migrate"
+            )
+        if version > latest_version():
+            raise SchemaError(
+                f"{self.url_for_display} has schema version {version}, newer than this Shoal "
+                f"understands ({latest_version()}); upgrade Shoal on this host"
+            )
+        if not has_cluster:
+            raise SchemaError(f"{self.url_for_display} has no cluster row; {fix}")
+
+    def close(self) -> None:
+        self._listener.close()
+        self._db.close()
+
+    def now(self) -> float:
+        return self._db.run("read clock", lambda conn, _: float(_scalar(conn, f"SELECT {q.NOW}")))
+
+    # -- submitting and reading jobs ----------------------------------------------------------
+
+    def submit_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
+        if not jobs:
+            return []
+        ids: list[int] = []
+        params: dict[str, Any] = {
+            "tasks": [j.task for j in jobs],
+            "args": [j.args_json for j in jobs],
+            "kwargs": [j.kwargs_json for j in jobs],
+            "max_attempts": [j.max_attempts for j in jobs],
+            "timeouts": [j.timeout_s for j in jobs],
+            "delays": [j.delay_s for j in jobs],
+        }
+
+        def insert(conn: Conn, retried: bool) -> list[int]:
+            # Ids are reserved first (sequences never roll back), so a retry after a lost commit
+            # can tell whether the batch went in: the batch is all-or-none, so its first id says.
+            if ids and retried:
+                found = conn.execute("SELECT 1 FROM jobs WHERE id = %s", (ids[0],)).fetchone()
+                if found:
+                    return ids
+            if not ids:
+                rows = conn.execute(q.ALLOCATE_IDS, (len(jobs),)).fetchall()
+                ids.extend(sorted(int(r[0]) for r in rows))
+            row = conn.execute(q.SUBMIT, {**params, "ids": ids}).fetchone()
+            if row is None or row[0] != len(jobs):
+                raise SchemaError(
+                    f"{self.url_for_display} has no cluster row; run `shoal init --db "
+                    f"{self.url_for_display}`"
+                )
+            return ids
+
+        return self._db.run("submit jobs", insert)
+
+    def read_job(self, job_id: int) -> Job | None:
+        def read(conn: Conn, _: bool) -> Job | None:
+            row = conn.execute(
+                f"SELECT {q.JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
+            ).fetchone()
+            return None if row is None else job_from_row(row)
+
+        return self._db.run("read job", read)
+
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[Job]:
+        clauses, params = _job_filter_sql(where)
+        if before_id is not None:
+            clauses.append("id < %s")
+            params.append(before_id)
+        sql = f"SELECT {q.JOB_COLUMNS} FROM jobs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id DESC LIMIT %s"
+
+        def read(conn: Conn, _: bool) -> list[Job]:
+            return [job_from_row(r) for r in conn.execute(sql, (*params, limit))]
+
+        return self._db.run("list jobs", read)
+
+    def cancel_job(self, job_id: int) -> bool:
+        def cancel(conn: Conn, retried: bool) -> bool:
+            if conn.execute(q.CANCEL, (job_id,)).rowcount == 1:
+                return True
+            if retried:  # an earlier try may have cancelled it before its connection broke
+                row = conn.execute("SELECT state FROM jobs WHERE id = %s", (job_id,)).fetchone()
+                return row is not None and row[0] == JobState.CANCELLED.value
+            return False
+
+        return self._db.run("cancel job", cancel)
+
+    def known_tasks(self) -> set[str]:
+        def read(conn: Conn, _: bool) -> set[str]:
+            rows = conn.execute("SELECT DISTINCT unnest(tasks) FROM nodes WHERE state <> 'dead'")
+            return {str(r[0]) for r in rows}
+
+        return self._db.run("read known tasks", read)
+
+    # -- node lifecycle -----------------------------------------------------------------------
+
+    def register_node(
+        self,
+        name: str,
+        host: str,
+        pid: int,
+        concurrency: int,
+        tasks: Sequence[str],
+        lease_s: float,
+    ) -> NodeRecord:
+        def register(conn: Conn, retried: bool) -> int:
+            if retried:  # the earlier try may have committed: that registration is ours
+                row = conn.execute(
+                    "SELECT id FROM nodes WHERE name = %s AND host = %s AND pid = %s"
+                    " AND state = 'initializing'",
+                    (name, host, pid),
+                ).fetchone()
+                if row is not None:
+                    return int(row[0])
+            with conn.transaction():
+                # A node that crashed under this name frees it once its lease has expired.
+                if conn.execute(q.ANY_EXPIRED).fetchone():
+                    conn.execute(q.LOCK_CLUSTER)
+                    self._mark_dead_in_tx(conn)
+                holder = conn.execute(
+                    f"SELECT id, state, lease_expires_at - {q.NOW} FROM nodes"
+                    " WHERE name = %s AND state <> 'dead'",
+                    (name,),
+                ).fetchone()
+                if holder is not None:
+                    raise _name_taken(name, holder)
+                try:
+                    with conn.transaction():
+                        node_id = int(
+                            _scalar(
+                                conn,
+                                q.INSERT_NODE,
+                                {
+                                    "name": name,
+                                    "host": host,
+                                    "pid": pid,
+                                    "concurrency": concurrency,
+                                    "tasks": sorted(tasks),
+                                    "lease": lease_s,
+                                },
+                            )
+                        )
+                except pgerr.UniqueViolation:  # registered by someone else a moment ago
+                    raise _name_taken(name, None) from None
+                conn.execute(
+                    q.NODE_STATE_EVENT,
+                    (node_id, name, None, NodeState.INITIALIZING.value, "registered"),
+                )
+                return node_id
+
+        node = self.read_node(self._db.run("register node", register))
+        assert node is not None
+        return node
+
+    def set_node_state(
+        self, node_id: int, expected: NodeState, new: NodeState, reason: str = ""
+    ) -> bool:
+        why = reason or states.check_transition(expected, new)
+        states.check_transition(expected, new)
+
+        # waiting <-> working leaves membership alone: no rebalance, so no cluster lock.
+        membership = not (expected in states.SECTION_STATES and new in states.SECTION_STATES)
+
+        def change(conn: Conn, retried: bool) -> bool:
+            with conn.transaction():
+                if membership:
+                    conn.execute(q.LOCK_CLUSTER)
+                row = conn.execute(
+                    q.MOVE_NODE, {"new": new.value, "node": node_id, "old": expected.value}
+                ).fetchone()
+                if row is None:
+                    if retried:  # our earlier try may have made the move already
+                        now_in = conn.execute(
+                            "SELECT state FROM nodes WHERE id = %s", (node_id,)
+                        ).fetchone()
+                        return now_in is not None and now_in[0] == new.value
+                    return False
+                name = str(row[0])
+                conn.execute(q.NODE_STATE_EVENT, (node_id, name, expected.value, new.value, why))
+                if new is NodeState.DEAD:
+                    self._requeue_running(conn, node_id, f"node {name} stopped: {why}")
+                if membership:
+                    self._rebalance_in_tx(conn, f"node {name} {new.value}")
+                return True
+
+        return self._db.run("change node state", change)
+
+    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+        def beat(conn: Conn, _: bool) -> Heartbeat | None:
+            row = conn.execute(q.HEARTBEAT, {"node": node_id, "lease": lease_s}).fetchone()
+            if row is None:
+                return None
+            return Heartbeat(
+                now=float(row[0]),
+                epoch=int(row[1]),
+                section=tuple(row[2]),
+                pause_requested=bool(row[3]),
+                state=NodeState(row[4]),
+            )
+
+        return self._db.run("heartbeat", beat)
+
+    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
+        def request(conn: Conn, _: bool) -> int:
+            with conn.transaction():
+                conn.execute(q.LOCK_CLUSTER)
+                if node_ref.isdigit():
+                    row = conn.execute(q.FIND_NODE_BY_ID, (int(node_ref),)).fetchone()
+                else:
+                    row = conn.execute(q.FIND_NODE_BY_NAME, (node_ref,)).fetchone()
+                if row is None:
+                    raise NotFound(f"no node with id or name {node_ref!r}; see `shoal status`")
+                node_id, name, state = int(row[0]), str(row[1]), str(row[2])
+                if state == NodeState.DEAD.value:
+                    raise NotFound(f"node {name} (id {node_id}) is dead; it cannot pause or resume")
+                conn.execute(q.SET_PAUSE, (paused, node_id))
+                conn.execute(
+                    q.PAUSE_EVENT,
+                    (node_id, name, "pause requested" if paused else "resume requested"),
+                )
+                self._rebalance_in_tx(conn, f"node {name} {'pausing' if paused else 'resuming'}")
+                return node_id
+
+        node = self.read_node(self._db.run("request pause", request))
+        assert node is not None
+        return node
+
+    def mark_dead_nodes(self) -> list[int]:
+        def mark(conn: Conn, _: bool) -> list[int]:
+            # Cheap check outside a write transaction: most calls find nobody expired.
+            if conn.execute(q.ANY_EXPIRED).fetchone() is None:
+                return []
+            with conn.transaction():
+                conn.execute(q.LOCK_CLUSTER)
+                return self._mark_dead_in_tx(conn)
+
+        return self._db.run("mark dead nodes", mark)
+
+    def rebalance(self) -> bool:
+        def repair(conn: Conn, _: bool) -> bool:
+            with conn.transaction():
+                conn.execute(q.LOCK_CLUSTER)
+                return self._rebalance_in_tx(conn, "repair")
+
+        return self._db.run("rebalance", repair)
+
+    # -- running jobs -------------------------------------------------------------------------
+
+    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+        if limit < 1:
+            return []
+        recovered = self._collect_lost_claims(node_id)
+        if len(recovered) >= limit:
+            self.release_jobs(node_id, [j.id for j in recovered[limit:]])
+            return recovered[:limit]
+        token = random.getrandbits(62)
+        params = {
+            "node": node_id,
+            "limit": limit - len(recovered),
+            "token": token,
+            "why": states.TRANSITIONS[(NodeState.WAITING, NodeState.WORKING)],
+        }
+
+        def claim(conn: Conn, retried: bool) -> list[Job]:
+            if retried:  # did the try whose connection broke commit? then these are ours
+                found = conn.execute(q.CLAIMED_BY_TOKEN, (node_id, token)).fetchall()
+                if found:
+                    return [job_from_row(r) for r in found]
+            elif conn.execute(q.ANY_CLAIMABLE, (node_id,)).fetchone() is None:
+                return []  # idle nodes poll: look before locking anything
+            return [job_from_row(r) for r in conn.execute(q.CLAIM, params)]
+
+        try:
+            claimed = self._db.run("claim jobs", claim)
+        except Exception:
+            self._lost_claims.setdefault(node_id, []).append(token)
+            raise
+        return sorted(recovered + claimed, key=lambda j: j.id)
+
+    def _collect_lost_claims(self, node_id: int) -> list[Job]:
+        tokens = self._lost_claims.pop(node_id, [])
+        if not tokens:
+            return []
+
+        def collect(conn: Conn, _: bool) -> list[Job]:
+            rows = conn.execute(
+                f"SELECT {q.JOB_COLUMNS} FROM jobs WHERE state = 'running' AND claimer = %s"
+                " AND claim_token = ANY (%s)",
+                (node_id, tokens),
+            )
+            return [job_from_row(r) for r in rows]
+
+        try:
+            return self._db.run("recover lost claims", collect)
+        except Exception:
+            self._lost_claims.setdefault(node_id, []).extend(tokens)
+            raise
+
+    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+        if not updates:
+            return 0
+        params = {
+            "node": node_id,
+            "ids": [u.job_id for u in updates],
+            "attempts": [u.attempt for u in updates],
+            "fractions": [u.fraction for u in updates],
+            "messages": [u.message for u in updates],
+        }
+        return self._db.run(
+            "record progress", lambda conn, _: int(conn.execute(q.PROGRESS, params).rowcount)
+        )
+
+    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        params = {
+            "node": node_id,
+            "ids": [o.job_id for o in outcomes],
+            "attempts": [o.attempt for o in outcomes],
+            "ok": [o.succeeded for o in outcomes],
+            "results": [o.result_json for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "tracebacks": [o.traceback for o in outcomes],
+            "retry": [o.retry_in_s for o in outcomes],
+        }
+
+        def finish(conn: Conn, retried: bool) -> list[bool]:
+            applied = {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISH, params)}
+            if retried:  # outcomes an earlier, lost try already recorded count as applied
+                applied |= {
+                    (int(r[0]), int(r[1])) for r in conn.execute(q.FINISHED_AS_SENT, params)
+                }
+            return [(o.job_id, o.attempt) in applied for o in outcomes]
+
+        return self._db.run("finish jobs", finish)
+
+    def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+
+        def release(conn: Conn, _: bool) -> int:
+            row = conn.execute(q.RELEASE, {"node": node_id, "ids": list(job_ids)}).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._db.run("release jobs", release)
+
+    def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
+        """Block until work may have arrived for the node's section, or `timeout_s` passes.
+
+        True when a submit touched one of the node's partitions, jobs were requeued or released,
+        or the assignment changed (then the node should claim); False on timeout. Also True right
+        after (re)connecting the LISTEN connection, since notifications may have been missed.
+        Never raises for datastore trouble: the node's claim will meet it instead. One LISTEN
+        connection per store: give each node its own store.
+        """
+        section = self._section_for_wakeups(node_id)
+
+        def is_relevant(payload: str) -> bool:
+            if payload == "*" or not payload:
+                self._sections.pop(node_id, None)  # the assignment may have changed: re-read
+                return True
+            return any(int(p) in section for p in payload.split(",") if p.isdigit())
+
+        return self._listener.wait(is_relevant, timeout_s)
+
+    def _section_for_wakeups(self, node_id: int) -> frozenset[int]:
+        """The node's section, re-read at most every SECTION_TTL_S (and after any rebalance)."""
+        cached = self._sections.get(node_id)
+        if cached is not None and time.monotonic() - cached[1] < SECTION_TTL_S:
+            return cached[0]
+
+        def read(conn: Conn, _: bool) -> frozenset[int]:
+            row = conn.execute("SELECT section FROM nodes WHERE id = %s", (node_id,)).fetchone()
+            return frozenset(row[0]) if row else frozenset()
+
+        try:
+            section = self._db.run("read section", read)
+        except ShoalError:
+            return frozenset()
+        self._sections[node_id] = (section, time.monotonic())
+        return section
+
+    # -- history and views --------------------------------------------------------------------
+
+    def record_sample(self, interval_s: float) -> bool:
+        def sample(conn: Conn, _: bool) -> bool:
+            return conn.execute(q.SAMPLE, {"interval": interval_s}).fetchone() is not None
+
+        return self._db.run("record sample", sample)
+
+    def read_cluster(self, dead_window_s: float = 600.0) -> ClusterView:
+        def read(conn: Conn, _: bool) -> ClusterView:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                now = float(_scalar(conn, f"SELECT {q.NOW}"))
+                cluster = conn.execute("SELECT partitions, epoch FROM cluster WHERE id = 1")
+                partitions, epoch = _one(cluster.fetchone())
+                rows = conn.execute(
+                    f"{q.NODE_WITH_RUNNING} WHERE state <> 'dead' OR state_changed_at >= %s"
+                    " ORDER BY id",
+                    (now - dead_window_s,),
+                ).fetchall()
+                counts = {s: 0 for s in JobState}
+                for state, n in conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+                    counts[JobState(state)] = int(n)
+                oldest = conn.execute(q.OLDEST_QUEUED_AGE).fetchone()
+                return ClusterView(
+                    partitions=int(partitions),
+                    epoch=int(epoch),
+                    now=now,
+                    nodes=tuple(node_from_row(r) for r in rows),
+                    owners=_owners(conn),
+                    job_counts=counts,
+                    oldest_queued_age_s=None if oldest is None else float(oldest[0]),
+                )
+
+        return self._db.run("read cluster", read)
+
+    def read_node(self, node_id: int) -> NodeRecord | None:
+        def read(conn: Conn, _: bool) -> NodeRecord | None:
+            row = conn.execute(f"{q.NODE_WITH_RUNNING} WHERE id = %s", (node_id,)).fetchone()
+            return None if row is None else node_from_row(row)
+
+        return self._db.run("read node", read)
+
+    def read_history(
+        self, since: float, until: float | None = None, limit: int = 10_000
+    ) -> list[HistoryEvent]:
+        def read(conn: Conn, _: bool) -> list[HistoryEvent]:
+            rows = conn.execute(
+                f"SELECT {q.EVENT_COLUMNS} FROM history WHERE at >= %s AND at <= %s"
+                " ORDER BY at, id LIMIT %s",
+                (since, until if until is not None else float("inf"), limit),
+            )
+            return [event_from_row(r) for r in rows]
+
+        return self._db.run("read history", read)
+
+    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+        def read(conn: Conn, _: bool) -> HistoryEvent | None:
+            row = conn.execute(
+                f"SELECT {q.EVENT_COLUMNS} FROM history WHERE kind = 'rebalance' AND at <= %s"
+                " ORDER BY at DESC, id DESC LIMIT 1",
+                (at,),
+            ).fetchone()
+            return None if row is None else event_from_row(row)
+
+        return self._db.run("read last rebalance", read)
+
+    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+        rebalance = self.read_last_rebalance(at)
+        owned = assignment.sections(rebalance.owners or ()) if rebalance else {}
+
+        def read(conn: Conn, _: bool) -> list[NodeRecord]:
+            out = []
+            for row in conn.execute(q.NODE_STATES_AT, {"at": at}):
+                state, changed_at = NodeState(row[-2]), float(row[-1])
+                if state is NodeState.DEAD and changed_at < at - 600.0:
+                    continue  # long gone by then, as the live view would show it
+                node = node_from_row((*row[:-2], 0))
+                out.append(
+                    NodeRecord(
+                        **{
+                            **node.__dict__,
+                            "state": state,
+                            "section": owned.get(node.id, ()),
+                            "state_changed_at": changed_at,
+                        }
+                    )
+                )
+            return out
+
+        return self._db.run("read past node states", read)
+
+    def read_samples(self, since: float, until: float | None = None) -> list[Sample]:
+        def read(conn: Conn, _: bool) -> list[Sample]:
+            rows = conn.execute(
+                "SELECT at, interval_s, queued, running, succeeded, failed, live_nodes,"
+                " oldest_queued_age_s FROM samples WHERE at >= %s AND at <= %s ORDER BY at",
+                (since, until if until is not None else float("inf")),
+            )
+            return [Sample(*r) for r in rows]
+
+        return self._db.run("read samples", read)
+
+    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+        def read(conn: Conn, _: bool) -> dict[tuple[str, JobState], int]:
+            rows = conn.execute("SELECT task, state, count(*) FROM jobs GROUP BY task, state")
+            return {(str(r[0]), JobState(r[1])): int(r[2]) for r in rows}
+
+        return self._db.run("count jobs by task", read)
+
+    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+        def read(conn: Conn, _: bool) -> list[Job]:
+            rows = conn.execute(
+                f"SELECT {q.JOB_COLUMNS} FROM jobs WHERE finished_at >= %s"
+                " ORDER BY finished_at, id LIMIT %s",
+                (since, limit),
+            )
+            return [job_from_row(r) for r in rows]
+
+        return self._db.run("list finished jobs", read)
+
+    # -- inside transactions (the caller holds the cluster row lock) --------------------------
+
+    def _mark_dead_in_tx(self, conn: Conn) -> list[int]:
+        rows = conn.execute(q.MARK_EXPIRED_DEAD).fetchall()
+        for node_id, name, old in rows:
+            conn.execute(
+                q.NODE_STATE_EVENT, (node_id, name, old, NodeState.DEAD.value, "lease expired")
+            )
+            self._requeue_running(conn, node_id, f"node {name} died (lease expired)")
+        if rows:
+            names = ", ".join(str(r[1]) for r in sorted(rows))
+            self._rebalance_in_tx(conn, f"declared dead: {names}")
+        return sorted(int(r[0]) for r in rows)
+
+    @staticmethod
+    def _requeue_running(conn: Conn, node_id: int, reason: str) -> None:
+        """Give a departed node's running jobs back to the queue, counting the attempt."""
+        args = {"node": node_id, "reason": reason}
+        conn.execute(q.FAIL_ORPHANS, args)
+        if conn.execute(q.REQUEUE_ORPHANS, args).rowcount:
+            conn.execute(q.WAKE_ALL)
+
+    @staticmethod
+    def _rebalance_in_tx(conn: Conn, reason: str) -> bool:
+        partitions = int(_scalar(conn, "SELECT partitions FROM cluster WHERE id = 1"))
+        owners = _owners(conn)
+        eligible = [int(r[0]) for r in conn.execute(q.ELIGIBLE_NODES)]
+        new = assignment.rebalance(owners, eligible, partitions)
+        if new == owners:
+            return False
+        changed = [p for p, (o, was) in enumerate(zip(new, owners, strict=True)) if o != was]
+        conn.execute(q.SET_OWNERS, (changed, [new[p] for p in changed]))
+        before, after = assignment.sections(owners), assignment.sections(new)
+        moved_nodes = [n for n in set(before) | set(after) if before.get(n) != after.get(n)]
+        with conn.cursor() as cur:
+            cur.executemany(
+                q.SET_SECTION, [(list(after.get(n, ())), n) for n in sorted(moved_nodes)]
+            )
+        epoch = int(_scalar(conn, q.BUMP_EPOCH))
+        conn.execute(
+            q.REBALANCE_EVENT,
+            (epoch, list(new), f"{reason}; moved {assignment.moved(owners, new)} of {partitions}"),
+        )
+        conn.execute(q.WAKE_ALL)  # sections changed: new owners should look at once
+        return True
+
+
+# -- rows to values -------------------------------------------------------------------------------
+
+
+def _scalar(conn: Conn, sql: str, params: Any = None) -> Any:
+    return _one(conn.execute(sql, params).fetchone())[0]
+
+
+def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    if row is None:
+        raise SchemaError("the Shoal schema has no cluster row; run `shoal init`")
+    return row
+
+
+def _owners(conn: Conn) -> tuple[int | None, ...]:
+    return tuple(None if r[0] is None else int(r[0]) for r in conn.execute(q.OWNERS))
+
+
+def _name_taken(name: str, holder: tuple[Any, ...] | None) -> NodeNameTaken:
+    if holder is None:
+        return NodeNameTaken(f"a live node named {name!r} already exists; pick another --name")
+    return NodeNameTaken(
+        f"a live node named {name!r} already exists (id {holder[0]}, {holder[1]}); its lease "
+        f"ends in {max(0.0, float(holder[2])):.1f}s. Pick another --name, or stop that node first."
+    )
+
+
+def job_from_row(r: Sequence[Any]) -> Job:
+    return Job(
+        id=r[0],
+        partition=r[1],
+        task=r[2],
+        args_json=r[3],
+        kwargs_json=r[4],
+        state=JobState(r[5]),
+        attempts=r[6],
+        max_attempts=r[7],
+        timeout_s=r[8],
+        run_after=r[9],
+        claimer=r[10],
+        progress=r[11],
+        progress_message=r[12],
+        result_json=r[13],
+        error=r[14],
+        traceback=r[15],
+        created_at=r[16],
+        started_at=r[17],
+        finished_at=r[18],
+    )
+
+
+def node_from_row(r: Sequence[Any]) -> NodeRecord:
+    """A node from NODE_COLUMNS followed by its running count."""
+    return NodeRecord(
+        id=r[0],
+        name=r[1],
+        state=NodeState(r[2]),
+        section=tuple(r[3]),
+        host=r[4],
+        pid=r[5],
+        concurrency=r[6],
+        tasks=tuple(r[7]),
+        started_at=r[8],
+        heartbeat_at=r[9],
+        lease_expires_at=r[10],
+        state_changed_at=r[11],
+        pause_requested=bool(r[12]),
+        processed=r[13],
+        failed=r[14],
+        running=int(r[15]),
+    )
+
+
+def event_from_row(r: Sequence[Any]) -> HistoryEvent:
+    return HistoryEvent(
+        id=r[0],
+        at=r[1],
+        kind=EventKind(r[2]),
+        node_id=r[3],
+        node_name=r[4],
+        from_state=NodeState(r[5]) if r[5] else None,
+        to_state=NodeState(r[6]) if r[6] else None,
+        epoch=r[7],
+        owners=tuple(r[8]) if r[8] is not None else None,
+        reason=r[9],
+    )
+
+
+def _job_filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("state = %s", where.state.value if where.state is not None else None),
+        ("task = %s", where.task),
+        ("claimer = %s", where.node_id),
+        ("id >= %s", where.min_id),
+        ("id <= %s", where.max_id),
+    ):
+        if value is not None:
+            clauses.append(column)
+            params.append(value)
+    return clauses, params
+
+
+__all__ = ["PostgresStore", "latest_version"]

@@ -1,0 +1,308 @@
+"""The PostgreSQL store's statements, named, kept apart from the Python that runs them.
+
+The hot paths (submit, claim, finish) are each one statement and so one round trip: batches travel
+as arrays and are unnested in the database. Time is always the database's (`NOW`), never the
+caller's.
+"""
+
+from __future__ import annotations
+
+# Datastore time as epoch seconds. statement_timestamp() is fixed for one statement (every row
+# of a batch gets the same time) but fresh for each statement of a transaction, so a statement
+# that first waited on a lock does not use a stale clock.
+NOW = "extract(epoch from statement_timestamp())::float8"
+
+JOB_COLUMNS = (
+    "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after,"
+    " claimer, progress, progress_message, result, error, traceback, created_at, started_at,"
+    " finished_at"
+)
+NODE_COLUMNS = (
+    "id, name, state, section, host, pid, concurrency, tasks, started_at, heartbeat_at,"
+    " lease_expires_at, state_changed_at, pause_requested, processed, failed"
+)
+NODE_WITH_RUNNING = (
+    f"SELECT {NODE_COLUMNS}, (SELECT count(*) FROM jobs j WHERE j.state = 'running'"
+    " AND j.claimer = n.id) FROM nodes n"
+)
+EVENT_COLUMNS = "id, at, kind, node_id, node_name, from_state, to_state, epoch, owners, reason"
+
+LOCK_CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1 FOR UPDATE"
+
+ALLOCATE_IDS = "SELECT nextval('jobs_id_seq') FROM generate_series(1, %s)"
+
+# One statement: insert the batch with its preallocated ids and notify the touched partitions
+# (a list of partitions, or '*' when there are many). Returns how many rows went in.
+SUBMIT = f"""
+WITH ins AS (
+    INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts, timeout_s,
+                      run_after, created_at)
+    SELECT b.id, b.id %% c.partitions, b.task, b.args, b.kwargs, 'queued', b.max_attempts,
+           b.timeout_s, {NOW} + b.delay_s, {NOW}
+    FROM unnest(%(ids)s::bigint[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
+                %(max_attempts)s::int[], %(timeouts)s::float8[], %(delays)s::float8[])
+         AS b(id, task, args, kwargs, max_attempts, timeout_s, delay_s)
+    CROSS JOIN cluster c
+    RETURNING partition
+), touched AS (
+    SELECT DISTINCT partition FROM ins
+)
+SELECT (SELECT count(*) FROM ins),
+       pg_notify('shoal_jobs', CASE WHEN count(*) > 64 THEN '*'
+                                    ELSE coalesce(string_agg(partition::text, ','), '') END)
+FROM touched
+"""
+
+# Claim a batch in one statement. The node row is locked first, so a claim and a concurrent
+# declaration of death are ordered: either the claim sees the node dead and takes nothing, or the
+# death (which locks the node row before requeueing) waits and then requeues what was claimed.
+# The section comes from that locked row, which every rebalance updates with `partitions`.
+# Candidates are the oldest few queued jobs of each owned partition (index jobs_queued_partition),
+# so a claim costs the same whether or not other sections have a backlog older than ours; the
+# batch is the oldest `limit` of them. `cap` is generous enough that with ids spread round-robin
+# over partitions the batch is exactly the section's oldest runnable jobs.
+CLAIM = f"""
+WITH me AS (
+    SELECT section,
+           least(%(limit)s, greatest(4, ceil(%(limit)s * 2.0
+                                             / greatest(1, cardinality(section)))))::int AS cap
+    FROM nodes
+    WHERE id = %(node)s AND state IN ('waiting', 'working') AND NOT pause_requested
+    FOR NO KEY UPDATE
+), picked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id IN (
+        SELECT c.id FROM me CROSS JOIN unnest(me.section) AS s(partition)
+        CROSS JOIN LATERAL (
+            SELECT q.id FROM jobs q
+            WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+            ORDER BY q.id LIMIT me.cap
+        ) c
+    ) AND j.state = 'queued' AND j.run_after <= {NOW}
+    ORDER BY j.id
+    LIMIT %(limit)s
+    FOR UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', claimer = %(node)s, claim_token = %(token)s,
+        attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.*
+), flipped AS (
+    UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
+    WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
+    RETURNING n.id, n.name
+), noted AS (
+    INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
+    SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
+)
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY id
+"""
+
+# Idle nodes poll: look without locking anything before claiming.
+ANY_CLAIMABLE = f"""
+SELECT 1 FROM nodes n CROSS JOIN unnest(n.section) AS s(partition)
+WHERE n.id = %s AND EXISTS (
+    SELECT 1 FROM jobs j
+    WHERE j.partition = s.partition AND j.state = 'queued' AND j.run_after <= {NOW})
+LIMIT 1
+"""
+
+# After a claim whose outcome was lost with its connection: the jobs it took, if it committed.
+CLAIMED_BY_TOKEN = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE state = 'running' AND claimer = %s AND claim_token = %s ORDER BY id
+"""
+
+# Record a batch of outcomes in one statement, each fenced by (claimer, attempt, running). The
+# node row is locked first (through `me`), in the same order as claims and deaths take locks.
+FINISH = f"""
+WITH me AS (
+    SELECT id FROM nodes WHERE id = %(node)s FOR NO KEY UPDATE
+), o AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[],
+                         %(results)s::text[], %(errors)s::text[], %(tracebacks)s::text[],
+                         %(retry)s::float8[])
+         AS o(id, attempt, ok, result, error, traceback, retry_in_s)
+), done AS (
+    UPDATE jobs j SET
+        state = CASE WHEN o.ok THEN 'succeeded' WHEN o.retry_in_s IS NULL THEN 'failed'
+                     ELSE 'queued' END,
+        result = CASE WHEN o.ok THEN o.result ELSE j.result END,
+        error = CASE WHEN o.ok THEN NULL ELSE o.error END,
+        traceback = CASE WHEN o.ok THEN NULL ELSE o.traceback END,
+        progress = CASE WHEN o.ok THEN 1.0 WHEN o.retry_in_s IS NULL THEN j.progress
+                        ELSE 0 END,
+        claimer = CASE WHEN NOT o.ok AND o.retry_in_s IS NOT NULL THEN NULL ELSE j.claimer END,
+        claim_token = NULL,
+        run_after = CASE WHEN NOT o.ok AND o.retry_in_s IS NOT NULL
+                         THEN {NOW} + o.retry_in_s ELSE j.run_after END,
+        finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
+    FROM o
+    WHERE j.id = o.id AND j.claimer = %(node)s AND j.attempts = o.attempt
+      AND j.state = 'running' AND EXISTS (SELECT 1 FROM me)
+    RETURNING j.id, j.attempts, j.state
+), counted AS (
+    UPDATE nodes SET processed = processed + (SELECT count(*) FROM done),
+                     failed = failed + (SELECT count(*) FROM done WHERE state <> 'succeeded')
+    WHERE id = %(node)s AND EXISTS (SELECT 1 FROM done)
+)
+SELECT id, attempts FROM done
+"""
+
+# For a finish retried after an unknown outcome: the rows as the earlier try would have left them.
+FINISHED_AS_SENT = """
+SELECT j.id, o.attempt FROM jobs j
+JOIN unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[], %(errors)s::text[],
+            %(retry)s::float8[]) AS o(id, attempt, ok, error, retry_in_s) ON j.id = o.id
+WHERE j.attempts = o.attempt AND (
+       (o.ok AND j.state = 'succeeded' AND j.claimer = %(node)s)
+    OR (NOT o.ok AND o.retry_in_s IS NULL AND j.state = 'failed' AND j.claimer = %(node)s
+        AND j.error IS NOT DISTINCT FROM o.error)
+    OR (NOT o.ok AND o.retry_in_s IS NOT NULL AND j.state = 'queued' AND j.claimer IS NULL
+        AND j.error IS NOT DISTINCT FROM o.error))
+"""
+
+PROGRESS = """
+UPDATE jobs j SET progress = u.fraction, progress_message = u.message
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(fractions)s::float8[],
+            %(messages)s::text[]) AS u(id, attempt, fraction, message)
+WHERE j.id = u.id AND j.claimer = %(node)s AND j.attempts = u.attempt AND j.state = 'running'
+"""
+
+RELEASE = f"""
+WITH released AS (
+    UPDATE jobs SET state = 'queued', claimer = NULL, claim_token = NULL,
+                    attempts = attempts - 1, run_after = {NOW}, progress = 0,
+                    progress_message = NULL
+    WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'running'
+    RETURNING partition
+)
+SELECT count(*), pg_notify('shoal_jobs', '*') FROM released HAVING count(*) > 0
+"""
+
+CANCEL = f"""
+UPDATE jobs SET state = 'cancelled', finished_at = {NOW} WHERE id = %s AND state = 'queued'
+"""
+
+HEARTBEAT = f"""
+UPDATE nodes n SET heartbeat_at = {NOW}, lease_expires_at = {NOW} + %(lease)s
+FROM cluster c
+WHERE n.id = %(node)s AND n.state <> 'dead' AND c.id = 1
+RETURNING {NOW}, c.epoch, n.section, n.pause_requested, n.state
+"""
+
+INSERT_NODE = f"""
+INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at, heartbeat_at,
+                   lease_expires_at, state_changed_at)
+VALUES (%(name)s, 'initializing', %(host)s, %(pid)s, %(concurrency)s, %(tasks)s, {NOW}, {NOW},
+        {NOW} + %(lease)s, {NOW})
+RETURNING id
+"""
+
+NODE_STATE_EVENT = f"""
+INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
+VALUES ({NOW}, 'node_state', %s, %s, %s, %s, %s)
+"""
+
+MOVE_NODE = f"""
+UPDATE nodes SET state = %(new)s, state_changed_at = {NOW},
+                 section = CASE WHEN %(new)s = 'dead' THEN '{{}}'::int[] ELSE section END
+WHERE id = %(node)s AND state = %(old)s
+RETURNING name
+"""
+
+ANY_EXPIRED = f"SELECT 1 FROM nodes WHERE state <> 'dead' AND lease_expires_at < {NOW} LIMIT 1"
+
+# Requeue only after the lease has expired in database time: a slow commit is not a death.
+MARK_EXPIRED_DEAD = f"""
+UPDATE nodes n SET state = 'dead', state_changed_at = {NOW}, section = '{{}}'
+FROM (SELECT id, state FROM nodes
+      WHERE state <> 'dead' AND lease_expires_at < {NOW}
+      ORDER BY id FOR UPDATE) old
+WHERE n.id = old.id
+RETURNING n.id, n.name, old.state
+"""
+
+# A departed node's running jobs go back to the queue, the attempt counting; a job with no
+# attempts left fails with the reason. `%(reason)s` names the node and why it went.
+FAIL_ORPHANS = f"""
+UPDATE jobs SET state = 'failed', finished_at = {NOW}, traceback = NULL, claim_token = NULL,
+    error = %(reason)s || ' during attempt ' || attempts || ' of ' || max_attempts
+            || '; no attempts left'
+WHERE state = 'running' AND claimer = %(node)s AND attempts >= max_attempts
+"""
+REQUEUE_ORPHANS = f"""
+UPDATE jobs SET state = 'queued', claimer = NULL, claim_token = NULL, run_after = {NOW},
+    progress = 0, progress_message = NULL, traceback = NULL,
+    error = %(reason)s || ' during attempt ' || attempts || '; requeued'
+WHERE state = 'running' AND claimer = %(node)s
+"""
+
+WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
+
+ELIGIBLE_NODES = (
+    "SELECT id FROM nodes WHERE state IN ('waiting', 'working') AND NOT pause_requested ORDER BY id"
+)
+OWNERS = "SELECT owner FROM partitions ORDER BY partition"
+SET_OWNERS = """
+UPDATE partitions p SET owner = v.owner
+FROM unnest(%s::int[], %s::bigint[]) AS v(partition, owner)
+WHERE p.partition = v.partition
+"""
+SET_SECTION = "UPDATE nodes SET section = %s WHERE id = %s"
+BUMP_EPOCH = "UPDATE cluster SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch"
+REBALANCE_EVENT = f"""
+INSERT INTO history (at, kind, epoch, owners, reason)
+VALUES ({NOW}, 'rebalance', %s, %s, %s)
+"""
+
+FIND_NODE_BY_ID = "SELECT id, name, state FROM nodes WHERE id = %s"
+FIND_NODE_BY_NAME = """
+SELECT id, name, state FROM nodes WHERE name = %s ORDER BY state = 'dead', id DESC LIMIT 1
+"""
+SET_PAUSE = "UPDATE nodes SET pause_requested = %s WHERE id = %s"
+PAUSE_EVENT = f"""
+INSERT INTO history (at, kind, node_id, node_name, reason)
+VALUES ({NOW}, 'pause_request', %s, %s, %s)
+"""
+
+# Sample the cluster once per bucket of `interval` seconds; `at` is the bucket's end and the
+# finish counts cover the bucket before it, as on every backend.
+SAMPLE = f"""
+WITH t AS (SELECT {NOW} AS now, floor({NOW} / %(interval)s)::bigint AS bucket)
+INSERT INTO samples (bucket, at, interval_s, queued, running, succeeded, failed, live_nodes,
+                     oldest_queued_age_s)
+SELECT t.bucket, t.bucket * %(interval)s, %(interval)s,
+       (SELECT count(*) FROM jobs WHERE state = 'queued'),
+       (SELECT count(*) FROM jobs WHERE state = 'running'),
+       (SELECT count(*) FROM jobs WHERE state = 'succeeded'
+          AND finished_at >= (t.bucket - 1) * %(interval)s
+          AND finished_at < t.bucket * %(interval)s),
+       (SELECT count(*) FROM jobs WHERE state = 'failed'
+          AND finished_at >= (t.bucket - 1) * %(interval)s
+          AND finished_at < t.bucket * %(interval)s),
+       (SELECT count(*) FROM nodes WHERE state IN ('waiting', 'working')),
+       (SELECT greatest(0, t.now - created_at) FROM jobs WHERE state = 'queued'
+          ORDER BY id LIMIT 1)
+FROM t
+WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.bucket = t.bucket)
+ON CONFLICT (bucket) DO NOTHING
+RETURNING bucket
+"""
+
+OLDEST_QUEUED_AGE = f"""
+SELECT greatest(0, {NOW} - created_at) FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1
+"""
+
+NODE_STATES_AT = f"""
+SELECT {NODE_COLUMNS}, past.to_state, past.at
+FROM nodes n
+CROSS JOIN LATERAL (
+    SELECT h.to_state, h.at FROM history h
+    WHERE h.node_id = n.id AND h.kind = 'node_state' AND h.at <= %(at)s
+    ORDER BY h.at DESC, h.id DESC LIMIT 1
+) past
+WHERE n.started_at <= %(at)s
+ORDER BY n.id
+"""

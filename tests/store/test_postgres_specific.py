@@ -1,0 +1,401 @@
+"""PostgreSQL-only behaviour: schema checks, surviving the server, retries that must not double
+writes, many connections claiming at once, wake-ups, and the claim plan on a large table.
+
+Every test works in a brand-new database (tests/pgutil.py). Without a server they skip loudly,
+except with CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
+from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
+from shoal.store import open_store
+from shoal.store import postgres_sql as q
+from shoal.store.postgres import PostgresStore, latest_version
+
+from pgutil import ADMIN_URL, fresh_pg_database, pg_available
+
+pytestmark = pytest.mark.postgres
+
+if not pg_available():  # with CI=true pg_available raises instead: CI never skips these
+    pytest.skip(
+        "!!! PostgreSQL is not reachable on 127.0.0.1:5432: PostgreSQL tests SKIPPED",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with fresh_pg_database() as db_url:
+        yield db_url
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[PostgresStore]:
+    s = PostgresStore.open(url, retry_for_s=30.0)
+    s.initialize()
+    yield s
+    s.close()
+
+
+def start_node(store: PostgresStore, name: str) -> NodeRecord:
+    node = store.register_node(name, "host", os.getpid(), 4, ["t"], 60.0)
+    assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    found = store.read_node(node.id)
+    assert found is not None
+    return found
+
+
+def new_jobs(n: int) -> list[NewJob]:
+    return [NewJob("t", f"[{i}]", "{}") for i in range(n)]
+
+
+def admin(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        cur = conn.execute(sql, params or None)
+        return cur.fetchall() if cur.description else []
+
+
+def dbname(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def terminate_store_connections(url: str) -> int:
+    rows = admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND application_name = 'shoal'",
+        dbname(url),
+    )
+    return len(rows)
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def test_open_does_not_create_the_schema_and_check_says_what_to_run(url: str) -> None:
+    store = open_store(url)
+    try:
+        with pytest.raises(SchemaError, match="shoal init --db"):
+            store.check_schema()
+        store.initialize()
+        store.check_schema()
+        store.initialize()  # idempotent
+    finally:
+        store.close()
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT version, name FROM shoal_schema ORDER BY version").fetchall()
+    assert rows and rows[-1][0] == latest_version()
+
+
+def test_schema_newer_than_the_code_is_refused(store: PostgresStore, url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO shoal_schema (version, name) VALUES (9999, '9999_future.sql')")
+    with pytest.raises(SchemaError, match="newer"):
+        store.check_schema()
+
+
+def test_partition_count_is_fixed_at_init(store: PostgresStore) -> None:
+    with pytest.raises(ConfigError, match="fixed at init"):
+        store.initialize(partitions=7)
+    store.initialize()  # the default means "whatever it already is"
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+
+def test_password_never_appears_in_errors_or_display(url: str) -> None:
+    unreachable = "postgresql://shoal:s3cr%40t@127.0.0.1:1/nowhere"
+    with pytest.raises(DatastoreUnavailable) as err:
+        open_store(unreachable)
+    assert "s3cr" not in str(err.value) and "***" in str(err.value)
+    with_password = url.replace("postgres@", "postgres:hunter2@")  # trust auth ignores it
+    store = open_store(with_password)
+    try:
+        assert "hunter2" not in store.url_for_display and "***" in store.url_for_display
+        with pytest.raises(SchemaError) as schema_err:
+            store.check_schema()
+        assert "hunter2" not in str(schema_err.value)
+    finally:
+        store.close()
+
+
+def test_malformed_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        open_store("postgresql://127.0.0.1:5432/db?nonsense_option=1")
+
+
+# -- surviving the server ----------------------------------------------------------------------
+
+
+def test_sessions_have_statement_and_idle_transaction_timeouts(store: PostgresStore) -> None:
+    def show(conn: psycopg.Connection[Any], _: bool) -> tuple[str, str]:
+        a = conn.execute("SHOW statement_timeout").fetchone()
+        b = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        assert a is not None and b is not None
+        return str(a[0]), str(b[0])
+
+    statement, idle = store._db.run("show settings", show)
+    assert statement != "0" and idle != "0"
+
+
+def test_operations_survive_terminated_connections(
+    store: PostgresStore, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = start_node(store, "a")
+    store.submit_jobs(new_jobs(10))
+    for _ in range(3):
+        assert terminate_store_connections(url) >= 1
+        with caplog.at_level(logging.WARNING, logger="shoal.store.postgres"):
+            [job] = store.claim_jobs(node.id, 1)
+        assert store.finish_jobs(node.id, [Outcome(job.id, job.attempts, True, "1")]) == [True]
+    assert terminate_store_connections(url) >= 1
+    ids = store.submit_jobs(new_jobs(5))
+    assert [j.state for j in map(store.read_job, ids)] == [JobState.QUEUED] * 5  # type: ignore[union-attr]
+    assert store.heartbeat(node.id, 60.0) is not None
+    assert store.read_cluster().job_counts[JobState.SUCCEEDED] == 3
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
+def test_read_only_connections_are_dropped_and_writes_go_through(
+    store: PostgresStore, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A failover leaves pooled connections on a server that is now a read-only standby. Make
+    # the store's connections read-only, then writable for new sessions only: the store must
+    # drop the old ones and reconnect rather than fail.
+    name = dbname(url)
+    admin(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    try:
+        terminate_store_connections(url)
+        assert store.read_job(1) is None  # reads work, on read-only sessions
+    finally:
+        admin(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    with caplog.at_level(logging.WARNING, logger="shoal.store.postgres"):
+        [job_id] = store.submit_jobs(new_jobs(1))
+    assert store.read_job(job_id) is not None
+    assert any("read-only" in r.getMessage() for r in caplog.records)
+
+
+def test_lost_database_raises_datastore_unavailable_after_the_retry_window(
+    store: PostgresStore, url: str
+) -> None:
+    store._db.retry_for_s = 1.0
+    admin(f'DROP DATABASE "{dbname(url)}" WITH (FORCE)')
+    with pytest.raises(DatastoreUnavailable, match="unreachable"):
+        store.now()
+
+
+# -- retries after an unknown commit outcome -----------------------------------------------------
+
+
+def run_twice(store: PostgresStore) -> None:
+    """Make every operation commit once and then run again as a retry, as after a connection
+    lost while committing: the retry must neither write twice nor report the wrong outcome."""
+    real = store._db.run
+
+    def twice(what: str, operation: Callable[[Any, bool], Any]) -> Any:
+        real(what, lambda conn, _: operation(conn, False))
+        return real(what, lambda conn, _: operation(conn, True))
+
+    store._db.run = twice  # type: ignore[method-assign]
+
+
+def test_retried_submit_does_not_insert_twice(store: PostgresStore) -> None:
+    run_twice(store)
+    ids = store.submit_jobs(new_jobs(50))
+    assert store.read_cluster().job_counts[JobState.QUEUED] == 50
+    assert ids == list(range(ids[0], ids[0] + 50))
+
+
+def test_retried_claim_returns_the_jobs_it_took_and_takes_no_more(store: PostgresStore) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(10))
+    run_twice(store)
+    claimed = store.claim_jobs(node.id, 3)
+    assert [j.id for j in claimed] == ids[:3]
+    assert store.read_cluster().job_counts[JobState.RUNNING] == 3
+
+
+def test_retried_finish_reports_applied_once(store: PostgresStore) -> None:
+    node = start_node(store, "a")
+    store.submit_jobs(new_jobs(3))
+    a, b, c = store.claim_jobs(node.id, 3)
+    run_twice(store)
+    outcomes = [
+        Outcome(a.id, 1, True, "1"),
+        Outcome(b.id, 1, False, error="boom", retry_in_s=60.0),
+        Outcome(c.id, 1, False, error="final"),
+        Outcome(c.id, 2, True, "stale"),
+    ]
+    assert store.finish_jobs(node.id, outcomes) == [True, True, True, False]
+    record = store.read_node(node.id)
+    assert record is not None and (record.processed, record.failed) == (3, 2)
+
+
+# -- many connections at once ------------------------------------------------------------------
+
+
+def test_many_stores_claiming_at_once_claim_each_job_once_by_its_owner(
+    store: PostgresStore, url: str
+) -> None:
+    nodes = [start_node(store, f"n{i}") for i in range(5)]
+    ids = store.submit_jobs(new_jobs(3000))
+    owners = store.read_cluster().owners
+    claims: list[tuple[int, int, int]] = []
+    lock = threading.Lock()
+
+    def worker(node: NodeRecord) -> None:
+        own = PostgresStore.open(url, max_connections=2)
+        try:
+            while batch := own.claim_jobs(node.id, 11):
+                own.finish_jobs(node.id, [Outcome(j.id, j.attempts, True, "0") for j in batch])
+                with lock:
+                    claims.extend((j.id, j.partition, node.id) for j in batch)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in nodes * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c[0] for c in claims) == ids
+    assert all(owners[part] == node for _, part, node in claims)
+    assert store.read_cluster().job_counts[JobState.SUCCEEDED] == 3000
+
+
+def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url: str) -> None:
+    node = start_node(store, "a")
+    start_node(store, "b")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
+            " run_after, created_at, finished_at)"
+            " SELECT i, i % 128, 't', '[]', '{}', 'succeeded', 1, 4, 0, 0, 0"
+            " FROM generate_series(1000000, 1059999) i"
+        )
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
+            " run_after, created_at)"
+            " SELECT i, i % 128, 't', '[]', '{}', 'queued', 4, 0, 0"
+            " FROM generate_series(2000000, 2059999) i"
+        )
+        conn.execute("ANALYZE jobs")
+        params = {"node": node.id, "limit": 200, "token": 1, "why": "x"}
+        plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + q.CLAIM, params))
+    assert "jobs_queued_partition" in plan
+    assert "Seq Scan on jobs" not in plan
+    assert len(store.claim_jobs(node.id, 200)) == 200
+
+
+# -- wake-ups ----------------------------------------------------------------------------------
+
+
+def test_wait_for_work_wakes_only_for_the_nodes_own_section(store: PostgresStore) -> None:
+    a, b = start_node(store, "a"), start_node(store, "b")
+    assert store.wait_for_work(a.id, 0.05)  # first call: just connected, may have missed some
+    owners = store.read_cluster().owners
+    [last] = store.submit_jobs(new_jobs(1))
+    store.wait_for_work(a.id, 0.2)  # drain whatever that one caused
+    seen: set[int | None] = set()
+    while seen != {a.id, b.id}:
+        owner = owners[(last + 1) % len(owners)]
+        [last] = store.submit_jobs(new_jobs(1))
+        assert store.wait_for_work(a.id, 5.0 if owner == a.id else 0.3) is (owner == a.id)
+        seen.add(owner)
+
+
+def test_wait_for_work_returns_promptly_when_a_job_arrives(store: PostgresStore) -> None:
+    node = start_node(store, "a")
+    store.wait_for_work(node.id, 0.01)
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_work(node.id, 30.0)))
+    started = time.monotonic()
+    waiter.start()
+    store.submit_jobs(new_jobs(1))
+    waiter.join(timeout=30.0)
+    assert woke == [True]
+    assert time.monotonic() - started < 10.0
+
+
+# -- the documented roles ----------------------------------------------------------------------
+
+
+def documented_roles_sql(suffix: str) -> str:
+    text = (Path(__file__).parents[2] / "docs" / "postgres.md").read_text()
+    block = text.split("<!-- roles-sql", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    for role in ("shoal_migrator", "shoal_node", "shoal_observer"):
+        block = block.replace(role, f"{role}_{suffix}")
+    return block
+
+
+def test_documented_roles_can_do_their_jobs_and_no_more(url: str) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    roles = [f"shoal_{r}_{suffix}" for r in ("migrator", "node", "observer")]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(documented_roles_sql(suffix).encode())
+    as_role = {r.split("_")[1]: url.replace("postgres@", f"{r}@") for r in roles}
+    try:
+        migrator = open_store(as_role["migrator"])
+        migrator.initialize()
+        migrator.close()
+
+        node_store = open_store(as_role["node"])
+        node_store.check_schema()
+        node = start_node(node_store, "a")
+        node_store.submit_jobs(new_jobs(3))
+        jobs = node_store.claim_jobs(node.id, 3)
+        assert node_store.finish_jobs(node.id, [Outcome(j.id, 1, True, "1") for j in jobs])
+        node_store.request_pause("a", True)
+        node_store.record_sample(60.0)
+        node_store.mark_dead_nodes()
+        assert node_store.wait_for_work(node.id, 0.01)
+        with pytest.raises(DatastoreUnavailable, match="refused"):
+            node_store._db.run("ddl", lambda conn, _: conn.execute("DROP TABLE samples"))
+        node_store.close()
+
+        observer = open_store(as_role["observer"])
+        observer.check_schema()
+        assert observer.read_cluster().job_counts[JobState.SUCCEEDED] == 3
+        assert observer.read_history(0) and observer.list_jobs(JobFilter())
+        with pytest.raises(DatastoreUnavailable, match="refused"):
+            observer.submit_jobs(new_jobs(1))
+        observer.close()
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA shoal CASCADE")
+            for role in roles:
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
+
+
+def test_claim_lost_after_its_commit_is_handed_over_by_the_next_claim(
+    store: PostgresStore,
+) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(10))
+    real = store._db.run
+
+    def commit_then_fail(what: str, operation: Callable[[Any, bool], Any]) -> Any:
+        real(what, operation)
+        raise DatastoreUnavailable("connection lost while committing")
+
+    store._db.run = commit_then_fail  # type: ignore[method-assign]
+    with pytest.raises(DatastoreUnavailable):
+        store.claim_jobs(node.id, 4)
+    store._db.run = real  # type: ignore[method-assign]
+    assert [j.id for j in store.claim_jobs(node.id, 3)] == ids[:3]  # the lost ones, oldest first
+    again = store.claim_jobs(node.id, 10)  # the fourth went back to the queue, uncounted
+    assert [j.id for j in again] == ids[3:] and again[0].attempts == 1
+    assert store.read_cluster().job_counts[JobState.RUNNING] == 10
