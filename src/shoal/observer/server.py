@@ -1,0 +1,113 @@
+"""The observer's web server: pages, JSON API, event stream, metrics and liveness in one app.
+
+`create_app` wires a `Store` into a FastAPI app; `serve` opens the datastore named by a URL and
+runs the app with uvicorn until Ctrl-C. The observer never registers as a node and never writes.
+It binds to loopback unless given a token, because it shows job arguments and results.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from shoal.errors import ConfigError
+from shoal.observer.api import api_router
+from shoal.observer.metrics import metrics_registry, render_metrics
+from shoal.observer.pages import page_router
+from shoal.observer.security import Guard
+from shoal.store import open_store
+from shoal.store.port import Store
+
+STATIC = Path(__file__).parent / "static"
+TOKEN_ENV = "SHOAL_OBSERVER_TOKEN"
+
+
+def create_app(store: Store, token: str | None) -> FastAPI:
+    """The observer app over `store`; with `token`, everything but /livez needs it."""
+    app = FastAPI(
+        title="Shoal observer",
+        summary="A read-only view of a Shoal cluster and its history.",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # the interactive docs load third-party scripts; the JSON is enough
+        redoc_url=None,
+    )
+    registry = metrics_registry(store)
+    # Set by the server on shutdown; open event streams watch it and end.
+    app.state.stopping = threading.Event()
+
+    @app.get("/livez", response_class=PlainTextResponse, tags=["health"])
+    def livez() -> str:
+        """The process is up. Does not touch the datastore, so it never needs a token."""
+        return "ok\n"
+
+    @app.get("/metrics", response_class=Response, tags=["metrics"])
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(render_metrics(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(api_router(store, app.state.stopping))
+    app.include_router(page_router(store, token))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, token=token)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    url: str | None, host: str = "127.0.0.1", port: int = 8765, token: str | None = None
+) -> None:
+    """Serve the observer for the datastore at `url` (None: SHOAL_DB or the default) until Ctrl-C.
+
+    `token` falls back to the SHOAL_OBSERVER_TOKEN environment variable. Raises ConfigError for a
+    non-loopback `host` without a token, and the store's errors if the datastore cannot be opened
+    (an observer never creates a datastore).
+    """
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host) and token is None:
+        raise ConfigError(
+            f"refusing to serve on {host} without a token: the observer shows job arguments "
+            f"and results; pass --token or set {TOKEN_ENV}, or bind 127.0.0.1"
+        )
+    store = open_store(url, create=False)
+    try:
+        store.check_schema()
+        app = create_app(store, token)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
+        )
+        print(f"Shoal observer on http://{host}:{port}/ for {store.url_for_display}")
+        ObserverServer(config, app.state.stopping).run()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how an observer is meant to stop
+    finally:
+        store.close()
+
+
+class ObserverServer(uvicorn.Server):
+    """uvicorn that also tells open event streams to end when it is asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        super().handle_exit(sig, frame)

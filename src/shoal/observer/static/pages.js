@@ -1,0 +1,107 @@
+// What each live page draws from the overview and the API. Only DOM calls, never HTML strings.
+
+import { el, fill, setText, ownerClass, formatAge, formatCount, badge, timeEl, describeEvent } from "./dom.js";
+import { throughputChart, depthChart, sectionsChart, widthOf } from "./charts.js";
+
+const JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const NODE_STATES = ["initializing", "waiting", "working", "paused", "dead"];
+
+export function renderOverview(o) {
+  const live = o.nodes.filter((n) => n.state !== "dead");
+  setText("live-nodes", formatCount(live.length));
+  setText("nodes-by-state", NODE_STATES.filter((s) => o.nodes_by_state[s]).map((s) => `${o.nodes_by_state[s]} ${s}`).join(" · ") || "no nodes");
+  for (const state of ["queued", "running", "succeeded", "failed"]) setText(`count-${state}`, formatCount(o.jobs_by_state[state]));
+  setText("count-cancelled", `${formatCount(o.jobs_by_state.cancelled)} cancelled`);
+  setText("oldest-queued", o.oldest_queued_age_s === null ? "nothing waiting" : `oldest waits ${formatAge(o.oldest_queued_age_s)}`);
+  setText("capacity", `of ${formatCount(live.reduce((sum, n) => sum + n.concurrency, 0))} slots`);
+  const lastMinute = o.throughput.filter((b) => b.end > o.now - 60);
+  const done = lastMinute.reduce((sum, b) => sum + b.succeeded + b.failed, 0);
+  setText("rate", `${(done / 60).toFixed(1)} jobs/s last minute`);
+  renderJobsBar(o.jobs_by_state);
+  fill("throughput-chart", throughputChart(o.throughput, { width: widthOf("throughput-chart") }));
+  fill("depth-chart", depthChart(o.throughput, { width: widthOf("depth-chart") }));
+  fill("sections-chart", sectionsChart(o.nodes, o.partitions, widthOf("sections-chart")));
+  setText("partition-count", `${o.partitions} partitions · epoch ${o.epoch}`);
+  fill("events", o.events.length ? o.events.map(eventItem) : [el("li", { class: "muted" }, "nothing happened")]);
+}
+
+function renderJobsBar(counts) {
+  const total = JOB_STATES.reduce((sum, s) => sum + (counts[s] || 0), 0);
+  fill("jobs-bar", JOB_STATES.filter((s) => counts[s]).map((s) => {
+    const part = el("span", { class: `s-${s}`, title: `${s}: ${counts[s]}` });
+    part.style.flexGrow = String(counts[s]);
+    return part;
+  }));
+  fill("jobs-legend", JOB_STATES.map((s) => el("li", {}, el("span", { class: `swatch s-${s}` }),
+    `${s} ${formatCount(counts[s])}`, total ? el("span", { class: "muted" }, `${Math.round((100 * (counts[s] || 0)) / total)}%`) : null)));
+}
+
+export function eventItem(event) {
+  const why = event.kind === "pause_request" ? "" : event.reason;
+  return el("li", { class: `event ${event.kind}` }, timeEl(event.at),
+    el("span", {}, describeEvent(event), why ? el("span", { class: "why" }, ` · ${why}`) : null));
+}
+
+export function renderNodes(o) {
+  const running = new Map();
+  for (const job of o.running_jobs) {
+    if (!running.has(job.node_id)) running.set(job.node_id, []);
+    running.get(job.node_id).push(job);
+  }
+  const cards = o.nodes.map((n) => nodeCard(n, running.get(n.id) || []));
+  fill("node-cards", cards.length ? cards : [el("p", { class: "notice" }, "No nodes yet. Start one with: shoal node --app yourmodule:app")]);
+  // Keep a #node-N link pointing at its card after each redraw.
+  if (location.hash && !document.body.dataset.scrolled) {
+    document.getElementById(location.hash.slice(1))?.scrollIntoView();
+    document.body.dataset.scrolled = "yes";
+  }
+}
+
+function nodeCard(n, jobs) {
+  const state = badge(n.state);
+  if (n.pause_requested && n.state !== "paused" && n.state !== "dead") state.textContent = `${n.state} · pausing`;
+  return el("article", { class: `node ${n.state}`, id: `node-${n.id}`, "data-node-id": n.id, "data-state": n.state },
+    el("header", {}, el("span", { class: `swatch ${ownerClass(n.id)}` }), el("h2", {}, n.name), el("span", { class: "muted" }, `#${n.id}`), state),
+    el("dl", {},
+      el("dt", {}, "host"), el("dd", {}, `${n.host} · pid ${n.pid}`),
+      el("dt", {}, "section"), el("dd", {}, `${n.section.length} partitions`, n.section_ranges ? el("span", { class: "muted" }, ` ${n.section_ranges}`) : null),
+      el("dt", {}, "heartbeat"), el("dd", {}, n.state === "dead" ? "—" : `${formatAge(n.heartbeat_age_s)} ago`),
+      el("dt", {}, "in state for"), el("dd", {}, formatAge(n.state_age_s)),
+      el("dt", {}, "running"), el("dd", {}, `${n.running} of ${n.concurrency}`),
+      el("dt", {}, "processed"), el("dd", {}, `${formatCount(n.processed)} done · `, el("span", { class: n.failed ? "bad" : "" }, `${formatCount(n.failed)} failed`)),
+      el("dt", {}, "tasks"), el("dd", { class: "task" }, n.tasks.join(", ") || "—"),
+    ),
+    jobs.length ? el("ul", { class: "jobs-running" }, jobs.map(runningJob)) : null,
+  );
+}
+
+function runningJob(job) {
+  const bar = el("span");
+  bar.style.width = `${(job.progress * 100).toFixed(1)}%`;
+  return el("li", {},
+    el("a", { href: `/jobs/${job.id}` }, `#${job.id}`),
+    el("span", { class: "task" }, job.task),
+    el("span", { class: "num" }, `${Math.round(job.progress * 100)}%`),
+    el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(job.progress * 100) }, bar),
+    el("span", { class: "msg" }, job.progress_message || `running ${formatAge(job.running_s)}, attempt ${job.attempts} of ${job.max_attempts}`),
+  );
+}
+
+// A partition grid: one cell per partition, coloured by owner; `previous` outlines moved cells.
+export function partitionCells(owners, names, previous, numbered = true) {
+  return owners.map((owner, p) => {
+    const moved = previous && previous.length === owners.length && previous[p] !== owner;
+    const who = owner === null ? "no owner" : `${names.get(owner) ?? "node"} (#${owner})`;
+    return el("div", { class: `cell ${ownerClass(owner)}${moved ? " moved" : ""}`, role: "listitem", title: `partition ${p}: ${who}${moved ? ", moved in the last rebalance" : ""}`, "data-owner": owner ?? "" }, numbered ? String(p) : "");
+  });
+}
+
+export function renderPartitionMap(map) {
+  const names = new Map(map.nodes.map((n) => [n.id, n.name]));
+  fill("partition-grid", partitionCells(map.owners, names, map.previous_owners));
+  const counts = new Map();
+  for (const owner of map.owners) counts.set(owner, (counts.get(owner) || 0) + 1);
+  fill("owner-legend", [...counts.entries()].sort((a, b) => (a[0] ?? -1) - (b[0] ?? -1)).map(([owner, count]) =>
+    el("li", {}, el("span", { class: `swatch ${ownerClass(owner)}` }), owner === null ? "no owner" : `${names.get(owner) ?? "node"} #${owner}`, el("span", { class: "muted" }, `${count}`))));
+  fill("rebalances", map.rebalances.length ? map.rebalances.map(eventItem) : [el("li", { class: "muted" }, "no rebalance in the last 24 hours")]);
+}

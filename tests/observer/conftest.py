@@ -1,0 +1,125 @@
+"""Observer fixtures: a real SQLite store, the app served by uvicorn, and Debian's Chromium.
+
+Browser tests need /usr/bin/chromium (Debian's package; `.ci/run` installs it). Without it they
+skip loudly on a developer machine and fail when CI=true, so CI never passes without them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from shoal.observer.server import create_app
+from shoal.store import Store
+from shoal.store.sqlite import SqliteStore
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture
+def obs_store(tmp_path: Path) -> Iterator[Store]:
+    # Made directly so that P can be small; open_store would create it with the default P.
+    store = SqliteStore(str(tmp_path / "observed.db"))
+    store.initialize(partitions=32)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(obs_store: Store) -> TestClient:
+    return TestClient(create_app(obs_store, None))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """uvicorn serving the observer on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.stopping = app.state.stopping
+        self.port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the observer did not start within 10 s")
+            time.sleep(0.01)  # polling for startup, not waiting for an outcome
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()  # ends open event streams, as Ctrl-C does in `serve`
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(obs_store: Store) -> Iterator[ServerThread]:
+    with ServerThread(create_app(obs_store, None)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + " — CI=true, so browser tests must run")
+        pytest.skip("!!! " + message + ": browser tests SKIPPED")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: errors.append(f"dialog opened: {dialog.message}"))
+    page.errors = errors  # tests assert this stays empty
+    yield page
+    context.close()

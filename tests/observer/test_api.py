@@ -1,0 +1,220 @@
+"""The observer's JSON API and pages over a real SQLite store filled through the port."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from shoal.model import JobState
+from shoal.observer.server import create_app
+from shoal.store import Store
+
+from cluster import HOSTILE, FakeNode, later, submit
+from conftest import ServerThread
+
+PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs"]
+
+
+def test_overview_counts_nodes_jobs_and_running_progress(obs_store: Store, client: TestClient):
+    alpha = FakeNode(obs_store, "alpha").start()
+    FakeNode(obs_store, "beta").start()
+    ids = submit(obs_store, "resize", "a.png", count=6, width=100)
+    claimed = alpha.claim(limit=2)
+    assert claimed
+    alpha.progress(claimed[0].id, 0.25, "a quarter")
+
+    body = client.get("/api/overview").json()
+
+    assert [n["name"] for n in body["nodes"]] == ["alpha", "beta"]
+    assert body["nodes_by_state"]["working"] + body["nodes_by_state"]["waiting"] == 2
+    assert body["jobs_by_state"]["queued"] + body["jobs_by_state"]["running"] == len(ids)
+    running = {job["id"]: job for job in body["running_jobs"]}
+    assert running[claimed[0].id]["progress"] == pytest.approx(0.25)
+    assert running[claimed[0].id]["progress_message"] == "a quarter"
+    assert sum(len(n["section"]) for n in body["nodes"]) == body["partitions"] == 32
+    assert any(e["kind"] == "rebalance" for e in body["events"])
+
+
+def test_partition_map_now_and_at_a_past_moment(obs_store: Store, client: TestClient):
+    alpha = FakeNode(obs_store, "alpha").start()
+    alone = later(obs_store)
+    later(obs_store)
+    beta = FakeNode(obs_store, "beta").start()
+
+    now = client.get("/api/partitions").json()
+    then = client.get("/api/partitions", params={"at": alone}).json()
+
+    assert set(now["owners"]) == {alpha.id, beta.id}
+    assert now["previous_owners"] == [alpha.id] * 32
+    assert (
+        sum(1 for a, b in zip(now["previous_owners"], now["owners"], strict=True) if a != b) == 16
+    )
+    assert then["owners"] == [alpha.id] * 32
+    assert [(n["name"], n["state"], len(n["section"])) for n in then["nodes"]] == [
+        ("alpha", "waiting", 32)
+    ]
+    assert now["rebalances"][0]["moved"] == 16
+
+
+def test_timeline_has_a_lane_per_node_and_marks_the_death(obs_store: Store, client: TestClient):
+    alpha = FakeNode(obs_store, "alpha").start()
+    gamma = FakeNode(obs_store, "gamma")
+    for step in (gamma.start, gamma.pause, gamma.resume, gamma.stop):
+        later(obs_store)
+        step()
+
+    body = client.get("/api/timeline", params={"range": "15m"}).json()
+
+    lanes = {lane["name"]: [s["state"] for s in lane["segments"]] for lane in body["lanes"]}
+    assert lanes["alpha"][-1] == "waiting"
+    assert lanes["gamma"] == ["waiting", "paused", "waiting", "dead"]
+    kinds = [(e["kind"], e["node_name"], e["to_state"]) for e in body["events"]]
+    assert ("node_state", "gamma", "dead") in kinds
+    assert ("pause_request", "gamma", None) in kinds
+    assert any(kind == "rebalance" for kind, _, _ in kinds)
+    assert len(body["throughput"]) == 120
+    assert alpha.id in {lane["node_id"] for lane in body["lanes"]}
+
+
+def test_timeline_rejects_a_backwards_range(client: TestClient):
+    assert client.get("/api/timeline", params={"since": 100, "until": 50}).status_code == 422
+    assert client.get("/api/timeline", params={"range": "7y"}).status_code == 422
+
+
+def test_jobs_filter_by_state_task_node_and_id_range(obs_store: Store, client: TestClient):
+    alpha = FakeNode(obs_store, "alpha").start()
+    resize = submit(obs_store, "resize", "a.png", count=5)
+    report = submit(obs_store, "report", "daily", count=5)
+    done = alpha.claim(limit=2)
+    alpha.succeed(done[0].id, {"ok": True})
+
+    def ids(**params: object) -> list[int]:
+        return [j["id"] for j in client.get("/api/jobs", params=params).json()["jobs"]]
+
+    assert ids() == sorted(resize + report, reverse=True)
+    assert ids(task="report") == sorted(report, reverse=True)
+    assert ids(state="succeeded") == [done[0].id]
+    assert ids(node=alpha.id) == sorted(j.id for j in done)[::-1]
+    assert ids(min_id=resize[2], max_id=report[1]) == list(range(report[1], resize[2] - 1, -1))
+
+
+def test_jobs_paginate_newest_first_without_gaps(obs_store: Store, client: TestClient):
+    all_ids = submit(obs_store, "resize", "a.png", count=23)
+    seen: list[int] = []
+    before = None
+    for _ in range(10):
+        params = {"limit": 10} | ({"before_id": before} if before else {})
+        page = client.get("/api/jobs", params=params).json()
+        seen += [j["id"] for j in page["jobs"]]
+        before = page["next_before_id"]
+        if before is None:
+            break
+    assert seen == sorted(all_ids, reverse=True)
+
+
+def test_job_detail_and_missing_job(obs_store: Store, client: TestClient):
+    alpha = FakeNode(obs_store, "alpha").start()
+    [job_id] = submit(obs_store, "send_email", "a@example.com", retries=2)
+    alpha.claim()
+    alpha.fail(job_id, "ConnectionError: refused", "Traceback (most recent call last): ...")
+
+    body = client.get(f"/api/jobs/{job_id}").json()
+
+    assert body["state"] == "failed"
+    assert body["args"] == ["a@example.com"] and body["kwargs"] == {"retries": 2}
+    assert body["error"] == "ConnectionError: refused"
+    assert body["traceback"].startswith("Traceback")
+    assert client.get("/api/jobs/999999").status_code == 404
+    assert client.get("/jobs/999999").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/{id}"])
+def test_hostile_job_strings_render_as_text(obs_store: Store, client: TestClient, path: str):
+    alpha = FakeNode(obs_store, "alpha").start()
+    [job_id] = submit(obs_store, "resize", HOSTILE, note=HOSTILE)
+    alpha.claim()
+    alpha.fail(job_id, HOSTILE, HOSTILE)
+
+    html = client.get(path.format(id=job_id)).text
+
+    assert "<script>window.__pwned" not in html
+    assert "<img src=x" not in html
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in html
+
+
+def test_every_response_carries_a_strict_content_security_policy(client: TestClient):
+    for path in [*PAGES, "/api/overview", "/metrics", "/livez", "/static/main.js"]:
+        response = client.get(path)
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_pages_load_no_third_party_resources(client: TestClient):
+    for path in PAGES:
+        html = client.get(path).text
+        assert "http://" not in html and "https://" not in html, path
+        assert "<script>" not in html and " style=" not in html, path
+
+
+def test_observer_writes_nothing(obs_store: Store, client: TestClient, tmp_path):
+    alpha = FakeNode(obs_store, "alpha").start()
+    [job_id] = submit(obs_store, "resize", "a.png")
+    alpha.claim()
+    watcher = sqlite3.connect(tmp_path / "observed.db")
+    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    changes_before = watcher.total_changes
+
+    for path in [
+        *PAGES,
+        f"/jobs/{job_id}",
+        "/api/overview",
+        "/api/partitions",
+        "/api/timeline",
+        "/api/jobs",
+        f"/api/jobs/{job_id}",
+        "/metrics",
+    ]:
+        assert client.get(path).status_code == 200, path
+
+    # data_version changes when any other connection commits a change to the file.
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before
+    assert watcher.total_changes == changes_before
+    watcher.close()
+
+
+def test_openapi_describes_the_json_api(client: TestClient):
+    spec = client.get("/api/openapi.json").json()
+    for path in [
+        "/api/overview",
+        "/api/partitions",
+        "/api/timeline",
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/events",
+    ]:
+        assert path in spec["paths"], path
+    assert all(method == "get" for ops in spec["paths"].values() for method in ops)
+
+
+def test_event_stream_sends_the_overview(obs_store: Store):
+    FakeNode(obs_store, "alpha").start()
+    with (
+        ServerThread(create_app(obs_store, None)) as server,
+        httpx.stream("GET", f"{server.url}/api/events", timeout=10) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        event = next(line for line in lines if line.startswith("event:"))
+        data = next(lines)
+    assert event == "event: overview"
+    assert '"name":"alpha"' in data
+
+
+def test_job_state_values_match_the_model(client: TestClient):
+    html = client.get("/jobs").text
+    for state in JobState:
+        assert f'value="{state.value}"' in html

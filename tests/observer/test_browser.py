@@ -1,0 +1,179 @@
+"""The real page in Debian's headless Chromium: it loads, shows the nodes, follows the store by
+itself, and a hostile job payload runs no script."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from shoal.store import Store
+
+from cluster import HOSTILE, FakeNode, later, submit
+from conftest import ServerThread
+
+pytestmark = pytest.mark.browser
+
+
+def card(page: Any, node: FakeNode) -> Any:
+    return page.locator(f"#node-{node.id}")
+
+
+def test_nodes_page_shows_each_node_and_its_state(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    alpha = FakeNode(obs_store, "alpha").start()
+    beta = FakeNode(obs_store, "beta").start()
+    submit(obs_store, "resize", "a.png", count=3)
+    [job] = alpha.claim(limit=1)
+    alpha.progress(job.id, 0.4, "resizing")
+
+    page.goto(f"{live_server.url}/nodes")
+
+    expect(card(page, alpha)).to_have_attribute("data-state", "working")
+    expect(card(page, beta)).to_have_attribute("data-state", "waiting")
+    expect(card(page, alpha).locator("h2")).to_have_text("alpha")
+    expect(card(page, alpha).locator(".jobs-running")).to_contain_text("resizing")
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    assert page.errors == []
+
+
+def test_page_follows_pause_and_death_without_reloading(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    alpha = FakeNode(obs_store, "alpha").start()
+    beta = FakeNode(obs_store, "beta").start()
+    page.goto(f"{live_server.url}/nodes")
+    expect(card(page, beta)).to_have_attribute("data-state", "waiting")
+    page.evaluate("window.__same_document = true")
+
+    beta.pause()
+    expect(card(page, beta)).to_have_attribute("data-state", "paused")
+    alpha.stop()
+    expect(card(page, alpha)).to_have_attribute("data-state", "dead")
+
+    assert page.evaluate("window.__same_document") is True  # updated in place, never reloaded
+    assert page.errors == []
+
+
+def test_overview_updates_counts_live(live_server: ServerThread, obs_store: Store, page: Any):
+    FakeNode(obs_store, "alpha").start()
+    page.goto(live_server.url)
+    expect(page.locator("#count-queued")).to_have_text("0")
+    expect(page.locator("#live-nodes")).to_have_text("1")
+
+    submit(obs_store, "resize", "a.png", count=7)
+    FakeNode(obs_store, "beta").start()
+
+    expect(page.locator("#count-queued")).to_have_text("7")
+    expect(page.locator("#live-nodes")).to_have_text("2")
+    expect(page.locator("#throughput-chart svg")).to_be_visible()
+    assert page.errors == []
+
+
+def test_hostile_payload_runs_no_script(live_server: ServerThread, obs_store: Store, page: Any):
+    alpha = FakeNode(obs_store, "alpha").start()
+    [running] = submit(obs_store, HOSTILE, HOSTILE, note=HOSTILE)
+    [failed] = submit(obs_store, "resize", HOSTILE)
+    jobs = {job.id for job in alpha.claim()}
+    assert jobs == {running, failed}
+    alpha.progress(running, 0.3, HOSTILE)
+    alpha.fail(failed, HOSTILE, HOSTILE)
+
+    for path, shown in [
+        ("/nodes", ".jobs-running"),
+        ("/jobs", "table"),
+        (f"/jobs/{failed}", "#job-error"),
+        (f"/jobs/{running}", "#job-args"),
+    ]:
+        page.goto(live_server.url + path)
+        expect(page.locator(shown)).to_contain_text("<script>window.__pwned = 1</script>")
+        assert page.evaluate("window.__pwned") is None, path
+        assert page.locator("img[src=x]").count() == 0, path
+    assert page.errors == []  # no dialog opened, no script error
+
+
+def test_timeline_shows_the_cluster_at_a_picked_moment(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    alpha = FakeNode(obs_store, "alpha").start()
+    alone = later(obs_store)
+    later(obs_store)
+    FakeNode(obs_store, "beta").start()
+
+    page.goto(f"{live_server.url}/timeline?range=15m&at={alone}")
+
+    expect(page.locator("#timeline-chart svg")).to_be_visible()
+    expect(page.locator("#moment-nodes tbody tr")).to_have_count(1)
+    expect(page.locator("#moment-nodes tbody")).to_contain_text("alpha")
+    expect(page.locator("#moment-grid .cell")).to_have_count(32)
+    assert page.locator(f"#moment-grid .cell[data-owner='{alpha.id}']").count() == 32
+    assert page.errors == []
+
+
+def test_partition_map_colours_every_partition_by_owner(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    alpha = FakeNode(obs_store, "alpha").start()
+    page.goto(f"{live_server.url}/partitions")
+    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.id}']")).to_have_count(32)
+
+    beta = FakeNode(obs_store, "beta").start()  # a rebalance: the map redraws by itself
+
+    expect(page.locator(f"#partition-grid .cell[data-owner='{beta.id}']")).to_have_count(16)
+    expect(page.locator("#partition-grid .cell.moved")).to_have_count(16)
+    assert page.errors == []
+
+
+def test_job_page_follows_the_job_until_it_ends(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    alpha = FakeNode(obs_store, "alpha").start()
+    [job_id] = submit(obs_store, "resize", "a.png")
+    alpha.claim()
+    alpha.progress(job_id, 0.3, "resizing")
+    page.goto(f"{live_server.url}/jobs/{job_id}")
+    expect(page.locator("#job-state")).to_have_text("running")
+
+    alpha.progress(job_id, 0.8, "almost")
+    expect(page.locator("#job-progress-message")).to_have_text("almost")
+    alpha.succeed(job_id, {"width": 100})
+
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    expect(page.locator("#job-result")).to_contain_text('"width": 100')
+    assert page.errors == []
+
+
+def test_clicking_the_timeline_picks_a_moment(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    before = obs_store.now()
+    FakeNode(obs_store, "alpha").start()
+    FakeNode(obs_store, "beta").start()
+    until = later(obs_store)
+    page.goto(f"{live_server.url}/timeline?since={before - 1}&until={until}")
+    hit = page.locator("#timeline-chart .hit")
+    box = hit.bounding_box()
+
+    hit.click(position={"x": box["width"] - 1, "y": 10})  # the range's end: both are live
+
+    expect(page.locator("#moment")).to_be_visible()
+    expect(page.locator("#moment-nodes tbody tr")).to_have_count(2)
+    assert "at=" in page.url
+    assert page.errors == []
+
+
+def test_partition_page_shows_a_past_assignment(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    alpha = FakeNode(obs_store, "alpha").start()
+    alone = later(obs_store)
+    later(obs_store)
+    FakeNode(obs_store, "beta").start()
+
+    page.goto(f"{live_server.url}/partitions?at={alone}")
+
+    expect(page.locator("#map-caption")).to_contain_text("as it was at")
+    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.id}']")).to_have_count(32)
+    assert page.errors == []

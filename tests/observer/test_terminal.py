@@ -1,0 +1,80 @@
+"""`shoal top` and the demo's view: the rich overview drawn from a real store."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from shoal.model import JobFilter, JobState
+from shoal.observer import terminal
+from shoal.observer.format import compact_ranges, format_age
+from shoal.store import Store
+
+from cluster import FakeNode, submit
+
+
+def draw(store: Store, width: int = 140) -> str:
+    view = store.read_cluster()
+    running = store.list_jobs(JobFilter(state=JobState.RUNNING))
+    console = Console(width=width, record=True, color_system=None)
+    console.print(terminal.build_overview(view, running, title="Test cluster"))
+    return console.export_text()
+
+
+def test_overview_shows_nodes_sections_running_jobs_and_counts(obs_store: Store):
+    alpha = FakeNode(obs_store, "alpha").start()
+    FakeNode(obs_store, "beta").start().pause()
+    submit(obs_store, "resize", "a.png", count=5)
+    [job] = alpha.claim(limit=1)
+    alpha.progress(job.id, 0.5, "halfway there")
+
+    text = draw(obs_store)
+
+    assert "Test cluster" in text and "32 partitions" in text
+    assert "alpha" in text and "working" in text and "0-31" in text
+    assert "beta" in text and "paused" in text
+    assert "halfway there" in text and "50%" in text
+    assert "queued 4" in text and "running 1" in text
+
+
+def test_markup_in_datastore_strings_is_shown_as_written(obs_store: Store):
+    alpha = FakeNode(obs_store, "[bold red]alpha[/]").start()
+    submit(obs_store, "[blink]resize", "a.png")
+    [job] = alpha.claim()
+    alpha.progress(job.id, 0.1, "[link=http://x]click[/link]")
+
+    text = draw(obs_store)
+
+    assert "[bold red]alpha[/]" in text
+    assert "[blink]resize" in text
+    assert "[link=http://x]click[/link]" in text
+
+
+def test_run_top_redraws_until_ctrl_c(obs_store: Store, monkeypatch: pytest.MonkeyPatch):
+    FakeNode(obs_store, "alpha").start()
+    redraws = []
+
+    def interrupt_on_third(_seconds: float) -> None:
+        redraws.append(1)
+        if len(redraws) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(terminal.time, "sleep", interrupt_on_third)
+    terminal.run_top(obs_store, refresh_s=0.01)  # returns instead of raising
+    assert len(redraws) == 3
+
+
+@pytest.mark.parametrize(
+    ("section", "text"),
+    [((), ""), ((3,), "3"), ((0, 1, 2, 5, 7, 8), "0-2, 5, 7-8"), ((9, 8, 7), "7-9")],
+)
+def test_compact_ranges(section: tuple[int, ...], text: str):
+    assert compact_ranges(section) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(-1, "0.0s"), (0.42, "0.4s"), (12.4, "12s"), (185, "3m05s"), (7800, "2h10m"), (97200, "1d3h")],
+)
+def test_format_age(seconds: float, text: str):
+    assert format_age(seconds) == text
