@@ -8,7 +8,7 @@ partitions that any balanced assignment could).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 Owners = tuple[int | None, ...]
 
@@ -60,14 +60,12 @@ def moved(before: Sequence[int | None], after: Sequence[int | None]) -> int:
     return sum(1 for a, b in zip(before, after, strict=True) if a != b)
 
 
-def format_section(section: Sequence[int]) -> str:
-    """Compact ranges for people to read, e.g. '0-3,8,10-12'; 'none' when empty."""
-    if not section:
-        return "none"
+def format_section(section: Iterable[int], sep: str = ",", empty: str = "none") -> str:
+    """Compact ranges for people to read, e.g. '0-3,8,10-12'; `empty` when there are none."""
     runs: list[list[int]] = []
-    for p in sorted(section):
+    for p in sorted(set(section)):
         if runs and p == runs[-1][1] + 1:
             runs[-1][1] = p
         else:
             runs.append([p, p])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return sep.join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or empty

@@ -8,23 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shoal.assignment import format_section
+
 
 def compact_ranges(section: Iterable[int]) -> str:
     """`[0, 1, 2, 5, 7, 8]` -> `"0-2, 5, 7-8"`; an empty section gives `""`."""
-    parts: list[str] = []
-    run: list[int] = []
-    for partition in sorted(set(section)):
-        if run and partition != run[-1] + 1:
-            parts.append(_run_text(run))
-            run = []
-        run.append(partition)
-    if run:
-        parts.append(_run_text(run))
-    return ", ".join(parts)
-
-
-def _run_text(run: list[int]) -> str:
-    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+    return format_section(section, sep=", ", empty="")
 
 
 def format_age(seconds: float) -> str:
