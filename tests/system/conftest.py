@@ -49,6 +49,7 @@ class Cluster:
     url: str
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)  # all, for clean-up
 
     def start(self, name: str, *extra: str, lease_s: float = 2.0) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
@@ -74,13 +75,14 @@ class Cluster:
             env={**os.environ, "PYTHONPATH": str(HERE)},
         )
         self.processes[name] = process
+        self.started.append(process)
         return process
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text()
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
+        for process in self.started:
             if process.poll() is None:
                 process.send_signal(signal.SIGCONT)
                 process.send_signal(signal.SIGKILL)

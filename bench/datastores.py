@@ -1,0 +1,57 @@
+"""Fresh datastores for each benchmark run, removed afterwards.
+
+SQLite gets a file in a temporary directory. PostgreSQL gets a uniquely named database on the
+local server, created and dropped as user postgres; a benchmark never touches another database.
+(Redis, for Dramatiq, is flushed by `peer_dramatiq.py flush`: one database number of its own.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pg_url(database: str) -> str:
+    """The admin URL with its database replaced by `database`."""
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+@contextmanager
+def fresh_sqlite() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as folder:
+        yield f"sqlite:///{os.path.join(folder, 'bench.db')}"
+
+
+@contextmanager
+def fresh_postgres(prefix: str) -> Iterator[str]:
+    """Create database `<prefix>_<random>`, yield its URL, then drop it (even after errors)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield pg_url(name)
+    finally:
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _admin(statement: sql.Composed, patience_s: float = 60.0) -> None:
+    """Run one statement as the admin; wait out a server that is restarting, up to `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as connection:
+                connection.execute(statement)
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
