@@ -20,7 +20,7 @@ class NodeConfig:
     pool: str = "thread"  # "thread", or "process" for CPU-bound tasks
     lease_s: float = 5.0  # declared dead this long after its last heartbeat
     heartbeat_s: float = 1.0
-    poll_s: float = 0.05  # how often an idle node looks for work (without notifications)
+    poll_s: float = 0.02  # how often an idle node looks for work (without notifications)
     notified_poll_s: float = 1.0  # the fallback poll when the datastore sends wake-ups
     grace_s: float = 30.0  # how long SIGTERM waits for in-flight jobs before releasing them
     idle_grace_s: float = 1.0  # idle this long before working -> waiting (no flapping per job)
