@@ -7,16 +7,12 @@ skip loudly on a developer machine and fail when CI=true, so CI never passes wit
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,15 +21,8 @@ from shoal.observer.server import create_app
 from shoal.store import Store
 from shoal.store.sqlite import SqliteStore
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from served import CHROMIUM, CHROMIUM_ARGS, ServerThread
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -49,47 +38,6 @@ def obs_store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def client(obs_store: Store) -> TestClient:
     return TestClient(create_app(obs_store, None))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerThread:
-    """uvicorn serving the observer on a free loopback port, in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.stopping = app.state.stopping
-        self.port = free_port()
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            timeout_graceful_shutdown=5,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the observer did not start within 10 s")
-            time.sleep(0.01)  # polling for startup, not waiting for an outcome
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()  # ends open event streams, as Ctrl-C does in `serve`
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

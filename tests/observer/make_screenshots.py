@@ -25,7 +25,7 @@ from shoal.observer.server import create_app
 from shoal.store import Store, open_store
 
 from cluster import FakeNode, submit
-from conftest import CHROMIUM, CHROMIUM_ARGS, ServerThread
+from served import CHROMIUM, CHROMIUM_ARGS, ServerThread
 
 TASKS = {
     "resize": lambda r: (f"photos/{r.randrange(10_000):05d}.jpg",),

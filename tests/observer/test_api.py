@@ -13,7 +13,7 @@ from shoal.observer.server import create_app
 from shoal.store import Store
 
 from cluster import HOSTILE, FakeNode, later, submit
-from conftest import ServerThread
+from served import ServerThread
 
 PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs"]
 

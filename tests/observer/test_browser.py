@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from shoal.store import Store
 
 from cluster import HOSTILE, FakeNode, later, submit
-from conftest import ServerThread
+from served import ServerThread
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ import pytest
 from shoal.model import NodeState
 from shoal.store import open_store
 
-from conftest import Cluster, shoal, until
+from realnodes import Cluster, shoal, until
 
 
 def job_total(url: str) -> int:

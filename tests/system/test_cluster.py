@@ -8,7 +8,7 @@ from collections import Counter
 from shoal.model import EventKind, JobState, NewJob, NodeState
 from shoal.store import Store, open_store
 
-from conftest import Cluster, until
+from realnodes import Cluster, until
 
 
 def submit(store: Store, count: int, sleep_s: float) -> list[int]:
@@ -111,7 +111,7 @@ def test_sigterm_drains_in_flight_jobs_then_leaves_cleanly(cluster: Cluster) -> 
 
 
 def test_pause_gives_the_section_away_and_resume_takes_one_back(cluster: Cluster) -> None:
-    from conftest import shoal
+    from realnodes import shoal
 
     store = open_store(cluster.url)
     cluster.start("a")

@@ -26,8 +26,8 @@ from test_cluster import (
 from shoal.model import JobState
 from shoal.store import Store, open_store
 
-from conftest import Cluster, until
 from pgutil import ADMIN_URL, fresh_pg_database, pg_available
+from realnodes import Cluster, until
 
 pytestmark = pytest.mark.postgres
 

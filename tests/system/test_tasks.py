@@ -8,7 +8,7 @@ from shoal import App, JobFailed
 from shoal.model import NodeState
 from shoal.store import open_store
 
-from conftest import Cluster, until
+from realnodes import Cluster, until
 
 
 def started_app(cluster: Cluster, *extra: str) -> App:

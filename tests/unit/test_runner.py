@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from shoal import App, progress
@@ -32,8 +34,11 @@ async def twice(n: int) -> int:
 
 
 def run(task: str, args: str = "[]") -> tuple[Finished, list[ProgressEvent]]:
+    """Run as a node does: in a worker thread, which has no event loop of its own."""
     events: list[ProgressEvent] = []
-    return execute(app, Work(1, 1, task, args, "{}", None), events.append), events
+    with ThreadPoolExecutor(1) as pool:
+        work = Work(1, 1, task, args, "{}", None)
+        return pool.submit(execute, app, work, events.append).result(), events
 
 
 def test_success_carries_the_json_result_and_progress_reports() -> None:
