@@ -23,11 +23,16 @@ from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
 from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
 from shoal.store import open_store
 from shoal.store import postgres_sql as q
-from shoal.store.postgres import PostgresStore, latest_version
+from shoal.store.port import SCHEMA_VERSION
+from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
 
 from pgutil import ADMIN_URL, fresh_pg_database, pg_available
 
 pytestmark = pytest.mark.postgres
+SCHEMA_TABLE_V1 = """
+CREATE TABLE shoal_schema (version integer PRIMARY KEY, name text NOT NULL,
+                           applied_at double precision NOT NULL DEFAULT 0)
+"""
 
 if not pg_available():  # with CI=true pg_available raises instead: CI never skips these
     pytest.skip(
@@ -104,6 +109,41 @@ def test_schema_newer_than_the_code_is_refused(store: PostgresStore, url: str) -
         conn.execute("INSERT INTO shoal_schema (version, name) VALUES (9999, '9999_future.sql')")
     with pytest.raises(SchemaError, match="newer"):
         store.check_schema()
+
+
+def test_migration_to_v2_backfills_the_counts(url: str) -> None:
+    assert latest_version() == SCHEMA_VERSION
+    [(_, _, first)] = [m for m in migrations() if m[0] == 1]
+    with psycopg.connect(url, autocommit=True) as conn:  # a database as `shoal init` v1 left it
+        conn.execute(SCHEMA_TABLE_V1)
+        conn.execute(first.encode())
+        conn.execute("INSERT INTO shoal_schema (version, name) VALUES (1, '0001_initial.sql')")
+        conn.execute("INSERT INTO cluster (id, partitions, created_at) VALUES (1, 128, 0)")
+        conn.execute("INSERT INTO partitions (partition) SELECT p FROM generate_series(0, 127) p")
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts, run_after,"
+            " created_at) SELECT i, i % 128, CASE WHEN i % 3 = 0 THEN 'a' ELSE 'b' END, '[]',"
+            " '{}', (ARRAY['queued', 'succeeded', 'failed', 'cancelled'])[1 + i % 4], 1, 0, 0"
+            " FROM generate_series(1, 1200) i"
+        )
+        conn.execute("SELECT setval('jobs_id_seq', 1200)")
+    store = PostgresStore.open(url, retry_for_s=30.0)
+    try:
+        with pytest.raises(SchemaError, match="shoal init"):
+            store.check_schema()  # a node on a v1 database is told to migrate
+        store.initialize()
+        store.check_schema()
+        counts = store.count_jobs_by_task()
+        assert counts[("a", JobState.QUEUED)] == 100 and counts[("b", JobState.FAILED)] == 200
+        assert sum(counts.values()) == 1200
+        node = start_node(store, "n")
+        assert len(store.claim_jobs(node.id, 10)) == 10
+        assert store.read_cluster().job_counts[JobState.QUEUED] == 300 - 10
+    finally:
+        store.close()
+    with psycopg.connect(url) as conn:
+        names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+    assert {"jobs_final", "jobs_task_id"} <= names and not {"jobs_state", "jobs_task"} & names
 
 
 def test_partition_count_is_fixed_at_init(store: PostgresStore) -> None:
@@ -292,11 +332,46 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
             " FROM generate_series(2000000, 2059999) i"
         )
         conn.execute("ANALYZE jobs")
-        params = {"node": node.id, "limit": 200, "token": 1, "why": "x"}
+        params = {"node": node.id, "shard": 1, "limit": 200, "token": 1, "why": "x"}
         plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + q.CLAIM, params))
     assert "jobs_queued_partition" in plan
     assert "Seq Scan on jobs" not in plan
     assert len(store.claim_jobs(node.id, 200)) == 200
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        JobFilter(state=JobState.QUEUED),
+        JobFilter(state=JobState.RUNNING),
+        JobFilter(state=JobState.FAILED),
+        JobFilter(state=JobState.CANCELLED),
+        JobFilter(task="rare"),
+        JobFilter(task="t", state=JobState.FAILED),
+    ],
+)
+def test_job_lists_stay_indexed_on_a_large_table(
+    store: PostgresStore, url: str, where: JobFilter
+) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
+            " run_after, created_at, finished_at, claimer)"
+            " SELECT i, i % 128, CASE WHEN i % 5000 = 0 THEN 'rare' ELSE 't' END, '[]', '{}',"
+            " (ARRAY['succeeded', 'succeeded', 'succeeded', 'queued', 'running'])[1 + i % 5],"
+            " 1, 4, 0, 0, 0, 1"
+            " FROM generate_series(1, 100000) i"
+        )
+        conn.execute(
+            "UPDATE jobs SET state = CASE WHEN id % 2 = 0 THEN 'failed' ELSE 'cancelled' END"
+            " WHERE id % 1000 IN (7, 8)"
+        )
+        conn.execute("ANALYZE jobs")
+        sql, params = list_jobs_query(where, 50, None)
+        plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + sql, params))
+    assert "Seq Scan on jobs" not in plan, plan
+    assert "Index" in plan, plan
+    assert len(store.list_jobs(where)) > 0
 
 
 # -- wake-ups ----------------------------------------------------------------------------------

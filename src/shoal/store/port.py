@@ -11,6 +11,8 @@ Each adapter (SQLite, PostgreSQL) implements `Store` and must pass the one confo
   still `running` under that claim, and report whether they applied.
 - Every change of membership (a node becomes eligible or stops being eligible for a section)
   rebalances the partitions in the same transaction, bumps the epoch and records history.
+- Job counts by (task, state) are kept in counter rows that every statement changing a job's
+  state adjusts in the same transaction, so reading them costs the same at any table size.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from shoal.model import (
 )
 
 DEFAULT_PARTITIONS = 128
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Store(ABC):

@@ -29,10 +29,47 @@ EVENT_COLUMNS = "id, at, kind, node_id, node_name, from_state, to_state, epoch, 
 
 LOCK_CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1 FOR UPDATE"
 
+# Job counts live in job_counts, sharded so that writers do not all queue on one row per
+# (task, state): submitters and cancels write shard 0, each node its own slot of COUNTER_SHARDS.
+# Slots rather than one shard per node id, because ids grow with every restart and the reads sum
+# every row; two live nodes sharing a slot only wait for each other, as all writers once did.
+COUNTER_SHARDS = 32
+SUBMITTER_SHARD = 0
+
+
+def counter_shard(node_id: int) -> int:
+    """The counter shard a node (or a requeue of its jobs after it died) writes to."""
+    return 1 + (node_id - 1) % COUNTER_SHARDS
+
+
+def add_counts(deltas: str, shard: str) -> str:
+    """An INSERT adding the rows (task, state, d) of query `deltas` to the counters of `shard`.
+
+    Deltas are summed per (task, state) first (an upsert may touch a row only once per
+    statement) and applied in (task, state) order, so two writers sharing a shard lock its rows
+    in the same order: they may wait for each other, never deadlock.
+    """
+    return f"""
+    INSERT INTO job_counts AS c (shard, task, state, n)
+    SELECT {shard}, d.task, d.state, sum(d.d) FROM ({deltas}) AS d(task, state, d)
+    GROUP BY d.task, d.state HAVING sum(d.d) <> 0
+    ORDER BY d.task, d.state
+    ON CONFLICT (shard, task, state) DO UPDATE SET n = c.n + excluded.n"""
+
+
+# Every job of `moved` (columns task, state: the new state) counted out of `old`, into its state.
+def _moved_from(old: str, moved: str) -> str:
+    return f"SELECT task, state, 1 FROM {moved} UNION ALL SELECT task, '{old}', -1 FROM {moved}"
+
+
+COUNT_BY_STATE = "SELECT state, sum(n) FROM job_counts GROUP BY state"
+COUNT_BY_TASK = "SELECT task, state, sum(n) FROM job_counts GROUP BY task, state HAVING sum(n) <> 0"
+
 ALLOCATE_IDS = "SELECT nextval('jobs_id_seq') FROM generate_series(1, %s)"
 
 # One statement: insert the batch with its preallocated ids and notify the touched partitions
-# (a list of partitions, or '*' when there are many). Returns how many rows went in.
+# (a list of partitions, or '*' when there are many), counting the new jobs. Returns how many
+# rows went in.
 SUBMIT = f"""
 WITH ins AS (
     INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts, timeout_s,
@@ -43,7 +80,9 @@ WITH ins AS (
                 %(max_attempts)s::int[], %(timeouts)s::float8[], %(delays)s::float8[])
          AS b(id, task, args, kwargs, max_attempts, timeout_s, delay_s)
     CROSS JOIN cluster c
-    RETURNING partition
+    RETURNING partition, task
+), tallied AS (
+    {add_counts("SELECT task, 'queued', 1 FROM ins", str(SUBMITTER_SHARD))}
 ), touched AS (
     SELECT DISTINCT partition FROM ins
 )
@@ -60,7 +99,8 @@ FROM touched
 # Candidates are the oldest few queued jobs of each owned partition (index jobs_queued_partition),
 # so a claim costs the same whether or not other sections have a backlog older than ours; the
 # batch is the oldest `limit` of them. `cap` is generous enough that with ids spread round-robin
-# over partitions the batch is exactly the section's oldest runnable jobs.
+# over partitions the batch is exactly the section's oldest runnable jobs. The claimed jobs are
+# counted from queued to running in the node's counter shard.
 CLAIM = f"""
 WITH me AS (
     SELECT section,
@@ -88,6 +128,8 @@ WITH me AS (
         attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
     FROM picked WHERE j.id = picked.id
     RETURNING j.*
+), tallied AS (
+    {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
 ), flipped AS (
     UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
     WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
@@ -141,7 +183,9 @@ WITH me AS (
     FROM o
     WHERE j.id = o.id AND j.claimer = %(node)s AND j.attempts = o.attempt
       AND j.state = 'running' AND EXISTS (SELECT 1 FROM me)
-    RETURNING j.id, j.attempts, j.state
+    RETURNING j.id, j.attempts, j.state, j.task
+), tallied AS (
+    {add_counts(_moved_from("running", "done"), "%(shard)s")}
 ), counted AS (
     UPDATE nodes SET processed = processed + (SELECT count(*) FROM done),
                      failed = failed + (SELECT count(*) FROM done WHERE state <> 'succeeded')
@@ -176,13 +220,21 @@ WITH released AS (
                     attempts = attempts - 1, run_after = {NOW}, progress = 0,
                     progress_message = NULL
     WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'running'
-    RETURNING partition
+    RETURNING task, state
+), tallied AS (
+    {add_counts(_moved_from("running", "released"), "%(shard)s")}
 )
 SELECT count(*), pg_notify('shoal_jobs', '*') FROM released HAVING count(*) > 0
 """
 
 CANCEL = f"""
-UPDATE jobs SET state = 'cancelled', finished_at = {NOW} WHERE id = %s AND state = 'queued'
+WITH cancelled AS (
+    UPDATE jobs SET state = 'cancelled', finished_at = {NOW} WHERE id = %(id)s AND state = 'queued'
+    RETURNING task, state
+), tallied AS (
+    {add_counts(_moved_from("queued", "cancelled"), str(SUBMITTER_SHARD))}
+)
+SELECT count(*) FROM cancelled
 """
 
 HEARTBEAT = f"""
@@ -225,18 +277,29 @@ RETURNING n.id, n.name, old.state
 """
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no
-# attempts left fails with the reason. `%(reason)s` names the node and why it went.
-FAIL_ORPHANS = f"""
-UPDATE jobs SET state = 'failed', finished_at = {NOW}, traceback = NULL, claim_token = NULL,
-    error = %(reason)s || ' during attempt ' || attempts || ' of ' || max_attempts
-            || '; no attempts left'
-WHERE state = 'running' AND claimer = %(node)s AND attempts >= max_attempts
-"""
+# attempts left fails with the reason. `%(reason)s` names the node and why it went. One statement,
+# so the counters are adjusted by one upsert in (task, state) order, in the dead node's shard.
+# Returns how many jobs went back to the queue.
 REQUEUE_ORPHANS = f"""
-UPDATE jobs SET state = 'queued', claimer = NULL, claim_token = NULL, run_after = {NOW},
-    progress = 0, progress_message = NULL, traceback = NULL,
-    error = %(reason)s || ' during attempt ' || attempts || '; requeued'
-WHERE state = 'running' AND claimer = %(node)s
+WITH orphans AS (
+    UPDATE jobs SET
+        state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+        finished_at = CASE WHEN attempts >= max_attempts THEN {NOW} ELSE finished_at END,
+        claimer = CASE WHEN attempts >= max_attempts THEN claimer END,
+        run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE {NOW} END,
+        progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
+        progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
+        claim_token = NULL, traceback = NULL,
+        error = CASE WHEN attempts >= max_attempts
+                     THEN %(reason)s || ' during attempt ' || attempts || ' of ' || max_attempts
+                          || '; no attempts left'
+                     ELSE %(reason)s || ' during attempt ' || attempts || '; requeued' END
+    WHERE state = 'running' AND claimer = %(node)s
+    RETURNING task, state
+), tallied AS (
+    {add_counts(_moved_from("running", "orphans"), "%(shard)s")}
+)
+SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
 """
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
@@ -268,14 +331,15 @@ VALUES ({NOW}, 'pause_request', %s, %s, %s)
 """
 
 # Sample the cluster once per bucket of `interval` seconds; `at` is the bucket's end and the
-# finish counts cover the bucket before it, as on every backend.
+# finish counts cover the bucket before it, as on every backend. Queued and running come from the
+# counters; the finishes of one bucket from the finished_at index, bounded by the bucket.
 SAMPLE = f"""
 WITH t AS (SELECT {NOW} AS now, floor({NOW} / %(interval)s)::bigint AS bucket)
 INSERT INTO samples (bucket, at, interval_s, queued, running, succeeded, failed, live_nodes,
                      oldest_queued_age_s)
 SELECT t.bucket, t.bucket * %(interval)s, %(interval)s,
-       (SELECT count(*) FROM jobs WHERE state = 'queued'),
-       (SELECT count(*) FROM jobs WHERE state = 'running'),
+       (SELECT coalesce(sum(n), 0) FROM job_counts WHERE state = 'queued'),
+       (SELECT coalesce(sum(n), 0) FROM job_counts WHERE state = 'running'),
        (SELECT count(*) FROM jobs WHERE state = 'succeeded'
           AND finished_at >= (t.bucket - 1) * %(interval)s
           AND finished_at < t.bucket * %(interval)s),

@@ -14,7 +14,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,10 @@ from shoal.model import (
     Sample,
 )
 from shoal.store.port import DEFAULT_PARTITIONS, SCHEMA_VERSION, Store
+
+# The script that brings a file of version v (the key) to v + 1; a new file starts from v1.
+CREATE_SCRIPT = "sqlite_v1.sql"
+MIGRATIONS = {1: "sqlite_v2.sql"}
 
 log = logging.getLogger("shoal.store.sqlite")
 T = TypeVar("T")
@@ -124,6 +129,20 @@ def _filesystem_of(directory: str) -> str | None:
     return best_type
 
 
+def script_statements(name: str) -> list[str]:
+    """The statements of a schema script, one by one, to run inside a transaction of ours."""
+    text = resources.files("shoal.store").joinpath(f"sql/{name}").read_text()
+    statements, pending = [], ""
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -163,7 +182,8 @@ class SqliteStore(Store):
                 f"no Shoal datastore at {path}; start a node or run `shoal init --db {url}`"
             )
         store = cls(path)
-        if create and (not exists or store._schema_version() is None):
+        # Zero set-up: a new file gets the schema and an older one is migrated, on first open.
+        if create and (store._schema_version() or 0) < SCHEMA_VERSION:
             store.initialize()
         store.check_schema()
         return store
@@ -224,18 +244,9 @@ class SqliteStore(Store):
     def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
         if partitions < 1:
             raise ConfigError("partitions must be at least 1")
-        script = resources.files("shoal.store").joinpath("sql/sqlite_v1.sql").read_text()
-        with self._lock:
-            try:
-                self._conn.executescript(script)
-            except sqlite3.OperationalError as exc:
-                raise DatastoreUnavailable(f"cannot create schema in {self.path}: {exc}") from exc
 
         def setup(cur: sqlite3.Cursor) -> None:
-            cur.execute(
-                "INSERT OR IGNORE INTO shoal_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            self._migrate_in_tx(cur)
             row = cur.execute("SELECT partitions FROM cluster WHERE id = 1").fetchone()
             if row is None:
                 cur.execute(
@@ -252,6 +263,36 @@ class SqliteStore(Store):
                 )
 
         self._run(setup)
+
+    def _migrate_in_tx(self, cur: sqlite3.Cursor) -> None:
+        """Create or migrate the schema to SCHEMA_VERSION inside the caller's write transaction.
+
+        The version is read under the write lock, so of several processes opening one file at
+        once exactly one applies each step and the others find it done.
+        """
+        has_meta = cur.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shoal_meta'"
+        ).fetchone()
+        row = None
+        if has_meta:
+            row = cur.execute(
+                "SELECT value FROM shoal_meta WHERE key = 'schema_version'"
+            ).fetchone()
+        if row is None:
+            for statement in script_statements(CREATE_SCRIPT):
+                cur.execute(statement)
+            cur.execute("INSERT INTO shoal_meta (key, value) VALUES ('schema_version', '1')")
+        version = 1 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{self.path} has schema version {version}, newer than this Shoal understands "
+                f"({SCHEMA_VERSION}); upgrade Shoal on this host"
+            )
+        while version < SCHEMA_VERSION:
+            log.info("migrating %s to schema version %d", self.path, version + 1)
+            for statement in script_statements(MIGRATIONS[version]):
+                cur.execute(statement)
+            version += 1
 
     def check_schema(self) -> None:
         version = self._schema_version()
@@ -304,6 +345,7 @@ class SqliteStore(Store):
                 ],
             )
             cur.execute("UPDATE cluster SET next_job_id = ? WHERE id = 1", (first + len(jobs),))
+            _add_counts(cur, Counter((j.task, JobState.QUEUED.value) for j in jobs))
             return ids
 
         return self._run(insert)
@@ -329,12 +371,13 @@ class SqliteStore(Store):
 
     def cancel_job(self, job_id: int) -> bool:
         def cancel(cur: sqlite3.Cursor) -> bool:
-            cur.execute(
+            rows = cur.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ? "
-                "WHERE id = ? AND state = 'queued'",
+                "WHERE id = ? AND state = 'queued' RETURNING task, state",
                 (self._now(cur), job_id),
-            )
-            return cur.rowcount == 1
+            ).fetchall()
+            _add_counts(cur, _moved(JobState.QUEUED, rows))
+            return len(rows) == 1
 
         return self._run(cancel)
 
@@ -512,6 +555,7 @@ class SqliteStore(Store):
             ).fetchall()
             if rows:
                 self._move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
+                _add_counts(cur, _moved(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
             return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
 
         return self._run(claim)
@@ -537,9 +581,13 @@ class SqliteStore(Store):
         def finish(cur: sqlite3.Cursor) -> list[bool]:
             now = self._now(cur)
             applied = []
+            finished: list[tuple[str, str]] = []
             for o in outcomes:
                 fence = (o.job_id, node_id, o.attempt)
-                where = " WHERE id = ? AND claimer = ? AND attempts = ? AND state = 'running'"
+                where = (
+                    " WHERE id = ? AND claimer = ? AND attempts = ? AND state = 'running'"
+                    " RETURNING task, state"
+                )
                 if o.succeeded:
                     cur.execute(
                         "UPDATE jobs SET state = 'succeeded', result = ?, error = NULL,"
@@ -558,7 +606,11 @@ class SqliteStore(Store):
                         " finished_at = ?" + where,
                         (o.error, o.traceback, now, *fence),
                     )
-                applied.append(cur.rowcount == 1)
+                row = cur.fetchone()
+                applied.append(row is not None)
+                if row is not None:
+                    finished.append((row[0], row[1]))
+            _add_counts(cur, _moved(JobState.RUNNING, finished))
             done = sum(applied)
             failed = sum(
                 1 for o, ok in zip(outcomes, applied, strict=True) if ok and not o.succeeded
@@ -578,13 +630,16 @@ class SqliteStore(Store):
 
         def release(cur: sqlite3.Cursor) -> int:
             now = self._now(cur)
-            cur.executemany(
-                "UPDATE jobs SET state = 'queued', claimer = NULL, attempts = attempts - 1,"
-                " run_after = ?, progress = 0, progress_message = NULL"
-                " WHERE id = ? AND claimer = ? AND state = 'running'",
-                [(now, job_id, node_id) for job_id in job_ids],
-            )
-            return int(cur.rowcount)
+            released = []
+            for job_id in job_ids:
+                released += cur.execute(
+                    "UPDATE jobs SET state = 'queued', claimer = NULL, attempts = attempts - 1,"
+                    " run_after = ?, progress = 0, progress_message = NULL"
+                    " WHERE id = ? AND claimer = ? AND state = 'running' RETURNING task, state",
+                    (now, job_id, node_id),
+                ).fetchall()
+            _add_counts(cur, _moved(JobState.RUNNING, released))
+            return len(released)
 
         return self._run(release)
 
@@ -607,8 +662,8 @@ class SqliteStore(Store):
                     (end - interval_s, end),
                 ).fetchall()
             )
-            queued = cur.execute("SELECT count(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
-            running = cur.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+            counted = self._count_by_state(cur)
+            queued, running = counted[JobState.QUEUED], counted[JobState.RUNNING]
             live = cur.execute(
                 "SELECT count(*) FROM nodes WHERE state IN ('waiting', 'working')"
             ).fetchone()[0]
@@ -646,9 +701,7 @@ class SqliteStore(Store):
                 "SELECT * FROM nodes WHERE state <> 'dead' OR state_changed_at >= ? ORDER BY id",
                 (now - dead_window_s,),
             ).fetchall()
-            counts = {s: 0 for s in JobState}
-            for state, n in cur.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
-                counts[JobState(state)] = int(n)
+            counts = self._count_by_state(cur)
             return ClusterView(
                 partitions=int(partitions),
                 epoch=int(epoch),
@@ -746,7 +799,9 @@ class SqliteStore(Store):
 
     def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
         with self._read() as cur:
-            rows = cur.execute("SELECT task, state, count(*) FROM jobs GROUP BY task, state")
+            rows = cur.execute(
+                "SELECT task, state, sum(n) FROM job_counts GROUP BY task, state HAVING sum(n) <> 0"
+            )
             return {(r[0], JobState(r[1])): int(r[2]) for r in rows}
 
     def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
@@ -763,6 +818,13 @@ class SqliteStore(Store):
     def _owners(self, cur: sqlite3.Cursor) -> tuple[int | None, ...]:
         rows = cur.execute("SELECT owner FROM partitions ORDER BY partition").fetchall()
         return tuple(r[0] for r in rows)
+
+    @staticmethod
+    def _count_by_state(cur: sqlite3.Cursor) -> dict[JobState, int]:
+        counts = {s: 0 for s in JobState}
+        for state, n in cur.execute("SELECT state, sum(n) FROM job_counts GROUP BY state"):
+            counts[JobState(state)] = int(n)
+        return counts
 
     @staticmethod
     def _oldest_queued_age(cur: sqlite3.Cursor, now: float) -> float | None:
@@ -820,20 +882,22 @@ class SqliteStore(Store):
 
     def _requeue_running(self, cur: sqlite3.Cursor, now: float, node_id: int, reason: str) -> None:
         """Give a departed node's running jobs back to the queue, counting the attempt."""
-        cur.execute(
+        failed = cur.execute(
             "UPDATE jobs SET state = 'failed', finished_at = ?, traceback = NULL,"
             " error = ? || ' during attempt ' || attempts || ' of ' || max_attempts"
             "  || '; no attempts left'"
-            " WHERE state = 'running' AND claimer = ? AND attempts >= max_attempts",
+            " WHERE state = 'running' AND claimer = ? AND attempts >= max_attempts"
+            " RETURNING task, state",
             (now, reason, node_id),
-        )
-        cur.execute(
+        ).fetchall()
+        requeued = cur.execute(
             "UPDATE jobs SET state = 'queued', claimer = NULL, run_after = ?, progress = 0,"
             " progress_message = NULL, traceback = NULL,"
             " error = ? || ' during attempt ' || attempts || '; requeued'"
-            " WHERE state = 'running' AND claimer = ?",
+            " WHERE state = 'running' AND claimer = ? RETURNING task, state",
             (now, reason, node_id),
-        )
+        ).fetchall()
+        _add_counts(cur, _moved(JobState.RUNNING, failed + requeued))
 
     def _rebalance_in_tx(self, cur: sqlite3.Cursor, now: float, reason: str) -> bool:
         partitions, epoch = cur.execute(
@@ -873,6 +937,27 @@ class SqliteStore(Store):
             ),
         )
         return True
+
+
+# -- job counts -----------------------------------------------------------------------------------
+
+
+def _moved(old: JobState, rows: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Deltas for jobs (task, new state) that left `old`."""
+    deltas: Counter[tuple[str, str]] = Counter()
+    for task, state in rows:
+        deltas[(task, state)] += 1
+        deltas[(task, old.value)] -= 1
+    return deltas
+
+
+def _add_counts(cur: sqlite3.Cursor, deltas: Counter[tuple[str, str]]) -> None:
+    """Add the deltas to the counters, in the same transaction as the change they count."""
+    cur.executemany(
+        "INSERT INTO job_counts (shard, task, state, n) VALUES (0, ?, ?, ?)"
+        " ON CONFLICT (shard, task, state) DO UPDATE SET n = n + excluded.n",
+        [(task, state, n) for (task, state), n in sorted(deltas.items()) if n],
+    )
 
 
 # -- rows to values -------------------------------------------------------------------------------
@@ -950,8 +1035,9 @@ def _job_filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if where.state is not None:
-        clauses.append("state = ?")
-        params.append(where.state.value)
+        # A literal (one of five fixed words), not a parameter: SQLite uses a partial index only
+        # when the query's own terms prove its WHERE clause, and a parameter proves nothing.
+        clauses.append(f"state = '{JobState(where.state).value}'")
     if where.task is not None:
         clauses.append("task = ?")
         params.append(where.task)
