@@ -55,3 +55,52 @@ def _admin(statement: sql.Composed, patience_s: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
+
+
+def preload_finished(url: str, count: int) -> None:
+    """Fill a fresh, initialised datastore with `count` jobs that succeeded a day ago.
+
+    Written with plain SQL in bulk (the point is a big table, not how it got there); ids come
+    from the same counter the store uses, so later submits continue the sequence.
+    """
+    day_ago = time.time() - 86_400
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        with conn:
+            partitions, first = conn.execute(
+                "SELECT partitions, next_job_id FROM cluster WHERE id = 1"
+            ).fetchone()
+            conn.executemany(
+                "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts,"
+                " max_attempts, run_after, created_at, started_at, finished_at, result)"
+                " VALUES (?, ?, 'noop', '[]', '{}', 'succeeded', 1, 4, ?, ?, ?, ?, 'null')",
+                (
+                    (i, i % partitions, day_ago, day_ago, day_ago, day_ago)
+                    for i in range(first, first + count)
+                ),
+            )
+            conn.execute("UPDATE cluster SET next_job_id = ? WHERE id = 1", (first + count,))
+            conn.execute(
+                "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'noop', 'succeeded', ?)"
+                " ON CONFLICT (shard, task, state) DO UPDATE SET n = n + excluded.n",
+                (count,),
+            )
+        conn.close()
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
+            " run_after, created_at, started_at, finished_at, result)"
+            " SELECT id, id %% (SELECT partitions FROM cluster WHERE id = 1), 'noop', '[]', '{}',"
+            " 'succeeded', 1, 4, %(t)s, %(t)s, %(t)s, %(t)s, 'null'"
+            " FROM (SELECT nextval('jobs_id_seq') AS id FROM generate_series(1, %(n)s)) ids",
+            {"t": day_ago, "n": count},
+        )
+        conn.execute(
+            "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'noop', 'succeeded', %s)"
+            " ON CONFLICT (shard, task, state) DO UPDATE SET n = job_counts.n + excluded.n",
+            (count,),
+        )
+        conn.execute("VACUUM ANALYZE jobs")

@@ -42,6 +42,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--latency-jobs", type=int, default=300, help="jobs in the latency probe")
     parser.add_argument("--interval-ms", type=float, default=20.0, help="latency probe spacing")
+    parser.add_argument(
+        "--preload-finished",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first fill each Shoal datastore with N finished jobs (e.g. 1000000)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.runs = 2_000, 1
@@ -69,7 +76,14 @@ def main(argv: list[str]) -> int:
 
 
 def _plan(args: argparse.Namespace, nodes: int) -> Plan:
-    return Plan(args.jobs, nodes, args.concurrency, args.latency_jobs, args.interval_ms / 1000)
+    return Plan(
+        args.jobs,
+        nodes,
+        args.concurrency,
+        args.latency_jobs,
+        args.interval_ms / 1000,
+        args.preload_finished,
+    )
 
 
 def _measure_shoal(backend: str, nodes: int, args: argparse.Namespace, log_dir: Path) -> Row:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import noop_app
-from datastores import fresh_postgres, fresh_sqlite
+from datastores import fresh_postgres, fresh_sqlite, preload_finished
 from processes import BenchError, Workers, wait_for
 from results import Run, percentile
 
@@ -36,19 +36,23 @@ class Plan:
     concurrency: int
     latency_jobs: int
     latency_interval_s: float
+    preload_finished: int = 0
 
 
 def run_shoal(backend: str, plan: Plan, log_dir: Path) -> Run:
     """One run on a fresh datastore of `backend` ("sqlite" or "postgres")."""
     with _fresh(backend) as url:
         store = open_store(url)
+        if plan.preload_finished:
+            preload_finished(url, plan.preload_finished)
         noop_app.app.use_store(store)
         workers = Workers(log_dir)
         try:
             _start_nodes(workers, url, plan)
             wait_for("nodes to own sections", lambda: _sections_ready(store, plan.nodes), 60, 0.1)
+            since = store.now()
             submit_per_s = _bulk_submit(plan.jobs)
-            drain_per_s = _drain(store, plan.jobs, workers)
+            drain_per_s = _drain(store, plan.jobs, workers, since)
             delays_s = _light_load(store, plan)
         finally:
             workers.stop()
@@ -104,17 +108,20 @@ def _bulk_submit(jobs: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
-def _drain(store: Store, jobs: int, workers: Workers) -> float:
-    """Wait until every job is final; verify each succeeded; jobs/s from first start to last end."""
+def _drain(store: Store, jobs: int, workers: Workers, since: float) -> float:
+    """Wait until every job is final; verify each succeeded; jobs/s from first start to last end.
+
+    Only jobs submitted after `since` count: a preloaded datastore already holds finished ones.
+    """
 
     def all_final() -> bool | None:
         workers.check_alive()
         counts = store.read_cluster().job_counts
-        final = sum(counts.get(state, 0) for state in JobState if state.is_final)
-        return True if final >= jobs else None
+        pending = counts.get(JobState.QUEUED, 0) + counts.get(JobState.RUNNING, 0)
+        return True if pending == 0 else None
 
     wait_for(f"{jobs} jobs to finish", all_final, timeout_s=max(60.0, jobs / 100), every_s=0.25)
-    finished = store.list_finished(0.0, limit=jobs + 1)
+    finished = store.list_finished(since, limit=jobs + 1)
     failed = [job for job in finished if job.state is not JobState.SUCCEEDED]
     if len(finished) != jobs or failed:
         raise BenchError(f"{len(finished)} of {jobs} jobs final, {len(failed)} not succeeded")

@@ -109,16 +109,19 @@ WITH me AS (
     FROM nodes
     WHERE id = %(node)s AND state IN ('waiting', 'working') AND NOT pause_requested
     FOR NO KEY UPDATE
+), candidates AS MATERIALIZED (
+    -- The oldest few runnable jobs of each owned partition, computed once. Materialised so the
+    -- planner cannot re-run this per row of the queue: with statistics gathered before a burst
+    -- of submits it once did, and a claim over a 1M-row table took 37 s instead of milliseconds.
+    SELECT c.id FROM me CROSS JOIN unnest(me.section) AS s(partition)
+    CROSS JOIN LATERAL (
+        SELECT q.id FROM jobs q
+        WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+        ORDER BY q.partition, q.id LIMIT me.cap
+    ) c
 ), picked AS (
-    SELECT j.id FROM jobs j
-    WHERE j.id IN (
-        SELECT c.id FROM me CROSS JOIN unnest(me.section) AS s(partition)
-        CROSS JOIN LATERAL (
-            SELECT q.id FROM jobs q
-            WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
-            ORDER BY q.id LIMIT me.cap
-        ) c
-    ) AND j.state = 'queued' AND j.run_after <= {NOW}
+    SELECT j.id FROM candidates JOIN jobs j ON j.id = candidates.id
+    WHERE j.state = 'queued' AND j.run_after <= {NOW}
     ORDER BY j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
