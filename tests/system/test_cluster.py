@@ -59,7 +59,7 @@ def test_sigkilled_node_jobs_are_requeued_and_finish_elsewhere(cluster: Cluster)
     for name in ("a", "b", "c"):
         cluster.start(name, "--concurrency", "4")
     nodes = wait_live(store, {"a", "b", "c"})
-    ids = submit(store, 300, 0.02)
+    ids = submit(store, 300, 0.1)  # long enough that b surely holds jobs when it is killed
     until(lambda: store.read_node(nodes["b"]).running > 0, what="b running jobs")  # type: ignore[union-attr]
     cluster.processes["b"].send_signal(signal.SIGKILL)
     until(lambda: "b" not in live_nodes(store), timeout_s=15, what="b declared dead")
