@@ -28,7 +28,7 @@ class NodeConfig:
     # Short jobs are claimed ahead, so each claim and each finish write covers many of them:
     # a node holds at most about this many seconds of work beyond its running attempts.
     prefetch_budget_s: float = 0.05
-    max_prefetch: int = 256
+    max_prefetch: int = 1024
     sample_interval_s: float = 5.0
     max_backoff_s: float = 300.0
 
