@@ -23,7 +23,6 @@ from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
 from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
 from shoal.store import open_store
 from shoal.store import postgres_sql as q
-from shoal.store.port import SCHEMA_VERSION
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
 
 from pgutil import ADMIN_URL, fresh_pg_database, pg_available
@@ -112,7 +111,7 @@ def test_schema_newer_than_the_code_is_refused(store: PostgresStore, url: str) -
 
 
 def test_migration_to_v2_backfills_the_counts(url: str) -> None:
-    assert latest_version() == SCHEMA_VERSION
+    assert latest_version() >= 2  # later migrations apply on top; this test is about 0002
     [(_, _, first)] = [m for m in migrations() if m[0] == 1]
     with psycopg.connect(url, autocommit=True) as conn:  # a database as `shoal init` v1 left it
         conn.execute(SCHEMA_TABLE_V1)

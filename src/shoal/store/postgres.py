@@ -811,6 +811,8 @@ def _job_filter_sql(where: JobFilter) -> tuple[list[str], list[Any]]:
         # A literal (one of five fixed words), not a parameter: the indexes that serve a state
         # are partial, and a generic plan of a prepared statement could not prove one applies.
         clauses.append(f"state = '{JobState(where.state).value}'")
+        if where.state is JobState.QUEUED:
+            clauses.append("partition >= 0")  # selects index jobs_queued_by_id (migration 0003)
     for column, value in (
         ("task = %s", where.task),
         ("claimer = %s", where.node_id),

@@ -120,8 +120,11 @@ WITH me AS (
         ORDER BY q.partition, q.id LIMIT me.cap
     ) c
 ), picked AS (
-    SELECT j.id FROM candidates JOIN jobs j ON j.id = candidates.id
-    WHERE j.state = 'queued' AND j.run_after <= {NOW}
+    -- Re-checked through the primary key: `state || ''` matches no partial index, so stale
+    -- statistics cannot turn this into a scan of the whole queue.
+    SELECT j.id FROM jobs j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM candidates))
+      AND j.state || '' = 'queued' AND j.run_after <= {NOW}
     ORDER BY j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
@@ -350,8 +353,8 @@ SELECT t.bucket, t.bucket * %(interval)s, %(interval)s,
           AND finished_at >= (t.bucket - 1) * %(interval)s
           AND finished_at < t.bucket * %(interval)s),
        (SELECT count(*) FROM nodes WHERE state IN ('waiting', 'working')),
-       (SELECT greatest(0, t.now - created_at) FROM jobs WHERE state = 'queued'
-          ORDER BY id LIMIT 1)
+       (SELECT greatest(0, t.now - created_at) FROM jobs
+          WHERE state = 'queued' AND partition >= 0 ORDER BY id LIMIT 1)
 FROM t
 WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.bucket = t.bucket)
 ON CONFLICT (bucket) DO NOTHING
@@ -359,7 +362,9 @@ RETURNING bucket
 """
 
 OLDEST_QUEUED_AGE = f"""
-SELECT greatest(0, {NOW} - created_at) FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1
+SELECT greatest(0, {NOW} - created_at) FROM jobs
+WHERE state = 'queued' AND partition >= 0  -- the term that selects index jobs_queued_by_id
+ORDER BY id LIMIT 1
 """
 
 NODE_STATES_AT = f"""
