@@ -65,7 +65,8 @@ def init(db: str | None, partitions: int) -> None:
     """Create or migrate the datastore schema."""
     store = open_store(db)
     store.initialize(partitions)
-    click.echo(f"datastore ready: {store.url_for_display} ({partitions} partitions)")
+    actual = store.read_cluster().partitions  # P is fixed at the first init
+    click.echo(f"datastore ready: {store.url_for_display} ({actual} partitions)")
 
 
 @cli.command()
