@@ -162,16 +162,33 @@ SELECT {JOB_COLUMNS} FROM jobs
 WHERE state = 'running' AND claimer = %s AND claim_token = %s ORDER BY id
 """
 
-# Record a batch of outcomes in one statement, each fenced by (claimer, attempt, running). The
-# node row is locked first (through `me`), in the same order as claims and deaths take locks.
+# Record a batch of outcomes in one statement, each fenced by (claimer, attempt, running).
+#
+# Every writer of a node's running jobs other than the node itself (a declaration of death, a
+# requeue) locks that node's row first; so does this statement, through `me`, and it finds
+# nothing to do if the node is dead by the time it holds the lock. Each outcome then finds its
+# row by one primary-key lookup, whatever the statistics say: a LATERAL subquery with LIMIT is
+# never turned into a join, and `state || ''` matches no partial index. (With statistics taken
+# while the table was empty, the planner once scanned the node's running jobs once per outcome:
+# a finish of a thousand outcomes took 700 ms instead of 10.) The update reaches each row by the
+# ctid that lookup found; it carries no selective condition of its own, so the planner has no
+# reason to drive it from a scan of `jobs`.
 FINISH = f"""
 WITH me AS (
-    SELECT id FROM nodes WHERE id = %(node)s FOR NO KEY UPDATE
+    SELECT id FROM nodes WHERE id = %(node)s AND state <> 'dead' FOR NO KEY UPDATE
 ), o AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(ok)s::bool[],
                          %(results)s::text[], %(errors)s::text[], %(tracebacks)s::text[],
                          %(retry)s::float8[])
          AS o(id, attempt, ok, result, error, traceback, retry_in_s)
+), target AS MATERIALIZED (
+    SELECT o.*, t.tid FROM o CROSS JOIN LATERAL (
+        SELECT j.ctid AS tid FROM jobs j
+        WHERE j.id = o.id AND j.claimer = %(node)s AND j.attempts = o.attempt
+          AND j.state || '' = 'running'
+        LIMIT 1
+    ) t
+    WHERE EXISTS (SELECT 1 FROM me)
 ), done AS (
     UPDATE jobs j SET
         state = CASE WHEN o.ok THEN 'succeeded' WHEN o.retry_in_s IS NULL THEN 'failed'
@@ -186,9 +203,8 @@ WITH me AS (
         run_after = CASE WHEN NOT o.ok AND o.retry_in_s IS NOT NULL
                          THEN {NOW} + o.retry_in_s ELSE j.run_after END,
         finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
-    FROM o
-    WHERE j.id = o.id AND j.claimer = %(node)s AND j.attempts = o.attempt
-      AND j.state = 'running' AND EXISTS (SELECT 1 FROM me)
+    FROM target o
+    WHERE j.ctid = o.tid AND j.id = o.id
     RETURNING j.id, j.attempts, j.state, j.task
 ), tallied AS (
     {add_counts(_moved_from("running", "done"), "%(shard)s")}
@@ -213,11 +229,25 @@ WHERE j.attempts = o.attempt AND (
         AND j.error IS NOT DISTINCT FROM o.error))
 """
 
+# Progress of running jobs, fenced and planned as FINISH is.
 PROGRESS = """
+WITH me AS (
+    SELECT id FROM nodes WHERE id = %(node)s AND state <> 'dead' FOR NO KEY UPDATE
+), u AS MATERIALIZED (
+    SELECT u.*, t.tid
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(fractions)s::float8[],
+                %(messages)s::text[]) AS u(id, attempt, fraction, message)
+    CROSS JOIN LATERAL (
+        SELECT j.ctid AS tid FROM jobs j
+        WHERE j.id = u.id AND j.claimer = %(node)s AND j.attempts = u.attempt
+          AND j.state || '' = 'running'
+        LIMIT 1
+    ) t
+    WHERE EXISTS (SELECT 1 FROM me)
+)
 UPDATE jobs j SET progress = u.fraction, progress_message = u.message
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(fractions)s::float8[],
-            %(messages)s::text[]) AS u(id, attempt, fraction, message)
-WHERE j.id = u.id AND j.claimer = %(node)s AND j.attempts = u.attempt AND j.state = 'running'
+FROM u
+WHERE j.ctid = u.tid AND j.id = u.id
 """
 
 RELEASE = f"""
