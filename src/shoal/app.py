@@ -30,11 +30,16 @@ def encode_json(value: Any, what: str, max_bytes: int) -> str:
     """JSON text for `value`; PayloadError if it is not JSON or is larger than `max_bytes`."""
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise PayloadError(
+            f"{what} hold a string that is not valid Unicode ({exc.reason}); decode bytes "
+            "before passing them, or pass them as base64 text"
+        ) from exc
     except (TypeError, ValueError) as exc:
         raise PayloadError(
             f"{what} must be JSON (str, int, float, bool, None, list, dict): {exc}"
         ) from exc
-    size = len(text.encode())
     if size > max_bytes:
         raise PayloadError(
             f"{what} are {size} bytes of JSON, over the {max_bytes}-byte cap; store large data "

@@ -47,3 +47,8 @@ def stepped(steps: int, step_s: float) -> str:
 @app.task
 def burn(n: int) -> int:
     return sum(i * i for i in range(n))
+
+
+@app.task(retries=0)
+def unprintable() -> None:
+    raise ValueError("bad \x00 byte and a lone \udcff surrogate")

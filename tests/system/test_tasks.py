@@ -49,3 +49,13 @@ def test_progress_is_visible_while_the_job_runs(cluster: Cluster) -> None:
     assert 0 < seen.fraction < 1 and seen.message and seen.message.startswith("step ")
     assert handle.wait(timeout_s=30) == "done"
     assert handle.progress.fraction == 1.0
+
+
+def test_an_error_text_no_datastore_can_hold_is_recorded_escaped(cluster: Cluster) -> None:
+    # PostgreSQL text cannot hold NUL, and no UTF-8 can hold a lone surrogate: the outcome is
+    # recorded with both written as escapes, and the node carries on.
+    app = started_app(cluster)
+    handle = app.tasks["unprintable"].submit()
+    with pytest.raises(JobFailed, match=r"bad \\x00 byte and a lone \\udcff surrogate"):
+        handle.wait(timeout_s=30)
+    assert app.tasks["work"].submit(4).wait(timeout_s=30) == 8

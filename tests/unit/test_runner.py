@@ -81,3 +81,18 @@ def test_progress_outside_a_job_does_nothing_and_rejects_nan() -> None:
     progress(0.5)
     with pytest.raises(ValueError):
         progress(float("nan"))
+
+
+def test_a_result_that_is_not_valid_unicode_is_a_final_failure_not_a_crash() -> None:
+    @app.task(name="surrogate")
+    def surrogate() -> str:
+        return "\udcff"
+
+    finished, _ = run("surrogate")
+    assert not finished.ok and finished.final
+    assert "not valid Unicode" in (finished.error or "")
+
+
+def test_error_text_is_made_storable() -> None:
+    outcome = outcome_for(Finished(1, 1, False, error="a\x00b\udcff", traceback="\x00"), 1, 1, 1)
+    assert outcome.error == "a\\x00b\\udcff" and outcome.traceback == "\\x00"

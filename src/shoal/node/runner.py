@@ -136,7 +136,15 @@ def outcome_for(
         finished.job_id,
         finished.attempt,
         False,
-        error=finished.error,
-        traceback=finished.traceback,
+        error=storable_text(finished.error),
+        traceback=storable_text(finished.traceback),
         retry_in_s=retry_in_s,
     )
+
+
+def storable_text(text: str | None) -> str | None:
+    """`text` as every datastore can keep it: NUL characters and lone surrogates (an exception
+    message may hold either) are written out as escapes instead of failing the write."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
