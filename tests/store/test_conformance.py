@@ -261,6 +261,18 @@ def test_released_jobs_return_to_queue_without_counting_the_attempt(store: Store
     assert [j.attempts for j in again] == [1, 1, 1]
 
 
+def test_running_attempts_are_what_the_node_holds_and_nothing_else(store: Store) -> None:
+    a = start_node(store, "a")
+    b = start_node(store, "b")
+    store.submit_jobs(new_jobs(6))
+    mine = store.claim_jobs(a.id, 3) + store.claim_jobs(b.id, 3)
+    mine = [j for j in mine if j.claimer == a.id]
+    assert mine
+    store.finish_jobs(a.id, [Outcome(mine[0].id, mine[0].attempts, True, "1")])
+    assert store.running_attempts(a.id) == [(j.id, j.attempts) for j in mine[1:]]
+    assert store.interruptions == 0
+
+
 # -- death and recovery ----------------------------------------------------------------------
 
 

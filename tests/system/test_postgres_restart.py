@@ -114,3 +114,52 @@ def test_nodes_ride_out_terminated_connections(pg_cluster: Cluster) -> None:
         assert terminate_shoal_connections(dbname) > 0
         until(lambda d=done: succeeded(store) > d + 20, what="progress after terminating")
     finish_and_check(pg_cluster, store, ids)
+
+
+def test_outcomes_the_datastore_lost_are_recorded_again(pg_cluster: Cluster) -> None:
+    """What a failover to an asynchronous standby can do: the last commits are gone.
+
+    Simulated on one server by rolling two jobs back by hand (counters included), as the lost
+    commits would have: a finished job is `running` again under the node that finished it, and a
+    job the node never received is `running` under it. Terminating the node's connections is
+    the interruption a failover also is; the node then records the outcome it remembers again
+    and releases the job it never had, which it then runs.
+    """
+    from systasks import app
+
+    store = open_store(pg_cluster.url)
+    pg_cluster.start("a", lease_s=float(LEASE_S))
+    wait_live(store, {"a"})
+    [node] = [n for n in store.read_cluster().nodes if n.name == "a" and n.is_live]
+    app.use_store(store)
+    finished = app.tasks["work"].submit(4)
+    assert finished.wait(timeout_s=30) == 8
+    never_had = app.tasks["work"].submit_later(3600, 5)
+    with psycopg.connect(pg_cluster.url, autocommit=True) as conn, conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET state = 'running', result = NULL, finished_at = NULL, progress = 0"
+            " WHERE id = %s",
+            (finished.id,),
+        )
+        conn.execute(
+            "UPDATE jobs SET state = 'running', claimer = %s, attempts = 1, started_at = 0"
+            " WHERE id = %s",
+            (node.id, never_had.id),
+        )
+        for state, delta in (("succeeded", -1), ("queued", -1), ("running", 2)):
+            conn.execute(
+                "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'work', %s, %s)"
+                " ON CONFLICT (shard, task, state) DO UPDATE SET n = job_counts.n + excluded.n",
+                (state, delta),
+            )
+    assert store.running_attempts(node.id) == [(finished.id, 1), (never_had.id, 1)]
+    assert terminate_shoal_connections(pg_cluster.url.rsplit("/", 1)[1]) > 0
+
+    assert never_had.wait(timeout_s=30) == 10
+    recorded = until(lambda: (job := finished.refresh()).state is JobState.SUCCEEDED and job)
+    assert recorded.result == 8 and recorded.attempts == 1
+    assert never_had.refresh().attempts == 1
+    counts = store.read_cluster().job_counts
+    assert counts.get(JobState.SUCCEEDED) == 2 and not counts.get(JobState.RUNNING)
+    log = pg_cluster.log("a")
+    assert "lost 1 outcomes" in log and "released 1 jobs" in log

@@ -30,6 +30,9 @@ class NodeConfig:
     prefetch_budget_s: float = 0.05
     max_prefetch: int = 1024
     sample_interval_s: float = 5.0
+    # How often the node checks what the datastore has running under it, besides right after
+    # every datastore interruption (see node/reconcile.py).
+    reconcile_s: float = 60.0
     max_backoff_s: float = 300.0
 
     def __post_init__(self) -> None:

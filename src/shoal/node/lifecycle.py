@@ -27,6 +27,7 @@ from shoal.errors import DatastoreUnavailable, NodeNameTaken
 from shoal.model import Heartbeat, Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor, ThreadExecutor, Wake
+from shoal.node.reconcile import RecentOutcomes, reconcile
 from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
 from shoal.node.services import Housekeeping
 from shoal.store import Store
@@ -154,7 +155,9 @@ class Node:
         self.draining = False
         self.avg_run_s: float | None = None
         self.idle_poll_s = cfg.notified_poll_s if self._start_waker() else cfg.poll_s
-        last_flush = last_beat = idle_since = time.monotonic()
+        self.recent = RecentOutcomes()
+        self.interruptions_seen = self.store.interruptions
+        last_flush = last_beat = idle_since = last_check = time.monotonic()
         drain_deadline: float | None = None
         while True:
             now = time.monotonic()
@@ -170,6 +173,11 @@ class Node:
                     self._on_heartbeat(self.housekeeping.run_once())
                 except DatastoreUnavailable as exc:
                     log.warning("heartbeat failed (%s); jobs keep running, retrying", exc)
+                if (
+                    self.store.interruptions != self.interruptions_seen
+                    or now - last_check >= cfg.reconcile_s
+                ) and self._reconcile():
+                    last_check = now
             if self.stopping:
                 if drain_deadline is None:
                     self._release_unstarted()
@@ -263,6 +271,7 @@ class Node:
             log.warning("cannot record %d outcomes yet (%s); will retry", len(batch), exc)
             return
         self.outcomes = []
+        self.recent.add([o for o, ok in zip(batch, applied, strict=True) if ok])
         for outcome, ok in zip(batch, applied, strict=True):
             self.held.pop(outcome.job_id, None)
             self.progress.pop(outcome.job_id, None)
@@ -273,6 +282,41 @@ class Node:
                     outcome.job_id,
                     outcome.attempt,
                 )
+
+    def _reconcile(self) -> bool:
+        """Set right what the datastore has running under this node and the node does not hold.
+
+        Returns False if the datastore could not be asked (the check is tried again later).
+        """
+        seen = self.store.interruptions
+        try:
+            running = self.store.running_attempts(self.node_id)
+        except DatastoreUnavailable as exc:
+            log.warning("cannot check the jobs recorded as running here yet (%s)", exc)
+            return False
+        self.interruptions_seen = seen
+        found = reconcile(running, self.held, self.recent)
+        if found.record_again:
+            log.warning(
+                "the datastore lost %d outcomes this node had recorded (a failover to a standby "
+                "that had not received them?); recording them again: jobs %s",
+                len(found.record_again),
+                _some([o.job_id for o in found.record_again]),
+            )
+            self.outcomes.extend(found.record_again)
+        if found.release:
+            try:
+                released = self.store.release_jobs(self.node_id, found.release)
+            except DatastoreUnavailable as exc:
+                log.warning("cannot release jobs this node does not hold yet (%s)", exc)
+                return False
+            log.warning(
+                "released %d jobs recorded as running here that this node does not hold "
+                "(a claim or an outcome lost by the datastore): jobs %s",
+                released,
+                _some(found.release),
+            )
+        return True
 
     def _write_progress(self) -> None:
         if not self.progress:
@@ -386,3 +430,9 @@ class Node:
                 log.warning("datastore unavailable (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def _some(ids: list[int], shown: int = 10) -> str:
+    """A few ids for a log line: "1, 2, 3" or "1, 2, ... (40 in all)"."""
+    head = ", ".join(str(i) for i in ids[:shown])
+    return head if len(ids) <= shown else f"{head}, ... ({len(ids)} in all)"

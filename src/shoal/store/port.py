@@ -180,6 +180,23 @@ class Store(ABC):
         Used by a node that stops before its jobs finish. Returns how many were released.
         """
 
+    @abstractmethod
+    def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
+        """(job id, attempt) of every job recorded as running under the node, by id.
+
+        A node compares this with what it holds to find outcomes the datastore lost (a failover
+        to a standby that had not yet received them) and jobs it never knew it held.
+        """
+
+    @property
+    def interruptions(self) -> int:
+        """How many times the datastore has been unreachable and then reached again.
+
+        Goes up after a lost connection, a restart or a failover; a node that sees it change
+        checks what the datastore says it is running. Stays 0 for an embedded datastore.
+        """
+        return 0
+
     # -- history and views --------------------------------------------------------------------
 
     @abstractmethod

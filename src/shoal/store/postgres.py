@@ -502,6 +502,17 @@ class PostgresStore(Store):
 
         return self._db.run("release jobs", release)
 
+    def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
+        def read(conn: Conn, _: bool) -> list[tuple[int, int]]:
+            rows = conn.execute(q.RUNNING_ATTEMPTS, (node_id,))
+            return [(int(r[0]), int(r[1])) for r in rows]
+
+        return self._db.run("list running jobs", read)
+
+    @property
+    def interruptions(self) -> int:
+        return self._db.interruptions
+
     def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
         """Block until work may have arrived for the node's section, or `timeout_s` passes.
 

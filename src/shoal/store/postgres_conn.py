@@ -139,6 +139,8 @@ class Connector:
     ) -> None:
         self.url = url
         self.scrub = Scrubber(url)
+        # Outages seen and got past (see Store.interruptions).
+        self.interruptions = 0
         self.retry_for_s = retry_for_s
         check_url(url, self.scrub)
         self._probe()
@@ -190,7 +192,10 @@ class Connector:
                 timeout = max(0.5, min(10.0, deadline - time.monotonic()))
                 with self.pool.connection(timeout=timeout) as conn:
                     try:
-                        return operation(conn, retried)
+                        done = operation(conn, retried)
+                        if retried:
+                            self.interruptions += 1
+                        return done
                     except pgerr.ReadOnlySqlTransaction:
                         conn.close()  # a demoted primary: never hand this connection out again
                         raise

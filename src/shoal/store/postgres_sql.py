@@ -166,6 +166,10 @@ WHERE n.id = %s
 LIMIT 1
 """
 
+RUNNING_ATTEMPTS = (
+    "SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = %s ORDER BY id"
+)
+
 # After a claim whose outcome was lost with its connection: the jobs it took, if it committed.
 CLAIMED_BY_TOKEN = f"""
 SELECT {JOB_COLUMNS} FROM jobs

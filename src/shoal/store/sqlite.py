@@ -643,6 +643,14 @@ class SqliteStore(Store):
 
         return self._run(release)
 
+    def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = ? ORDER BY id",
+                (node_id,),
+            ).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
     # -- history and views ----------------------------------------------------------------------
 
     def record_sample(self, interval_s: float) -> bool:
