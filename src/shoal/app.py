@@ -28,6 +28,13 @@ DEFAULT_BACKOFF_S = 1.0
 
 def encode_json(value: Any, what: str, max_bytes: int) -> str:
     """JSON text for `value`; PayloadError if it is not JSON or is larger than `max_bytes`."""
+    return encode_json_sized(value, what, max_bytes)[0]
+
+
+def encode_json_sized(value: Any, what: str, max_bytes: int) -> tuple[str, int]:
+    """`encode_json`, with the size of the text in bytes."""
+    if not value and isinstance(value, list | dict):
+        return ("[]", 2) if isinstance(value, list) else ("{}", 2)
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         size = len(text.encode())
@@ -45,7 +52,7 @@ def encode_json(value: Any, what: str, max_bytes: int) -> str:
             f"{what} are {size} bytes of JSON, over the {max_bytes}-byte cap; store large data "
             "elsewhere (a file, an object store) and pass a reference"
         )
-    return text
+    return text, size
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,10 @@ class Task:
         self.fn = fn
         self.options = options
         self.is_async = inspect.iscoroutinefunction(fn)
+        try:  # worked out once: submitting checks every job's arguments against it
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have none; the node reports bad calls
+            self.signature = None
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", options.name)
 
@@ -82,13 +93,16 @@ class Task:
     ) -> NewJob:
         """A validated job for these arguments; raises PayloadError before anything is written."""
         try:
-            inspect.signature(self.fn).bind(*args, **kwargs)
+            if self.signature is not None:
+                self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise PayloadError(f"bad arguments for task {self.name!r}: {exc}") from None
         cap = self.app.max_payload_bytes
-        args_json = encode_json(list(args), f"arguments of {self.name!r}", cap)
-        kwargs_json = encode_json(dict(kwargs), f"keyword arguments of {self.name!r}", cap)
-        if len(args_json.encode()) + len(kwargs_json.encode()) > cap:
+        args_json, args_size = encode_json_sized(list(args), f"arguments of {self.name!r}", cap)
+        kwargs_json, kwargs_size = encode_json_sized(
+            dict(kwargs), f"keyword arguments of {self.name!r}", cap
+        )
+        if args_size + kwargs_size > cap:
             raise PayloadError(f"arguments of {self.name!r} together exceed the {cap}-byte cap")
         return NewJob(
             task=self.name,

@@ -183,14 +183,6 @@ class PostgresStore(Store):
         if not jobs:
             return []
         ids: list[int] = []
-        params: dict[str, Any] = {
-            "tasks": [j.task for j in jobs],
-            "args": [j.args_json for j in jobs],
-            "kwargs": [j.kwargs_json for j in jobs],
-            "max_attempts": [j.max_attempts for j in jobs],
-            "timeouts": [j.timeout_s for j in jobs],
-            "delays": [j.delay_s for j in jobs],
-        }
 
         def insert(conn: Conn, retried: bool) -> list[int]:
             # Ids are reserved first (sequences never roll back), so a retry after a lost commit
@@ -202,7 +194,7 @@ class PostgresStore(Store):
             if not ids:
                 rows = conn.execute(q.ALLOCATE_IDS, (len(jobs),)).fetchall()
                 ids.extend(sorted(int(r[0]) for r in rows))
-            row = conn.execute(q.SUBMIT, {**params, "ids": ids}).fetchone()
+            row = conn.execute(q.SUBMIT, {"batch": q.submit_batch(ids, jobs)}).fetchone()
             if row is None or row[0] != len(jobs):
                 raise SchemaError(
                     f"{self.url_for_display} has no cluster row; run `shoal init --db "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from shoal.model import Outcome
+from shoal.model import NewJob, Outcome
 
 # Datastore time as epoch seconds. statement_timestamp() is fixed for one statement (every row
 # of a batch gets the same time) but fresh for each statement of a transaction, so a statement
@@ -72,6 +72,18 @@ COUNT_BY_TASK = "SELECT task, state, sum(n) FROM job_counts GROUP BY task, state
 
 ALLOCATE_IDS = "SELECT nextval('jobs_id_seq') FROM generate_series(1, %s)"
 
+
+def submit_batch(ids: Sequence[int], jobs: Sequence[NewJob]) -> str:
+    """The JSON document SUBMIT reads: one row per job (see OUTCOMES for why JSON)."""
+    return json.dumps(
+        [
+            [i, j.task, j.args_json, j.kwargs_json, j.max_attempts, j.timeout_s, j.delay_s]
+            for i, j in zip(ids, jobs, strict=True)
+        ],
+        separators=(",", ":"),
+    )
+
+
 # One statement: insert the batch with its preallocated ids and notify the touched partitions
 # (a list of partitions, or '*' when there are many), counting the new jobs. Returns how many
 # rows went in.
@@ -81,9 +93,12 @@ WITH ins AS (
                       run_after, created_at)
     SELECT b.id, b.id %% c.partitions, b.task, b.args, b.kwargs, 'queued', b.max_attempts,
            b.timeout_s, {NOW} + b.delay_s, {NOW}
-    FROM unnest(%(ids)s::bigint[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
-                %(max_attempts)s::int[], %(timeouts)s::float8[], %(delays)s::float8[])
-         AS b(id, task, args, kwargs, max_attempts, timeout_s, delay_s)
+    FROM (
+        SELECT (e->>0)::bigint AS id, e->>1 AS task, e->>2 AS args, e->>3 AS kwargs,
+               (e->>4)::int AS max_attempts, (e->>5)::float8 AS timeout_s,
+               (e->>6)::float8 AS delay_s
+        FROM jsonb_array_elements(%(batch)s::jsonb) AS e
+    ) b
     CROSS JOIN cluster c
     RETURNING partition, task
 ), tallied AS (
