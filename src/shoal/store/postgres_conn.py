@@ -38,14 +38,19 @@ SESSION_SETTINGS = (
     " SET lock_timeout = '10s';"
     " SET idle_in_transaction_session_timeout = '15s'"
 )
-# Detect a vanished server (failover without a TCP reset) in seconds rather than hours.
-CONNECT_KWARGS: dict[str, Any] = {
+# Detect a server that vanished without a TCP reset (power loss, a partition, a failover) in
+# seconds rather than minutes. Keepalives cover an idle connection (10 s, then 3 probes 3 s
+# apart); they never fire while sent data waits for an acknowledgement, where the kernel would
+# otherwise retransmit for about 15 minutes: tcp_user_timeout cuts that off after 15 s (and
+# bounds the keepalive probing to about the same). Defaults only: a URL setting wins.
+CONNECT_DEFAULTS: dict[str, Any] = {
     "application_name": "shoal",
     "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 3,
     "keepalives_count": 3,
+    "tcp_user_timeout": 15000,  # milliseconds
 }
 NOTIFY_CHANNEL = "shoal_jobs"
 
@@ -115,11 +120,15 @@ def translate(exc: BaseException, what: str, scrub: Scrubber) -> ShoalError:
     return ShoalError(f"{what} failed on {scrub.display}: {msg}")
 
 
-def check_url(url: str, scrub: Scrubber) -> None:
+def connect_kwargs(url: str, scrub: Scrubber) -> dict[str, Any]:
+    """The CONNECT_DEFAULTS the URL does not set itself. psycopg lets keyword arguments override
+    the URL's parameters, so a default passed for a key the URL sets would silently replace the
+    user's value. Raises ConfigError for a malformed URL."""
     try:
-        psycopg.conninfo.conninfo_to_dict(url)
+        given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise ConfigError(f"malformed PostgreSQL URL {scrub.display}: {scrub(str(exc))}") from exc
+    return {key: value for key, value in CONNECT_DEFAULTS.items() if key not in given}
 
 
 def _configure(conn: Connection[tuple[Any, ...]]) -> None:
@@ -140,11 +149,11 @@ class Connector:
         self.url = url
         self.scrub = Scrubber(url)
         self.retry_for_s = retry_for_s
-        check_url(url, self.scrub)
+        self.connect_kwargs = connect_kwargs(url, self.scrub)
         self._probe()
         self.pool: ConnectionPool[Connection[tuple[Any, ...]]] = ConnectionPool(
             url,
-            kwargs={**CONNECT_KWARGS, "autocommit": True},
+            kwargs={**self.connect_kwargs, "autocommit": True},
             min_size=min_size,
             max_size=max_size,
             open=False,
@@ -159,7 +168,7 @@ class Connector:
     def _probe(self) -> None:
         """Connect once so that a wrong host, database or password is a clear error at open."""
         try:
-            with psycopg.connect(self.url, **CONNECT_KWARGS) as conn:
+            with psycopg.connect(self.url, **self.connect_kwargs) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise DatastoreUnavailable(
@@ -168,7 +177,7 @@ class Connector:
 
     def connect(self) -> Connection[tuple[Any, ...]]:
         """A dedicated connection outside the pool (for LISTEN)."""
-        conn = psycopg.connect(self.url, autocommit=True, **CONNECT_KWARGS)
+        conn = psycopg.connect(self.url, autocommit=True, **self.connect_kwargs)
         _configure(conn)
         return conn
 
