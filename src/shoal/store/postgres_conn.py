@@ -150,6 +150,9 @@ class Connector:
         self.scrub = Scrubber(url)
         self.retry_for_s = retry_for_s
         self.connect_kwargs = connect_kwargs(url, self.scrub)
+        # How often the pool was drained because its server had turned read-only: connections
+        # made before then (the Listener's) may sit on a demoted primary that still answers.
+        self.demotions = 0
         self._probe()
         self.pool: ConnectionPool[Connection[tuple[Any, ...]]] = ConnectionPool(
             url,
@@ -231,6 +234,7 @@ class Connector:
             if isinstance(exc, pgerr.ReadOnlySqlTransaction):
                 # After a failover every idle connection may point at the old primary, now a
                 # standby; new ones follow target_session_attrs to the new primary.
+                self.demotions += 1
                 self.pool.drain()
             elif not isinstance(exc, PoolTimeout):
                 self.pool.check()  # drops idle connections that a restart or terminate killed
@@ -244,18 +248,27 @@ class Listener:
     Notifications that arrive between two waits stay buffered on the connection, so nothing is
     missed while the node is busy; after a reconnect the first wait reports work at once, since
     notifications sent while disconnected are lost. Polling remains the node's fallback.
+
+    A demoted primary that keeps its sessions open (read-only) never fails a LISTEN connection,
+    but it gets no more writes, so no more notifications: once the Connector has met a read-only
+    server the Listener reconnects too, and so follows the pool to the new primary.
     """
 
     def __init__(self, connector: Connector) -> None:
         self._connector = connector
         self._conn: Connection[tuple[Any, ...]] | None = None
+        self._demotions = 0  # the Connector's count when this connection was made
         self._lock = threading.Lock()
 
     def wait(self, is_relevant: Callable[[str], bool], timeout_s: float) -> bool:
         """True as soon as a relevant notification arrives, False after `timeout_s` without."""
         with self._lock:
+            if self._conn is not None and self._demotions != self._connector.demotions:
+                log.info("LISTEN connection dropped: the datastore it was on turned read-only")
+                self._drop()
             if self._conn is None or self._conn.closed:
                 try:
+                    self._demotions = self._connector.demotions
                     self._conn = self._connector.connect()
                     self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 except psycopg.Error as exc:
