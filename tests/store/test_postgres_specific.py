@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outc
 from shoal.store import open_store
 from shoal.store import postgres_sql as q
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
+from shoal.store.postgres_conn import Connector
 
 from pgutil import ADMIN_URL, fresh_pg_database, pg_available
 
@@ -176,6 +178,34 @@ def test_malformed_url_is_a_config_error() -> None:
 
 
 # -- surviving the server ----------------------------------------------------------------------
+
+
+def socket_settings(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """(TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms) as the kernel holds them on the connection's socket."""
+    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        return (
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        )
+
+
+def test_url_settings_win_over_the_connection_defaults(url: str) -> None:
+    connector = Connector(f"{url}?keepalives_idle=20&tcp_user_timeout=7000", retry_for_s=5.0)
+    try:
+        pooled = connector.run("read the socket", lambda conn, _: socket_settings(conn))
+        with connector.connect() as dedicated:  # the LISTEN connection's kind
+            assert socket_settings(dedicated) == pooled
+            parameters = dedicated.info.get_parameters()
+    finally:
+        connector.close()
+    assert pooled == (20, 7000)
+    assert parameters["keepalives_interval"] == "3" and parameters["application_name"] == "shoal"
+
+
+def test_connections_give_up_on_unacknowledged_data_by_default(store: PostgresStore) -> None:
+    # Keepalives never fire while sent data waits for an acknowledgement: only this bound does.
+    keepidle, user_timeout_ms = store._db.run("read the socket", lambda c, _: socket_settings(c))
+    assert keepidle == 10 and 0 < user_timeout_ms <= 20000
 
 
 def test_sessions_have_statement_and_idle_transaction_timeouts(store: PostgresStore) -> None:

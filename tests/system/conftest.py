@@ -1,4 +1,5 @@
-"""Fixtures for the system tests: a cluster of real node processes on each backend."""
+"""Fixtures for the system tests: a cluster of real node processes on each backend, and a
+throwaway PostgreSQL primary with a synchronous standby."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pgservers import Server, make_pair, server_root
 from realnodes import Cluster
 
 
@@ -23,3 +25,11 @@ def sqlite_cluster(sqlite_url: str, tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(sqlite_url, tmp_path)
     yield c
     c.stop_all()
+
+
+@pytest.fixture
+def pg_pair() -> Iterator[tuple[Server, Server]]:
+    """A throwaway primary and its synchronous standby (tests/system/pgservers.py), each with a
+    database `shoal`; both stopped and removed afterwards."""
+    with server_root("shoal-failover-") as root:
+        yield make_pair(root)

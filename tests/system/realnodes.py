@@ -12,8 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import shoal as shoal_package
+
 HERE = Path(__file__).parent
 T = TypeVar("T")
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a spawned `shoal`: systasks.py importable, and the very `shoal` code
+    this test process imported (a worktree's, say, rather than an installed copy), ahead of the
+    inherited PYTHONPATH."""
+    code = Path(shoal_package.__file__).parents[1]
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = dict.fromkeys([str(HERE), str(code), *inherited])  # in order, without repeats
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def shoal(
@@ -27,7 +39,7 @@ def shoal(
         text=True,
         timeout=timeout_s,
         check=check,
-        env={**os.environ, "PYTHONPATH": str(HERE)},
+        env=child_env(),
     )
 
 
@@ -70,7 +82,7 @@ class Cluster:
             cwd=HERE,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(HERE)},
+            env=child_env(),
         )
         self.processes[name] = process
         self.started.append(process)

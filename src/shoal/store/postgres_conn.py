@@ -38,14 +38,19 @@ SESSION_SETTINGS = (
     " SET lock_timeout = '10s';"
     " SET idle_in_transaction_session_timeout = '15s'"
 )
-# Detect a vanished server (failover without a TCP reset) in seconds rather than hours.
-CONNECT_KWARGS: dict[str, Any] = {
+# Detect a server that vanished without a TCP reset (power loss, a partition, a failover) in
+# seconds rather than minutes. Keepalives cover an idle connection (10 s, then 3 probes 3 s
+# apart); they never fire while sent data waits for an acknowledgement, where the kernel would
+# otherwise retransmit for about 15 minutes: tcp_user_timeout cuts that off after 15 s (and
+# bounds the keepalive probing to about the same). Defaults only: a URL setting wins.
+CONNECT_DEFAULTS: dict[str, Any] = {
     "application_name": "shoal",
     "connect_timeout": 5,
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 3,
     "keepalives_count": 3,
+    "tcp_user_timeout": 15000,  # milliseconds
 }
 NOTIFY_CHANNEL = "shoal_jobs"
 
@@ -115,11 +120,15 @@ def translate(exc: BaseException, what: str, scrub: Scrubber) -> ShoalError:
     return ShoalError(f"{what} failed on {scrub.display}: {msg}")
 
 
-def check_url(url: str, scrub: Scrubber) -> None:
+def connect_kwargs(url: str, scrub: Scrubber) -> dict[str, Any]:
+    """The CONNECT_DEFAULTS the URL does not set itself. psycopg lets keyword arguments override
+    the URL's parameters, so a default passed for a key the URL sets would silently replace the
+    user's value. Raises ConfigError for a malformed URL."""
     try:
-        psycopg.conninfo.conninfo_to_dict(url)
+        given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise ConfigError(f"malformed PostgreSQL URL {scrub.display}: {scrub(str(exc))}") from exc
+    return {key: value for key, value in CONNECT_DEFAULTS.items() if key not in given}
 
 
 def _configure(conn: Connection[tuple[Any, ...]]) -> None:
@@ -142,11 +151,14 @@ class Connector:
         # Outages seen and got past (see Store.interruptions).
         self.interruptions = 0
         self.retry_for_s = retry_for_s
-        check_url(url, self.scrub)
+        self.connect_kwargs = connect_kwargs(url, self.scrub)
+        # How often the pool was drained because its server had turned read-only: connections
+        # made before then (the Listener's) may sit on a demoted primary that still answers.
+        self.demotions = 0
         self._probe()
         self.pool: ConnectionPool[Connection[tuple[Any, ...]]] = ConnectionPool(
             url,
-            kwargs={**CONNECT_KWARGS, "autocommit": True},
+            kwargs={**self.connect_kwargs, "autocommit": True},
             min_size=min_size,
             max_size=max_size,
             open=False,
@@ -161,7 +173,7 @@ class Connector:
     def _probe(self) -> None:
         """Connect once so that a wrong host, database or password is a clear error at open."""
         try:
-            with psycopg.connect(self.url, **CONNECT_KWARGS) as conn:
+            with psycopg.connect(self.url, **self.connect_kwargs) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise DatastoreUnavailable(
@@ -170,7 +182,7 @@ class Connector:
 
     def connect(self) -> Connection[tuple[Any, ...]]:
         """A dedicated connection outside the pool (for LISTEN)."""
-        conn = psycopg.connect(self.url, autocommit=True, **CONNECT_KWARGS)
+        conn = psycopg.connect(self.url, autocommit=True, **self.connect_kwargs)
         _configure(conn)
         return conn
 
@@ -227,6 +239,7 @@ class Connector:
             if isinstance(exc, pgerr.ReadOnlySqlTransaction):
                 # After a failover every idle connection may point at the old primary, now a
                 # standby; new ones follow target_session_attrs to the new primary.
+                self.demotions += 1
                 self.pool.drain()
             elif not isinstance(exc, PoolTimeout):
                 self.pool.check()  # drops idle connections that a restart or terminate killed
@@ -240,18 +253,27 @@ class Listener:
     Notifications that arrive between two waits stay buffered on the connection, so nothing is
     missed while the node is busy; after a reconnect the first wait reports work at once, since
     notifications sent while disconnected are lost. Polling remains the node's fallback.
+
+    A demoted primary that keeps its sessions open (read-only) never fails a LISTEN connection,
+    but it gets no more writes, so no more notifications: once the Connector has met a read-only
+    server the Listener reconnects too, and so follows the pool to the new primary.
     """
 
     def __init__(self, connector: Connector) -> None:
         self._connector = connector
         self._conn: Connection[tuple[Any, ...]] | None = None
+        self._demotions = 0  # the Connector's count when this connection was made
         self._lock = threading.Lock()
 
     def wait(self, is_relevant: Callable[[str], bool], timeout_s: float) -> bool:
         """True as soon as a relevant notification arrives, False after `timeout_s` without."""
         with self._lock:
+            if self._conn is not None and self._demotions != self._connector.demotions:
+                log.info("LISTEN connection dropped: the datastore it was on turned read-only")
+                self._drop()
             if self._conn is None or self._conn.closed:
                 try:
+                    self._demotions = self._connector.demotions
                     self._conn = self._connector.connect()
                     self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 except psycopg.Error as exc:
