@@ -265,6 +265,17 @@ def test_lost_database_raises_datastore_unavailable_after_the_retry_window(
         store.now()
 
 
+def test_a_submit_that_gives_up_names_the_ids_to_check(store: PostgresStore, url: str) -> None:
+    # The insert waits on a lock past lock_timeout (10 s), a transient error, until the retry
+    # window is over: the ids were reserved, so the error names them.
+    store._db.retry_for_s = 1.0
+    with psycopg.connect(url, autocommit=True) as locker, locker.transaction():
+        locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(DatastoreUnavailable, match=r"may or may not .*`shoal job \d+`"):
+            store.submit_jobs(new_jobs(3))
+    assert store.read_cluster().job_counts.get(JobState.QUEUED, 0) == 0
+
+
 # -- retries after an unknown commit outcome -----------------------------------------------------
 
 

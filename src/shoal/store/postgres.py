@@ -24,7 +24,14 @@ import psycopg.errors as pgerr
 from psycopg import Connection
 
 from shoal import assignment, states
-from shoal.errors import ConfigError, NodeNameTaken, NotFound, SchemaError, ShoalError
+from shoal.errors import (
+    ConfigError,
+    DatastoreUnavailable,
+    NodeNameTaken,
+    NotFound,
+    SchemaError,
+    ShoalError,
+)
 from shoal.model import (
     ClusterView,
     EventKind,
@@ -202,7 +209,16 @@ class PostgresStore(Store):
                 )
             return ids
 
-        return self._db.run("submit jobs", insert)
+        try:
+            return self._db.run("submit jobs", insert)
+        except DatastoreUnavailable as exc:
+            if not ids:
+                raise  # nothing was reserved, so nothing can have been written
+            raise DatastoreUnavailable(
+                f"{exc}. The batch of {len(ids)} jobs (ids {ids[0]}..{ids[-1]}) may or may not "
+                f"have been recorded: once the datastore is back, `shoal job {ids[0]}` tells "
+                "(a batch is recorded whole or not at all)"
+            ) from exc
 
     def read_job(self, job_id: int) -> Job | None:
         def read(conn: Conn, _: bool) -> Job | None:
