@@ -83,7 +83,8 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
 
     started = time.perf_counter()
     try:
-        args, kwargs = json.loads(work.args_json), json.loads(work.kwargs_json)
+        args = json.loads(work.args_json) if work.args_json != "[]" else []
+        kwargs = json.loads(work.kwargs_json) if work.kwargs_json != "{}" else {}
         with job_context(JobContext(work.job_id, work.attempt, send)):
             if task.is_async:
                 value = asyncio.run(_run_async(task.fn, args, kwargs, work.timeout_s))
@@ -103,7 +104,9 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
             duration_s=time.perf_counter() - started,
         )
     try:
-        result = encode_json(value, "the result", app.max_payload_bytes)
+        result = (
+            "null" if value is None else encode_json(value, "the result", app.max_payload_bytes)
+        )
     except ShoalError as exc:
         return Finished(work.job_id, work.attempt, False, error=str(exc), final=True)
     return Finished(
