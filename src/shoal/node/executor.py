@@ -30,7 +30,7 @@ Event = ProgressEvent | Finished | Wake
 
 
 class Executor(Protocol):
-    events: queue.Queue[Event]
+    events: queue.SimpleQueue[Event]
 
     def submit(self, work: Work) -> None: ...
     def free_slots(self, prefetch: int = 0) -> int: ...
@@ -52,8 +52,8 @@ class ThreadExecutor:
     def __init__(self, app: App, concurrency: int) -> None:
         self.app = app
         self.concurrency = concurrency
-        self.events: queue.Queue[Event] = queue.Queue()
-        self._todo: queue.Queue[Work | None] = queue.Queue()
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._slots: dict[int, _Slot] = {}  # job id -> slot, for accepted work not yet finished
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []

@@ -59,7 +59,7 @@ class ProcessExecutor:
     def __init__(self, app_spec: str, concurrency: int, db_display: str = "") -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._workers: list[_Worker] = [self._spawn() for _ in range(concurrency)]
