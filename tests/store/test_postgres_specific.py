@@ -202,6 +202,18 @@ def test_url_settings_win_over_the_connection_defaults(url: str) -> None:
     assert parameters["keepalives_interval"] == "3" and parameters["application_name"] == "shoal"
 
 
+def test_libpq_environment_wins_over_the_connection_defaults(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGAPPNAME", "billing-workers")
+    connector = Connector(url, retry_for_s=5.0)
+    try:
+        name = connector.run("read", lambda conn, _: conn.info.get_parameters()["application_name"])
+    finally:
+        connector.close()
+    assert name == "billing-workers"
+
+
 def test_connections_give_up_on_unacknowledged_data_by_default(store: PostgresStore) -> None:
     # Keepalives never fire while sent data waits for an acknowledgement: only this bound does.
     keepidle, user_timeout_ms = store._db.run("read the socket", lambda c, _: socket_settings(c))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -120,15 +121,23 @@ def translate(exc: BaseException, what: str, scrub: Scrubber) -> ShoalError:
     return ShoalError(f"{what} failed on {scrub.display}: {msg}")
 
 
+# libpq's environment variables for the defaults above that have one.
+ENVIRONMENT = {"application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT"}
+
+
 def connect_kwargs(url: str, scrub: Scrubber) -> dict[str, Any]:
-    """The CONNECT_DEFAULTS the URL does not set itself. psycopg lets keyword arguments override
-    the URL's parameters, so a default passed for a key the URL sets would silently replace the
-    user's value. Raises ConfigError for a malformed URL."""
+    """The CONNECT_DEFAULTS that neither the URL nor libpq's environment sets. psycopg lets
+    keyword arguments override both, so a default passed for a key the user set would silently
+    replace the user's value. Raises ConfigError for a malformed URL."""
     try:
         given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise ConfigError(f"malformed PostgreSQL URL {scrub.display}: {scrub(str(exc))}") from exc
-    return {key: value for key, value in CONNECT_DEFAULTS.items() if key not in given}
+    return {
+        key: value
+        for key, value in CONNECT_DEFAULTS.items()
+        if key not in given and not os.environ.get(ENVIRONMENT.get(key, ""))
+    }
 
 
 def _configure(conn: Connection[tuple[Any, ...]]) -> None:
