@@ -1,21 +1,29 @@
 """How fast the observer answers over a big table: every page and API endpoint, medians.
 
 Creates a fresh PostgreSQL database (or a SQLite file), fills it with finished jobs through plain
-SQL (`datastores.preload_finished`), queues more through the store, and times each route of the
-observer app in-process. Prints one line per route. A script that prints numbers, not a test.
+SQL (`datastores.preload_finished`), queues more through the store, serves the observer app with
+uvicorn on a free loopback port, and times each route over one kept-alive HTTP connection, as a
+browser or a Prometheus scraper meets it. Prints one line per route. A script that prints
+numbers, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import uvicorn
 from datastores import fresh_postgres, fresh_sqlite, preload_finished
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 
 from shoal.model import NewJob, NodeState
 from shoal.observer.server import create_app
@@ -35,20 +43,46 @@ def measure(url: str, finished: int, queued: int, repeats: int) -> None:
     node = store.register_node("probe", "bench", 1, 4, ["noop"], 600.0)
     store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
     store.claim_jobs(node.id, 100)
-    client = TestClient(create_app(store, None))
-    print(
-        f"{finished:,} finished + {queued:,} queued jobs, {url.split(':')[0]}, medians of {repeats}"
-    )
-    for route in [*ROUTES, f"/api/jobs/{finished // 2}"]:
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            answer = client.get(route)
-            times.append((time.perf_counter() - started) * 1000)
-            if answer.status_code != 200:
-                raise SystemExit(f"{route}: HTTP {answer.status_code}")
-        print(f"  {route:28s} {statistics.median(times):7.1f} ms")
+    with served(create_app(store, None)) as port:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        print(
+            f"{finished:,} finished + {queued:,} queued jobs, {url.split(':')[0]}, "
+            f"medians of {repeats}, over HTTP to uvicorn"
+        )
+        for route in ["/livez", *ROUTES, f"/api/jobs/{finished // 2}"]:
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                client.request("GET", route)
+                answer = client.getresponse()
+                answer.read()
+                times.append((time.perf_counter() - started) * 1000)
+                if answer.status != 200:
+                    raise SystemExit(f"{route}: HTTP {answer.status}")
+            print(f"  {route:28s} {statistics.median(times):7.1f} ms")
+        client.close()
     store.close()
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yield the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise SystemExit("the observer did not start")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def main() -> None:
