@@ -295,7 +295,8 @@ class Node:
             log.warning("cannot check the jobs recorded as running here yet (%s)", exc)
             return False
         self.interruptions_seen = seen
-        found = reconcile(running, self.held, self.recent)
+        pending = {o.job_id for o in self.outcomes}  # not written yet: not lost either
+        found = reconcile(running, self.held.keys() | pending, self.recent)
         if found.record_again:
             log.warning(
                 "the datastore lost %d outcomes this node had recorded (a failover to a standby "
