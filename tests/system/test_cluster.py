@@ -31,6 +31,10 @@ def wait_live(store: Store, names: set[str]) -> dict[str, int]:
     )
 
 
+def succeeded(store: Store) -> int:
+    return store.read_cluster().job_counts.get(JobState.SUCCEEDED, 0)
+
+
 def all_final(store: Store, ids: list[int]) -> bool:
     counts = store.read_cluster().job_counts
     return sum(counts.get(s, 0) for s in JobState if s.is_final) >= len(ids)

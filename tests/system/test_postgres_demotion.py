@@ -21,11 +21,11 @@ from test_cluster import (
     assert_sections_partition_everything,
     live_nodes,
     submit,
+    succeeded,
     wait_live,
 )
 
-from shoal.model import JobState
-from shoal.store import Store, open_store
+from shoal.store import open_store
 
 from pgservers import STEP_TIMEOUT_S, Server, require_pg_binaries
 from realnodes import Cluster, shoal, until
@@ -35,10 +35,6 @@ require_pg_binaries("demotion test")
 
 LEASE_S = 10.0  # longer than the switch takes, so live nodes are not declared dead by it
 NAMES = ("a", "b")
-
-
-def succeeded(store: Store) -> int:
-    return store.read_cluster().job_counts.get(JobState.SUCCEEDED, 0)
 
 
 def shoal_sessions(server: Server, listening: bool = False) -> int:

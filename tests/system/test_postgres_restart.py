@@ -20,6 +20,7 @@ from test_cluster import (
     assert_each_recorded_once,
     assert_sections_partition_everything,
     submit,
+    succeeded,
     wait_live,
 )
 
@@ -73,10 +74,6 @@ def pg_cluster(tmp_path: Path) -> Iterator[Cluster]:
             yield cluster
         finally:
             cluster.stop_all()
-
-
-def succeeded(store: Store) -> int:
-    return store.read_cluster().job_counts.get(JobState.SUCCEEDED, 0)
 
 
 def start_two_nodes_with_work(cluster: Cluster) -> tuple[Store, list[int]]:

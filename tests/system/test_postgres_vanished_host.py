@@ -24,11 +24,11 @@ from test_cluster import (
     assert_sections_partition_everything,
     live_nodes,
     submit,
+    succeeded,
     wait_live,
 )
 
-from shoal.model import JobState
-from shoal.store import Store, open_store
+from shoal.store import open_store
 
 from netns import Host, vanishing_host
 from pgservers import STEP_TIMEOUT_S, Server, init_server, require_pg_binaries, server_root
@@ -55,10 +55,6 @@ def server(host: Host) -> Iterator[Server]:
         yield init_server(
             root, "db", host=host.address, netns=host.netns, clients=f"{host.peer}/32"
         )
-
-
-def succeeded(store: Store) -> int:
-    return store.read_cluster().job_counts.get(JobState.SUCCEEDED, 0)
 
 
 def noticed_after(log: str, since: float) -> float | None:

@@ -212,31 +212,37 @@ def outcome_batch(outcomes: Sequence[Outcome]) -> str:
     )
 
 
-# Record a batch of outcomes in one statement, each fenced by (claimer, attempt, running).
-#
-# Every writer of a node's running jobs other than the node itself (a declaration of death, a
-# requeue) locks that node's row first; so does this statement, through `me`, and it finds
-# nothing to do if the node is dead by the time it holds the lock. Each outcome then finds its
-# row by one primary-key lookup, whatever the statistics say: a LATERAL subquery with LIMIT is
-# never turned into a join, and `state || ''` matches no partial index. (With statistics taken
-# while the table was empty, the planner once scanned the node's running jobs once per outcome:
-# a finish of a thousand outcomes took 700 ms instead of 10.) The update reaches each row by the
-# ctid that lookup found; it carries no selective condition of its own, so the planner has no
-# reason to drive it from a scan of `jobs`.
-FINISH = f"""
-WITH me AS (
+def held_rows(rows: str) -> str:
+    """CTEs `me` and `held`: the rows of query `rows` (columns id, attempt, ...) whose job the node
+    %(node)s still holds under that attempt, each with the ctid of the job's row.
+
+    Every writer of a node's running jobs other than the node itself (a declaration of death, a
+    requeue) locks that node's row first; so does `me`, and `held` is empty if the node is dead by
+    the time it holds the lock. Each row finds its job by one primary-key lookup, whatever the
+    statistics say: a LATERAL subquery with LIMIT is never turned into a join, and `state || ''`
+    matches no partial index. (With statistics taken while the table was empty, the planner once
+    scanned the node's running jobs once per outcome: a finish of a thousand outcomes took 700 ms
+    instead of 10.) An update joins `held` on `j.ctid = held.tid AND j.id = held.id` and adds no
+    selective condition of its own, so the planner has no reason to drive it from a scan of `jobs`.
+    """
+    return f"""
+me AS (
     SELECT id FROM nodes WHERE id = %(node)s AND state <> 'dead' FOR NO KEY UPDATE
-), o AS (
-    {OUTCOMES}
-), target AS MATERIALIZED (
-    SELECT o.*, t.tid FROM o CROSS JOIN LATERAL (
+), held AS MATERIALIZED (
+    SELECT r.*, t.tid FROM ({rows}) AS r CROSS JOIN LATERAL (
         SELECT j.ctid AS tid FROM jobs j
-        WHERE j.id = o.id AND j.claimer = %(node)s AND j.attempts = o.attempt
+        WHERE j.id = r.id AND j.claimer = %(node)s AND j.attempts = r.attempt
           AND j.state || '' = 'running'
         LIMIT 1
     ) t
     WHERE EXISTS (SELECT 1 FROM me)
-), done AS (
+)"""
+
+
+# Record a batch of outcomes in one statement, each fenced by (claimer, attempt, running); see
+# `held_rows` for how the rows are found and why.
+FINISH = f"""
+WITH {held_rows(OUTCOMES)}, done AS (
     UPDATE jobs j SET
         state = CASE WHEN o.ok THEN 'succeeded' WHEN o.retry_in_s IS NULL THEN 'failed'
                      ELSE 'queued' END,
@@ -250,7 +256,7 @@ WITH me AS (
         run_after = CASE WHEN NOT o.ok AND o.retry_in_s IS NOT NULL
                          THEN {NOW} + o.retry_in_s ELSE j.run_after END,
         finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
-    FROM target o
+    FROM held o
     WHERE j.ctid = o.tid AND j.id = o.id
     RETURNING j.id, j.attempts, j.state, j.task
 ), tallied AS (
@@ -276,23 +282,15 @@ WHERE j.attempts = o.attempt AND (
 """
 
 # Progress of running jobs, fenced and planned as FINISH is.
-PROGRESS = """
-WITH me AS (
-    SELECT id FROM nodes WHERE id = %(node)s AND state <> 'dead' FOR NO KEY UPDATE
-), u AS MATERIALIZED (
-    SELECT u.*, t.tid
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(fractions)s::float8[],
-                %(messages)s::text[]) AS u(id, attempt, fraction, message)
-    CROSS JOIN LATERAL (
-        SELECT j.ctid AS tid FROM jobs j
-        WHERE j.id = u.id AND j.claimer = %(node)s AND j.attempts = u.attempt
-          AND j.state || '' = 'running'
-        LIMIT 1
-    ) t
-    WHERE EXISTS (SELECT 1 FROM me)
-)
+PROGRESS = f"""
+WITH {
+    held_rows(
+        "SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(fractions)s::float8[],"
+        " %(messages)s::text[]) AS u(id, attempt, fraction, message)"
+    )
+}
 UPDATE jobs j SET progress = u.fraction, progress_message = u.message
-FROM u
+FROM held u
 WHERE j.ctid = u.tid AND j.id = u.id
 """
 
