@@ -508,3 +508,19 @@ def test_opening_a_v1_sqlite_file_migrates_it_and_backfills_the_counts(tmp_path:
         assert_counts_match(again, "reopened")
     finally:
         again.close()
+
+
+def test_wake_ups_behave_as_the_store_declares(store: Store) -> None:
+    node = start_node(store, "n")
+    store.wait_for_work(node.id, 0.01)  # a first call may report what it could have missed
+    if not store.supports_wakeups:
+        started = time.monotonic()
+        assert store.wait_for_work(node.id, 0.05) is False
+        assert time.monotonic() - started >= 0.05  # it waits: a node polling on it cannot spin
+        return
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait_for_work(node.id, 30.0)))
+    waiter.start()
+    store.submit_jobs(new_jobs(1))
+    waiter.join(10.0)
+    assert woke == [True]

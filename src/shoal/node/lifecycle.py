@@ -207,10 +207,9 @@ class Node:
         The listener only turns notifications into Wake events; the main thread still makes
         every claim, and keeps polling (less often) in case a notification is lost.
         """
-        wait_for_work = getattr(self.store, "wait_for_work", None)
-        if wait_for_work is None:
+        if not self.store.supports_wakeups:
             return False
-        node_id, executor = self.node_id, self.executor
+        wait_for_work, node_id, executor = self.store.wait_for_work, self.node_id, self.executor
 
         def listen() -> None:
             while self.node_id == node_id and not self.stopping:

@@ -17,6 +17,7 @@ Each adapter (SQLite, PostgreSQL) implements `Store` and must pass the one confo
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -187,6 +188,24 @@ class Store(ABC):
         A node compares this with what it holds to find outcomes the datastore lost (a failover
         to a standby that had not yet received them) and jobs it never knew it held.
         """
+
+    # -- capabilities -------------------------------------------------------------------------
+
+    @property
+    def supports_wakeups(self) -> bool:
+        """Whether `wait_for_work` returns as soon as work may have arrived (declared, never
+        probed). A store without wake-ups leaves the node to poll."""
+        return False
+
+    def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
+        """Block until work may have arrived for the node's section, or `timeout_s` passes.
+
+        True when the node should claim now; False on timeout. Never raises for datastore
+        trouble (the node's next claim meets it). Without wake-ups this only waits: the default
+        sleeps `timeout_s` and returns False.
+        """
+        time.sleep(timeout_s)
+        return False
 
     @property
     def interruptions(self) -> int:

@@ -322,6 +322,10 @@ class PostgresStore(PostgresNodes, Store):
     def interruptions(self) -> int:
         return self._db.interruptions
 
+    @property
+    def supports_wakeups(self) -> bool:
+        return True
+
     def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
         """Block until work may have arrived for the node's section, or `timeout_s` passes.
 
