@@ -29,7 +29,8 @@ from shoal.model import (
     Outcome,
     ProgressUpdate,
 )
-from shoal.store import SCHEMA_VERSION, Store, open_store
+from shoal.store import Store, open_store
+from shoal.store.sqlite import SCHEMA_VERSION
 
 P = 128
 
@@ -471,7 +472,7 @@ def _random_outcome(rng: random.Random, job_id: int, attempt: int) -> Outcome:
 
 def test_opening_a_v1_sqlite_file_migrates_it_and_backfills_the_counts(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
-    script = resources.files("shoal.store").joinpath("sql/sqlite_v1.sql").read_text()
+    script = resources.files("shoal.store.sqlite").joinpath("migrations/0001_initial.sql").read_text()
     with sqlite3.connect(path) as conn:  # a file as Shoal 1 left it
         conn.executescript(script)
         conn.execute("INSERT INTO shoal_meta (key, value) VALUES ('schema_version', '1')")

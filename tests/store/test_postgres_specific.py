@@ -23,9 +23,9 @@ import pytest
 from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
 from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
 from shoal.store import open_store
-from shoal.store import postgres_sql as q
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
-from shoal.store.postgres_conn import Connector
+from shoal.store.postgres import queries as q
+from shoal.store.postgres.conn import Connector
 
 from pgutil import ADMIN_URL, fresh_pg_database, pg_available
 
@@ -114,7 +114,7 @@ def test_schema_newer_than_the_code_is_refused(store: PostgresStore, url: str) -
 
 def test_migration_to_v2_backfills_the_counts(url: str) -> None:
     assert latest_version() >= 2  # later migrations apply on top; this test is about 0002
-    [(_, _, first)] = [m for m in migrations() if m[0] == 1]
+    [first] = [m.sql for m in migrations() if m.version == 1]
     with psycopg.connect(url, autocommit=True) as conn:  # a database as `shoal init` v1 left it
         conn.execute(SCHEMA_TABLE_V1)
         conn.execute(first.encode())

@@ -1,5 +1,14 @@
-"""Opening a datastore from its URL.
+"""The datastore: the port, a shared core of pure rules under it, and one package per dialect.
 
+`port` is the interface (`Store`) every adapter implements. The core both dialects call inside
+their own transactions: `rules` (the rebalance plan, node states at a past moment, the job filter,
+counter deltas, the eligible states as SQL), `texts` (what people read: errors, reasons) and
+`migrations` (the one loader of numbered `.sql` files). The dialects: `sqlite/` (embedded) and
+`postgres/` (distributed), each a `store` class that delegates to plain functions over the open
+transaction, a `queries` module with statements named alike, and a `migrations/` folder; each
+owns its schema version.
+
+Opening a datastore from its URL:
 `sqlite:///relative/path.db` or `sqlite:////absolute/path.db` opens the embedded SQLite store;
 `postgresql://...` (or `postgres://...`) opens the PostgreSQL store. Anything else is a
 ConfigError that names the accepted forms. The default is `sqlite:///shoal.db`, overridden by the
@@ -13,14 +22,13 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 from shoal.errors import ConfigError
-from shoal.store.port import DEFAULT_PARTITIONS, SCHEMA_VERSION, Store
+from shoal.store.port import DEFAULT_PARTITIONS, Store
 
 DEFAULT_URL = "sqlite:///shoal.db"
 
 __all__ = [
     "DEFAULT_PARTITIONS",
     "DEFAULT_URL",
-    "SCHEMA_VERSION",
     "Store",
     "open_store",
     "redact_url",

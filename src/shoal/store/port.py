@@ -1,7 +1,10 @@
 """The storage interface: every operation Shoal needs from a datastore, as domain operations.
 
-Each adapter (SQLite, PostgreSQL) implements `Store` and must pass the one conformance suite in
-`tests/store`. The docstrings are the contract. Shared rules for every adapter:
+Each adapter (`sqlite/`, `postgres/`) implements `Store` and must pass the one conformance suite
+in `tests/store`. The docstrings are the contract; a rule every adapter keeps alike is written
+here once (the transition check in `set_node_state`) or in the pure core beside this module
+(`rules`, `texts`, `migrations`). Capabilities are declared here, with defaults, for the node and
+the conformance suite to ask instead of probing. Shared rules for every adapter:
 
 - Every timestamp read or written is in datastore time (`now()` of the database).
 - Each operation is one short transaction; none is left open between calls.
@@ -21,6 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from shoal import states
 from shoal.model import (
     ClusterView,
     Heartbeat,
@@ -35,9 +39,9 @@ from shoal.model import (
     ProgressUpdate,
     Sample,
 )
+from shoal.store.rules import DEAD_WINDOW_S
 
 DEFAULT_PARTITIONS = 128
-SCHEMA_VERSION = 2
 
 
 class Store(ABC):
@@ -49,7 +53,7 @@ class Store(ABC):
 
     @abstractmethod
     def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
-        """Create the schema (or migrate it to SCHEMA_VERSION) and the cluster row.
+        """Create the schema (or migrate it to the adapter's version) and the cluster row.
 
         Idempotent. `partitions` applies only when the cluster row is first created; raises
         ConfigError if an existing cluster has a different P and `partitions` was given
@@ -111,16 +115,25 @@ class Store(ABC):
         Raises NodeNameTaken if a node with this name is not dead. Records history.
         """
 
-    @abstractmethod
     def set_node_state(
         self, node_id: int, expected: NodeState, new: NodeState, reason: str = ""
     ) -> bool:
         """Move a node from `expected` to `new` if it is still in `expected`.
 
         Raises IllegalTransition for a pair the state machine forbids. Returns False if the node
-        was no longer in `expected`. Records history; rebalances if membership changed.
-        Moving to `dead` also requeues the node's running jobs (see `mark_dead_nodes`).
+        was no longer in `expected`. Records history (with `reason`, or the state machine's own
+        reason for the pair); rebalances if membership changed. Moving to `dead` also requeues
+        the node's running jobs (see `mark_dead_nodes`).
         """
+        why = states.check_transition(expected, new)
+        return self.apply_node_state(node_id, expected, new, reason or why)
+
+    @abstractmethod
+    def apply_node_state(
+        self, node_id: int, expected: NodeState, new: NodeState, reason: str
+    ) -> bool:
+        """`set_node_state` once the state machine allowed the pair: the conditional write,
+        its history row with `reason`, the requeue on death and the rebalance."""
 
     @abstractmethod
     def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
@@ -223,7 +236,7 @@ class Store(ABC):
         """Write a cluster sample unless one was written less than `interval_s` ago."""
 
     @abstractmethod
-    def read_cluster(self, dead_window_s: float = 600.0) -> ClusterView:
+    def read_cluster(self, dead_window_s: float = DEAD_WINDOW_S) -> ClusterView:
         """Partitions, epoch, owners, job counts by state, and the nodes that are not dead
         or died within the last `dead_window_s` seconds (each with its running count)."""
 

@@ -1,5 +1,6 @@
 -- Shoal schema, migration from version 1 to 2, SQLite dialect: job counts kept incrementally
--- instead of counted with GROUP BY. Applied in one write transaction by SqliteStore.initialize.
+-- instead of counted with GROUP BY. Applied in one write transaction by
+-- `sqlite/schema.py`, which records the version in shoal_meta.
 
 -- Counts per (task, state). SQLite lets one writer in at a time, so there is nothing to spread
 -- over shards: every write goes to shard 0, and the table has the same shape as PostgreSQL's.
@@ -20,5 +21,3 @@ DROP INDEX IF EXISTS jobs_state;
 DROP INDEX IF EXISTS jobs_task;
 CREATE INDEX jobs_final ON jobs (state, id) WHERE state IN ('succeeded', 'failed', 'cancelled');
 CREATE INDEX jobs_task_id ON jobs (task, id);
-
-UPDATE shoal_meta SET value = '2' WHERE key = 'schema_version';

@@ -1,4 +1,4 @@
-"""The PostgreSQL store's statements, named, kept apart from the Python that runs them.
+"""The PostgreSQL store's statements, named as their SQLite counterparts in `sqlite/queries.py`.
 
 The hot paths (submit, claim, finish) are each one statement and so one round trip: batches travel
 as arrays and are unnested in the database. Time is always the database's (`NOW`), never the
@@ -11,17 +11,13 @@ import json
 from collections.abc import Sequence
 
 from shoal.model import NewJob, Outcome
+from shoal.store.rules import ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
 
 # Datastore time as epoch seconds. statement_timestamp() is fixed for one statement (every row
 # of a batch gets the same time) but fresh for each statement of a transaction, so a statement
 # that first waited on a lock does not use a stale clock.
 NOW = "extract(epoch from statement_timestamp())::float8"
 
-JOB_COLUMNS = (
-    "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after,"
-    " claimer, progress, progress_message, result, error, traceback, created_at, started_at,"
-    " finished_at"
-)
 NODE_COLUMNS = (
     "id, name, state, section, host, pid, concurrency, tasks, started_at, heartbeat_at,"
     " lease_expires_at, state_changed_at, pause_requested, processed, failed"
@@ -127,7 +123,7 @@ WITH me AS (
            least(%(limit)s, greatest(4, ceil(%(limit)s * 2.0
                                              / greatest(1, cardinality(section)))))::int AS cap
     FROM nodes
-    WHERE id = %(node)s AND state IN ('waiting', 'working') AND NOT pause_requested
+    WHERE id = %(node)s AND {ELIGIBLE_SQL}
     FOR NO KEY UPDATE
 ), candidates AS MATERIALIZED (
     -- The oldest few runnable jobs of each owned partition, computed once. Materialised so the
@@ -357,8 +353,9 @@ RETURNING n.id, n.name, old.state
 """
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no
-# attempts left fails with the reason. `%(reason)s` names the node and why it went. One statement,
-# so the counters are adjusted by one upsert in (task, state) order, in the dead node's shard.
+# attempts left fails. The error is `%(reason)s` (the node and why it went) followed by a tail
+# whose marks stand for the job's attempt and maximum (see `texts`). One statement, so the
+# counters are adjusted by one upsert in (task, state) order, in the dead node's shard.
 # Returns how many jobs went back to the queue.
 REQUEUE_ORPHANS = f"""
 WITH orphans AS (
@@ -370,10 +367,9 @@ WITH orphans AS (
         progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
         progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
         claim_token = NULL, traceback = NULL,
-        error = CASE WHEN attempts >= max_attempts
-                     THEN %(reason)s || ' during attempt ' || attempts || ' of ' || max_attempts
-                          || '; no attempts left'
-                     ELSE %(reason)s || ' during attempt ' || attempts || '; requeued' END
+        error = %(reason)s || replace(replace(
+            CASE WHEN attempts >= max_attempts THEN %(failed_tail)s ELSE %(requeued_tail)s END,
+            %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
     WHERE state = 'running' AND claimer = %(node)s
     RETURNING task, state
 ), tallied AS (
@@ -384,9 +380,7 @@ SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
 
-ELIGIBLE_NODES = (
-    "SELECT id FROM nodes WHERE state IN ('waiting', 'working') AND NOT pause_requested ORDER BY id"
-)
+ELIGIBLE_NODES = f"SELECT id FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
 SET_OWNERS = """
 UPDATE partitions p SET owner = v.owner
@@ -426,7 +420,7 @@ SELECT t.bucket, t.bucket * %(interval)s, %(interval)s,
        (SELECT count(*) FROM jobs WHERE state = 'failed'
           AND finished_at >= (t.bucket - 1) * %(interval)s
           AND finished_at < t.bucket * %(interval)s),
-       (SELECT count(*) FROM nodes WHERE state IN ('waiting', 'working')),
+       (SELECT count(*) FROM nodes WHERE {SECTION_STATES_SQL}),
        (SELECT greatest(0, t.now - created_at) FROM jobs
           WHERE state = 'queued' AND partition >= 0 ORDER BY id LIMIT 1)
 FROM t
@@ -451,4 +445,68 @@ CROSS JOIN LATERAL (
 ) past
 WHERE n.started_at <= %(at)s
 ORDER BY n.id
+"""
+
+# -- schema ---------------------------------------------------------------------------------------
+
+SCHEMA_TABLE = """
+CREATE TABLE IF NOT EXISTS shoal_schema (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at double precision NOT NULL DEFAULT extract(epoch from clock_timestamp())
+)
+"""
+APPLIED_MIGRATIONS = "SELECT version FROM shoal_schema"
+RECORD_MIGRATION = "INSERT INTO shoal_schema (version, name) VALUES (%s, %s)"
+SCHEMA_VERSION = "SELECT max(version) FROM shoal_schema"
+CLUSTER_PARTITIONS = "SELECT partitions FROM cluster WHERE id = 1"
+INSERT_CLUSTER = f"""
+INSERT INTO cluster (id, partitions, created_at) VALUES (1, %s, {NOW})
+ON CONFLICT (id) DO NOTHING
+"""
+INSERT_PARTITIONS = """
+INSERT INTO partitions (partition, owner) SELECT p, NULL FROM generate_series(0, %s - 1) p
+ON CONFLICT (partition) DO NOTHING
+"""
+
+# -- reads ----------------------------------------------------------------------------------------
+
+READ_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s"
+KNOWN_TASKS = "SELECT DISTINCT unnest(tasks) FROM nodes WHERE state <> 'dead'"
+CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1"
+NODES_IN_VIEW = f"{NODE_WITH_RUNNING} WHERE state <> 'dead' OR state_changed_at >= %s ORDER BY id"
+READ_NODE = f"{NODE_WITH_RUNNING} WHERE id = %s"
+READ_HISTORY = (
+    f"SELECT {EVENT_COLUMNS} FROM history WHERE at >= %s AND at <= %s ORDER BY at, id LIMIT %s"
+)
+LAST_REBALANCE = (
+    f"SELECT {EVENT_COLUMNS} FROM history WHERE kind = 'rebalance' AND at <= %s"
+    " ORDER BY at DESC, id DESC LIMIT 1"
+)
+READ_SAMPLES = (
+    "SELECT at, interval_s, queued, running, succeeded, failed, live_nodes,"
+    " oldest_queued_age_s FROM samples WHERE at >= %s AND at <= %s ORDER BY at"
+)
+LIST_FINISHED = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE finished_at >= %s ORDER BY finished_at, id LIMIT %s"
+)
+SECTION_OF_NODE = "SELECT section FROM nodes WHERE id = %s"
+
+# -- nodes ----------------------------------------------------------------------------------------
+
+OUR_REGISTRATION = (
+    "SELECT id FROM nodes WHERE name = %s AND host = %s AND pid = %s AND state = 'initializing'"
+)
+LIVE_HOLDER = (
+    f"SELECT id, state, lease_expires_at - {NOW} FROM nodes WHERE name = %s AND state <> 'dead'"
+)
+NODE_STATE = "SELECT state FROM nodes WHERE id = %s"
+
+# -- jobs, off the hot paths ----------------------------------------------------------------------
+
+JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = %s"
+JOB_STATE = "SELECT state FROM jobs WHERE id = %s"
+CLAIMED_BY_TOKENS = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE state = 'running' AND claimer = %s AND claim_token = ANY (%s)
 """

@@ -1,0 +1,184 @@
+"""Node membership on the PostgreSQL store: registering, changing state, beating, pausing, dying.
+
+Plain functions over a borrowed connection. A change of membership locks the cluster row, so that
+changes apply one at a time, and rebalances the partitions in the same transaction: it bumps the
+epoch, records history and wakes every node. A node that stops, or whose lease expires, gives its
+running jobs back to the queue. A registration or state change retried after its connection broke
+(`retried`) first checks whether the earlier try already applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg.errors as pgerr
+
+from shoal import states
+from shoal.errors import NodeNameTaken, NotFound
+from shoal.model import Heartbeat, NodeState
+from shoal.store import rules, texts
+from shoal.store.postgres import queries as q
+from shoal.store.postgres.reads import Conn, owners, scalar
+
+
+def register(
+    conn: Conn,
+    retried: bool,
+    name: str,
+    host: str,
+    pid: int,
+    concurrency: int,
+    tasks: Sequence[str],
+    lease_s: float,
+) -> int:
+    """Insert a node in `initializing`; NodeNameTaken if a live node has the name."""
+    if retried:  # the earlier try may have committed: that registration is ours
+        row = conn.execute(q.OUR_REGISTRATION, (name, host, pid)).fetchone()
+        if row is not None:
+            return int(row[0])
+    with conn.transaction():
+        # A node that crashed under this name frees it once its lease has expired.
+        if conn.execute(q.ANY_EXPIRED).fetchone():
+            conn.execute(q.LOCK_CLUSTER)
+            mark_dead(conn)
+        holder = conn.execute(q.LIVE_HOLDER, (name,)).fetchone()
+        if holder is not None:
+            raise NodeNameTaken(texts.name_taken(name, (holder[0], holder[1], float(holder[2]))))
+        args = {
+            "name": name,
+            "host": host,
+            "pid": pid,
+            "concurrency": concurrency,
+            "tasks": sorted(tasks),
+            "lease": lease_s,
+        }
+        try:
+            with conn.transaction():
+                node_id = int(scalar(conn, q.INSERT_NODE, args))
+        except pgerr.UniqueViolation:  # registered by someone else a moment ago
+            raise NodeNameTaken(texts.name_taken(name)) from None
+        conn.execute(
+            q.NODE_STATE_EVENT,
+            (node_id, name, None, NodeState.INITIALIZING.value, texts.REGISTERED),
+        )
+        return node_id
+
+
+def apply_state(
+    conn: Conn, retried: bool, node_id: int, old: NodeState, new: NodeState, why: str
+) -> bool:
+    """Move the node old -> new if it is still in `old` (the pair is already allowed)."""
+    # waiting <-> working leaves membership alone: no rebalance, so no cluster lock.
+    membership = not (old in states.SECTION_STATES and new in states.SECTION_STATES)
+    with conn.transaction():
+        if membership:
+            conn.execute(q.LOCK_CLUSTER)
+        row = conn.execute(
+            q.MOVE_NODE, {"new": new.value, "node": node_id, "old": old.value}
+        ).fetchone()
+        if row is None:
+            if retried:  # our earlier try may have made the move already
+                now_in = conn.execute(q.NODE_STATE, (node_id,)).fetchone()
+                return now_in is not None and now_in[0] == new.value
+            return False
+        name = str(row[0])
+        conn.execute(q.NODE_STATE_EVENT, (node_id, name, old.value, new.value, why))
+        if new is NodeState.DEAD:
+            requeue_running(conn, node_id, texts.node_stopped(name, why))
+        if membership:
+            rebalance(conn, texts.state_rebalance(name, new.value))
+        return True
+
+
+def heartbeat(conn: Conn, node_id: int, lease_s: float) -> Heartbeat | None:
+    row = conn.execute(q.HEARTBEAT, {"node": node_id, "lease": lease_s}).fetchone()
+    if row is None:
+        return None
+    return Heartbeat(
+        now=float(row[0]),
+        epoch=int(row[1]),
+        section=tuple(row[2]),
+        pause_requested=bool(row[3]),
+        state=NodeState(row[4]),
+    )
+
+
+def request_pause(conn: Conn, node_ref: str, paused: bool) -> int:
+    """Set or clear the node's pause request and rebalance; NotFound if unknown or dead."""
+    with conn.transaction():
+        conn.execute(q.LOCK_CLUSTER)
+        if node_ref.isdigit():
+            row = conn.execute(q.FIND_NODE_BY_ID, (int(node_ref),)).fetchone()
+        else:
+            row = conn.execute(q.FIND_NODE_BY_NAME, (node_ref,)).fetchone()
+        if row is None:
+            raise NotFound(texts.no_such_node(node_ref))
+        node_id, name, state = int(row[0]), str(row[1]), str(row[2])
+        if state == NodeState.DEAD.value:
+            raise NotFound(texts.node_is_dead(name, node_id))
+        conn.execute(q.SET_PAUSE, (paused, node_id))
+        conn.execute(q.PAUSE_EVENT, (node_id, name, texts.pause_event(paused)))
+        rebalance(conn, texts.pause_rebalance(name, paused))
+        return node_id
+
+
+def mark_dead_nodes(conn: Conn) -> list[int]:
+    # Cheap check outside a write transaction: most calls find nobody expired.
+    if conn.execute(q.ANY_EXPIRED).fetchone() is None:
+        return []
+    with conn.transaction():
+        conn.execute(q.LOCK_CLUSTER)
+        return mark_dead(conn)
+
+
+def repair(conn: Conn) -> bool:
+    with conn.transaction():
+        conn.execute(q.LOCK_CLUSTER)
+        return rebalance(conn, texts.REPAIR)
+
+
+# -- inside transactions (the caller holds the cluster row lock) ----------------------------------
+
+
+def mark_dead(conn: Conn) -> list[int]:
+    """Declare dead every node whose lease expired, requeue their jobs, rebalance."""
+    rows = conn.execute(q.MARK_EXPIRED_DEAD).fetchall()
+    for node_id, name, old in rows:
+        conn.execute(
+            q.NODE_STATE_EVENT, (node_id, name, old, NodeState.DEAD.value, texts.LEASE_EXPIRED)
+        )
+        requeue_running(conn, node_id, texts.node_died(name))
+    if rows:
+        rebalance(conn, texts.declared_dead([str(r[1]) for r in sorted(rows)]))
+    return sorted(int(r[0]) for r in rows)
+
+
+def requeue_running(conn: Conn, node_id: int, reason: str) -> None:
+    """Give a departed node's running jobs back to the queue, counting the attempt."""
+    args = {
+        "node": node_id,
+        "shard": q.counter_shard(node_id),
+        "reason": reason,
+        "failed_tail": texts.orphan_failed_tail(),
+        "requeued_tail": texts.orphan_requeued_tail(),
+        "attempt_mark": texts.ATTEMPT_MARK,
+        "max_mark": texts.MAX_ATTEMPTS_MARK,
+    }
+    if scalar(conn, q.REQUEUE_ORPHANS, args):
+        conn.execute(q.WAKE_ALL)
+
+
+def rebalance(conn: Conn, why: str) -> bool:
+    """Make the assignment match the eligible nodes; True if it changed."""
+    partitions = int(scalar(conn, q.CLUSTER_PARTITIONS))
+    eligible = [int(r[0]) for r in conn.execute(q.ELIGIBLE_NODES)]
+    plan = rules.plan_rebalance(owners(conn), eligible, partitions, why)
+    if plan is None:
+        return False
+    conn.execute(q.SET_OWNERS, (list(plan.changed), [plan.owners[p] for p in plan.changed]))
+    with conn.cursor() as cur:
+        cur.executemany(q.SET_SECTION, [(list(s), n) for n, s in plan.sections])
+    epoch = int(scalar(conn, q.BUMP_EPOCH))
+    conn.execute(q.REBALANCE_EVENT, (epoch, list(plan.owners), plan.reason))
+    conn.execute(q.WAKE_ALL)  # sections changed: new owners should look at once
+    return True

@@ -1,0 +1,295 @@
+"""`PostgresStore`: the Store on one PostgreSQL database, shared by nodes on any number of hosts.
+
+Each operation is one short transaction (the hot ones a single statement) on a pooled psycopg 3
+connection, run and retried through outages by `conn.Connector`; datastore time is the database's
+clock. What happens inside is delegated to the plain functions of `jobs`, `nodes` and `reads`.
+The class keeps only what outlives one operation: claims whose outcome was lost, which nodes are
+busy, and the sections wake-ups are filtered by. Nodes wake on LISTEN/NOTIFY (`wait_for_work`),
+with polling as the fallback. The schema is created and migrated only by `initialize`
+(`shoal init`), never silently on open.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from shoal import states
+from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
+from shoal.model import (
+    ClusterView,
+    Heartbeat,
+    HistoryEvent,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    ProgressUpdate,
+    Sample,
+)
+from shoal.store import rules, texts
+from shoal.store.port import DEFAULT_PARTITIONS, Store
+from shoal.store.postgres import jobs, nodes, reads, schema
+from shoal.store.postgres import queries as q
+from shoal.store.postgres.conn import Connector, Listener
+
+log = logging.getLogger("shoal.store.postgres")
+SECTION_TTL_S = 2.0  # how stale a section may be when filtering wake-ups (polling covers it)
+
+
+class PostgresStore(Store):
+    """The Store on one PostgreSQL database. Thread-safe: operations borrow pooled connections."""
+
+    def __init__(self, connector: Connector) -> None:
+        self._db = connector
+        self.url_for_display = connector.scrub.display
+        self._listener = Listener(connector)
+        # Claims whose outcome was lost with the connection and that gave up retrying: the next
+        # claim of that node collects their jobs, if they committed, so none stays held forever.
+        self._lost_claims: dict[int, list[int]] = {}
+        self._sections: dict[int, tuple[frozenset[int], float]] = {}
+        # Nodes whose last claim found work: their next claim skips the look-before-locking.
+        self._busy: set[int] = set()
+
+    @classmethod
+    def open(
+        cls, url: str, *, retry_for_s: float = 60.0, max_connections: int = 8
+    ) -> PostgresStore:
+        """Connect (ConfigError for a malformed URL, DatastoreUnavailable if unreachable).
+
+        Does not create or check the schema: the node calls `check_schema`, `shoal init` calls
+        `initialize`.
+        """
+        return cls(Connector(url, retry_for_s=retry_for_s, max_size=max_connections))
+
+    # -- setting up ---------------------------------------------------------------------------
+
+    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        if partitions < 1:
+            raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
+        self._db.run("migrate schema", lambda conn, _: schema.migrate(conn, self.url_for_display))
+        self._db.run("initialize cluster", lambda conn, _: schema.create_cluster(conn, partitions))
+
+    def check_schema(self) -> None:
+        version, has_cluster = self._db.run("check schema", lambda c, _: schema.read_version(c))
+        schema.check(version, has_cluster, self.url_for_display)
+
+    def close(self) -> None:
+        self._listener.close()
+        self._db.close()
+
+    def now(self) -> float:
+        return self._db.run("read clock", lambda c, _: float(reads.scalar(c, f"SELECT {q.NOW}")))
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def submit_jobs(self, new: Sequence[NewJob]) -> list[int]:
+        if not new:
+            return []
+        ids: list[int] = []
+        url = self.url_for_display
+        try:
+            return self._db.run("submit jobs", lambda c, r: jobs.submit(c, r, ids, new, url))
+        except DatastoreUnavailable as exc:
+            if not ids:
+                raise  # nothing was reserved, so nothing can have been written
+            raise DatastoreUnavailable(
+                f"{exc}. The batch of {len(ids)} jobs (ids {ids[0]}..{ids[-1]}) may or may not "
+                f"have been recorded: once the datastore is back, `shoal job {ids[0]}` tells "
+                "(a batch is recorded whole or not at all)"
+            ) from exc
+
+    def read_job(self, job_id: int) -> Job | None:
+        return self._db.run("read job", lambda c, _: reads.read_job(c, job_id))
+
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[Job]:
+        return self._db.run("list jobs", lambda c, _: reads.list_jobs(c, where, limit, before_id))
+
+    def cancel_job(self, job_id: int) -> bool:
+        return self._db.run("cancel job", lambda c, r: jobs.cancel(c, r, job_id))
+
+    def known_tasks(self) -> set[str]:
+        return self._db.run("read known tasks", lambda c, _: reads.known_tasks(c))
+
+    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+        if limit < 1:
+            return []
+        recovered = self._collect_lost_claims(node_id)
+        if len(recovered) >= limit:
+            self.release_jobs(node_id, [j.id for j in recovered[limit:]])
+            return recovered[:limit]
+        token = random.getrandbits(62)
+        params = {
+            "node": node_id,
+            "shard": q.counter_shard(node_id),
+            "limit": limit - len(recovered),
+            "token": token,
+            "why": states.TRANSITIONS[(NodeState.WAITING, NodeState.WORKING)],
+        }
+        busy = node_id in self._busy
+        try:
+            claimed = self._db.run("claim jobs", lambda c, r: jobs.claim(c, r, params, busy))
+        except Exception:
+            self._lost_claims.setdefault(node_id, []).append(token)
+            raise
+        if claimed:
+            self._busy.add(node_id)
+        else:
+            self._busy.discard(node_id)
+        return sorted(recovered + claimed, key=lambda j: j.id)
+
+    def _collect_lost_claims(self, node_id: int) -> list[Job]:
+        tokens = self._lost_claims.pop(node_id, [])
+        if not tokens:
+            return []
+        try:
+            return self._db.run(
+                "recover lost claims", lambda c, _: jobs.collect_lost_claims(c, node_id, tokens)
+            )
+        except Exception:
+            self._lost_claims.setdefault(node_id, []).extend(tokens)
+            raise
+
+    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+        if not updates:
+            return 0
+        return self._db.run(
+            "record progress", lambda c, _: jobs.record_progress(c, node_id, updates)
+        )
+
+    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        return self._db.run("finish jobs", lambda c, r: jobs.finish(c, r, node_id, outcomes))
+
+    def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+        return self._db.run("release jobs", lambda c, _: jobs.release(c, node_id, job_ids))
+
+    def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
+        return self._db.run("list running jobs", lambda c, _: reads.running_attempts(c, node_id))
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def register_node(
+        self,
+        name: str,
+        host: str,
+        pid: int,
+        concurrency: int,
+        tasks: Sequence[str],
+        lease_s: float,
+    ) -> NodeRecord:
+        node_id = self._db.run(
+            "register node",
+            lambda c, r: nodes.register(c, r, name, host, pid, concurrency, tasks, lease_s),
+        )
+        return self._read_registered(node_id)
+
+    def apply_node_state(
+        self, node_id: int, expected: NodeState, new: NodeState, reason: str
+    ) -> bool:
+        return self._db.run(
+            "change node state",
+            lambda c, r: nodes.apply_state(c, r, node_id, expected, new, reason),
+        )
+
+    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+        return self._db.run("heartbeat", lambda c, _: nodes.heartbeat(c, node_id, lease_s))
+
+    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
+        node_id = self._db.run(
+            "request pause", lambda c, _: nodes.request_pause(c, node_ref, paused)
+        )
+        return self._read_registered(node_id)
+
+    def mark_dead_nodes(self) -> list[int]:
+        return self._db.run("mark dead nodes", lambda c, _: nodes.mark_dead_nodes(c))
+
+    def rebalance(self) -> bool:
+        return self._db.run("rebalance", lambda c, _: nodes.repair(c))
+
+    def _read_registered(self, node_id: int) -> NodeRecord:
+        node = self.read_node(node_id)
+        assert node is not None  # just written in a committed transaction of ours
+        return node
+
+    # -- capabilities ---------------------------------------------------------------------------
+
+    @property
+    def interruptions(self) -> int:
+        return self._db.interruptions
+
+    @property
+    def supports_wakeups(self) -> bool:
+        return True
+
+    def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
+        """Block until work may have arrived for the node's section, or `timeout_s` passes.
+
+        True when a submit touched one of the node's partitions, jobs were requeued or released,
+        or the assignment changed (then the node should claim); False on timeout. Also True right
+        after (re)connecting the LISTEN connection, since notifications may have been missed.
+        Never raises for datastore trouble: the node's claim will meet it instead. One LISTEN
+        connection per store: give each node its own store.
+        """
+        section = self._section_for_wakeups(node_id)
+
+        def is_relevant(payload: str) -> bool:
+            if payload == "*" or not payload:
+                self._sections.pop(node_id, None)  # the assignment may have changed: re-read
+                return True
+            return any(int(p) in section for p in payload.split(",") if p.isdigit())
+
+        return self._listener.wait(is_relevant, timeout_s)
+
+    def _section_for_wakeups(self, node_id: int) -> frozenset[int]:
+        """The node's section, re-read at most every SECTION_TTL_S (and after any rebalance)."""
+        cached = self._sections.get(node_id)
+        if cached is not None and time.monotonic() - cached[1] < SECTION_TTL_S:
+            return cached[0]
+        try:
+            section = self._db.run("read section", lambda c, _: reads.section_of_node(c, node_id))
+        except ShoalError:
+            return frozenset()
+        self._sections[node_id] = (section, time.monotonic())
+        return section
+
+    # -- history and views ----------------------------------------------------------------------
+
+    def record_sample(self, interval_s: float) -> bool:
+        return self._db.run("record sample", lambda c, _: jobs.record_sample(c, interval_s))
+
+    def read_cluster(self, dead_window_s: float = rules.DEAD_WINDOW_S) -> ClusterView:
+        return self._db.run("read cluster", lambda c, _: reads.read_cluster(c, dead_window_s))
+
+    def read_node(self, node_id: int) -> NodeRecord | None:
+        return self._db.run("read node", lambda c, _: reads.read_node(c, node_id))
+
+    def read_history(
+        self, since: float, until: float | None = None, limit: int = 10_000
+    ) -> list[HistoryEvent]:
+        return self._db.run("read history", lambda c, _: reads.read_history(c, since, until, limit))
+
+    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+        return self._db.run("read last rebalance", lambda c, _: reads.read_last_rebalance(c, at))
+
+    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+        return self._db.run("read past node states", lambda c, _: reads.read_node_states_at(c, at))
+
+    def read_samples(self, since: float, until: float | None = None) -> list[Sample]:
+        return self._db.run("read samples", lambda c, _: reads.read_samples(c, since, until))
+
+    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+        return self._db.run("count jobs by task", lambda c, _: reads.count_jobs_by_task(c))
+
+    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+        return self._db.run("list finished jobs", lambda c, _: reads.list_finished(c, since, limit))

@@ -1,0 +1,175 @@
+"""The pure rules under the port that both dialects call inside their own transactions.
+
+Given what a dialect read in its transaction, these decide what to write: the rebalance plan
+(which partitions change owner, each node's new section, the reason recorded), the node states
+at a past moment, the job filter in either placeholder style, and the job-counter deltas. The
+constants both dialects' SQL is built from live here too: the job columns, the states that may
+own a section as one SQL fragment, and how long a dead node stays in view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shoal import assignment, states
+from shoal.model import HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
+
+# A node that died stays in the cluster view (now or at a past moment) this long, so that people
+# see it go rather than have it vanish.
+DEAD_WINDOW_S = 600.0
+
+JOB_COLUMNS = (
+    "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after,"
+    " claimer, progress, progress_message, result, error, traceback, created_at, started_at,"
+    " finished_at"
+)
+
+# `state IN ('waiting', 'working')`, from the state machine's own table (in the enum's order).
+SECTION_STATES_SQL = "state IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in NodeState if s in states.SECTION_STATES)
+)
+# The nodes that may own a section: `states.may_own_section` as a WHERE clause.
+ELIGIBLE_SQL = f"{SECTION_STATES_SQL} AND NOT pause_requested"
+
+
+# -- rebalancing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RebalancePlan:
+    """What a rebalance writes: new owners, the partitions that change, the sections that change."""
+
+    owners: assignment.Owners
+    changed: tuple[int, ...]  # partitions whose owner changes
+    sections: tuple[tuple[int, tuple[int, ...]], ...]  # (node id, its new section), by node id
+    reason: str  # recorded in history, with how many of P partitions moved
+
+
+def plan_rebalance(
+    owners: Sequence[int | None], eligible: Iterable[int], partitions: int, why: str
+) -> RebalancePlan | None:
+    """The plan that makes the assignment match the eligible nodes; None if it already does."""
+    new = assignment.rebalance(owners, list(eligible), partitions)
+    if new == tuple(owners):
+        return None
+    changed = tuple(p for p, (o, was) in enumerate(zip(new, owners, strict=True)) if o != was)
+    before, after = assignment.sections(owners), assignment.sections(new)
+    moved_nodes = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
+    return RebalancePlan(
+        owners=new,
+        changed=changed,
+        sections=tuple((n, after.get(n, ())) for n in moved_nodes),
+        reason=f"{why}; moved {assignment.moved(owners, new)} of {partitions}",
+    )
+
+
+# -- the past -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PastState:
+    """A node as registered now, with the last state history recorded for it at some moment."""
+
+    node: NodeRecord
+    state: NodeState | None  # None: history has no state for it by then
+    changed_at: float | None
+
+
+def node_states_at(
+    at: float, past: Iterable[PastState], rebalance: HistoryEvent | None
+) -> list[NodeRecord]:
+    """The nodes as they were at `at`, each with the section of the rebalance then in force.
+
+    Nodes with no state recorded by then are left out, and so are those dead for longer than
+    DEAD_WINDOW_S by then, as the live view would show them.
+    """
+    owned = assignment.sections(rebalance.owners or ()) if rebalance else {}
+    out = []
+    for p in past:
+        if p.state is None or p.changed_at is None:
+            continue
+        if p.state is NodeState.DEAD and p.changed_at < at - DEAD_WINDOW_S:
+            continue
+        out.append(
+            dataclasses.replace(
+                p.node,
+                state=p.state,
+                section=owned.get(p.node.id, ()),
+                state_changed_at=float(p.changed_at),
+                running=0,
+            )
+        )
+    return out
+
+
+# -- job lists ------------------------------------------------------------------------------------
+
+
+def job_filter(
+    where: JobFilter, mark: str, queued_terms: Sequence[str] = ()
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and parameters for `where`, with `mark` as the placeholder (`?` or `%s`).
+
+    `queued_terms` are added when the filter asks for queued jobs: a dialect's hint that selects
+    the index serving them.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.state is not None:
+        # A literal (one of five fixed words), not a parameter: the indexes that serve a state
+        # are partial, and neither SQLite nor a generic plan of a prepared PostgreSQL statement
+        # can prove a partial index applies from a parameter.
+        clauses.append(f"state = '{JobState(where.state).value}'")
+        if where.state is JobState.QUEUED:
+            clauses.extend(queued_terms)
+    for column, value in (
+        ("task", where.task),
+        ("claimer", where.node_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    for term, bound in (("id >=", where.min_id), ("id <=", where.max_id)):
+        if bound is not None:
+            clauses.append(f"{term} {mark}")
+            params.append(bound)
+    return clauses, params
+
+
+def list_jobs_query(
+    where: JobFilter,
+    limit: int,
+    before_id: int | None,
+    mark: str,
+    queued_terms: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    """The statement and parameters of `Store.list_jobs`, newest id first."""
+    clauses, params = job_filter(where, mark, queued_terms)
+    if before_id is not None:
+        clauses.append(f"id < {mark}")
+        params.append(before_id)
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    return f"{sql} ORDER BY id DESC LIMIT {mark}", [*params, limit]
+
+
+# -- job counts -----------------------------------------------------------------------------------
+
+
+def count_moves(old: JobState, rows: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Counter deltas for jobs, given as (task, new state), that left state `old`."""
+    deltas: Counter[tuple[str, str]] = Counter()
+    for task, state in rows:
+        deltas[(task, state)] += 1
+        deltas[(task, old.value)] -= 1
+    return deltas
+
+
+def count_submits(tasks: Iterable[str]) -> Counter[tuple[str, str]]:
+    """Counter deltas for new jobs of these tasks, all queued."""
+    return Counter((task, JobState.QUEUED.value) for task in tasks)

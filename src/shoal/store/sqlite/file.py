@@ -1,0 +1,163 @@
+"""The SQLite file under the embedded datastore: where it may live, its connection, transactions.
+
+Writers serialise with `BEGIN IMMEDIATE` and wait on a busy timeout; a lock that outlasts it is
+retried here, so "database is locked" never reaches a job. SQLite over a network filesystem
+corrupts under concurrent writers, so obviously remote paths are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from shoal.errors import ConfigError, DatastoreUnavailable
+from shoal.store.sqlite import queries as q
+
+log = logging.getLogger("shoal.store.sqlite")
+T = TypeVar("T")
+
+REMOTE_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "fuse.sshfs",
+        "sshfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "fuse.s3fs",
+    }
+)
+LOCK_RETRY_S = 120.0  # give up on a lock only after this long; then it is a real outage
+
+
+def path_from_url(url: str) -> str:
+    """The file path of a `sqlite:///...` URL; ConfigError for anything else."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ConfigError(
+            f"malformed SQLite URL {url!r}: SQLite is embedded and takes no host; use "
+            "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = url[len(prefix) :]
+    if not path or "?" in path or "#" in path:
+        raise ConfigError(f"malformed SQLite URL {url!r}: expected a file path after sqlite:///")
+    return path
+
+
+def check_local_path(path: str) -> None:
+    """Refuse paths on network filesystems, where SQLite's locking is not reliable."""
+    if path.startswith(("//", "\\\\")):
+        raise ConfigError(
+            f"{path!r} looks like a network share; SQLite needs a local disk. "
+            "For nodes on several hosts use PostgreSQL (postgresql://...)."
+        )
+    directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    fstype = filesystem_of(directory)
+    if fstype in REMOTE_FILESYSTEMS:
+        raise ConfigError(
+            f"{directory} is on a network filesystem ({fstype}); SQLite needs a local disk. "
+            "For nodes on several hosts use PostgreSQL (postgresql://...)."
+        )
+
+
+def filesystem_of(directory: str) -> str | None:
+    """The type of the filesystem `directory` is on, from /proc/mounts (None if unknown)."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, best_type = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = directory == mount or directory.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > len(best):
+            best, best_type = mount, fields[2]
+    return best_type
+
+
+def is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def now(cur: sqlite3.Cursor) -> float:
+    """Datastore time: SQLite's own clock, which on one host is the one every node sees."""
+    return float(cur.execute(q.NOW).fetchone()[0])
+
+
+class SqliteFile:
+    """One connection to one SQLite file, guarded by a lock, and the transactions run on it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit survives power loss too; a queue must not trade durability away.
+            self._conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise DatastoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
+
+    def run(self, body: Callable[[sqlite3.Cursor], T], *, write: bool = True) -> T:
+        """Run `body` in one transaction, retrying the whole of it while the file is locked."""
+        deadline = time.monotonic() + LOCK_RETRY_S
+        delay = 0.005
+        while True:
+            try:
+                with self._lock:
+                    cur = self._conn.cursor()
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        out = body(cur)
+                        cur.execute("COMMIT")
+                        return out
+                    except BaseException:
+                        if self._conn.in_transaction:
+                            self._conn.execute("ROLLBACK")
+                        raise
+            except sqlite3.OperationalError as exc:
+                if not is_lock_error(exc) or time.monotonic() > deadline:
+                    raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+                log.debug("datastore busy, retrying: %s", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+            except sqlite3.DatabaseError as exc:
+                raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Cursor]:
+        """A cursor for reads outside any write transaction (autocommit)."""
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            except sqlite3.DatabaseError as exc:
+                raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,180 @@
+"""Node membership on the SQLite store: registering, changing state, beating, pausing and dying.
+
+Plain functions over the open write transaction. Every change of membership rebalances the
+partitions in the same transaction, bumps the epoch and records history; a node that stops, or
+whose lease expires, gives its running jobs back to the queue. The job counters that those
+requeues adjust are kept by `add_counts`, which the job side uses too.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+
+from shoal import states
+from shoal.errors import NodeNameTaken, NotFound
+from shoal.model import Heartbeat, JobState, NodeState
+from shoal.store import rules, texts
+from shoal.store.sqlite import queries as q
+from shoal.store.sqlite.reads import owners, section_of, section_text
+
+
+def register(
+    cur: sqlite3.Cursor,
+    now: float,
+    name: str,
+    host: str,
+    pid: int,
+    concurrency: int,
+    tasks: Sequence[str],
+    lease_s: float,
+) -> int:
+    """Insert a node in `initializing`; NodeNameTaken if a live node has the name."""
+    # A node that crashed under this name frees it once its lease has expired.
+    mark_dead(cur, now)
+    holder = cur.execute(q.LIVE_HOLDER, (now, name)).fetchone()
+    if holder is not None:
+        raise NodeNameTaken(texts.name_taken(name, (holder[0], holder[1], holder[2])))
+    cur.execute(
+        q.INSERT_NODE,
+        {
+            "name": name,
+            "host": host,
+            "pid": pid,
+            "concurrency": concurrency,
+            "tasks": json.dumps(sorted(tasks)),
+            "now": now,
+            "lease": lease_s,
+        },
+    )
+    node_id = int(cur.lastrowid or 0)
+    record_state(cur, now, node_id, name, None, NodeState.INITIALIZING, texts.REGISTERED)
+    return node_id
+
+
+def apply_state(
+    cur: sqlite3.Cursor, now: float, node_id: int, old: NodeState, new: NodeState, why: str
+) -> bool:
+    """Move the node old -> new if it is still in `old` (the pair is already allowed)."""
+    row = cur.execute(
+        q.MOVE_NODE, {"new": new.value, "now": now, "node": node_id, "old": old.value}
+    ).fetchone()
+    if row is None:
+        return False
+    record_state(cur, now, node_id, row[0], old, new, why)
+    if new is NodeState.DEAD:
+        requeue_running(cur, now, node_id, texts.node_stopped(row[0], why))
+    rebalance(cur, now, texts.state_rebalance(row[0], new.value))
+    return True
+
+
+def heartbeat(cur: sqlite3.Cursor, now: float, node_id: int, lease_s: float) -> Heartbeat | None:
+    row = cur.execute(q.HEARTBEAT, {"now": now, "lease": lease_s, "node": node_id}).fetchone()
+    if row is None:
+        return None
+    epoch = cur.execute(q.EPOCH).fetchone()[0]
+    return Heartbeat(
+        now=now,
+        epoch=int(epoch),
+        section=section_of(row[1]),
+        pause_requested=bool(row[2]),
+        state=NodeState(row[0]),
+    )
+
+
+def request_pause(cur: sqlite3.Cursor, now: float, node_ref: str, paused: bool) -> int:
+    """Set or clear the node's pause request and rebalance; NotFound if unknown or dead."""
+    if node_ref.isdigit():
+        row = cur.execute(q.FIND_NODE_BY_ID, (int(node_ref),)).fetchone()
+    else:
+        row = cur.execute(q.FIND_NODE_BY_NAME, (node_ref,)).fetchone()
+    if row is None:
+        raise NotFound(texts.no_such_node(node_ref))
+    node_id, name = int(row[0]), str(row[1])
+    if row[2] == NodeState.DEAD.value:
+        raise NotFound(texts.node_is_dead(name, node_id))
+    cur.execute(q.SET_PAUSE, (int(paused), node_id))
+    cur.execute(q.PAUSE_EVENT, (now, node_id, name, texts.pause_event(paused)))
+    rebalance(cur, now, texts.pause_rebalance(name, paused))
+    return node_id
+
+
+def record_state(
+    cur: sqlite3.Cursor,
+    now: float,
+    node_id: int,
+    name: str,
+    old: NodeState | None,
+    new: NodeState,
+    reason: str,
+) -> None:
+    cur.execute(
+        q.NODE_STATE_EVENT,
+        (now, node_id, name, old.value if old else None, new.value, reason),
+    )
+
+
+def move_node(
+    cur: sqlite3.Cursor, now: float, node_id: int, old: NodeState, new: NodeState
+) -> bool:
+    """A transition that leaves membership alone (waiting <-> working): no rebalance."""
+    row = cur.execute(
+        q.MOVE_NODE, {"new": new.value, "now": now, "node": node_id, "old": old.value}
+    ).fetchone()
+    if row is not None:
+        record_state(cur, now, node_id, row[0], old, new, states.TRANSITIONS[(old, new)])
+    return row is not None
+
+
+def mark_dead(cur: sqlite3.Cursor, now: float) -> list[int]:
+    """Declare dead every node whose lease expired before `now`, requeue, rebalance."""
+    # Requeue only after the lease has expired in database time: a slow commit is not a death.
+    rows = cur.execute(q.EXPIRED, (now,)).fetchall()
+    for node_id, name, state in rows:
+        cur.execute(q.MARK_EXPIRED_DEAD, (now, node_id))
+        record_state(cur, now, node_id, name, NodeState(state), NodeState.DEAD, texts.LEASE_EXPIRED)
+        requeue_running(cur, now, node_id, texts.node_died(name))
+    if rows:
+        rebalance(cur, now, texts.declared_dead([r[1] for r in rows]))
+    return [int(r[0]) for r in rows]
+
+
+def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str) -> None:
+    """Give a departed node's running jobs back to the queue, counting the attempt."""
+    rows = cur.execute(
+        q.REQUEUE_ORPHANS,
+        {
+            "now": now,
+            "node": node_id,
+            "reason": reason,
+            "failed_tail": texts.orphan_failed_tail(),
+            "requeued_tail": texts.orphan_requeued_tail(),
+            "attempt_mark": texts.ATTEMPT_MARK,
+            "max_mark": texts.MAX_ATTEMPTS_MARK,
+        },
+    ).fetchall()
+    add_counts(cur, rules.count_moves(JobState.RUNNING, rows))
+
+
+def rebalance(cur: sqlite3.Cursor, now: float, why: str) -> bool:
+    """Make the assignment match the eligible nodes; True if it changed."""
+    partitions, epoch = cur.execute(q.LOCK_CLUSTER).fetchone()
+    before = owners(cur)
+    eligible = [r[0] for r in cur.execute(q.ELIGIBLE_NODES)]
+    plan = rules.plan_rebalance(before, eligible, partitions, why)
+    if plan is None:
+        return False
+    cur.executemany(q.SET_OWNER, [(plan.owners[p], p) for p in plan.changed])
+    cur.executemany(q.SET_SECTION, [(section_text(s), n) for n, s in plan.sections])
+    cur.execute(q.SET_EPOCH, (epoch + 1,))
+    cur.execute(q.REBALANCE_EVENT, (now, epoch + 1, json.dumps(plan.owners), plan.reason))
+    return True
+
+
+def add_counts(cur: sqlite3.Cursor, deltas: Counter[tuple[str, str]]) -> None:
+    """Add the deltas to the counters, in the same transaction as the change they count."""
+    cur.executemany(
+        q.ADD_COUNTS, [(task, state, n) for (task, state), n in sorted(deltas.items()) if n]
+    )

@@ -1,0 +1,201 @@
+"""The SQLite store's statements, named as their PostgreSQL counterparts in `postgres/queries.py`.
+
+Placeholders are `?` or `:name`. SQLite lets one writer in at a time, so a batch is a loop of
+small statements inside one `BEGIN IMMEDIATE` transaction rather than one statement over arrays;
+time is SQLite's own clock (`NOW`), read once per transaction and passed in as `:now`.
+"""
+
+from __future__ import annotations
+
+from shoal.store.rules import ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
+
+# Datastore time as epoch seconds: on one host every node reads the same clock.
+NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+
+LOCK_CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1"
+NEXT_IDS = "SELECT partitions, next_job_id FROM cluster WHERE id = 1"
+SET_NEXT_ID = "UPDATE cluster SET next_job_id = ? WHERE id = 1"
+
+SUBMIT = (
+    "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
+    " timeout_s, run_after, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
+)
+
+CANCEL = (
+    "UPDATE jobs SET state = 'cancelled', finished_at = :now"
+    " WHERE id = :id AND state = 'queued' RETURNING task, state"
+)
+
+# The runnable queued jobs of the node's section, oldest first.
+PICK = (
+    "SELECT id FROM jobs WHERE state = 'queued' AND run_after <= :now"
+    " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
+    " ORDER BY id LIMIT :limit"
+)
+# Idle nodes poll: look before taking the write lock.
+ANY_CLAIMABLE = PICK
+
+CLAIM = (
+    "UPDATE jobs SET state = 'running', claimer = :node, attempts = attempts + 1,"
+    " started_at = :now, progress = 0, progress_message = NULL"
+    f" WHERE id IN ({PICK}) AND EXISTS (SELECT 1 FROM nodes WHERE id = :node"
+    f" AND {ELIGIBLE_SQL})"
+    f" RETURNING {JOB_COLUMNS}"
+)
+
+PROGRESS = (
+    "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ? AND claimer = ?"
+    " AND attempts = ? AND state = 'running'"
+)
+
+# One outcome, fenced by (claimer, attempt, running): success, a retry after a delay, or failure.
+FINISH = """
+UPDATE jobs SET
+    state = CASE WHEN :ok THEN 'succeeded' WHEN :retry_in_s IS NULL THEN 'failed'
+                 ELSE 'queued' END,
+    result = CASE WHEN :ok THEN :result ELSE result END,
+    error = CASE WHEN :ok THEN NULL ELSE :error END,
+    traceback = CASE WHEN :ok THEN NULL ELSE :traceback END,
+    progress = CASE WHEN :ok THEN 1.0 WHEN :retry_in_s IS NULL THEN progress ELSE 0 END,
+    claimer = CASE WHEN NOT :ok AND :retry_in_s IS NOT NULL THEN NULL ELSE claimer END,
+    run_after = CASE WHEN NOT :ok AND :retry_in_s IS NOT NULL THEN :now + :retry_in_s
+                     ELSE run_after END,
+    finished_at = CASE WHEN :ok OR :retry_in_s IS NULL THEN :now ELSE finished_at END
+WHERE id = :id AND claimer = :node AND attempts = :attempt AND state = 'running'
+RETURNING task, state
+"""
+
+COUNT_FINISHES = "UPDATE nodes SET processed = processed + ?, failed = failed + ? WHERE id = ?"
+
+RELEASE = (
+    "UPDATE jobs SET state = 'queued', claimer = NULL, attempts = attempts - 1,"
+    " run_after = :now, progress = 0, progress_message = NULL"
+    " WHERE id = :id AND claimer = :node AND state = 'running' RETURNING task, state"
+)
+
+RUNNING_ATTEMPTS = (
+    "SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = ? ORDER BY id"
+)
+
+ADD_COUNTS = (
+    "INSERT INTO job_counts (shard, task, state, n) VALUES (0, ?, ?, ?)"
+    " ON CONFLICT (shard, task, state) DO UPDATE SET n = n + excluded.n"
+)
+
+# -- nodes ----------------------------------------------------------------------------------------
+
+INSERT_NODE = (
+    "INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at,"
+    " heartbeat_at, lease_expires_at, state_changed_at)"
+    " VALUES (:name, 'initializing', :host, :pid, :concurrency, :tasks, :now, :now,"
+    " :now + :lease, :now)"
+)
+LIVE_HOLDER = "SELECT id, state, lease_expires_at - ? FROM nodes WHERE name = ? AND state <> 'dead'"
+
+NODE_STATE_EVENT = (
+    "INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)"
+    " VALUES (?, 'node_state', ?, ?, ?, ?, ?)"
+)
+MOVE_NODE = (
+    "UPDATE nodes SET state = :new, state_changed_at = :now WHERE id = :node AND state = :old"
+    " RETURNING name"
+)
+
+HEARTBEAT = (
+    "UPDATE nodes SET heartbeat_at = :now, lease_expires_at = :now + :lease"
+    " WHERE id = :node AND state <> 'dead' RETURNING state, section, pause_requested"
+)
+EPOCH = "SELECT epoch FROM cluster WHERE id = 1"
+
+FIND_NODE_BY_ID = "SELECT id, name, state FROM nodes WHERE id = ?"
+FIND_NODE_BY_NAME = (
+    "SELECT id, name, state FROM nodes WHERE name = ? ORDER BY state = 'dead', id DESC LIMIT 1"
+)
+SET_PAUSE = "UPDATE nodes SET pause_requested = ? WHERE id = ?"
+PAUSE_EVENT = (
+    "INSERT INTO history (at, kind, node_id, node_name, reason)"
+    " VALUES (?, 'pause_request', ?, ?, ?)"
+)
+
+ANY_EXPIRED = f"SELECT 1 FROM nodes WHERE state <> 'dead' AND lease_expires_at < ({NOW}) LIMIT 1"
+EXPIRED = "SELECT id, name, state FROM nodes WHERE state <> 'dead' AND lease_expires_at < ?"
+MARK_EXPIRED_DEAD = "UPDATE nodes SET state = 'dead', state_changed_at = ? WHERE id = ?"
+
+# A departed node's running jobs go back to the queue, the attempt counting; a job with no
+# attempts left fails. The error is `:reason` followed by a tail whose marks stand for the job's
+# attempt and maximum (see `texts`).
+REQUEUE_ORPHANS = """
+UPDATE jobs SET
+    state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN :now ELSE finished_at END,
+    claimer = CASE WHEN attempts >= max_attempts THEN claimer END,
+    run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE :now END,
+    progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
+    progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
+    traceback = NULL,
+    error = :reason || replace(replace(
+        CASE WHEN attempts >= max_attempts THEN :failed_tail ELSE :requeued_tail END,
+        :attempt_mark, attempts), :max_mark, max_attempts)
+WHERE state = 'running' AND claimer = :node
+RETURNING task, state
+"""
+
+ELIGIBLE_NODES = f"SELECT id FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
+OWNERS = "SELECT owner FROM partitions ORDER BY partition"
+SET_OWNER = "UPDATE partitions SET owner = ? WHERE partition = ?"
+SET_SECTION = "UPDATE nodes SET section = ? WHERE id = ?"
+SET_EPOCH = "UPDATE cluster SET epoch = ? WHERE id = 1"
+REBALANCE_EVENT = (
+    "INSERT INTO history (at, kind, epoch, owners, reason) VALUES (?, 'rebalance', ?, ?, ?)"
+)
+
+# -- reads and samples ----------------------------------------------------------------------------
+
+READ_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+KNOWN_TASKS = "SELECT tasks FROM nodes WHERE state <> 'dead'"
+RUNNING_BY_NODE = "SELECT claimer, count(*) FROM jobs WHERE state = 'running' GROUP BY claimer"
+NODES_IN_VIEW = "SELECT * FROM nodes WHERE state <> 'dead' OR state_changed_at >= ? ORDER BY id"
+READ_NODE = "SELECT * FROM nodes WHERE id = ?"
+RUNNING_OF_NODE = "SELECT count(*) FROM jobs WHERE state = 'running' AND claimer = ?"
+READ_HISTORY = "SELECT * FROM history WHERE at >= ? AND at <= ? ORDER BY at, id LIMIT ?"
+LAST_REBALANCE = (
+    "SELECT * FROM history WHERE kind = 'rebalance' AND at <= ? ORDER BY at DESC, id DESC LIMIT 1"
+)
+NODE_STATES_AT = (
+    "SELECT n.*, (SELECT h.to_state FROM history h WHERE h.node_id = n.id"
+    "  AND h.kind = 'node_state' AND h.at <= :at ORDER BY h.at DESC, h.id DESC LIMIT 1)"
+    "  AS past_state,"
+    " (SELECT h.at FROM history h WHERE h.node_id = n.id"
+    "  AND h.kind = 'node_state' AND h.at <= :at ORDER BY h.at DESC, h.id DESC LIMIT 1)"
+    "  AS past_changed_at"
+    " FROM nodes n WHERE n.started_at <= :at ORDER BY n.id"
+)
+READ_SAMPLES = "SELECT * FROM samples WHERE at >= ? AND at <= ? ORDER BY at"
+COUNT_BY_STATE = "SELECT state, sum(n) FROM job_counts GROUP BY state"
+COUNT_BY_TASK = "SELECT task, state, sum(n) FROM job_counts GROUP BY task, state HAVING sum(n) <> 0"
+LIST_FINISHED = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE finished_at >= ? ORDER BY finished_at, id LIMIT ?"
+)
+OLDEST_QUEUED = "SELECT created_at FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1"
+
+SAMPLE_EXISTS = "SELECT 1 FROM samples WHERE bucket = ?"
+FINISHED_BETWEEN = (
+    "SELECT state, count(*) FROM jobs WHERE finished_at >= ? AND finished_at < ? GROUP BY state"
+)
+LIVE_NODES = f"SELECT count(*) FROM nodes WHERE {SECTION_STATES_SQL}"
+SAMPLE = (
+    "INSERT OR IGNORE INTO samples (bucket, at, interval_s, queued, running, succeeded,"
+    " failed, live_nodes, oldest_queued_age_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+# -- schema ---------------------------------------------------------------------------------------
+
+HAS_META = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'shoal_meta'"
+SCHEMA_VERSION = "SELECT value FROM shoal_meta WHERE key = 'schema_version'"
+SET_SCHEMA_VERSION = (
+    "INSERT INTO shoal_meta (key, value) VALUES ('schema_version', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+CLUSTER_PARTITIONS = "SELECT partitions FROM cluster WHERE id = 1"
+INSERT_CLUSTER = "INSERT INTO cluster (id, partitions, created_at) VALUES (1, ?, ?)"
+INSERT_PARTITION = "INSERT INTO partitions (partition, owner) VALUES (?, NULL)"

@@ -1,0 +1,216 @@
+"""`SqliteStore`: the Store on one SQLite file, for a cluster whose nodes share one host.
+
+The class opens the file and runs each operation as one transaction on it (`file.SqliteFile`),
+delegating what happens inside to the plain functions of `jobs`, `nodes` and `reads`, which take
+the open cursor. The schema is created and migrated on first open (zero set-up), by `schema`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from shoal.errors import DatastoreUnavailable, SchemaError
+from shoal.model import (
+    ClusterView,
+    Heartbeat,
+    HistoryEvent,
+    Job,
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    ProgressUpdate,
+    Sample,
+)
+from shoal.store import rules, texts
+from shoal.store.port import DEFAULT_PARTITIONS, Store
+from shoal.store.sqlite import jobs, nodes, reads, schema
+from shoal.store.sqlite import queries as q
+from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
+
+
+class SqliteStore(Store):
+    """The Store on one SQLite file. One connection per instance, guarded by a lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url_for_display = f"sqlite:///{path}"
+        self.file = SqliteFile(path)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> SqliteStore:
+        path = path_from_url(url)
+        check_local_path(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise DatastoreUnavailable(
+                f"cannot open {url}: directory {directory} does not exist; create it first"
+            )
+        if not os.path.exists(path) and not create:
+            raise SchemaError(
+                f"no Shoal datastore at {path}; start a node or run `shoal init --db {url}`"
+            )
+        store = cls(path)
+        # Zero set-up: a new file gets the schema and an older one is migrated, on first open.
+        if create and (store.schema_version() or 0) < schema.SCHEMA_VERSION:
+            store.initialize()
+        store.check_schema()
+        return store
+
+    # -- setting up -----------------------------------------------------------------------------
+
+    def schema_version(self) -> int | None:
+        with self.file.read() as cur:
+            return schema.version_of(cur)
+
+    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+        self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
+
+    def check_schema(self) -> None:
+        schema.check(self.schema_version(), self.path, self.url_for_display)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def now(self) -> float:
+        with self.file.read() as cur:
+            return now(cur)
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def submit_jobs(self, new: Sequence[NewJob]) -> list[int]:
+        if not new:
+            return []
+        return self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
+
+    def read_job(self, job_id: int) -> Job | None:
+        with self.file.read() as cur:
+            return reads.read_job(cur, job_id)
+
+    def list_jobs(
+        self, where: JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[Job]:
+        with self.file.read() as cur:
+            return reads.list_jobs(cur, where, limit, before_id)
+
+    def cancel_job(self, job_id: int) -> bool:
+        return self.file.run(lambda cur: jobs.cancel(cur, now(cur), job_id))
+
+    def known_tasks(self) -> set[str]:
+        with self.file.read() as cur:
+            return reads.known_tasks(cur)
+
+    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+        with self.file.read() as cur:
+            # Look before taking the write lock: idle nodes poll, and must not queue up writers.
+            if not jobs.any_claimable(cur, now(cur), node_id):
+                return []
+        return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit))
+
+    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+        if not updates:
+            return 0
+        return self.file.run(lambda cur: jobs.record_progress(cur, node_id, updates))
+
+    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        return self.file.run(lambda cur: jobs.finish(cur, now(cur), node_id, outcomes))
+
+    def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
+        if not job_ids:
+            return 0
+        return self.file.run(lambda cur: jobs.release(cur, now(cur), node_id, job_ids))
+
+    def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
+        with self.file.read() as cur:
+            return jobs.running_attempts(cur, node_id)
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def register_node(
+        self,
+        name: str,
+        host: str,
+        pid: int,
+        concurrency: int,
+        tasks: Sequence[str],
+        lease_s: float,
+    ) -> NodeRecord:
+        node_id = self.file.run(
+            lambda cur: nodes.register(cur, now(cur), name, host, pid, concurrency, tasks, lease_s)
+        )
+        return self.read_registered(node_id)
+
+    def apply_node_state(
+        self, node_id: int, expected: NodeState, new: NodeState, reason: str
+    ) -> bool:
+        return self.file.run(
+            lambda cur: nodes.apply_state(cur, now(cur), node_id, expected, new, reason)
+        )
+
+    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+        return self.file.run(lambda cur: nodes.heartbeat(cur, now(cur), node_id, lease_s))
+
+    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
+        node_id = self.file.run(lambda cur: nodes.request_pause(cur, now(cur), node_ref, paused))
+        return self.read_registered(node_id)
+
+    def mark_dead_nodes(self) -> list[int]:
+        with self.file.read() as cur:
+            # Cheap check outside a write transaction: most calls find nobody expired.
+            if cur.execute(q.ANY_EXPIRED).fetchone() is None:
+                return []
+        return self.file.run(lambda cur: nodes.mark_dead(cur, now(cur)))
+
+    def rebalance(self) -> bool:
+        return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+
+    def read_registered(self, node_id: int) -> NodeRecord:
+        node = self.read_node(node_id)
+        assert node is not None  # just written in a committed transaction of ours
+        return node
+
+    # -- history and views ----------------------------------------------------------------------
+
+    def record_sample(self, interval_s: float) -> bool:
+        with self.file.read() as cur:
+            if jobs.has_sample(cur, int(now(cur) // interval_s)):
+                return False
+        return self.file.run(lambda cur: jobs.record_sample(cur, now(cur), interval_s))
+
+    def read_cluster(self, dead_window_s: float = rules.DEAD_WINDOW_S) -> ClusterView:
+        return self.file.run(lambda cur: reads.read_cluster(cur, dead_window_s), write=False)
+
+    def read_node(self, node_id: int) -> NodeRecord | None:
+        with self.file.read() as cur:
+            return reads.read_node(cur, node_id)
+
+    def read_history(
+        self, since: float, until: float | None = None, limit: int = 10_000
+    ) -> list[HistoryEvent]:
+        with self.file.read() as cur:
+            return reads.read_history(cur, since, until, limit)
+
+    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+        with self.file.read() as cur:
+            return reads.read_last_rebalance(cur, at)
+
+    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+        with self.file.read() as cur:
+            return reads.read_node_states_at(cur, at)
+
+    def read_samples(self, since: float, until: float | None = None) -> list[Sample]:
+        with self.file.read() as cur:
+            return reads.read_samples(cur, since, until)
+
+    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+        with self.file.read() as cur:
+            return reads.count_jobs_by_task(cur)
+
+    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+        with self.file.read() as cur:
+            return reads.list_finished(cur, since, limit)

@@ -1,0 +1,109 @@
+"""The texts people read from a datastore, written once for both dialects.
+
+Error messages (a name taken, a node not found or dead, a fixed partition count, a schema to
+create or migrate) and the reasons recorded on jobs that a departed node gave back are built
+here in Python. The dialects raise them or pass them to their SQL as parameters, so no dialect's
+SQL spells a sentence of its own.
+"""
+
+from __future__ import annotations
+
+# The parts of a requeued or failed job's error that SQL fills in per row: the markers stand for
+# the job's attempt number and its maximum (see `orphan_failed_tail`).
+ATTEMPT_MARK = "{attempt}"
+MAX_ATTEMPTS_MARK = "{max_attempts}"
+
+
+def name_taken(name: str, holder: tuple[int, str, float] | None = None) -> str:
+    """A live node already has `name`; `holder` is its (id, state, seconds left on its lease)."""
+    if holder is None:
+        return f"a live node named {name!r} already exists; pick another --name"
+    node_id, state, lease_left_s = holder
+    return (
+        f"a live node named {name!r} already exists (id {node_id}, {state}); its lease ends in "
+        f"{max(0.0, lease_left_s):.1f}s. Pick another --name, or stop that node first."
+    )
+
+
+def no_such_node(node_ref: str) -> str:
+    return f"no node with id or name {node_ref!r}; see `shoal status`"
+
+
+def node_is_dead(name: str, node_id: int) -> str:
+    return f"node {name} (id {node_id}) is dead; it cannot pause or resume"
+
+
+PARTITIONS_AT_LEAST_ONE = "partitions must be at least 1"
+
+
+def partitions_fixed(existing: int) -> str:
+    return f"this datastore already has {existing} partitions; P is fixed at init"
+
+
+def init_command(url: str) -> str:
+    return f"run `shoal init --db {url}`"
+
+
+def no_schema(where: str, url: str) -> str:
+    return f"{where} has no Shoal schema; {init_command(url)}"
+
+
+def old_schema(where: str, version: int, needed: int, url: str) -> str:
+    return (
+        f"{where} has schema version {version}, this Shoal needs {needed}; "
+        f"{init_command(url)} to migrate"
+    )
+
+
+def newer_schema(where: str, version: int, known: int) -> str:
+    return (
+        f"{where} has schema version {version}, newer than this Shoal understands "
+        f"({known}); upgrade Shoal on this host"
+    )
+
+
+def no_cluster_row(url: str) -> str:
+    return f"{url} has no cluster row; {init_command(url)}"
+
+
+# -- reasons recorded on jobs and nodes -------------------------------------------------------
+
+LEASE_EXPIRED = "lease expired"
+REGISTERED = "registered"
+
+
+def node_stopped(name: str, why: str) -> str:
+    return f"node {name} stopped: {why}"
+
+
+def node_died(name: str) -> str:
+    return f"node {name} died (lease expired)"
+
+
+def orphan_failed_tail() -> str:
+    """What follows the reason on a job whose node departed with no attempts left."""
+    return f" during attempt {ATTEMPT_MARK} of {MAX_ATTEMPTS_MARK}; no attempts left"
+
+
+def orphan_requeued_tail() -> str:
+    """What follows the reason on a job whose node departed and that went back to the queue."""
+    return f" during attempt {ATTEMPT_MARK}; requeued"
+
+
+def pause_event(paused: bool) -> str:
+    return "pause requested" if paused else "resume requested"
+
+
+def pause_rebalance(name: str, paused: bool) -> str:
+    return f"node {name} {'pausing' if paused else 'resuming'}"
+
+
+def state_rebalance(name: str, state: str) -> str:
+    return f"node {name} {state}"
+
+
+def declared_dead(names: list[str]) -> str:
+    return f"declared dead: {', '.join(names)}"
+
+
+REPAIR = "repair"
