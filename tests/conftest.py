@@ -1,6 +1,7 @@
 """Shared fixtures: a fresh datastore per test, on every backend the machine offers.
 
-PostgreSQL tests get a brand-new database each (tests/pgutil.py). Locally without a server they
+PostgreSQL tests get a brand-new database each (tests/pgutil.py), cloned from a template that
+is migrated once per run. Locally without a server they
 skip with a loud reason; with CI=true they fail instead, because CI must exercise PostgreSQL.
 """
 
@@ -22,11 +23,17 @@ BACKENDS = ["sqlite", "postgres"]
 
 
 def backend_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new datastore: an initialised SQLite file, or a PostgreSQL database cloned
+    from the run's migrated and initialised template."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shoal.db'}"
+        url = f"sqlite:///{tmp_path / 'shoal.db'}"
+        store = open_store(url)
+        store.initialize()
+        store.close()
+        yield url
         return
     try:
-        from pgutil import fresh_pg_database, pg_available
+        from pgutil import migrated_pg_database, pg_available
     except ImportError as exc:
         if IN_CI:
             raise
@@ -35,7 +42,7 @@ def backend_url(backend: str, tmp_path: Path) -> Iterator[str]:
         if IN_CI:
             pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 and CI=true")
         pytest.skip("!!! PostgreSQL is not reachable on 127.0.0.1:5432: PostgreSQL tests SKIPPED")
-    with fresh_pg_database() as url:
+    with migrated_pg_database() as url:
         yield url
 
 
@@ -43,11 +50,7 @@ def backend_url(backend: str, tmp_path: Path) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty, initialised datastore on each backend."""
     gen = backend_url(request.param, tmp_path)
-    url = next(gen)
-    store = open_store(url)
-    store.initialize()
-    store.close()
-    yield url
+    yield next(gen)
     for _ in gen:
         pass
 
@@ -64,3 +67,10 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'shoal.db'}"
     open_store(url).close()
     return url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the run's PostgreSQL template, if a test made one."""
+    pgutil = sys.modules.get("pgutil")
+    if pgutil is not None:
+        pgutil.drop_template()

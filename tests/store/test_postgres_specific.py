@@ -1,7 +1,8 @@
 """PostgreSQL-only behaviour: schema checks, surviving the server, retries that must not double
 writes, many connections claiming at once, wake-ups, and the claim plan on a large table.
 
-Every test works in a brand-new database (tests/pgutil.py). Without a server they skip loudly,
+Every test works in a brand-new database (tests/pgutil.py), cloned from the run's migrated template
+when it takes `store`. Without a server they skip loudly,
 except with CI=true, where they fail.
 """
 
@@ -27,7 +28,7 @@ from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query,
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector
 
-from pgutil import ADMIN_URL, fresh_pg_database, pg_available
+from pgutil import ADMIN_URL, fresh_pg_database, migrated_pg_database, pg_available
 
 pytestmark = pytest.mark.postgres
 SCHEMA_TABLE_V1 = """
@@ -43,15 +44,17 @@ if not pg_available():  # with CI=true pg_available raises instead: CI never ski
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    with fresh_pg_database() as db_url:
+def url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new database: empty, or for a test that also takes `store`, that store's database,
+    cloned from the run's migrated template."""
+    new_database = migrated_pg_database if "store" in request.fixturenames else fresh_pg_database
+    with new_database() as db_url:
         yield db_url
 
 
 @pytest.fixture
 def store(url: str) -> Iterator[PostgresStore]:
     s = PostgresStore.open(url, retry_for_s=30.0)
-    s.initialize()
     yield s
     s.close()
 

@@ -1,0 +1,130 @@
+"""Conformance, jobs: submitting, reading, listing, cancelling and claiming, on every adapter.
+
+Each test gets a fresh, initialised datastore (P = 128) through the `store` fixture, which is
+parametrised over SQLite and PostgreSQL (see `conformance` for the shared helpers).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conformance import P, new_jobs, owners_of, start_node
+
+from shoal.model import (
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+)
+from shoal.store import Store, open_store
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def test_submitted_jobs_get_sequential_ids_and_partition_by_modulo(store: Store) -> None:
+    first = store.submit_jobs(new_jobs(3))
+    second = store.submit_jobs(new_jobs(200))
+    ids = first + second
+    assert ids == list(range(ids[0], ids[0] + 203))
+    for job_id in (ids[0], ids[130], ids[-1]):
+        job = store.read_job(job_id)
+        assert job is not None
+        assert job.partition == job_id % P
+        assert job.state is JobState.QUEUED and job.attempts == 0
+
+
+def test_job_fields_round_trip(store: Store) -> None:
+    [job_id] = store.submit_jobs([NewJob("resize", '["a.png"]', '{"width": 100}', 3, 2.5)])
+    job = store.read_job(job_id)
+    assert job is not None
+    assert (job.task, job.args, job.kwargs) == ("resize", ["a.png"], {"width": 100})
+    assert (job.max_attempts, job.timeout_s, job.claimer, job.result) == (3, 2.5, None, None)
+    assert job.created_at == pytest.approx(store.now(), abs=5)
+    assert store.read_job(job_id + 1000) is None
+
+
+def test_cancel_applies_only_to_queued_jobs(store: Store) -> None:
+    node = start_node(store, "a")
+    a, b = store.submit_jobs(new_jobs(2))
+    assert store.cancel_job(a)
+    assert store.read_job(a).state is JobState.CANCELLED  # type: ignore[union-attr]
+    [claimed] = store.claim_jobs(node.id, 10)
+    assert claimed.id == b
+    assert not store.cancel_job(b)
+
+
+def test_list_jobs_filters_newest_first_and_pages(store: Store) -> None:
+    ids = store.submit_jobs(new_jobs(5, task="x") + new_jobs(5, task="y"))
+    page = store.list_jobs(JobFilter(task="y"), limit=3)
+    assert [j.id for j in page] == ids[9:6:-1]
+    more = store.list_jobs(JobFilter(task="y"), limit=3, before_id=page[-1].id)
+    assert [j.id for j in more] == ids[6:4:-1]
+    ranged = store.list_jobs(JobFilter(min_id=ids[1], max_id=ids[2]))
+    assert {j.id for j in ranged} == {ids[1], ids[2]}
+    assert len(store.list_jobs(JobFilter(state=JobState.QUEUED), limit=100)) == 10
+
+
+# -- claiming --------------------------------------------------------------------------------
+
+
+def test_node_claims_only_jobs_of_its_own_section(store: Store) -> None:
+    a, b = start_node(store, "a"), start_node(store, "b")
+    store.submit_jobs(new_jobs(300))
+    owners = owners_of(store)
+    for node in (a, b):
+        claimed = store.claim_jobs(node.id, 500)
+        assert claimed
+        assert all(owners[j.partition] == node.id for j in claimed)
+        assert all(j.claimer == node.id and j.attempts == 1 for j in claimed)
+    assert store.read_cluster().job_counts[JobState.QUEUED] == 0
+
+
+def test_claim_takes_oldest_first_and_moves_node_to_working(store: Store) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(10))
+    claimed = store.claim_jobs(node.id, 4)
+    assert [j.id for j in claimed] == ids[:4]
+    assert store.read_node(node.id).state is NodeState.WORKING  # type: ignore[union-attr]
+
+
+def test_initializing_node_cannot_claim(store: Store) -> None:
+    start_node(store, "a")
+    fresh = store.register_node("b", "host", 2, 4, ["t"], 30.0)
+    store.submit_jobs(new_jobs(50))
+    assert store.claim_jobs(fresh.id, 50) == []
+
+
+def test_delayed_job_is_not_claimed_before_its_time(store: Store) -> None:
+    node = start_node(store, "a")
+    store.submit_jobs(new_jobs(1, delay_s=3600.0))
+    assert store.claim_jobs(node.id, 10) == []
+
+
+# -- races -----------------------------------------------------------------------------------
+
+
+def test_concurrent_claims_claim_each_job_exactly_once(store: Store, db_url: str) -> None:
+    nodes = [start_node(store, f"n{i}") for i in range(4)]
+    ids = store.submit_jobs(new_jobs(600))
+    claims: list[tuple[int, int, int]] = []
+    lock = threading.Lock()
+    owners = owners_of(store)
+
+    def worker(node: NodeRecord) -> None:
+        own = open_store(db_url)  # each worker has its own connection, as nodes do
+        try:
+            while batch := own.claim_jobs(node.id, 7):
+                with lock:
+                    claims.extend((j.id, j.partition, node.id) for j in batch)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in nodes + nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c[0] for c in claims) == ids
+    assert all(owners[part] == node for _, part, node in claims)
