@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from shoal import states
 from shoal.model import (
@@ -42,6 +43,18 @@ from shoal.model import (
 from shoal.store.rules import DEAD_WINDOW_S
 
 DEFAULT_PARTITIONS = 128
+
+
+@dataclass(frozen=True)
+class NewNode:
+    """A node to register: what `register_node` was given, tasks sorted."""
+
+    name: str
+    host: str
+    pid: int
+    concurrency: int
+    tasks: tuple[str, ...]
+    lease_s: float
 
 
 class Store(ABC):
@@ -100,7 +113,6 @@ class Store(ABC):
 
     # -- node lifecycle -----------------------------------------------------------------------
 
-    @abstractmethod
     def register_node(
         self,
         name: str,
@@ -114,6 +126,12 @@ class Store(ABC):
 
         Raises NodeNameTaken if a node with this name is not dead. Records history.
         """
+        new = NewNode(name, host, pid, concurrency, tuple(sorted(tasks)), lease_s)
+        return self.read_written_node(self.insert_node(new))
+
+    @abstractmethod
+    def insert_node(self, new: NewNode) -> int:
+        """`register_node`'s write, in one transaction: returns the new node's id."""
 
     def set_node_state(
         self, node_id: int, expected: NodeState, new: NodeState, reason: str = ""
@@ -142,13 +160,23 @@ class Store(ABC):
         A node that gets None must stop writing, abandon its in-flight work and register anew.
         """
 
-    @abstractmethod
     def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
         """Ask a live node (by id or name) to pause (True) or resume (False).
 
         A pause request takes the node out of the section assignment at once (rebalanced in the
         same transaction); the node drains and then moves itself to `paused`. Raises NotFound.
         """
+        return self.read_written_node(self.apply_pause(node_ref, paused))
+
+    @abstractmethod
+    def apply_pause(self, node_ref: str, paused: bool) -> int:
+        """`request_pause`'s write, in one transaction: returns the node's id."""
+
+    def read_written_node(self, node_id: int) -> NodeRecord:
+        """The node just written by a committed transaction of ours (so it exists)."""
+        node = self.read_node(node_id)
+        assert node is not None
+        return node
 
     @abstractmethod
     def mark_dead_nodes(self) -> list[int]:

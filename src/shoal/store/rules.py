@@ -2,9 +2,10 @@
 
 Given what a dialect read in its transaction, these decide what to write: the rebalance plan
 (which partitions change owner, each node's new section, the reason recorded), the node states
-at a past moment, the job filter in either placeholder style, and the job-counter deltas. The
-constants both dialects' SQL is built from live here too: the job columns, the states that may
-own a section as one SQL fragment, and how long a dead node stays in view.
+at a past moment, the job filter in either placeholder style, the job-counter deltas, and which
+node a pause request names. The constants both dialects' SQL is built from live here too: the
+job columns, the states that may own a section as one SQL fragment, and how long a dead node
+stays in view.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal import assignment, states
+from shoal.errors import NotFound
 from shoal.model import HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
+from shoal.store import texts
 
 # A node that died stays in the cluster view (now or at a past moment) this long, so that people
 # see it go rather than have it vanish.
@@ -65,6 +68,25 @@ def plan_rebalance(
         sections=tuple((n, after.get(n, ())) for n in moved_nodes),
         reason=f"{why}; moved {assignment.moved(owners, new)} of {partitions}",
     )
+
+
+# -- pausing ------------------------------------------------------------------------------------
+
+
+def node_key(node_ref: str) -> int | str:
+    """What a reference to a node names: an id when it is all digits, else a name."""
+    return int(node_ref) if node_ref.isdigit() else node_ref
+
+
+def pause_target(node_ref: str, row: Sequence[Any] | None) -> tuple[int, str]:
+    """The (id, name) of the node found for a pause or resume request, given its row
+    (id, name, state); NotFound if there is none or it is dead."""
+    if row is None:
+        raise NotFound(texts.no_such_node(node_ref))
+    node_id, name = int(row[0]), str(row[1])
+    if row[2] == NodeState.DEAD.value:
+        raise NotFound(texts.node_is_dead(name, node_id))
+    return node_id, name
 
 
 # -- the past -------------------------------------------------------------------------------------

@@ -9,31 +9,21 @@ running jobs back to the queue. A registration or state change retried after its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import psycopg.errors as pgerr
 
 from shoal import states
-from shoal.errors import NodeNameTaken, NotFound
+from shoal.errors import NodeNameTaken
 from shoal.model import Heartbeat, NodeState
 from shoal.store import rules, texts
+from shoal.store.port import NewNode
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, owners, scalar
 
 
-def register(
-    conn: Conn,
-    retried: bool,
-    name: str,
-    host: str,
-    pid: int,
-    concurrency: int,
-    tasks: Sequence[str],
-    lease_s: float,
-) -> int:
+def register(conn: Conn, retried: bool, new: NewNode) -> int:
     """Insert a node in `initializing`; NodeNameTaken if a live node has the name."""
     if retried:  # the earlier try may have committed: that registration is ours
-        row = conn.execute(q.OUR_REGISTRATION, (name, host, pid)).fetchone()
+        row = conn.execute(q.OUR_REGISTRATION, (new.name, new.host, new.pid)).fetchone()
         if row is not None:
             return int(row[0])
     with conn.transaction():
@@ -41,26 +31,18 @@ def register(
         if conn.execute(q.ANY_EXPIRED).fetchone():
             conn.execute(q.LOCK_CLUSTER)
             mark_dead(conn)
-        holder = conn.execute(q.LIVE_HOLDER, (name,)).fetchone()
+        holder = conn.execute(q.LIVE_HOLDER, (new.name,)).fetchone()
         if holder is not None:
-            raise NodeNameTaken(texts.name_taken(name, (holder[0], holder[1], float(holder[2]))))
-        args = {
-            "name": name,
-            "host": host,
-            "pid": pid,
-            "concurrency": concurrency,
-            "tasks": sorted(tasks),
-            "lease": lease_s,
-        }
+            lease_left_s = float(holder[2])
+            raise NodeNameTaken(texts.name_taken(new.name, (holder[0], holder[1], lease_left_s)))
+        args = {**vars(new), "tasks": list(new.tasks), "lease": new.lease_s}
         try:
             with conn.transaction():
                 node_id = int(scalar(conn, q.INSERT_NODE, args))
         except pgerr.UniqueViolation:  # registered by someone else a moment ago
-            raise NodeNameTaken(texts.name_taken(name)) from None
-        conn.execute(
-            q.NODE_STATE_EVENT,
-            (node_id, name, None, NodeState.INITIALIZING.value, texts.REGISTERED),
-        )
+            raise NodeNameTaken(texts.name_taken(new.name)) from None
+        event = (node_id, new.name, None, NodeState.INITIALIZING.value, texts.REGISTERED)
+        conn.execute(q.NODE_STATE_EVENT, event)
         return node_id
 
 
@@ -107,15 +89,9 @@ def request_pause(conn: Conn, node_ref: str, paused: bool) -> int:
     """Set or clear the node's pause request and rebalance; NotFound if unknown or dead."""
     with conn.transaction():
         conn.execute(q.LOCK_CLUSTER)
-        if node_ref.isdigit():
-            row = conn.execute(q.FIND_NODE_BY_ID, (int(node_ref),)).fetchone()
-        else:
-            row = conn.execute(q.FIND_NODE_BY_NAME, (node_ref,)).fetchone()
-        if row is None:
-            raise NotFound(texts.no_such_node(node_ref))
-        node_id, name, state = int(row[0]), str(row[1]), str(row[2])
-        if state == NodeState.DEAD.value:
-            raise NotFound(texts.node_is_dead(name, node_id))
+        key = rules.node_key(node_ref)
+        find = q.FIND_NODE_BY_ID if isinstance(key, int) else q.FIND_NODE_BY_NAME
+        node_id, name = rules.pause_target(node_ref, conn.execute(find, (key,)).fetchone())
         conn.execute(q.SET_PAUSE, (paused, node_id))
         conn.execute(q.PAUSE_EVENT, (node_id, name, texts.pause_event(paused)))
         rebalance(conn, texts.pause_rebalance(name, paused))

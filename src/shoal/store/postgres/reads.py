@@ -13,18 +13,8 @@ from typing import Any
 
 from psycopg import Connection
 
+from shoal import model
 from shoal.errors import SchemaError
-from shoal.model import (
-    ClusterView,
-    EventKind,
-    HistoryEvent,
-    Job,
-    JobFilter,
-    JobState,
-    NodeRecord,
-    NodeState,
-    Sample,
-)
 from shoal.store import rules
 from shoal.store.postgres import queries as q
 
@@ -34,17 +24,21 @@ Conn = Connection[tuple[Any, ...]]
 QUEUED_BY_ID = "partition >= 0"
 
 
-def read_job(conn: Conn, job_id: int) -> Job | None:
+def read_job(conn: Conn, job_id: int) -> model.Job | None:
     row = conn.execute(q.READ_JOB, (job_id,)).fetchone()
     return None if row is None else job_from_row(row)
 
 
-def list_jobs_query(where: JobFilter, limit: int, before_id: int | None) -> tuple[str, list[Any]]:
+def list_jobs_query(
+    where: model.JobFilter, limit: int, before_id: int | None
+) -> tuple[str, list[Any]]:
     """The statement and parameters of `list_jobs`."""
     return rules.list_jobs_query(where, limit, before_id, "%s", [QUEUED_BY_ID])
 
 
-def list_jobs(conn: Conn, where: JobFilter, limit: int, before_id: int | None) -> list[Job]:
+def list_jobs(
+    conn: Conn, where: model.JobFilter, limit: int, before_id: int | None
+) -> list[model.Job]:
     sql, params = list_jobs_query(where, limit, before_id)
     return [job_from_row(r) for r in conn.execute(sql, params)]
 
@@ -53,17 +47,17 @@ def known_tasks(conn: Conn) -> set[str]:
     return {str(r[0]) for r in conn.execute(q.KNOWN_TASKS)}
 
 
-def read_cluster(conn: Conn, dead_window_s: float) -> ClusterView:
+def read_cluster(conn: Conn, dead_window_s: float) -> model.ClusterView:
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         now = float(scalar(conn, f"SELECT {q.NOW}"))
         partitions, epoch = one(conn.execute(q.CLUSTER).fetchone())
         rows = conn.execute(q.NODES_IN_VIEW, (now - dead_window_s,)).fetchall()
-        counts = {s: 0 for s in JobState}
+        counts = {s: 0 for s in model.JobState}
         for state, n in conn.execute(q.COUNT_BY_STATE):
-            counts[JobState(state)] = int(n)
+            counts[model.JobState(state)] = int(n)
         oldest = conn.execute(q.OLDEST_QUEUED_AGE).fetchone()
-        return ClusterView(
+        return model.ClusterView(
             partitions=int(partitions),
             epoch=int(epoch),
             now=now,
@@ -74,41 +68,45 @@ def read_cluster(conn: Conn, dead_window_s: float) -> ClusterView:
         )
 
 
-def read_node(conn: Conn, node_id: int) -> NodeRecord | None:
+def read_node(conn: Conn, node_id: int) -> model.NodeRecord | None:
     row = conn.execute(q.READ_NODE, (node_id,)).fetchone()
     return None if row is None else node_from_row(row)
 
 
-def read_history(conn: Conn, since: float, until: float | None, limit: int) -> list[HistoryEvent]:
+def read_history(
+    conn: Conn, since: float, until: float | None, limit: int
+) -> list[model.HistoryEvent]:
     bound = until if until is not None else float("inf")
     return [event_from_row(r) for r in conn.execute(q.READ_HISTORY, (since, bound, limit))]
 
 
-def read_last_rebalance(conn: Conn, at: float) -> HistoryEvent | None:
+def read_last_rebalance(conn: Conn, at: float) -> model.HistoryEvent | None:
     row = conn.execute(q.LAST_REBALANCE, (at,)).fetchone()
     return None if row is None else event_from_row(row)
 
 
-def read_node_states_at(conn: Conn, at: float) -> list[NodeRecord]:
+def read_node_states_at(conn: Conn, at: float) -> list[model.NodeRecord]:
     past = [
         rules.PastState(
-            node=node_from_row((*row[:-2], 0)), state=NodeState(row[-2]), changed_at=float(row[-1])
+            node=node_from_row((*row[:-2], 0)),
+            state=model.NodeState(row[-2]),
+            changed_at=float(row[-1]),
         )
         for row in conn.execute(q.NODE_STATES_AT, {"at": at})
     ]
     return rules.node_states_at(at, past, read_last_rebalance(conn, at))
 
 
-def read_samples(conn: Conn, since: float, until: float | None) -> list[Sample]:
+def read_samples(conn: Conn, since: float, until: float | None) -> list[model.Sample]:
     bound = until if until is not None else float("inf")
-    return [Sample(*r) for r in conn.execute(q.READ_SAMPLES, (since, bound))]
+    return [model.Sample(*r) for r in conn.execute(q.READ_SAMPLES, (since, bound))]
 
 
-def count_jobs_by_task(conn: Conn) -> dict[tuple[str, JobState], int]:
-    return {(str(r[0]), JobState(r[1])): int(r[2]) for r in conn.execute(q.COUNT_BY_TASK)}
+def count_jobs_by_task(conn: Conn) -> dict[tuple[str, model.JobState], int]:
+    return {(str(r[0]), model.JobState(r[1])): int(r[2]) for r in conn.execute(q.COUNT_BY_TASK)}
 
 
-def list_finished(conn: Conn, since: float, limit: int) -> list[Job]:
+def list_finished(conn: Conn, since: float, limit: int) -> list[model.Job]:
     return [job_from_row(r) for r in conn.execute(q.LIST_FINISHED, (since, limit))]
 
 
@@ -145,20 +143,20 @@ def owners(conn: Conn) -> tuple[int | None, ...]:
 
 # -- rows to values -------------------------------------------------------------------------------
 
-JOB_STATES = {state.value: state for state in JobState}
+JOB_STATES = {state.value: state for state in model.JobState}
 
 
-def job_from_row(r: Sequence[Any]) -> Job:
+def job_from_row(r: Sequence[Any]) -> model.Job:
     """A Job from a row of JOB_COLUMNS (positional: claims turn thousands of rows a second)."""
-    return Job(r[0], r[1], r[2], r[3], r[4], JOB_STATES[r[5]], *r[6:19])
+    return model.Job(r[0], r[1], r[2], r[3], r[4], JOB_STATES[r[5]], *r[6:19])
 
 
-def node_from_row(r: Sequence[Any]) -> NodeRecord:
+def node_from_row(r: Sequence[Any]) -> model.NodeRecord:
     """A node from NODE_COLUMNS followed by its running count."""
-    return NodeRecord(
+    return model.NodeRecord(
         id=r[0],
         name=r[1],
-        state=NodeState(r[2]),
+        state=model.NodeState(r[2]),
         section=tuple(r[3]),
         host=r[4],
         pid=r[5],
@@ -175,15 +173,15 @@ def node_from_row(r: Sequence[Any]) -> NodeRecord:
     )
 
 
-def event_from_row(r: Sequence[Any]) -> HistoryEvent:
-    return HistoryEvent(
+def event_from_row(r: Sequence[Any]) -> model.HistoryEvent:
+    return model.HistoryEvent(
         id=r[0],
         at=r[1],
-        kind=EventKind(r[2]),
+        kind=model.EventKind(r[2]),
         node_id=r[3],
         node_name=r[4],
-        from_state=NodeState(r[5]) if r[5] else None,
-        to_state=NodeState(r[6]) if r[6] else None,
+        from_state=model.NodeState(r[5]) if r[5] else None,
+        to_state=model.NodeState(r[6]) if r[6] else None,
         epoch=r[7],
         owners=tuple(r[8]) if r[8] is not None else None,
         reason=r[9],

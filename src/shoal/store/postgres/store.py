@@ -16,24 +16,10 @@ import random
 import time
 from collections.abc import Sequence
 
-from shoal import states
+from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
-from shoal.model import (
-    ClusterView,
-    Heartbeat,
-    HistoryEvent,
-    Job,
-    JobFilter,
-    JobState,
-    NewJob,
-    NodeRecord,
-    NodeState,
-    Outcome,
-    ProgressUpdate,
-    Sample,
-)
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, Store
+from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
 from shoal.store.postgres import jobs, nodes, reads, schema
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector, Listener
@@ -88,7 +74,7 @@ class PostgresStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def submit_jobs(self, new: Sequence[NewJob]) -> list[int]:
+    def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
         if not new:
             return []
         ids: list[int] = []
@@ -104,12 +90,12 @@ class PostgresStore(Store):
                 "(a batch is recorded whole or not at all)"
             ) from exc
 
-    def read_job(self, job_id: int) -> Job | None:
+    def read_job(self, job_id: int) -> model.Job | None:
         return self._db.run("read job", lambda c, _: reads.read_job(c, job_id))
 
     def list_jobs(
-        self, where: JobFilter, limit: int = 50, before_id: int | None = None
-    ) -> list[Job]:
+        self, where: model.JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[model.Job]:
         return self._db.run("list jobs", lambda c, _: reads.list_jobs(c, where, limit, before_id))
 
     def cancel_job(self, job_id: int) -> bool:
@@ -118,7 +104,7 @@ class PostgresStore(Store):
     def known_tasks(self) -> set[str]:
         return self._db.run("read known tasks", lambda c, _: reads.known_tasks(c))
 
-    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+    def claim_jobs(self, node_id: int, limit: int) -> list[model.Job]:
         if limit < 1:
             return []
         recovered = self._collect_lost_claims(node_id)
@@ -131,7 +117,7 @@ class PostgresStore(Store):
             "shard": q.counter_shard(node_id),
             "limit": limit - len(recovered),
             "token": token,
-            "why": states.TRANSITIONS[(NodeState.WAITING, NodeState.WORKING)],
+            "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
         }
         busy = node_id in self._busy
         try:
@@ -145,7 +131,7 @@ class PostgresStore(Store):
             self._busy.discard(node_id)
         return sorted(recovered + claimed, key=lambda j: j.id)
 
-    def _collect_lost_claims(self, node_id: int) -> list[Job]:
+    def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
         tokens = self._lost_claims.pop(node_id, [])
         if not tokens:
             return []
@@ -157,14 +143,14 @@ class PostgresStore(Store):
             self._lost_claims.setdefault(node_id, []).extend(tokens)
             raise
 
-    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+    def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:
             return 0
         return self._db.run(
             "record progress", lambda c, _: jobs.record_progress(c, node_id, updates)
         )
 
-    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+    def finish_jobs(self, node_id: int, outcomes: Sequence[model.Outcome]) -> list[bool]:
         if not outcomes:
             return []
         return self._db.run("finish jobs", lambda c, r: jobs.finish(c, r, node_id, outcomes))
@@ -179,48 +165,28 @@ class PostgresStore(Store):
 
     # -- nodes ----------------------------------------------------------------------------------
 
-    def register_node(
-        self,
-        name: str,
-        host: str,
-        pid: int,
-        concurrency: int,
-        tasks: Sequence[str],
-        lease_s: float,
-    ) -> NodeRecord:
-        node_id = self._db.run(
-            "register node",
-            lambda c, r: nodes.register(c, r, name, host, pid, concurrency, tasks, lease_s),
-        )
-        return self._read_registered(node_id)
+    def insert_node(self, new: NewNode) -> int:
+        return self._db.run("register node", lambda c, r: nodes.register(c, r, new))
 
     def apply_node_state(
-        self, node_id: int, expected: NodeState, new: NodeState, reason: str
+        self, node_id: int, expected: model.NodeState, new: model.NodeState, reason: str
     ) -> bool:
         return self._db.run(
             "change node state",
             lambda c, r: nodes.apply_state(c, r, node_id, expected, new, reason),
         )
 
-    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+    def heartbeat(self, node_id: int, lease_s: float) -> model.Heartbeat | None:
         return self._db.run("heartbeat", lambda c, _: nodes.heartbeat(c, node_id, lease_s))
 
-    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
-        node_id = self._db.run(
-            "request pause", lambda c, _: nodes.request_pause(c, node_ref, paused)
-        )
-        return self._read_registered(node_id)
+    def apply_pause(self, node_ref: str, paused: bool) -> int:
+        return self._db.run("request pause", lambda c, _: nodes.request_pause(c, node_ref, paused))
 
     def mark_dead_nodes(self) -> list[int]:
         return self._db.run("mark dead nodes", lambda c, _: nodes.mark_dead_nodes(c))
 
     def rebalance(self) -> bool:
         return self._db.run("rebalance", lambda c, _: nodes.repair(c))
-
-    def _read_registered(self, node_id: int) -> NodeRecord:
-        node = self.read_node(node_id)
-        assert node is not None  # just written in a committed transaction of ours
-        return node
 
     # -- capabilities ---------------------------------------------------------------------------
 
@@ -268,28 +234,28 @@ class PostgresStore(Store):
     def record_sample(self, interval_s: float) -> bool:
         return self._db.run("record sample", lambda c, _: jobs.record_sample(c, interval_s))
 
-    def read_cluster(self, dead_window_s: float = rules.DEAD_WINDOW_S) -> ClusterView:
+    def read_cluster(self, dead_window_s: float = rules.DEAD_WINDOW_S) -> model.ClusterView:
         return self._db.run("read cluster", lambda c, _: reads.read_cluster(c, dead_window_s))
 
-    def read_node(self, node_id: int) -> NodeRecord | None:
+    def read_node(self, node_id: int) -> model.NodeRecord | None:
         return self._db.run("read node", lambda c, _: reads.read_node(c, node_id))
 
     def read_history(
         self, since: float, until: float | None = None, limit: int = 10_000
-    ) -> list[HistoryEvent]:
+    ) -> list[model.HistoryEvent]:
         return self._db.run("read history", lambda c, _: reads.read_history(c, since, until, limit))
 
-    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+    def read_last_rebalance(self, at: float) -> model.HistoryEvent | None:
         return self._db.run("read last rebalance", lambda c, _: reads.read_last_rebalance(c, at))
 
-    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+    def read_node_states_at(self, at: float) -> list[model.NodeRecord]:
         return self._db.run("read past node states", lambda c, _: reads.read_node_states_at(c, at))
 
-    def read_samples(self, since: float, until: float | None = None) -> list[Sample]:
+    def read_samples(self, since: float, until: float | None = None) -> list[model.Sample]:
         return self._db.run("read samples", lambda c, _: reads.read_samples(c, since, until))
 
-    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+    def count_jobs_by_task(self) -> dict[tuple[str, model.JobState], int]:
         return self._db.run("count jobs by task", lambda c, _: reads.count_jobs_by_task(c))
 
-    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+    def list_finished(self, since: float, limit: int = 1000) -> list[model.Job]:
         return self._db.run("list finished jobs", lambda c, _: reads.list_finished(c, since, limit))

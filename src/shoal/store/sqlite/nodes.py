@@ -11,46 +11,29 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
 
 from shoal import states
-from shoal.errors import NodeNameTaken, NotFound
+from shoal.errors import NodeNameTaken
 from shoal.model import Heartbeat, JobState, NodeState
 from shoal.store import rules, texts
+from shoal.store.port import NewNode
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.reads import owners, section_of, section_text
 
 
-def register(
-    cur: sqlite3.Cursor,
-    now: float,
-    name: str,
-    host: str,
-    pid: int,
-    concurrency: int,
-    tasks: Sequence[str],
-    lease_s: float,
-) -> int:
+def register(cur: sqlite3.Cursor, now: float, new: NewNode) -> int:
     """Insert a node in `initializing`; NodeNameTaken if a live node has the name."""
     # A node that crashed under this name frees it once its lease has expired.
     mark_dead(cur, now)
-    holder = cur.execute(q.LIVE_HOLDER, (now, name)).fetchone()
+    holder = cur.execute(q.LIVE_HOLDER, (now, new.name)).fetchone()
     if holder is not None:
-        raise NodeNameTaken(texts.name_taken(name, (holder[0], holder[1], holder[2])))
+        raise NodeNameTaken(texts.name_taken(new.name, (holder[0], holder[1], holder[2])))
     cur.execute(
         q.INSERT_NODE,
-        {
-            "name": name,
-            "host": host,
-            "pid": pid,
-            "concurrency": concurrency,
-            "tasks": json.dumps(sorted(tasks)),
-            "now": now,
-            "lease": lease_s,
-        },
+        {**vars(new), "tasks": json.dumps(list(new.tasks)), "now": now, "lease": new.lease_s},
     )
     node_id = int(cur.lastrowid or 0)
-    record_state(cur, now, node_id, name, None, NodeState.INITIALIZING, texts.REGISTERED)
+    record_state(cur, now, node_id, new.name, None, NodeState.INITIALIZING, texts.REGISTERED)
     return node_id
 
 
@@ -86,15 +69,9 @@ def heartbeat(cur: sqlite3.Cursor, now: float, node_id: int, lease_s: float) -> 
 
 def request_pause(cur: sqlite3.Cursor, now: float, node_ref: str, paused: bool) -> int:
     """Set or clear the node's pause request and rebalance; NotFound if unknown or dead."""
-    if node_ref.isdigit():
-        row = cur.execute(q.FIND_NODE_BY_ID, (int(node_ref),)).fetchone()
-    else:
-        row = cur.execute(q.FIND_NODE_BY_NAME, (node_ref,)).fetchone()
-    if row is None:
-        raise NotFound(texts.no_such_node(node_ref))
-    node_id, name = int(row[0]), str(row[1])
-    if row[2] == NodeState.DEAD.value:
-        raise NotFound(texts.node_is_dead(name, node_id))
+    key = rules.node_key(node_ref)
+    find = q.FIND_NODE_BY_ID if isinstance(key, int) else q.FIND_NODE_BY_NAME
+    node_id, name = rules.pause_target(node_ref, cur.execute(find, (key,)).fetchone())
     cur.execute(q.SET_PAUSE, (int(paused), node_id))
     cur.execute(q.PAUSE_EVENT, (now, node_id, name, texts.pause_event(paused)))
     rebalance(cur, now, texts.pause_rebalance(name, paused))

@@ -10,30 +10,20 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from shoal.model import (
-    ClusterView,
-    EventKind,
-    HistoryEvent,
-    Job,
-    JobFilter,
-    JobState,
-    NodeRecord,
-    NodeState,
-    Sample,
-)
+from shoal import model
 from shoal.store import rules
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import now as clock
 
 
-def read_job(cur: sqlite3.Cursor, job_id: int) -> Job | None:
+def read_job(cur: sqlite3.Cursor, job_id: int) -> model.Job | None:
     row = cur.execute(q.READ_JOB, (job_id,)).fetchone()
     return None if row is None else job_from_row(row)
 
 
 def list_jobs(
-    cur: sqlite3.Cursor, where: JobFilter, limit: int, before_id: int | None
-) -> list[Job]:
+    cur: sqlite3.Cursor, where: model.JobFilter, limit: int, before_id: int | None
+) -> list[model.Job]:
     sql, params = rules.list_jobs_query(where, limit, before_id, "?")
     return [job_from_row(r) for r in cur.execute(sql, params).fetchall()]
 
@@ -43,12 +33,12 @@ def known_tasks(cur: sqlite3.Cursor) -> set[str]:
     return {task for row in rows for task in json.loads(row[0])}
 
 
-def read_cluster(cur: sqlite3.Cursor, dead_window_s: float) -> ClusterView:
+def read_cluster(cur: sqlite3.Cursor, dead_window_s: float) -> model.ClusterView:
     now = clock(cur)
     partitions, epoch = cur.execute(q.LOCK_CLUSTER).fetchone()
     running = dict(cur.execute(q.RUNNING_BY_NODE).fetchall())
     rows = cur.execute(q.NODES_IN_VIEW, (now - dead_window_s,)).fetchall()
-    return ClusterView(
+    return model.ClusterView(
         partitions=int(partitions),
         epoch=int(epoch),
         now=now,
@@ -59,7 +49,7 @@ def read_cluster(cur: sqlite3.Cursor, dead_window_s: float) -> ClusterView:
     )
 
 
-def read_node(cur: sqlite3.Cursor, node_id: int) -> NodeRecord | None:
+def read_node(cur: sqlite3.Cursor, node_id: int) -> model.NodeRecord | None:
     row = cur.execute(q.READ_NODE, (node_id,)).fetchone()
     if row is None:
         return None
@@ -69,21 +59,21 @@ def read_node(cur: sqlite3.Cursor, node_id: int) -> NodeRecord | None:
 
 def read_history(
     cur: sqlite3.Cursor, since: float, until: float | None, limit: int
-) -> list[HistoryEvent]:
+) -> list[model.HistoryEvent]:
     bound = until if until is not None else float("inf")
     return [event_from_row(r) for r in cur.execute(q.READ_HISTORY, (since, bound, limit))]
 
 
-def read_last_rebalance(cur: sqlite3.Cursor, at: float) -> HistoryEvent | None:
+def read_last_rebalance(cur: sqlite3.Cursor, at: float) -> model.HistoryEvent | None:
     row = cur.execute(q.LAST_REBALANCE, (at,)).fetchone()
     return None if row is None else event_from_row(row)
 
 
-def read_node_states_at(cur: sqlite3.Cursor, at: float) -> list[NodeRecord]:
+def read_node_states_at(cur: sqlite3.Cursor, at: float) -> list[model.NodeRecord]:
     past = [
         rules.PastState(
             node=node_from_row(r, 0),
-            state=None if r["past_state"] is None else NodeState(r["past_state"]),
+            state=None if r["past_state"] is None else model.NodeState(r["past_state"]),
             changed_at=r["past_changed_at"],
         )
         for r in cur.execute(q.NODE_STATES_AT, {"at": at}).fetchall()
@@ -91,10 +81,10 @@ def read_node_states_at(cur: sqlite3.Cursor, at: float) -> list[NodeRecord]:
     return rules.node_states_at(at, past, read_last_rebalance(cur, at))
 
 
-def read_samples(cur: sqlite3.Cursor, since: float, until: float | None) -> list[Sample]:
+def read_samples(cur: sqlite3.Cursor, since: float, until: float | None) -> list[model.Sample]:
     bound = until if until is not None else float("inf")
     return [
-        Sample(
+        model.Sample(
             at=r["at"],
             interval_s=r["interval_s"],
             queued=r["queued"],
@@ -108,11 +98,11 @@ def read_samples(cur: sqlite3.Cursor, since: float, until: float | None) -> list
     ]
 
 
-def count_jobs_by_task(cur: sqlite3.Cursor) -> dict[tuple[str, JobState], int]:
-    return {(r[0], JobState(r[1])): int(r[2]) for r in cur.execute(q.COUNT_BY_TASK)}
+def count_jobs_by_task(cur: sqlite3.Cursor) -> dict[tuple[str, model.JobState], int]:
+    return {(r[0], model.JobState(r[1])): int(r[2]) for r in cur.execute(q.COUNT_BY_TASK)}
 
 
-def list_finished(cur: sqlite3.Cursor, since: float, limit: int) -> list[Job]:
+def list_finished(cur: sqlite3.Cursor, since: float, limit: int) -> list[model.Job]:
     return [job_from_row(r) for r in cur.execute(q.LIST_FINISHED, (since, limit)).fetchall()]
 
 
@@ -120,10 +110,10 @@ def owners(cur: sqlite3.Cursor) -> tuple[int | None, ...]:
     return tuple(r[0] for r in cur.execute(q.OWNERS).fetchall())
 
 
-def count_by_state(cur: sqlite3.Cursor) -> dict[JobState, int]:
-    counts = {s: 0 for s in JobState}
+def count_by_state(cur: sqlite3.Cursor) -> dict[model.JobState, int]:
+    counts = {s: 0 for s in model.JobState}
     for state, n in cur.execute(q.COUNT_BY_STATE):
-        counts[JobState(state)] = int(n)
+        counts[model.JobState(state)] = int(n)
     return counts
 
 
@@ -143,14 +133,14 @@ def section_text(section: Sequence[int]) -> str:
     return json.dumps(list(section), separators=(",", ":")) if section else ""
 
 
-def job_from_row(r: sqlite3.Row) -> Job:
-    return Job(
+def job_from_row(r: sqlite3.Row) -> model.Job:
+    return model.Job(
         id=r["id"],
         partition=r["partition"],
         task=r["task"],
         args_json=r["args"],
         kwargs_json=r["kwargs"],
-        state=JobState(r["state"]),
+        state=model.JobState(r["state"]),
         attempts=r["attempts"],
         max_attempts=r["max_attempts"],
         timeout_s=r["timeout_s"],
@@ -167,11 +157,11 @@ def job_from_row(r: sqlite3.Row) -> Job:
     )
 
 
-def node_from_row(r: sqlite3.Row, running: int) -> NodeRecord:
-    return NodeRecord(
+def node_from_row(r: sqlite3.Row, running: int) -> model.NodeRecord:
+    return model.NodeRecord(
         id=r["id"],
         name=r["name"],
-        state=NodeState(r["state"]),
+        state=model.NodeState(r["state"]),
         section=section_of(r["section"]),
         host=r["host"],
         pid=r["pid"],
@@ -188,15 +178,15 @@ def node_from_row(r: sqlite3.Row, running: int) -> NodeRecord:
     )
 
 
-def event_from_row(r: sqlite3.Row) -> HistoryEvent:
-    return HistoryEvent(
+def event_from_row(r: sqlite3.Row) -> model.HistoryEvent:
+    return model.HistoryEvent(
         id=r["id"],
         at=r["at"],
-        kind=EventKind(r["kind"]),
+        kind=model.EventKind(r["kind"]),
         node_id=r["node_id"],
         node_name=r["node_name"],
-        from_state=NodeState(r["from_state"]) if r["from_state"] else None,
-        to_state=NodeState(r["to_state"]) if r["to_state"] else None,
+        from_state=model.NodeState(r["from_state"]) if r["from_state"] else None,
+        to_state=model.NodeState(r["to_state"]) if r["to_state"] else None,
         epoch=r["epoch"],
         owners=tuple(json.loads(r["owners"])) if r["owners"] else None,
         reason=r["reason"],

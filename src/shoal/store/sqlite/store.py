@@ -10,23 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from shoal import model
 from shoal.errors import DatastoreUnavailable, SchemaError
-from shoal.model import (
-    ClusterView,
-    Heartbeat,
-    HistoryEvent,
-    Job,
-    JobFilter,
-    JobState,
-    NewJob,
-    NodeRecord,
-    NodeState,
-    Outcome,
-    ProgressUpdate,
-    Sample,
-)
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, Store
+from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
 from shoal.store.sqlite import jobs, nodes, reads, schema
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
@@ -81,18 +68,18 @@ class SqliteStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def submit_jobs(self, new: Sequence[NewJob]) -> list[int]:
+    def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
         if not new:
             return []
         return self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
 
-    def read_job(self, job_id: int) -> Job | None:
+    def read_job(self, job_id: int) -> model.Job | None:
         with self.file.read() as cur:
             return reads.read_job(cur, job_id)
 
     def list_jobs(
-        self, where: JobFilter, limit: int = 50, before_id: int | None = None
-    ) -> list[Job]:
+        self, where: model.JobFilter, limit: int = 50, before_id: int | None = None
+    ) -> list[model.Job]:
         with self.file.read() as cur:
             return reads.list_jobs(cur, where, limit, before_id)
 
@@ -103,19 +90,19 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return reads.known_tasks(cur)
 
-    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+    def claim_jobs(self, node_id: int, limit: int) -> list[model.Job]:
         with self.file.read() as cur:
             # Look before taking the write lock: idle nodes poll, and must not queue up writers.
             if not jobs.any_claimable(cur, now(cur), node_id):
                 return []
         return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit))
 
-    def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
+    def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:
             return 0
         return self.file.run(lambda cur: jobs.record_progress(cur, node_id, updates))
 
-    def finish_jobs(self, node_id: int, outcomes: Sequence[Outcome]) -> list[bool]:
+    def finish_jobs(self, node_id: int, outcomes: Sequence[model.Outcome]) -> list[bool]:
         if not outcomes:
             return []
         return self.file.run(lambda cur: jobs.finish(cur, now(cur), node_id, outcomes))
@@ -131,33 +118,21 @@ class SqliteStore(Store):
 
     # -- nodes ----------------------------------------------------------------------------------
 
-    def register_node(
-        self,
-        name: str,
-        host: str,
-        pid: int,
-        concurrency: int,
-        tasks: Sequence[str],
-        lease_s: float,
-    ) -> NodeRecord:
-        node_id = self.file.run(
-            lambda cur: nodes.register(cur, now(cur), name, host, pid, concurrency, tasks, lease_s)
-        )
-        return self.read_registered(node_id)
+    def insert_node(self, new: NewNode) -> int:
+        return self.file.run(lambda cur: nodes.register(cur, now(cur), new))
 
     def apply_node_state(
-        self, node_id: int, expected: NodeState, new: NodeState, reason: str
+        self, node_id: int, expected: model.NodeState, new: model.NodeState, reason: str
     ) -> bool:
         return self.file.run(
             lambda cur: nodes.apply_state(cur, now(cur), node_id, expected, new, reason)
         )
 
-    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+    def heartbeat(self, node_id: int, lease_s: float) -> model.Heartbeat | None:
         return self.file.run(lambda cur: nodes.heartbeat(cur, now(cur), node_id, lease_s))
 
-    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
-        node_id = self.file.run(lambda cur: nodes.request_pause(cur, now(cur), node_ref, paused))
-        return self.read_registered(node_id)
+    def apply_pause(self, node_ref: str, paused: bool) -> int:
+        return self.file.run(lambda cur: nodes.request_pause(cur, now(cur), node_ref, paused))
 
     def mark_dead_nodes(self) -> list[int]:
         with self.file.read() as cur:
@@ -169,11 +144,6 @@ class SqliteStore(Store):
     def rebalance(self) -> bool:
         return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
 
-    def read_registered(self, node_id: int) -> NodeRecord:
-        node = self.read_node(node_id)
-        assert node is not None  # just written in a committed transaction of ours
-        return node
-
     # -- history and views ----------------------------------------------------------------------
 
     def record_sample(self, interval_s: float) -> bool:
@@ -182,35 +152,35 @@ class SqliteStore(Store):
                 return False
         return self.file.run(lambda cur: jobs.record_sample(cur, now(cur), interval_s))
 
-    def read_cluster(self, dead_window_s: float = rules.DEAD_WINDOW_S) -> ClusterView:
+    def read_cluster(self, dead_window_s: float = rules.DEAD_WINDOW_S) -> model.ClusterView:
         return self.file.run(lambda cur: reads.read_cluster(cur, dead_window_s), write=False)
 
-    def read_node(self, node_id: int) -> NodeRecord | None:
+    def read_node(self, node_id: int) -> model.NodeRecord | None:
         with self.file.read() as cur:
             return reads.read_node(cur, node_id)
 
     def read_history(
         self, since: float, until: float | None = None, limit: int = 10_000
-    ) -> list[HistoryEvent]:
+    ) -> list[model.HistoryEvent]:
         with self.file.read() as cur:
             return reads.read_history(cur, since, until, limit)
 
-    def read_last_rebalance(self, at: float) -> HistoryEvent | None:
+    def read_last_rebalance(self, at: float) -> model.HistoryEvent | None:
         with self.file.read() as cur:
             return reads.read_last_rebalance(cur, at)
 
-    def read_node_states_at(self, at: float) -> list[NodeRecord]:
+    def read_node_states_at(self, at: float) -> list[model.NodeRecord]:
         with self.file.read() as cur:
             return reads.read_node_states_at(cur, at)
 
-    def read_samples(self, since: float, until: float | None = None) -> list[Sample]:
+    def read_samples(self, since: float, until: float | None = None) -> list[model.Sample]:
         with self.file.read() as cur:
             return reads.read_samples(cur, since, until)
 
-    def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:
+    def count_jobs_by_task(self) -> dict[tuple[str, model.JobState], int]:
         with self.file.read() as cur:
             return reads.count_jobs_by_task(cur)
 
-    def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
+    def list_finished(self, since: float, limit: int = 1000) -> list[model.Job]:
         with self.file.read() as cur:
             return reads.list_finished(cur, since, limit)
