@@ -110,6 +110,56 @@ def test_dead_node_job_without_attempts_left_fails_with_reason(store: Store) -> 
     assert "died" in (job.error or "")
 
 
+def test_departed_node_jobs_record_why_on_every_adapter_alike(store: Store) -> None:
+    # The reason is the caller's text whatever it holds: a node name that looks like one of the
+    # marks the per-job tail is filled in by stays as it was.
+    a = start_node(store, "a{attempt}")
+    store.submit_jobs(new_jobs(1, max_attempts=1) + new_jobs(1, max_attempts=3))
+    last, spare = sorted(store.claim_jobs(a.id, 2), key=lambda j: j.id)
+    assert store.set_node_state(a.id, NodeState.WORKING, NodeState.DEAD, "told to stop")
+    failed, requeued = store.read_job(last.id), store.read_job(spare.id)
+    assert failed is not None and failed.state is JobState.FAILED
+    assert failed.error == (
+        "node a{attempt} stopped: told to stop during attempt 1 of 1; no attempts left"
+    )
+    assert requeued is not None and requeued.state is JobState.QUEUED
+    assert requeued.error == "node a{attempt} stopped: told to stop during attempt 1; requeued"
+    assert requeued.claimer is None and requeued.attempts == 1
+
+
+def test_state_change_records_the_given_reason_or_the_state_machines(store: Store) -> None:
+    node = store.register_node("a", "host", 1, 4, ["t"], 30.0)
+    assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    assert store.set_node_state(node.id, NodeState.WAITING, NodeState.PAUSED, "operator asked")
+    with pytest.raises(IllegalTransition):
+        store.set_node_state(node.id, NodeState.PAUSED, NodeState.WORKING, "never written")
+    reasons = [e.reason for e in store.read_history(0) if e.kind is EventKind.NODE_STATE]
+    assert reasons == ["registered", "registered and granted a section", "operator asked"]
+    found = store.read_node(node.id)
+    assert found is not None and found.state is NodeState.PAUSED
+
+
+def test_pause_of_an_unknown_or_dead_node_says_which(store: Store) -> None:
+    a = start_node(store, "a")
+    with pytest.raises(NotFound, match=r"no node with id or name 'ghost'; see `shoal status`"):
+        store.request_pause("ghost", True)
+    assert store.set_node_state(a.id, NodeState.WAITING, NodeState.DEAD)
+    with pytest.raises(NotFound, match=rf"node a \(id {a.id}\) is dead; it cannot pause"):
+        store.request_pause(str(a.id), True)
+    with pytest.raises(NotFound, match="is dead"):
+        store.request_pause("a", False)
+
+
+def test_taken_name_says_who_holds_it_and_for_how_long(store: Store) -> None:
+    a = start_node(store, "a")
+    with pytest.raises(NodeNameTaken) as taken:
+        store.register_node("a", "host", 2, 4, ["t"], 30.0)
+    text = str(taken.value)
+    assert text.startswith(f"a live node named 'a' already exists (id {a.id}, waiting)")
+    lease = float(text.split("its lease ends in ")[1].split("s.")[0])
+    assert 0.0 < lease <= 30.0 and text.endswith("Pick another --name, or stop that node first.")
+
+
 def test_live_node_heartbeat_extends_lease(store: Store) -> None:
     a = start_node(store, "a", lease_s=0.5)
     for _ in range(5):
