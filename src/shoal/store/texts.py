@@ -44,6 +44,10 @@ def init_command(url: str) -> str:
     return f"run `shoal init --db {url}`"
 
 
+def no_datastore(path: str, url: str) -> str:
+    return f"no Shoal datastore at {path}; start a node or {init_command(url)}"
+
+
 def no_schema(where: str, url: str) -> str:
     return f"{where} has no Shoal schema; {init_command(url)}"
 
@@ -60,6 +64,9 @@ def newer_schema(where: str, version: int, known: int) -> str:
         f"{where} has schema version {version}, newer than this Shoal understands "
         f"({known}); upgrade Shoal on this host"
     )
+
+
+NO_CLUSTER_ROW = "the Shoal schema has no cluster row; run `shoal init`"
 
 
 def no_cluster_row(url: str) -> str:

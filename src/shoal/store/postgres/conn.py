@@ -27,7 +27,7 @@ from psycopg import Connection
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError, ShoalError
-from shoal.store import redact_url
+from shoal.store import redact_url, texts
 
 log = logging.getLogger("shoal.store.postgres")
 T = TypeVar("T")
@@ -106,7 +106,7 @@ def is_transient(exc: BaseException) -> bool:
 def translate(exc: BaseException, what: str, scrub: Scrubber) -> ShoalError:
     """The ShoalError for a driver error that will not be retried."""
     msg = scrub(_message(exc))
-    fix = f"run `shoal init --db {scrub.display}`"
+    fix = texts.init_command(scrub.display)
     if isinstance(exc, pgerr.UndefinedTable | pgerr.UndefinedColumn | pgerr.InvalidSchemaName):
         return SchemaError(f"{scrub.display} has no (or an old) Shoal schema ({msg}); {fix}")
     if isinstance(exc, pgerr.InsufficientPrivilege):

@@ -15,7 +15,7 @@ from psycopg import Connection
 
 from shoal import model
 from shoal.errors import SchemaError
-from shoal.store import rules
+from shoal.store import rules, texts
 from shoal.store.postgres import queries as q
 
 Conn = Connection[tuple[Any, ...]]
@@ -129,7 +129,7 @@ def scalar(conn: Conn, sql: str, params: Any = None) -> Any:
 
 def one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
     if row is None:
-        raise SchemaError("the Shoal schema has no cluster row; run `shoal init`")
+        raise SchemaError(texts.NO_CLUSTER_ROW)
     return row
 
 

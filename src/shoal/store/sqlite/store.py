@@ -37,9 +37,7 @@ class SqliteStore(Store):
                 f"cannot open {url}: directory {directory} does not exist; create it first"
             )
         if not os.path.exists(path) and not create:
-            raise SchemaError(
-                f"no Shoal datastore at {path}; start a node or run `shoal init --db {url}`"
-            )
+            raise SchemaError(texts.no_datastore(path, url))
         store = cls(path)
         # Zero set-up: a new file gets the schema and an older one is migrated, on first open.
         if create and (store.schema_version() or 0) < schema.SCHEMA_VERSION:
