@@ -2,7 +2,9 @@
 
 `@app.task` registers a plain or `async def` function under a name. Submitting validates
 everything before anything is written: the task must be registered, arguments must be JSON and
-under the size cap. Jobs of one `submit_many` call go in one transaction, all or none.
+under the size cap together, delays and time limits finite, retries at most MAX_RETRIES.
+`build_job` is that check, shared with `shoal submit`. Jobs of one `submit_many` call go in one
+transaction, all or none.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -17,13 +20,25 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from shoal.errors import ConfigError, JobFailed, NotFound, PayloadError, UnknownTask, WaitTimeout
+from shoal.errors import (
+    ConfigError,
+    JobFailed,
+    NotFound,
+    PayloadError,
+    ShoalError,
+    SubmitError,
+    UnknownTask,
+    WaitTimeout,
+)
 from shoal.model import Job, JobState, NewJob
 from shoal.store import Store, open_store, resolve_url
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 1.0
+# A job that failed a thousand times is failing for good; the cap also keeps attempt counts far
+# from the datastores' 64-bit integer limit, which a typo such as --retries 10**20 would pass.
+MAX_RETRIES = 1000
 
 
 def encode_json(value: Any, what: str, max_bytes: int) -> str:
@@ -38,6 +53,10 @@ def encode_json_sized(value: Any, what: str, max_bytes: int) -> tuple[str, int]:
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         size = len(text.encode())
+    except RecursionError:
+        raise PayloadError(
+            f"{what} are nested too deeply to encode as JSON; flatten the structure"
+        ) from None
     except UnicodeEncodeError as exc:
         raise PayloadError(
             f"{what} hold a string that is not valid Unicode ({exc.reason}); decode bytes "
@@ -53,6 +72,63 @@ def encode_json_sized(value: Any, what: str, max_bytes: int) -> tuple[str, int]:
             "elsewhere (a file, an object store) and pass a reference"
         )
     return text, size
+
+
+def build_job(
+    task: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    what: tuple[str, str],
+    max_payload_bytes: int,
+    retries: int,
+    timeout_s: float | None,
+    delay_s: float,
+) -> NewJob:
+    """A job checked as every submitter checks it; raises SubmitError before anything is written.
+
+    `what` names the arguments and keyword arguments in messages (`--args`, `--kwargs` on the
+    command line). The size cap applies to both together. Raises SubmitError for a task name that
+    is not valid Unicode (non-UTF-8 bytes), a delay or time limit that is negative or not finite,
+    and retries outside 0..MAX_RETRIES; PayloadError for arguments that are not JSON or too large.
+    """
+    check_text(task, "the task name")
+    check_schedule(retries, timeout_s, delay_s)
+    cap = max_payload_bytes
+    args_json, args_size = encode_json_sized(list(args), what[0], cap)
+    kwargs_json, kwargs_size = encode_json_sized(dict(kwargs), what[1], cap)
+    if args_size + kwargs_size > cap:
+        raise PayloadError(
+            f"{what[0]} and {what[1]} together are {args_size + kwargs_size} bytes of JSON, "
+            f"over the {cap}-byte cap"
+        )
+    return NewJob(
+        task=task,
+        args_json=args_json,
+        kwargs_json=kwargs_json,
+        max_attempts=retries + 1,
+        timeout_s=timeout_s,
+        delay_s=delay_s,
+    )
+
+
+def check_text(text: str, what: str, error: type[ShoalError] = SubmitError) -> None:
+    """`error` if `text` holds lone surrogates: what undecodable bytes in argv turn into."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        shown = text.encode(errors="backslashreplace").decode()
+        raise error(f"{what} '{shown}' is not valid UTF-8 text") from None
+
+
+def check_schedule(retries: int, timeout_s: float | None, delay_s: float) -> None:
+    """SubmitError unless 0 <= retries <= MAX_RETRIES, timeout_s > 0 and delay_s >= 0, finite."""
+    if not 0 <= retries <= MAX_RETRIES:
+        raise SubmitError(f"retries must be between 0 and {MAX_RETRIES}, not {retries}")
+    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise SubmitError(f"timeout_s must be a finite number of seconds above 0, not {timeout_s}")
+    if not (math.isfinite(delay_s) and delay_s >= 0):
+        raise SubmitError(f"delay_s must be a finite number of seconds, 0 or more, not {delay_s}")
 
 
 @dataclass(frozen=True)
@@ -89,27 +165,31 @@ class Task:
         return f"<Task {self.name}>"
 
     def new_job(
-        self, args: Sequence[Any], kwargs: Mapping[str, Any], delay_s: float = 0.0
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        delay_s: float = 0.0,
+        *,
+        retries: int | None = None,
+        timeout_s: float | None = None,
     ) -> NewJob:
-        """A validated job for these arguments; raises PayloadError before anything is written."""
+        """A validated job for these arguments; raises SubmitError before anything is written.
+
+        `retries` and `timeout_s` override the task's own for this job (`shoal submit --app`).
+        """
         try:
             if self.signature is not None:
                 self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise PayloadError(f"bad arguments for task {self.name!r}: {exc}") from None
-        cap = self.app.max_payload_bytes
-        args_json, args_size = encode_json_sized(list(args), f"arguments of {self.name!r}", cap)
-        kwargs_json, kwargs_size = encode_json_sized(
-            dict(kwargs), f"keyword arguments of {self.name!r}", cap
-        )
-        if args_size + kwargs_size > cap:
-            raise PayloadError(f"arguments of {self.name!r} together exceed the {cap}-byte cap")
-        return NewJob(
-            task=self.name,
-            args_json=args_json,
-            kwargs_json=kwargs_json,
-            max_attempts=self.options.retries + 1,
-            timeout_s=self.options.timeout_s,
+        return build_job(
+            self.name,
+            args,
+            kwargs,
+            what=(f"arguments of {self.name!r}", f"keyword arguments of {self.name!r}"),
+            max_payload_bytes=self.app.max_payload_bytes,
+            retries=self.options.retries if retries is None else retries,
+            timeout_s=self.options.timeout_s if timeout_s is None else timeout_s,
             delay_s=delay_s,
         )
 
@@ -266,13 +346,16 @@ class App:
 
         The name defaults to the function's name. `retries` is how many times a failed attempt is
         retried (with exponential backoff from `backoff_s`); `timeout_s` stops an attempt that
-        runs longer. Raises ValueError if the name is already registered.
+        runs longer. Raises ValueError if the name is already registered, for retries outside
+        0..MAX_RETRIES, and for a time limit that is not a finite number above 0.
         """
 
         def register(f: Callable[..., Any]) -> Task:
             options = TaskOptions(name or f.__name__, retries, timeout_s, backoff_s)
-            if retries < 0 or (timeout_s is not None and timeout_s <= 0):
-                raise ValueError("retries must be >= 0 and timeout_s > 0")
+            try:
+                check_schedule(retries, timeout_s, 0.0)
+            except SubmitError as exc:
+                raise ValueError(str(exc)) from None
             if options.name in self.tasks:
                 raise ValueError(f"a task named {options.name!r} is already registered")
             task = Task(self, f, options)

@@ -2,28 +2,42 @@
 
 Every command takes the datastore from `--db URL` or SHOAL_DB (default sqlite:///shoal.db).
 Errors Shoal raises on purpose are printed as one clear line with a non-zero exit, never a
-traceback.
+traceback, with any password scrubbed. Whatever came from the datastore or from argv is printed
+through `printable`, so it can carry no terminal control sequence; rich only ever gets `Text`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from shoal.app import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_RETRIES, encode_json, load_app
-from shoal.assignment import format_section
-from shoal.errors import PayloadError, ShoalError, UnknownTask
-from shoal.model import JobState, NewJob, NodeState
-from shoal.store import DEFAULT_PARTITIONS, Store, open_store
+from shoal.app import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_RETRIES,
+    MAX_RETRIES,
+    build_job,
+    check_text,
+    load_app,
+)
+from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, UnknownTask
+from shoal.model import Job
+from shoal.observer.format import printable
+from shoal.observer.terminal import render_status, status_document
+from shoal.observer.views import read_status
+from shoal.store import DEFAULT_PARTITIONS, Store, open_store, redact_url
 
 DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or postgresql://..."
+# Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
+# asking the datastore about it would fail in the driver instead.
+MAX_JOB_ID = 2**63 - 1
 
 
 class ShoalGroup(click.Group):
@@ -31,15 +45,48 @@ class ShoalGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ShoalError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(redact_url(str(exc)))) from None
+
+
+def checked_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    """ConfigError, naming the URL with its password hidden, for text no driver can read.
+
+    Percent-escapes must decode to UTF-8 (`%ff` does not); SQLite paths are taken literally, so
+    only other URLs are decoded.
+    """
+    if url is None:
+        return None
+    check_text(url, "the datastore URL", ConfigError)
+    if not url.lower().startswith("sqlite:"):
+        try:
+            unquote(url, errors="strict")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"datastore URL {redact_url(url)!r} has a %-escape that is not UTF-8 text "
+                "(such as %ff): percent-encode each character's UTF-8 bytes"
+            ) from None
+    return url
 
 
 def db_option(fn: Any) -> Any:
-    return click.option("--db", envvar="SHOAL_DB", metavar="URL", help=DB_HELP)(fn)
+    return click.option(
+        "--db", envvar="SHOAL_DB", metavar="URL", help=DB_HELP, callback=checked_url
+    )(fn)
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds")
+    return value
 
 
 def open_existing(db: str | None) -> Store:
     return open_store(db, create=False)
+
+
+def echo_data(text: str, *, err: bool = False) -> None:
+    """Print a line that holds data (names, messages) with control characters escaped."""
+    click.echo(printable(text), err=err)
 
 
 @click.group(cls=ShoalGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +113,7 @@ def init(db: str | None, partitions: int) -> None:
     store = open_store(db)
     store.initialize(partitions)
     actual = store.read_cluster().partitions  # P is fixed at the first init
-    click.echo(f"datastore ready: {store.url_for_display} ({actual} partitions)")
+    echo_data(f"datastore ready: {store.url_for_display} ({actual} partitions)")
 
 
 @cli.command()
@@ -167,6 +214,8 @@ def _parse_json(text: str | None, what: str, kind: type) -> Any:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply to parse; flatten the structure") from None
     if not isinstance(value, kind):
         expected = "an array, e.g. '[1, \"a\"]'" if kind is list else "an object, e.g. '{\"k\": 1}'"
         raise PayloadError(f"{what} must be {expected}")
@@ -190,12 +239,28 @@ def _parse_json(text: str | None, what: str, kind: type) -> Any:
 )
 @click.option(
     "--retries",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_RETRIES),
     default=None,
-    help=f"Retries after a failed attempt (default {DEFAULT_RETRIES}).",
+    help=(
+        "Retries after a failed attempt. Default: the task's own with --app; without --app, "
+        f"{DEFAULT_RETRIES} (nodes register task names, not their options, so only the app "
+        "knows a task's retries)."
+    ),
 )
-@click.option("--timeout-s", type=click.FloatRange(0.001), default=None, help="Time limit.")
-@click.option("--delay-s", type=click.FloatRange(0.0), default=0.0, help="Start no sooner.")
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(0.001),
+    default=None,
+    callback=finite,
+    help="Time limit. Default: the task's own with --app; else none.",
+)
+@click.option(
+    "--delay-s",
+    type=click.FloatRange(0.0),
+    default=0.0,
+    callback=finite,
+    help="Start no sooner.",
+)
 @click.option("--force", is_flag=True, help="Submit even if no live node registers TASK.")
 def submit(
     db: str | None,
@@ -208,108 +273,69 @@ def submit(
     delay_s: float,
     force: bool,
 ) -> None:
-    """Queue a job of TASK and print its id."""
+    """Queue a job of TASK and print its id.
+
+    With --app, the job is checked against the task (name, arguments) and takes its retries and
+    time limit; without it, against the task names live nodes register.
+    """
     args = _parse_json(args_text, "--args", list)
     kwargs = _parse_json(kwargs_text, "--kwargs", dict)
-    store = open_store(db)
     if app_spec:
-        app = load_app(app_spec)
-        job = app.get_task(task).new_job(args, kwargs, delay_s)
-        overrides = {k: v for k, v in (("timeout_s", timeout_s),) if v is not None}
-        if retries is not None:
-            overrides["max_attempts"] = retries + 1
-        job = NewJob(**{**job.__dict__, **overrides})
+        registered = load_app(app_spec).get_task(task)
+        new = registered.new_job(args, kwargs, delay_s, retries=retries, timeout_s=timeout_s)
     else:
-        known = store.known_tasks()
-        if task not in known and not force:
-            if known:
-                raise UnknownTask(
-                    f"no live node registers task {task!r} (they register: "
-                    f"{', '.join(sorted(known))}); check the name, or pass --force to queue it "
-                    "anyway for nodes that will start later"
-                )
-            click.echo(
-                f"warning: no live node yet, so {task!r} cannot be checked; if no node registers "
-                "it, the job will be recorded as failed with the reason",
-                err=True,
-            )
-        cap = DEFAULT_MAX_PAYLOAD_BYTES
-        job = NewJob(
-            task=task,
-            args_json=encode_json(args, "--args", cap),
-            kwargs_json=encode_json(kwargs, "--kwargs", cap),
-            max_attempts=(DEFAULT_RETRIES if retries is None else retries) + 1,
+        new = build_job(
+            task,
+            args,
+            kwargs,
+            what=("--args", "--kwargs"),
+            max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+            retries=DEFAULT_RETRIES if retries is None else retries,
             timeout_s=timeout_s,
             delay_s=delay_s,
         )
-    [job_id] = store.submit_jobs([job])
+    store = open_store(db)
+    if not app_spec:
+        _check_registered(store, task, force)
+    [job_id] = store.submit_jobs([new])
     click.echo(job_id)
 
 
-def _age(now: float, then: float | None) -> str:
-    return "-" if then is None else f"{max(0.0, now - then):.1f}s"
+def _check_registered(store: Store, task: str, force: bool) -> None:
+    """UnknownTask if live nodes exist and none registers `task`; a warning if none is live."""
+    known = store.known_tasks()
+    if task in known or force:
+        return
+    if known:
+        raise UnknownTask(
+            f"no live node registers task {task!r} (they register: "
+            f"{', '.join(sorted(known))}); check the name, or pass --force to queue it "
+            "anyway for nodes that will start later"
+        )
+    echo_data(
+        f"warning: no live node yet, so {task!r} cannot be checked; if no node registers "
+        "it, the job will be recorded as failed with the reason",
+        err=True,
+    )
 
 
 @cli.command()
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: str | None, as_json: bool) -> None:
-    """Nodes (live and recently dead) with their sections, and job counts by state."""
-    view = open_existing(db).read_cluster()
+    """Nodes (live and recently dead) with their sections, running jobs, job counts by state."""
+    view = read_status(open_existing(db))
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "partitions": view.partitions,
-                    "epoch": view.epoch,
-                    "nodes": [
-                        {
-                            "id": n.id,
-                            "name": n.name,
-                            "state": n.state.value,
-                            "section": list(n.section),
-                            "host": n.host,
-                            "pid": n.pid,
-                            "heartbeat_age_s": round(view.now - n.heartbeat_at, 3),
-                            "running": n.running,
-                            "processed": n.processed,
-                            "failed": n.failed,
-                            "pause_requested": n.pause_requested,
-                            "concurrency": n.concurrency,
-                        }
-                        for n in view.nodes
-                    ],
-                    "jobs": {s.value: view.job_counts.get(s, 0) for s in JobState},
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(status_document(view), indent=2))
         return
-    console = Console()
-    table = Table(title=f"Shoal · {view.partitions} partitions · epoch {view.epoch}")
-    for column in ("id", "name", "state", "section", "heartbeat", "running", "done", "failed"):
-        table.add_column(column)
-    colours = {
-        NodeState.WORKING: "green",
-        NodeState.WAITING: "blue",
-        NodeState.PAUSED: "yellow",
-        NodeState.DEAD: "red",
-        NodeState.INITIALIZING: "cyan",
-    }
-    for n in view.nodes:
-        state = n.state.value + (" (pausing)" if n.pause_requested and n.is_live else "")
-        table.add_row(
-            str(n.id),
-            n.name,
-            f"[{colours[n.state]}]{state}[/]",
-            f"{len(n.section)}: {format_section(n.section)}",
-            _age(view.now, n.heartbeat_at),
-            str(n.running),
-            str(n.processed),
-            str(n.failed),
-        )
-    console.print(table)
-    console.print("jobs: " + "  ".join(f"{s.value} {view.job_counts.get(s, 0)}" for s in JobState))
+    Console().print(render_status(view, title=f"Shoal · {view.datastore}"))
+
+
+def _find_job(store: Store, job_id: int) -> Job:
+    found = store.read_job(job_id) if 0 < job_id <= MAX_JOB_ID else None
+    if found is None:
+        raise NotFound(f"no job with id {job_id}")
+    return found
 
 
 @cli.command()
@@ -318,9 +344,7 @@ def status(db: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def job(db: str | None, job_id: int, as_json: bool) -> None:
     """Show one job: state, task, arguments, attempts, node, progress, result, error."""
-    found = open_existing(db).read_job(job_id)
-    if found is None:
-        raise click.ClickException(f"no job with id {job_id}")
+    found = _find_job(open_existing(db), job_id)
     fields = {
         "id": found.id,
         "state": found.state.value,
@@ -346,9 +370,10 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
     for key, value in fields.items():
         if value is None or key == "traceback":
             continue
-        click.echo(f"{key:>16}: {value if isinstance(value, str) else json.dumps(value)}")
+        # json.dumps escapes control characters itself; strings are shown bare, so escape them.
+        echo_data(f"{key:>16}: {value if isinstance(value, str) else json.dumps(value)}")
     if found.traceback:
-        click.echo("       traceback:\n" + found.traceback.rstrip())
+        click.echo("       traceback:\n" + printable(found.traceback.rstrip(), multiline=True))
 
 
 @cli.command()
@@ -356,8 +381,9 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
 @click.argument("node_ref", metavar="NODE")
 def pause(db: str | None, node_ref: str) -> None:
     """Ask NODE (id or name) to stop claiming, drain, and give its section away."""
+    check_text(node_ref, "NODE", ConfigError)
     record = open_existing(db).request_pause(node_ref, True)
-    click.echo(f"pause requested for node {record.name} (id {record.id}); it drains, then pauses")
+    echo_data(f"pause requested for node {record.name} (id {record.id}); it drains, then pauses")
 
 
 @cli.command()
@@ -365,8 +391,9 @@ def pause(db: str | None, node_ref: str) -> None:
 @click.argument("node_ref", metavar="NODE")
 def resume(db: str | None, node_ref: str) -> None:
     """Let a paused NODE (id or name) take a section again."""
+    check_text(node_ref, "NODE", ConfigError)
     record = open_existing(db).request_pause(node_ref, False)
-    click.echo(f"resume requested for node {record.name} (id {record.id})")
+    echo_data(f"resume requested for node {record.name} (id {record.id})")
 
 
 @cli.command()
@@ -374,7 +401,10 @@ def resume(db: str | None, node_ref: str) -> None:
 @click.argument("job_id", type=int)
 def cancel(db: str | None, job_id: int) -> None:
     """Cancel a job that has not started yet."""
-    if not open_existing(db).cancel_job(job_id):
+    store = open_existing(db)
+    if not 0 < job_id <= MAX_JOB_ID:
+        raise NotFound(f"no job with id {job_id}")
+    if not store.cancel_job(job_id):
         raise click.ClickException(f"job {job_id} is not queued (see `shoal job {job_id}`)")
     click.echo(f"job {job_id} cancelled")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from shoal.model import JobFilter, JobState
+from shoal.model import JobFilter, JobState, NodeState
 from shoal.observer import terminal
 from shoal.observer.format import compact_ranges, format_age
+from shoal.observer.views import read_status
 from shoal.store import Store
 
 from cluster import FakeNode, submit
@@ -78,3 +79,33 @@ def test_compact_ranges(section: tuple[int, ...], text: str):
 )
 def test_format_age(seconds: float, text: str):
     assert format_age(seconds) == text
+
+
+def test_top_shows_hostile_names_escaped_and_never_as_markup(obs_store: Store):
+    names = ("x[/]", "esc\x1b[2J\x1b]0;owned\x07", "cr\rover")
+    for name in names:
+        node = obs_store.register_node(name, "host", 1, 2, ["t"], 30.0)
+        assert obs_store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(terminal.render_status(read_status(obs_store), title="top"))
+    text = console.export_text()
+
+    assert "x[/]" in text
+    assert "esc\\x1b[2J\\x1b]0;owned\\x07" in text
+    assert "cr\\x0dover" in text
+    assert "\x1b" not in text and "\r" not in text
+
+
+def test_top_and_status_draw_one_view(obs_store: Store):
+    node = obs_store.register_node("alpha", "host", 1, 2, ["t"], 30.0)
+    assert obs_store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    status = read_status(obs_store)
+    document = terminal.status_document(status)
+    [shown] = document["nodes"]
+    [viewed] = status.nodes
+    assert (shown["name"], shown["section"], shown["state"]) == (
+        viewed.name,
+        viewed.section,
+        viewed.state.value,
+    )
+    assert document["jobs"] == status.jobs_by_state

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
-from shoal.model import NodeState
+from shoal.app import DEFAULT_RETRIES
+from shoal.cli import cli
+from shoal.model import NewJob, NodeState, Outcome, ProgressUpdate
 from shoal.store import open_store
 
 from realnodes import Cluster, shoal, until
@@ -116,3 +120,167 @@ def test_help_explains_every_command() -> None:
     for command in ("node", "submit", "status", "job", "pause", "resume", "demo", "observe"):
         assert command in out.stdout
     assert "--concurrency" in shoal("node", "--help").stdout
+
+
+# -- in-process, through click's runner: data is never markup, errors are one line ------------
+
+HOSTILE_NAMES = ("x[/]", "evil\x1b]0;owned\x07\x1b[2J")
+ESCAPED_NAMES = ("x[/]", "evil\\x1b]0;owned\\x07\\x1b[2J")
+
+
+def run(*args: str) -> Result:
+    # Wide enough that rich keeps every name on one line, so the test can find it whole.
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
+
+
+def assert_one_line_error(result: Result, *needles: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    for needle in needles:
+        assert needle in line, result.stderr
+
+
+def hostile_cluster(url: str) -> int:
+    """Two live nodes with hostile names; one running job with a hostile task and progress
+    message; one failed job with a hostile error and traceback, whose id is returned."""
+    store = open_store(url)
+    first, second = (store.register_node(n, "host", 1, 2, ["t"], 30.0) for n in HOSTILE_NAMES)
+    for node in (first, second):
+        assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    task = "task[bold]\x1b[31m"
+    store.submit_jobs([NewJob(task=task, args_json="[]", kwargs_json="{}", max_attempts=1)] * 2)
+    claims = {node.id: store.claim_jobs(node.id, 2) for node in (first, second)}
+    [(owner, running)] = [(n, jobs[0]) for n, jobs in claims.items() if jobs][:1]
+    [(finisher, failing)] = [(n, j) for n, jobs in claims.items() for j in jobs if j != running]
+    store.record_progress(
+        owner, [ProgressUpdate(running.id, running.attempts, 0.5, "ok\r\x1b[1A!")]
+    )
+    error, traceback = "Boom\x1b[8m hidden [red]x[/]", "T\n\x1b[2K"
+    outcome = Outcome(failing.id, failing.attempts, False, error=error, traceback=traceback)
+    assert store.finish_jobs(finisher, [outcome]) == [True]
+    store.close()
+    return failing.id
+
+
+def test_status_shows_hostile_names_literally_and_escaped(sqlite_url: str) -> None:
+    hostile_cluster(sqlite_url)
+    result = run("status", "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\r" not in result.output
+    for shown in (*ESCAPED_NAMES, "task[bold]\\x1b[31m", "ok\\x0d\\x1b[1A!"):
+        assert shown in result.output
+    assert len(re.findall(r"\b64  \d+-\d+", result.output)) == 2  # each node's section
+
+
+def test_job_shows_hostile_text_escaped(sqlite_url: str) -> None:
+    job_id = hostile_cluster(sqlite_url)
+    result = run("job", str(job_id), "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    assert "Boom\\x1b[8m hidden [red]x[/]" in result.output
+    assert "task[bold]\\x1b[31m" in result.output
+    assert "T\n\\x1b[2K" in result.output
+
+
+def test_status_json_has_the_documented_fields_from_the_view(sqlite_url: str) -> None:
+    hostile_cluster(sqlite_url)
+    document = json.loads(run("status", "--json", "--db", sqlite_url).output)
+    assert set(document) == {"partitions", "epoch", "nodes", "jobs"}
+    assert document["jobs"] == {
+        "queued": 0,
+        "running": 1,
+        "succeeded": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    names = [node["name"] for node in document["nodes"]]
+    assert names == list(HOSTILE_NAMES)  # JSON carries data as it is; json escapes controls
+    assert set(document["nodes"][0]) == {
+        "id",
+        "name",
+        "state",
+        "section",
+        "host",
+        "pid",
+        "heartbeat_age_s",
+        "running",
+        "processed",
+        "failed",
+        "pause_requested",
+        "concurrency",
+    }
+    assert sum(len(node["section"]) for node in document["nodes"]) == 128
+    assert document["nodes"][0]["state"] in ("waiting", "working")
+
+
+@pytest.mark.parametrize("command", ["job", "cancel"])
+def test_a_job_id_beyond_64_bits_names_no_job(sqlite_url: str, command: str) -> None:
+    result = run(command, "99999999999999999999", "--db", sqlite_url)
+    assert_one_line_error(result, "no job with id 99999999999999999999")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--args", "[" * 100_000 + "]" * 100_000], "--args is nested too deeply"),
+        (["--kwargs", '{"a":' * 100_000 + "1" + "}" * 100_000], "--kwargs is nested too deeply"),
+        (["--delay-s", "nan"], "nan is not a finite number"),
+        (["--delay-s", "inf"], "inf is not a finite number"),
+        (["--timeout-s", "inf"], "inf is not a finite number"),
+        (["--retries", "99999999999999999999"], "0<=x<=1000"),
+        (["--args", '["a\udcffb"]'], "not valid Unicode"),
+        (
+            ["--args", '["' + "x" * 600_000 + '"]', "--kwargs", '{"k": "' + "x" * 600_000 + '"}'],
+            "--args and --kwargs together are",
+        ),
+    ],
+)
+def test_hostile_submit_input_is_a_one_line_error(
+    sqlite_url: str, args: list[str], needle: str
+) -> None:
+    assert_one_line_error(run("submit", "work", "--force", "--db", sqlite_url, *args), needle)
+    assert job_total(sqlite_url) == 0
+
+
+def test_undecodable_argv_is_a_one_line_error(sqlite_url: str) -> None:
+    result = run("submit", "w\udcffx", "--force", "--db", sqlite_url)
+    assert_one_line_error(result, "the task name 'w\\udcffx' is not valid UTF-8")
+    assert_one_line_error(run("pause", "n\udcff", "--db", sqlite_url), "NODE 'n\\udcff'")
+    assert_one_line_error(run("status", "--db", "sqlite:///\udcff.db"), "not valid UTF-8")
+    assert job_total(sqlite_url) == 0
+
+
+def test_malformed_percent_encoding_names_the_url_redacted() -> None:
+    result = run("status", "--db", "postgresql://u:%ff@127.0.0.1:1/x")
+    assert_one_line_error(result, "'postgresql://u:***@127.0.0.1:1/x'", "%-escape")
+
+
+def test_a_key_value_dsn_password_is_never_echoed() -> None:
+    result = run("status", "--db", "host=127.0.0.1 port=1 password=s3cret dbname=x")
+    assert_one_line_error(result, "password=***")
+    assert "s3cret" not in result.output
+
+
+def test_submit_with_the_app_takes_the_tasks_retries_and_without_it_the_documented_default(
+    sqlite_url: str,
+) -> None:
+    with_app = run("submit", "flaky", "--args", "[1]", "--app", "systasks:app", "--db", sqlite_url)
+    override = run(
+        "submit",
+        "flaky",
+        "--args",
+        "[1]",
+        "--app",
+        "systasks:app",
+        "--retries",
+        "0",
+        "--db",
+        sqlite_url,
+    )
+    bare = run("submit", "flaky", "--args", "[1]", "--force", "--db", sqlite_url)
+    store = open_store(sqlite_url)
+    attempts = [store.read_job(int(r.stdout)).max_attempts for r in (with_app, override, bare)]
+    assert attempts == [3, 1, DEFAULT_RETRIES + 1]
+    help_text = " ".join(run("submit", "--help").output.split())
+    assert f"without --app, {DEFAULT_RETRIES}" in help_text

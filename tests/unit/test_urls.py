@@ -17,6 +17,17 @@ from shoal.store.sqlite import path_from_url
             "postgresql://u@h/db?password=s3cret&sslmode=require",
             "postgresql://u@h/db?password=***&sslmode=require",
         ),
+        ("host=h1 password=s3cret dbname=db", "host=h1 password=*** dbname=db"),
+        ("host=h1 password = 's3cret word' dbname=db", "host=h1 password = *** dbname=db"),
+        ("host=h1 PASSWORD='it\\'s s3cret'", "host=h1 PASSWORD=***"),
+        (
+            "cannot connect to 'host=h password=s3cret': refused",
+            "cannot connect to 'host=h password=***': refused",
+        ),
+        (
+            "cannot open 'postgresql://u:s3cret@h/db?password=s3cret' now",
+            "cannot open 'postgresql://u:***@h/db?password=***' now",
+        ),
         ("sqlite:///shoal.db", "sqlite:///shoal.db"),
         ("sqlite:////var/lib/shoal.db", "sqlite:////var/lib/shoal.db"),
     ],

@@ -1,11 +1,13 @@
-"""How the observer writes sections and durations for people, the same in the page and the terminal.
+"""How the observer writes sections, durations and data for people, in the page and the terminal.
 
 Sections are shown as compact ranges ("0-41, 96-99") because a list of 40 partition numbers says
-less than its shape; ages are rounded to the unit a person reads at a glance.
+less than its shape; ages are rounded to the unit a person reads at a glance. Text from the
+datastore reaches a terminal only through `printable`, which escapes control characters.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from shoal.assignment import format_section
@@ -31,3 +33,30 @@ def format_age(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours}h"
+
+
+# C0 controls and DEL, C1 controls (CSI is U+009B), lone surrogates (what non-UTF-8 bytes decode
+# to, and unprintable), and the bidirectional overrides that make text read in another order than
+# it runs. Any of these from data could move the cursor, retitle the window or hide text.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_BLOCK = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    """`text` safe to write to a terminal: every control character shown as its escape.
+
+    ESC becomes `\\x1b`, a carriage return `\\x0d`, a lone surrogate `\\udcff`, so a name or message
+    from the datastore can neither send terminal control sequences nor overwrite what precedes it.
+    With `multiline` (tracebacks), newlines and tabs are kept as they are. Printable text, including
+    backslashes and rich markup such as `[bold]`, is returned unchanged: markup is a matter of
+    passing the result to rich as `Text`.
+    """
+    pattern = _UNSAFE_IN_BLOCK if multiline else _UNSAFE
+    return pattern.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

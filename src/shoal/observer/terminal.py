@@ -1,14 +1,16 @@
-"""The cluster overview in a terminal, drawn with rich: `shoal top` and the demo's live view.
+"""The cluster in a terminal: `shoal status`, `shoal top` and the demo's live view.
 
-`build_overview` is pure (a ClusterView and the running jobs in, a renderable out) so the demo can
-draw it from data it already holds; `run_top` reads the datastore once per refresh and redraws
-until Ctrl-C.
+All three draw one renderable, `render_status`, from the observer's `Status` view, and
+`status_document` is what `shoal status --json` prints of the same view, so the terminal and the
+JSON API cannot drift apart. Text from the datastore goes to rich as `Text` through `printable`:
+never markup, never a control sequence. `run_top` reads once per refresh and redraws until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -17,8 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from shoal.errors import ShoalError
-from shoal.model import ClusterView, Job, JobFilter, JobState, NodeState
-from shoal.observer.format import compact_ranges, format_age
+from shoal.model import ClusterView, Job, JobState, NodeState
+from shoal.observer.format import format_age, printable
+from shoal.observer.views import NodeView, Status, read_status, status_of
 from shoal.store.port import Store
 
 STATE_STYLES: dict[NodeState, str] = {
@@ -38,24 +41,61 @@ JOB_STATE_STYLES: dict[JobState, str] = {
 MAX_RUNNING_SHOWN = 12
 
 
+def data(text: str, style: str = "") -> Text:
+    """A string from the datastore as rich `Text`: shown as written, control characters escaped."""
+    return Text(printable(text), style=style)
+
+
 def build_overview(
     view: ClusterView, running: Sequence[Job], title: str = "Shoal"
 ) -> RenderableType:
+    """`render_status` of data already read, for the demo, which holds its own ClusterView."""
+    return render_status(status_of(view, running, datastore=""), title)
+
+
+def render_status(status: Status, title: str = "Shoal") -> RenderableType:
     """The nodes table, the running jobs with progress bars, and the job counts by state.
 
-    Every string that comes from the datastore goes into `Text` objects, never into markup, so a
-    node name or task name containing `[bold]` is shown as written.
+    Every string that comes from the datastore goes through `data`, never into markup, so a node
+    name containing `[/]` or an escape sequence is shown as written, escaped.
     """
-    live = sum(1 for node in view.nodes if node.is_live)
+    live = sum(1 for node in status.nodes if node.state is not NodeState.DEAD)
     header = Text.assemble(
-        (title, "bold"),
-        f"  {view.partitions} partitions · epoch {view.epoch} · {live} live node",
+        (printable(title), "bold"),
+        f"  {status.partitions} partitions · epoch {status.epoch} · {live} live node",
         "" if live == 1 else "s",
     )
-    return Group(header, _nodes_table(view), _running_table(view, running), _queue_line(view))
+    return Group(header, _nodes_table(status), _running_table(status), _queue_line(status))
 
 
-def _nodes_table(view: ClusterView) -> Table:
+def status_document(status: Status) -> dict[str, Any]:
+    """What `shoal status --json` prints: partitions, epoch, nodes and job counts by state."""
+    return {
+        "partitions": status.partitions,
+        "epoch": status.epoch,
+        "nodes": [_node_document(node) for node in status.nodes],
+        "jobs": status.jobs_by_state,
+    }
+
+
+def _node_document(node: NodeView) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "name": node.name,
+        "state": node.state.value,
+        "section": node.section,
+        "host": node.host,
+        "pid": node.pid,
+        "heartbeat_age_s": round(node.heartbeat_age_s, 3),
+        "running": node.running,
+        "processed": node.processed,
+        "failed": node.failed,
+        "pause_requested": node.pause_requested,
+        "concurrency": node.concurrency,
+    }
+
+
+def _nodes_table(status: Status) -> Table:
     table = Table(title="Nodes", title_justify="left", expand=True, show_edge=False)
     for name, justify in (
         ("id", "right"),
@@ -67,36 +107,40 @@ def _nodes_table(view: ClusterView) -> Table:
         ("done/failed", "right"),
     ):
         is_section = name == "section"
+        # A long node name wraps rather than squeezing the section out of a narrow terminal.
         table.add_column(
             name,
             justify=justify,  # type: ignore[arg-type]
-            no_wrap=not is_section,
+            no_wrap=name not in ("section", "name"),
+            overflow="fold",
             ratio=1 if is_section else None,
+            width=12 if is_section else None,  # with a ratio, the least it gets
         )
-    for node in sorted(view.nodes, key=lambda n: (not n.is_live, n.id)):
+    for node in status.nodes:
         state = Text(node.state.value, style=STATE_STYLES[node.state])
         if node.pause_requested and node.state is not NodeState.PAUSED:
             state.append(" (pausing)", style="yellow")
         section = Text(f"{len(node.section):>3}  ", style="bold")
-        section.append(compact_ranges(node.section) or "—", style="dim")
+        section.append(node.section_ranges or "—", style="dim")
+        is_live = node.state is not NodeState.DEAD
         table.add_row(
             str(node.id),
-            Text(node.name),
+            data(node.name),
             state,
             section,
-            format_age(view.now - node.heartbeat_at) if node.is_live else "—",
+            format_age(node.heartbeat_age_s) if is_live else "—",
             str(node.running),
             Text.assemble(
                 str(node.processed), "/", (str(node.failed), "red" if node.failed else "")
             ),
         )
-    if not view.nodes:
+    if not status.nodes:
         table.add_row("", Text("no nodes yet", style="dim"), "", "", "", "", "")
     return table
 
 
-def _running_table(view: ClusterView, running: Sequence[Job]) -> Table:
-    names = {node.id: node.name for node in view.nodes}
+def _running_table(status: Status) -> Table:
+    names = {node.id: node.name for node in status.nodes}
     table = Table(title="Running jobs", title_justify="left", expand=True, show_edge=False)
     table.add_column("job", justify="right", no_wrap=True)
     table.add_column("task", no_wrap=True, max_width=28)
@@ -104,16 +148,16 @@ def _running_table(view: ClusterView, running: Sequence[Job]) -> Table:
     table.add_column("progress", ratio=1, min_width=10)
     table.add_column("", justify="right", no_wrap=True)
     table.add_column("message", ratio=1, no_wrap=True, overflow="ellipsis")
+    running = status.running_jobs
     for job in running[:MAX_RUNNING_SHOWN]:
-        fraction = min(max(job.progress, 0.0), 1.0)
-        node = names.get(job.claimer, str(job.claimer)) if job.claimer is not None else "—"
+        node = "—" if job.node_id is None else names.get(job.node_id, str(job.node_id))
         table.add_row(
             str(job.id),
-            Text(job.task),
-            Text(node),
-            ProgressBar(total=1.0, completed=fraction),
-            f"{fraction:4.0%}",
-            Text(job.progress_message or "", style="dim"),
+            data(job.task),
+            data(node),
+            ProgressBar(total=1.0, completed=job.progress),
+            f"{job.progress:4.0%}",
+            data(job.progress_message or "", style="dim"),
         )
     if len(running) > MAX_RUNNING_SHOWN:
         more = len(running) - MAX_RUNNING_SHOWN
@@ -123,13 +167,13 @@ def _running_table(view: ClusterView, running: Sequence[Job]) -> Table:
     return table
 
 
-def _queue_line(view: ClusterView) -> Text:
+def _queue_line(status: Status) -> Text:
     line = Text("Jobs  ", style="bold")
     for state in JobState:
         line.append(f"{state.value} ", style=JOB_STATE_STYLES[state])
-        line.append(f"{view.job_counts.get(state, 0)}   ", style="bold")
-    if view.oldest_queued_age_s is not None:
-        line.append(f"oldest queued {format_age(view.oldest_queued_age_s)}", style="dim")
+        line.append(f"{status.jobs_by_state.get(state.value, 0)}   ", style="bold")
+    if status.oldest_queued_age_s is not None:
+        line.append(f"oldest queued {format_age(status.oldest_queued_age_s)}", style="dim")
     return line
 
 
@@ -145,14 +189,12 @@ def run_top(store: Store, refresh_s: float = 1.0) -> None:
         with Live(last, console=console, screen=True, auto_refresh=False) as live:
             while True:
                 try:
-                    view = store.read_cluster()
-                    running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=50)
-                    last = build_overview(view, running, title=f"Shoal · {store.url_for_display}")
+                    status = read_status(store, running_limit=50)
+                    last = render_status(status, title=f"Shoal · {status.datastore}")
                     live.update(last, refresh=True)
                 except ShoalError as exc:
-                    live.update(
-                        Group(last, Text(f"datastore error: {exc}", style="red")), refresh=True
-                    )
+                    error = Text(f"datastore error: {printable(str(exc))}", style="red")
+                    live.update(Group(last, error), refresh=True)
                 time.sleep(refresh_s)
     except KeyboardInterrupt:
         pass

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shoal.assignment import moved
 from shoal.model import (
+    ClusterView,
     EventKind,
     HistoryEvent,
     Job,
@@ -108,27 +110,66 @@ class Overview:
     events: list[Event]
 
 
-def read_overview(store: Store) -> Overview:
-    """The live state of the cluster plus the last 15 minutes of samples and events."""
+@dataclass(frozen=True)
+class Status:
+    """The cluster now, without history: what `shoal status` and `shoal top` show."""
+
+    now: float
+    datastore: str
+    partitions: int
+    epoch: int
+    nodes: list[NodeView]  # live first, then by id
+    jobs_by_state: dict[str, int]
+    oldest_queued_age_s: float | None
+    running_jobs: list[RunningJob]
+
+
+def read_status(store: Store, running_limit: int = MAX_RUNNING_JOBS) -> Status:
+    """Two short reads: the cluster row with its nodes and counts, and the running jobs."""
     view = store.read_cluster()
+    running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=running_limit)
+    return status_of(view, running, store.url_for_display)
+
+
+def status_of(view: ClusterView, running: Sequence[Job], datastore: str) -> Status:
+    """The status view of data already read (the demo holds its own ClusterView)."""
     now = view.now
-    running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=MAX_RUNNING_JOBS)
-    samples = store.read_samples(now - OVERVIEW_WINDOW_S, now)
-    history = store.read_history(now - RECENT_EVENTS_WINDOW_S, now, limit=2_000)
-    nodes_by_state = Counter(node.state.value for node in view.nodes)
-    return Overview(
+    return Status(
         now=now,
-        datastore=store.url_for_display,
+        datastore=datastore,
         partitions=view.partitions,
         epoch=view.epoch,
         nodes=[node_view(node, now) for node in sorted(view.nodes, key=_node_order)],
-        nodes_by_state={state.value: nodes_by_state.get(state.value, 0) for state in NodeState},
         jobs_by_state={state.value: view.job_counts.get(state, 0) for state in JobState},
         oldest_queued_age_s=view.oldest_queued_age_s,
-        owners=list(view.owners),
         running_jobs=[running_job(job, now) for job in running],
+    )
+
+
+def read_overview(store: Store) -> Overview:
+    """The status plus the partition owners and the last 15 minutes of samples and events."""
+    view = store.read_cluster()
+    running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=MAX_RUNNING_JOBS)
+    status = status_of(view, running, store.url_for_display)
+    samples = store.read_samples(status.now - OVERVIEW_WINDOW_S, status.now)
+    history = store.read_history(status.now - RECENT_EVENTS_WINDOW_S, status.now, limit=2_000)
+    nodes_by_state = Counter(node.state.value for node in view.nodes)
+    return Overview(
+        now=status.now,
+        datastore=status.datastore,
+        partitions=status.partitions,
+        epoch=status.epoch,
+        nodes=status.nodes,
+        nodes_by_state={state.value: nodes_by_state.get(state.value, 0) for state in NodeState},
+        jobs_by_state=status.jobs_by_state,
+        oldest_queued_age_s=status.oldest_queued_age_s,
+        owners=list(view.owners),
+        running_jobs=status.running_jobs,
         throughput=bucket_samples(
-            samples, now - OVERVIEW_WINDOW_S, now, chart_points(samples, OVERVIEW_WINDOW_S, 90)
+            samples,
+            status.now - OVERVIEW_WINDOW_S,
+            status.now,
+            chart_points(samples, OVERVIEW_WINDOW_S, 90),
         ),
         events=events_with_moves(store, history)[-MAX_EVENTS:][::-1],
     )

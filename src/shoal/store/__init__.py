@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 from shoal.errors import ConfigError
 from shoal.store.port import DEFAULT_PARTITIONS, Store
@@ -46,19 +45,23 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("SHOAL_DB") or DEFAULT_URL
 
 
+# `password=...` in a URL's query or a key=value conninfo string; a quoted value may hold spaces
+# and escaped quotes, an unquoted one ends at a space, an & or a quote (the end of a message's
+# quoted URL).
+_KEY_VALUE_PASSWORD = re.compile(r"""(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&']*)""")
+# `scheme://user:password@host`: the password runs to the last @ before the path.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@")
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """`url` with any password replaced by ***, safe for logs and error messages.
+
+    Handles `scheme://user:password@host` URLs, `?password=` in their query, and key=value
+    conninfo strings (`host=h password=secret`, quoted or not). Since it only rewrites passwords
+    where they appear, it also scrubs an error message that quotes a URL or conninfo string.
+    """
+    text = _URL_PASSWORD.sub(r"\1:***@", url)
+    return _KEY_VALUE_PASSWORD.sub(r"\1***", text)
 
 
 def open_store(url: str | None = None, *, create: bool = True) -> Store:
