@@ -13,9 +13,10 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +32,7 @@ MAX_RANGE_S = 31 * 24 * 3600.0
 MAX_ID = 2**63 - 1  # both datastores keep ids (jobs and nodes) in signed 64-bit integers
 MAX_EPOCH_S = 253402300799.0  # 9999-12-31 23:59:59 UTC, the last moment a page can print
 
+Preset = Literal["15m", "1h", "6h", "24h"]
 Id = Annotated[int, Query(ge=1, le=MAX_ID)]
 Moment = Annotated[
     float,
@@ -85,13 +87,15 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
 
     @router.get("/timeline")
     def timeline(
-        preset: Annotated[
-            str | None, Query(alias="range", description="15m, 1h, 6h or 24h")
-        ] = None,
+        preset: Annotated[Preset | None, Query(alias="range", description="ending now")] = None,
         since: Moment | None = None,
         until: Moment | None = None,
     ) -> views.Timeline:
-        """Each node's states over a time range, with rebalances, deaths and throughput."""
+        """Each node's states over a time range, with rebalances, deaths and throughput.
+
+        The range is `range` (default 15m) ending at `until` (default now), or `since` to
+        `until`: since < until, at most 31 days apart, else 422.
+        """
         start, end = resolve_range(store, preset, since, until)
         return views.read_timeline(store, start, end)
 
@@ -131,18 +135,26 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
 def resolve_range(
     store: Store, name: str | None, since: float | None, until: float | None
 ) -> tuple[float, float]:
-    """A preset range ending now, or an explicit one; raises 422 for a nonsensical range."""
+    """A preset range ending now, or an explicit one.
+
+    Raises RequestValidationError (a 422 shaped like every other bad parameter's, as the schema
+    documents) for an unknown preset or an explicit range that is empty or longer than 31 days.
+    """
     now = store.now()
+    end = now if until is None else until
     if since is None:
         span = RANGES_S.get(name or "15m")
         if span is None:
-            raise HTTPException(status_code=422, detail=f"range must be one of {list(RANGES_S)}")
-        end = now if until is None else until
+            raise _bad_query("range", f"range must be one of {list(RANGES_S)}", name)
         return end - span, end
-    end = now if until is None else until
     if end <= since or end - since > MAX_RANGE_S:
-        raise HTTPException(status_code=422, detail="need since < until, at most 31 days apart")
+        raise _bad_query("since", "need since < until, at most 31 days apart", since)
     return since, end
+
+
+def _bad_query(name: str, message: str, given: object) -> RequestValidationError:
+    error = {"type": "value_error", "loc": ("query", name), "msg": message, "input": given}
+    return RequestValidationError([error])
 
 
 async def overview_stream(
