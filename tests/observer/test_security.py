@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from shoal import cli
 from shoal.errors import ConfigError
 from shoal.observer import server
+from shoal.observer.hosts import LOCAL_HOSTS, AllowedHosts
 from shoal.observer.security import (
     COOKIE_NAME,
     SECURITY_HEADERS,
     SESSION_LIFETIME_S,
-    AllowedHosts,
     Sessions,
     safe_next,
 )
@@ -152,7 +152,7 @@ def test_an_unknown_host_is_refused_over_real_http(obs_store: Store):
     ],
 )
 def test_the_default_hosts_are_loopback_and_the_test_client(header: str, allowed: bool):
-    assert AllowedHosts.of(server.LOCAL_HOSTS).allows(header) is allowed
+    assert AllowedHosts.of(LOCAL_HOSTS).allows(header) is allowed
 
 
 def test_a_loopback_bind_answers_its_port_under_loopback_names():
@@ -197,6 +197,12 @@ def test_a_wildcard_bind_without_names_answers_any_host_behind_its_token():
 def test_a_malformed_allowed_host_is_refused_before_the_datastore_is_opened():
     with pytest.raises(ConfigError, match="not a host name"):
         server.serve("sqlite:////nonexistent/never-opened.db", allowed_hosts=["bad:host:name"])
+
+
+def test_serve_refuses_any_host_without_a_token(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(server.TOKEN_ENV, raising=False)
+    with pytest.raises(ConfigError, match="without a token"):
+        server.serve("sqlite:////nonexistent/never-opened.db", allowed_hosts=["*"])
 
 
 def test_serve_takes_allowed_hosts_from_the_environment(

@@ -1,25 +1,23 @@
 """The observer's guard: the Host check, security headers on every response, and the token.
 
-Every request must name, in its `Host` header, a host the observer serves; anything else is a
-page reached by DNS rebinding or a misrouted proxy and gets 421 before the app (or the datastore)
-sees it. With a token, every path except `/livez`, `/login`, `/logout` and the static files needs
-either an `Authorization: Bearer <token>` header or a live session cookie. Each login starts its
-own random session, kept in memory until it expires or the user logs out; the cookie is HttpOnly,
-SameSite=Strict, has a Max-Age and is Secure when the login came over TLS. Browsers asking for a
-page are sent to the login form; API clients get 401 with `WWW-Authenticate`. Every response,
-an unhandled exception's 500 included, carries the same security headers.
+Every request must name, in its `Host` header, a host the observer serves (`hosts.py`); anything
+else is a page reached by DNS rebinding or a misrouted proxy, and gets 421 before the app or the
+datastore sees it. With a token, every path except `/livez`, `/login`, `/logout` and the static
+files needs either an `Authorization: Bearer <token>` header or a live session cookie. Each login
+starts its own random session, kept in memory until it expires or the user logs out; the cookie
+is HttpOnly, SameSite=Strict, has a Max-Age and is Secure when the login came over TLS. Browsers
+asking for a page are sent to the login form; API clients get 401 with `WWW-Authenticate`.
+Every response, an unhandled exception's 500 included, carries the same security headers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
@@ -27,17 +25,13 @@ from fastapi.responses import Response
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoal.errors import ConfigError
+from shoal.observer.hosts import AllowedHosts
 
 COOKIE_NAME = "shoal_observer"
 OPEN_PATHS = frozenset({"/livez", "/login", "/logout"})
 OPEN_PREFIXES = ("/static/",)
 SESSION_LIFETIME_S = 12 * 3600.0  # a working day: long enough not to nag, short enough to end
 MAX_SESSIONS = 10_000  # only token holders can log in; this bounds what a script of logins costs
-ANY_HOST = "*"  # an allowed-host entry that matches every Host (a wildcard bind behind a token)
-# What TestClient sends, and the loopback names on any port: enough for tests and local use,
-# and names a rebinding page cannot make a browser send.
-LOCAL_HOSTS = ("testserver", "localhost", "127.0.0.1", "[::1]")
 
 # No inline script or style anywhere: every script and stylesheet is a file under /static.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -70,75 +64,6 @@ def safe_next(path: str | None) -> str:
     if not path or not path.startswith("/") or path.startswith(("//", "/\\")):
         return "/"
     return path
-
-
-def split_host(value: str) -> tuple[str, int | None] | None:
-    """A Host header or allowed-host entry as (lower-case name, port or None); None if malformed.
-
-    IPv6 literals keep their brackets (`[::1]:8765`); a bare IPv6 address is malformed, as it is
-    in a Host header.
-    """
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        name, rest = value[: end + 1], value[end + 1 :]
-    else:
-        name, colon, port = value.partition(":")
-        rest = colon + port
-    if not name:
-        return None
-    if not rest:
-        return name, None
-    port = rest.removeprefix(":")
-    if rest == port or not port.isdigit() or len(port) > 5:
-        return None
-    return name, int(port)
-
-
-def host_form(address: str) -> str:
-    """How a bind address appears in a Host header: IPv6 literals in brackets."""
-    bare = address.strip("[]")
-    try:
-        return f"[{bare}]" if ipaddress.ip_address(bare).version == 6 else bare
-    except ValueError:
-        return address
-
-
-@dataclass(frozen=True)
-class AllowedHosts:
-    """The Host values the observer answers. An entry without a port matches the name on any
-    port; `*` matches everything."""
-
-    entries: frozenset[tuple[str, int | None]]
-    any_host: bool = False
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> AllowedHosts:
-        """Raises ConfigError for an entry that no Host header could match."""
-        entries: set[tuple[str, int | None]] = set()
-        any_host = False
-        for name in names:
-            parsed = split_host(name)
-            if name.strip() == ANY_HOST:
-                any_host = True
-            elif parsed is None:
-                raise ConfigError(f"not a host name or host:port: {name!r}")
-            else:
-                entries.add(parsed)
-        return cls(frozenset(entries), any_host)
-
-    def allows(self, header: str | None) -> bool:
-        if self.any_host:
-            return True
-        parsed = split_host(header or "")
-        if parsed is None:
-            return False
-        name, port = parsed
-        # A browser leaves out the port only when it is the scheme's default.
-        ports = {port} if port is not None else {80, 443}
-        return (name, None) in self.entries or any((name, p) in self.entries for p in ports)
 
 
 class Sessions:

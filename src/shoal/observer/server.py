@@ -23,9 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shoal.errors import ConfigError
 from shoal.observer.api import api_router
+from shoal.observer.hosts import ANY_HOST, LOCAL_HOSTS, AllowedHosts, host_form
 from shoal.observer.metrics import metrics_registry, render_metrics
 from shoal.observer.pages import page_router
-from shoal.observer.security import LOCAL_HOSTS, AllowedHosts, Guard, Sessions, host_form
+from shoal.observer.security import Guard, Sessions
 from shoal.store import open_store
 from shoal.store.port import Store
 
@@ -97,7 +98,7 @@ def served_hosts(host: str, port: int, extra: Sequence[str]) -> list[str]:
     names = list(extra)
     if host in WILDCARD_BINDS:
         if not names:
-            return ["*"]
+            return [ANY_HOST]
     else:
         names.append(f"{host_form(host)}:{port}")
     if host in WILDCARD_BINDS or is_loopback(host):
@@ -116,7 +117,8 @@ def serve(
 
     `token` falls back to the SHOAL_OBSERVER_TOKEN environment variable, `allowed_hosts` (extra
     Host names, e.g. a proxy's) to the comma list in SHOAL_OBSERVER_ALLOWED_HOSTS. Raises
-    ConfigError for a non-loopback `host` without a token or a malformed host name, and the
+    ConfigError for a non-loopback `host` or an allowed host `*` without a token, or a
+    malformed host name; and the
     store's errors if the datastore cannot be opened (an observer never creates a datastore).
     """
     token = token or os.environ.get(TOKEN_ENV) or None
@@ -126,6 +128,11 @@ def serve(
             f"and results; pass --token or set {TOKEN_ENV}, or bind 127.0.0.1"
         )
     extra = list(allowed_hosts) or _split_names(os.environ.get(ALLOWED_HOSTS_ENV, ""))
+    if ANY_HOST in extra and token is None:
+        raise ConfigError(
+            f"refusing --allowed-host {ANY_HOST} without a token: any web page could then read "
+            "the observer through DNS rebinding"
+        )
     hosts = served_hosts(host, port, extra)
     AllowedHosts.of(hosts)  # a malformed name fails before the datastore is opened
     store = open_store(url, create=False)
