@@ -10,6 +10,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from playwright.sync_api import expect
 
 from shoal import cli
 from shoal.errors import ConfigError
@@ -369,3 +370,21 @@ def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store):
         texts = [httpx.get(live.url + p).status_code for p in ["/jobs?task=%ff", "/api/jobs?%ff=1"]]
     assert all(400 <= status < 500 for status in statuses.values()), statuses
     assert texts == [200, 200]
+
+
+@pytest.mark.browser
+def test_a_browser_signs_in_and_out_through_the_pages(obs_store: Store, page: Any):
+    FakeNode(obs_store, "alpha").start()
+    with ServerThread(create_app(obs_store, TOKEN)) as live:
+        page.goto(f"{live.url}/nodes")
+        expect(page).to_have_url(f"{live.url}/login?next=%2Fnodes")
+        page.fill("input[name=token]", TOKEN)
+        page.click("button:has-text('Sign in')")
+        expect(page).to_have_url(f"{live.url}/nodes")
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+
+        page.click("button:has-text('Log out')")
+        expect(page).to_have_url(f"{live.url}/login")
+        page.goto(f"{live.url}/nodes")
+        expect(page).to_have_url(f"{live.url}/login?next=%2Fnodes")
+    assert page.errors == []
