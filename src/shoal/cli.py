@@ -431,11 +431,21 @@ def demo(db: str | None, nodes: int, job_count: int, keep_running: bool, no_kill
     envvar="SHOAL_OBSERVER_TOKEN",
     help="Require this bearer token (mandatory when binding beyond loopback).",
 )
-def observe(db: str | None, host: str, port: int, token: str | None) -> None:
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer this Host name, e.g. a proxy's (repeatable; default: "
+    "SHOAL_OBSERVER_ALLOWED_HOSTS, a comma list).",
+)
+def observe(
+    db: str | None, host: str, port: int, token: str | None, allowed_hosts: tuple[str, ...]
+) -> None:
     """Serve the observer's web page, JSON API and /metrics (read-only). Ctrl-C stops it."""
     from shoal.observer.server import serve
 
-    serve(db, host, port, token)
+    serve(db, host, port, token, allowed_hosts)
 
 
 @cli.command()

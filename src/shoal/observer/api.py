@@ -2,7 +2,9 @@
 
 Every route only reads. `/api/events` is a server-sent event stream that sends the overview about
 once a second, which is what keeps open pages current without reloading; each of its reads is a
-few short statements, so an open page never holds a transaction.
+few short statements, so an open page never holds a transaction. Parameters are bounded in
+their declarations (ids fit a signed 64-bit integer, moments are finite and within the calendar),
+so bad input is a 422 the OpenAPI schema describes, never a datastore error.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +29,15 @@ from shoal.store.port import Store
 EVENT_INTERVAL_S = 1.0
 RANGES_S = {"15m": 15 * 60.0, "1h": 3600.0, "6h": 6 * 3600.0, "24h": 24 * 3600.0}
 MAX_RANGE_S = 31 * 24 * 3600.0
+MAX_ID = 2**63 - 1  # both datastores keep ids (jobs and nodes) in signed 64-bit integers
+MAX_EPOCH_S = 253402300799.0  # 9999-12-31 23:59:59 UTC, the last moment a page can print
+
+Preset = Literal["15m", "1h", "6h", "24h"]
+Id = Annotated[int, Query(ge=1, le=MAX_ID)]
+Moment = Annotated[
+    float,
+    Query(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, description="epoch seconds"),
+]
 _overview_json = TypeAdapter(views.Overview)
 
 
@@ -60,20 +72,30 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
 
     @router.get("/partitions")
     def partitions(
-        at: Annotated[float | None, Query(description="a past moment, epoch seconds")] = None,
+        at: Annotated[
+            float | None,
+            Query(
+                ge=0,
+                le=MAX_EPOCH_S,
+                allow_inf_nan=False,
+                description="a past moment, epoch seconds",
+            ),
+        ] = None,
     ) -> views.PartitionMap:
         """The owner of every partition now, or as it was at `at` (from history)."""
         return views.read_partition_map(store, at)
 
     @router.get("/timeline")
     def timeline(
-        preset: Annotated[
-            str | None, Query(alias="range", description="15m, 1h, 6h or 24h")
-        ] = None,
-        since: float | None = None,
-        until: float | None = None,
+        preset: Annotated[Preset | None, Query(alias="range", description="ending now")] = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
     ) -> views.Timeline:
-        """Each node's states over a time range, with rebalances, deaths and throughput."""
+        """Each node's states over a time range, with rebalances, deaths and throughput.
+
+        The range is `range` (default 15m) ending at `until` (default now), or `since` to
+        `until`: since < until, at most 31 days apart, else 422.
+        """
         start, end = resolve_range(store, preset, since, until)
         return views.read_timeline(store, start, end)
 
@@ -81,10 +103,10 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
     def jobs(
         state: JobState | None = None,
         task: str | None = None,
-        node: int | None = None,
-        min_id: int | None = None,
-        max_id: int | None = None,
-        before_id: int | None = None,
+        node: Id | None = None,
+        min_id: Id | None = None,
+        max_id: Id | None = None,
+        before_id: Id | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> views.JobPage:
         """Jobs matching the filter, newest first; page on with `next_before_id`."""
@@ -92,7 +114,7 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
         return views.read_jobs(store, where, limit=limit, before_id=before_id)
 
     @router.get("/jobs/{job_id}", responses={404: {"description": "no such job"}})
-    def job(job_id: int) -> views.JobDetail:
+    def job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> views.JobDetail:
         found = store.read_job(job_id)
         if found is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
@@ -113,18 +135,26 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
 def resolve_range(
     store: Store, name: str | None, since: float | None, until: float | None
 ) -> tuple[float, float]:
-    """A preset range ending now, or an explicit one; raises 422 for a nonsensical range."""
+    """A preset range ending now, or an explicit one.
+
+    Raises RequestValidationError (a 422 shaped like every other bad parameter's, as the schema
+    documents) for an unknown preset or an explicit range that is empty or longer than 31 days.
+    """
     now = store.now()
+    end = now if until is None else until
     if since is None:
         span = RANGES_S.get(name or "15m")
         if span is None:
-            raise HTTPException(status_code=422, detail=f"range must be one of {list(RANGES_S)}")
-        end = now if until is None else until
+            raise _bad_query("range", f"range must be one of {list(RANGES_S)}", name)
         return end - span, end
-    end = now if until is None else until
     if end <= since or end - since > MAX_RANGE_S:
-        raise HTTPException(status_code=422, detail="need since < until, at most 31 days apart")
+        raise _bad_query("since", "need since < until, at most 31 days apart", since)
     return since, end
+
+
+def _bad_query(name: str, message: str, given: object) -> RequestValidationError:
+    error = {"type": "value_error", "loc": ("query", name), "msg": message, "input": given}
+    return RequestValidationError([error])
 
 
 async def overview_stream(

@@ -1,4 +1,5 @@
-"""The HTML pages: `/`, `/partitions`, `/nodes`, `/timeline`, `/jobs`, `/jobs/{id}` and `/login`.
+"""The HTML pages: `/`, `/partitions`, `/nodes`, `/timeline`, `/jobs`, `/jobs/{id}`, `/login`
+and `/logout`.
 
 The live pages (overview, partitions, nodes, timeline) are shells that the static scripts fill
 from the JSON API and the event stream, building the DOM with `textContent` only. The job list
@@ -15,13 +16,22 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from shoal.model import JobFilter, JobState
 from shoal.observer import views
+from shoal.observer.api import MAX_ID
 from shoal.observer.format import format_age
-from shoal.observer.security import COOKIE_NAME, is_token_valid, safe_next, session_value
+from shoal.observer.security import (
+    Sessions,
+    clear_session_cookie,
+    is_token_valid,
+    safe_next,
+    session_cookie,
+    set_session_cookie,
+)
 from shoal.store.port import Store
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -50,7 +60,7 @@ def format_timestamp(at: float | None) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def page_router(store: Store, token: str | None) -> APIRouter:
+def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRouter:
     env = make_environment()
     router = APIRouter(include_in_schema=False)
 
@@ -92,7 +102,7 @@ def page_router(store: Store, token: str | None) -> APIRouter:
         )
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-    def job(job_id: int) -> HTMLResponse:
+    def job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]) -> HTMLResponse:
         found = store.read_job(job_id)
         if found is None:
             return render("missing.html", status=404, page="jobs", title="No such job", id=job_id)
@@ -113,9 +123,18 @@ def page_router(store: Store, token: str | None) -> APIRouter:
                 "login.html", status=401, page="login", title="Sign in", next=target, failed=True
             )
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            COOKIE_NAME, session_value(token), httponly=True, samesite="strict", path="/"
-        )
+        secure = request.url.scheme == "https"
+        set_session_cookie(response, sessions.start(), sessions.lifetime_s, secure)
+        return response
+
+    @router.post("/logout")
+    def logout(request: Request) -> Response:
+        """Ends this browser's session, if it has one, and goes to the login form."""
+        session_id = session_cookie(request.headers)
+        if session_id is not None:
+            sessions.end(session_id)
+        response = RedirectResponse("/login" if token else "/", status_code=303)
+        clear_session_cookie(response, secure=request.url.scheme == "https")
         return response
 
     return router
@@ -129,7 +148,7 @@ def parse_job_filter(query: dict[str, str]) -> tuple[dict[str, str], JobFilter, 
     form = {k: query.get(k, "").strip() for k in ("state", "task", "node", "min_id", "max_id")}
     form = {k: v for k, v in form.items() if v}
     errors = [
-        f"{k} must be a whole number"
+        f"{k} must be a whole number from 1 to {MAX_ID}"
         for k in ("node", "min_id", "max_id")
         if k in form and _int(form[k]) is None
     ]
@@ -150,7 +169,9 @@ def parse_job_filter(query: dict[str, str]) -> tuple[dict[str, str], JobFilter, 
 
 
 def _int(text: str | None) -> int | None:
+    """A positive id that fits the datastore's 64-bit integers, else None."""
     try:
-        return int(text) if text else None
+        number = int(text) if text else None
     except ValueError:
         return None
+    return number if number is not None and 1 <= number <= MAX_ID else None

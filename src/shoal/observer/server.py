@@ -2,7 +2,8 @@
 
 `create_app` wires a `Store` into a FastAPI app; `serve` opens the datastore named by a URL and
 runs the app with uvicorn until Ctrl-C. The observer never registers as a node and never writes.
-It binds to loopback unless given a token, because it shows job arguments and results.
+It binds to loopback unless given a token, because it shows job arguments and results, and it
+answers only the Host names it serves (`served_hosts`), so a page using DNS rebinding reads nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -21,18 +23,31 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shoal.errors import ConfigError
 from shoal.observer.api import api_router
+from shoal.observer.hosts import ANY_HOST, LOCAL_HOSTS, AllowedHosts, host_form
 from shoal.observer.metrics import metrics_registry, render_metrics
 from shoal.observer.pages import page_router
-from shoal.observer.security import Guard
+from shoal.observer.security import Guard, Sessions
 from shoal.store import open_store
 from shoal.store.port import Store
 
 STATIC = Path(__file__).parent / "static"
 TOKEN_ENV = "SHOAL_OBSERVER_TOKEN"
+ALLOWED_HOSTS_ENV = "SHOAL_OBSERVER_ALLOWED_HOSTS"
+WILDCARD_BINDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
-def create_app(store: Store, token: str | None) -> FastAPI:
-    """The observer app over `store`; with `token`, everything but /livez needs it."""
+def create_app(
+    store: Store, token: str | None, allowed_hosts: Sequence[str] = LOCAL_HOSTS
+) -> FastAPI:
+    """The observer app over `store`; with `token`, everything but /livez needs it.
+
+    Requests whose Host is not in `allowed_hosts` get 421. The default is the loopback names on
+    any port plus TestClient's `testserver`; `serve` passes the names it actually serves. Raises
+    ConfigError for a malformed entry.
+    """
+    hosts = AllowedHosts.of(allowed_hosts)
+    sessions = Sessions()
     app = FastAPI(
         title="Shoal observer",
         summary="A read-only view of a Shoal cluster and its history.",
@@ -56,9 +71,9 @@ def create_app(store: Store, token: str | None) -> FastAPI:
         return Response(render_metrics(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api_router(store, app.state.stopping))
-    app.include_router(page_router(store, token))
+    app.include_router(page_router(store, token, sessions))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(Guard, token=token)
+    app.add_middleware(Guard, token=token, sessions=sessions, allowed_hosts=hosts)
     return app
 
 
@@ -71,14 +86,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def served_hosts(host: str, port: int, extra: Sequence[str]) -> list[str]:
+    """The Host values an observer bound to `host`:`port` answers.
+
+    The bound address with its port; on loopback also `localhost`, `127.0.0.1` and `[::1]` with
+    that port; and every name in `extra` (a name without a port matches any port). Bound to a
+    wildcard address the observer cannot know its names: it answers the loopback forms and
+    `extra`, or, with no `extra` given, any Host (such a bind always has a token, which a
+    rebinding page cannot send).
+    """
+    names = list(extra)
+    if host in WILDCARD_BINDS:
+        if not names:
+            return [ANY_HOST]
+    else:
+        names.append(f"{host_form(host)}:{port}")
+    if host in WILDCARD_BINDS or is_loopback(host):
+        names.extend(f"{name}:{port}" for name in LOOPBACK_NAMES)
+    return names
+
+
 def serve(
-    url: str | None, host: str = "127.0.0.1", port: int = 8765, token: str | None = None
+    url: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the observer for the datastore at `url` (None: SHOAL_DB or the default) until Ctrl-C.
 
-    `token` falls back to the SHOAL_OBSERVER_TOKEN environment variable. Raises ConfigError for a
-    non-loopback `host` without a token, and the store's errors if the datastore cannot be opened
-    (an observer never creates a datastore).
+    `token` falls back to the SHOAL_OBSERVER_TOKEN environment variable, `allowed_hosts` (extra
+    Host names, e.g. a proxy's) to the comma list in SHOAL_OBSERVER_ALLOWED_HOSTS. Raises
+    ConfigError for a non-loopback `host` or an allowed host `*` without a token, or a
+    malformed host name; and the
+    store's errors if the datastore cannot be opened (an observer never creates a datastore).
     """
     token = token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(host) and token is None:
@@ -86,19 +127,31 @@ def serve(
             f"refusing to serve on {host} without a token: the observer shows job arguments "
             f"and results; pass --token or set {TOKEN_ENV}, or bind 127.0.0.1"
         )
+    extra = list(allowed_hosts) or _split_names(os.environ.get(ALLOWED_HOSTS_ENV, ""))
+    if ANY_HOST in extra and token is None:
+        raise ConfigError(
+            f"refusing --allowed-host {ANY_HOST} without a token: any web page could then read "
+            "the observer through DNS rebinding"
+        )
+    hosts = served_hosts(host, port, extra)
+    AllowedHosts.of(hosts)  # a malformed name fails before the datastore is opened
     store = open_store(url, create=False)
     try:
         store.check_schema()
-        app = create_app(store, token)
+        app = create_app(store, token, hosts)
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
         )
-        print(f"Shoal observer on http://{host}:{port}/ for {store.url_for_display}")
+        print(f"Shoal observer on http://{host_form(host)}:{port}/ for {store.url_for_display}")
         ObserverServer(config, app.state.stopping).run()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how an observer is meant to stop
     finally:
         store.close()
+
+
+def _split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 class ObserverServer(uvicorn.Server):
