@@ -83,11 +83,14 @@ class Node:
         return self
 
     def stop(self, grace_s: float | None = None, wait: bool = True) -> int | None:
-        """Stop as `request_stop` does; with `wait`, return the exit code once the node has left.
+        """Ask the node to leave, as a first `request_stop` does, unless it is already stopping;
+        with `wait`, block until its thread has left and return the exit code.
 
-        A node that is stopped while already stopping leaves at once (see `request_stop`).
+        Stopping a node that is already stopping only waits: to leave at once, call
+        `request_stop` again or pass `grace_s=0` to the first stop.
         """
-        self.request_stop(grace_s)
+        if not self.stop_requested:
+            self.request_stop(grace_s)
         if wait and self._thread is not None:
             self._thread.join()
         return self.exit_code
