@@ -2,7 +2,8 @@
 
 Every attempt of a steered task waits for the test to say what it does next: report progress,
 return a result or raise. So a test can hold a job running for as long as it needs a state, and
-end it when it chooses, with no sleeps. `until` polls a condition with a deadline.
+end it when it chooses, with no sleeps. `until` polls a condition with a deadline, and a
+`StallingStore` freezes a node's heartbeats so that its lease runs out.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any, TypeVar
 import shoal
 from shoal.app import App
 from shoal.context import current_job
+from shoal.model import Heartbeat
 from shoal.store import Store
+from shoal.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 
@@ -119,3 +122,18 @@ class Steered:
                 if self._released:
                     steps.put(Return(None))
             return steps
+
+
+class StallingStore(SqliteStore):
+    """A store whose heartbeats hang while `running` is clear: a node frozen mid-turn, whose
+    lease runs out while it holds its jobs. `stall_s` bounds each hang (None: until set)."""
+
+    def __init__(self, path: str, stall_s: float | None = 10.0) -> None:
+        super().__init__(path)
+        self.stall_s = stall_s
+        self.running = threading.Event()
+        self.running.set()
+
+    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
+        self.running.wait(self.stall_s)
+        return super().heartbeat(node_id, lease_s)

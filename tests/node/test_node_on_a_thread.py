@@ -4,14 +4,13 @@ stalled node that is declared dead and comes back as a new one."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 
-from shoal.model import Heartbeat, JobState, NewJob, NodeState
+from shoal.model import JobState, NewJob, NodeState
 from shoal.node import Node
 from shoal.store.sqlite import SqliteStore
 
-from steered import Steered, until
+from steered import StallingStore, Steered, until
 
 
 def submit(store: SqliteStore, count: int = 1, max_attempts: int = 1) -> list[int]:
@@ -127,19 +126,6 @@ def test_pause_drains_then_resume_claims_again(
     ]
     assert (NodeState.WORKING, NodeState.PAUSED) in events
     assert (NodeState.PAUSED, NodeState.WAITING) in events
-
-
-class StallingStore(SqliteStore):
-    """A store whose heartbeats wait while `stalled` is clear: a node frozen mid-turn."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self.running = threading.Event()
-        self.running.set()
-
-    def heartbeat(self, node_id: int, lease_s: float) -> Heartbeat | None:
-        self.running.wait(10.0)
-        return super().heartbeat(node_id, lease_s)
 
 
 def test_a_stalled_node_declared_dead_registers_again_as_a_new_node(

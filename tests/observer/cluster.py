@@ -21,7 +21,9 @@ from shoal.model import Job, NewJob, NodeState
 from shoal.node import Node, NodeConfig
 from shoal.store.port import Store
 
-from steered import Steered, until
+from steered import StallingStore, Steered, until
+
+__all__ = ["HOSTILE", "Cluster", "StallingStore", "later", "submit"]
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 TASKS = ("resize", "report", "send_email", HOSTILE, "[blink]resize")
@@ -66,10 +68,10 @@ class Cluster:
         self.app = self.steered.app(TASKS)
         self.nodes: list[Node] = []
 
-    def start(self, name: str, **settings: Any) -> Node:
-        """Start a node and wait until it is registered and waiting for work."""
+    def start(self, name: str, store: Store | None = None, **settings: Any) -> Node:
+        """Start a node (on its own `store` if given) and wait until it is waiting for work."""
         config = NodeConfig(name=name, **(SETTINGS | settings))
-        node = Node(self.app, self.store, config).start()
+        node = Node(self.app, store or self.store, config).start()
         self.nodes.append(node)
         until(lambda: self.state(node) is NodeState.WAITING, f"node {name} waiting")
         return node
