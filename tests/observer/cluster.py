@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +63,19 @@ def submit(
 class Cluster:
     """Real nodes on one store, and the means to steer the jobs they run."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tasks: Sequence[str] = TASKS) -> None:
         self.store = store
         self.steered = Steered(store)
-        self.app = self.steered.app(TASKS)
+        self.app = self.steered.app(tasks)
         self.nodes: list[Node] = []
 
     def start(self, name: str, store: Store | None = None, **settings: Any) -> Node:
-        """Start a node (on its own `store` if given) and wait until it is waiting for work."""
+        """Start a node (on its own `store` if given); wait until it has registered and recorded
+        `waiting` (with queued work in its section, it may be working already)."""
         config = NodeConfig(name=name, **(SETTINGS | settings))
         node = Node(self.app, store or self.store, config).start()
         self.nodes.append(node)
-        until(lambda: self.state(node) is NodeState.WAITING, f"node {name} waiting")
+        until(lambda: node.loop is not None, f"node {name} registered")
         return node
 
     def state(self, node: Node) -> NodeState | None:

@@ -42,7 +42,7 @@ def simulate(
     store: Store, db_path: str, seconds: float, rng: random.Random, stop: threading.Event
 ) -> None:
     """Run a cluster until `stop`; the pause, death and join happen within `seconds`."""
-    cluster = Cluster(store)
+    cluster = Cluster(store, tasks=list(TASKS))
     stalling = StallingStore(db_path, stall_s=None)  # gamma's own store: its heartbeats hang
     nodes = {
         name: cluster.start(name, store=stalling if name == "gamma" else None, **SETTINGS)
@@ -65,6 +65,8 @@ def simulate(
             steer(cluster, rng, speed)
             stop.wait(0.25)  # the simulated cluster's own pace, not a test waiting
     finally:
+        for node in cluster.nodes:  # before gamma wakes: it leaves instead of registering again
+            node.request_stop(grace_s=0.0)
         stalling.running.set()
         cluster.close()
         stalling.close()

@@ -12,8 +12,10 @@ new node.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -61,7 +63,9 @@ class Node:
         self.stop_requested = False
         self.leave_now = False
         self._grace_s = config.grace_s
-        self._stopping = threading.Event()  # cuts short the waits between registration retries
+        # Cuts short the waits between registration retries. A SimpleQueue, because its put is
+        # safe in a signal handler (an Event's set could deadlock on its own lock there).
+        self._stop_signals: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     # -- running it -------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ class Node:
         else:
             self._grace_s = self.config.grace_s if grace_s is None else grace_s
             self.stop_requested = True
-        self._stopping.set()
+        self._stop_signals.put(True)
         loop = self.loop
         if loop is not None:
             loop.executor.events.put(Wake())  # end the current wait now, not at the next poll
@@ -136,7 +140,9 @@ class Node:
         """Do one turn at monotonic time `now`; return how long to wait for events before the next.
 
         Registers first when the node is not registered (blocking while the datastore is down).
-        Once the node has left (`exit_code` is set) a step does nothing.
+        Once the node has left (`exit_code` is set) a step does nothing. `now` is read from
+        `time.monotonic()` by `run`; a test may pass its own to bring heartbeats, reconciling or
+        a drain's end forward, but attempts' time limits always count on the real clock.
         """
         if self.exit_code is not None:
             return 0.0
@@ -369,5 +375,6 @@ class Node:
                 if self.stop_requested:
                     raise
                 log.warning("datastore unavailable (%s); retrying in %.1fs", exc, delay)
-                self._stopping.wait(delay)
+                with contextlib.suppress(queue.Empty):  # woken early by a stop request
+                    self._stop_signals.get(timeout=delay)
                 delay = min(delay * 2, 10.0)
