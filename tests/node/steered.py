@@ -91,6 +91,11 @@ class Steered:
             else:
                 raise step.error
 
+    def have_started(self, attempts: Iterable[tuple[int, int]]) -> bool:
+        """Whether a worker has begun each (job id, attempt)."""
+        with self._lock:
+            return self.started.issuperset(attempts)
+
     def report(self, job_id: int, fraction: float, message: str | None = None) -> None:
         self._send(job_id, Report(fraction, message))
 

@@ -22,16 +22,17 @@ def state_of(store: SqliteStore, node: Node) -> NodeState | None:
     return record.state if record else None
 
 
-def running_under(store: SqliteStore, node: Node, count: int) -> list[int]:
-    """Wait until the datastore has `count` jobs running under `node`; return their ids."""
-    return until(
-        lambda: (
-            (ids := [j for j, _ in store.running_attempts(node.node_id)])
-            and len(ids) == count
-            and sorted(ids)
-        ),
-        f"{count} jobs running under {node.config.name}",
-    )
+def running_under(store: SqliteStore, steered: Steered, node: Node, count: int) -> list[int]:
+    """Wait until `count` jobs run under `node`, each started by a worker (a stop or a pause
+    gives back what no worker has started); return their ids."""
+
+    def started() -> list[int] | None:
+        attempts = sorted(store.running_attempts(node.node_id))
+        if len(attempts) != count or not steered.have_started(attempts):
+            return None
+        return [job_id for job_id, _ in attempts]
+
+    return until(started, f"{count} jobs running under {node.config.name}")
 
 
 def test_a_started_node_registers_runs_jobs_and_records_them(
@@ -40,7 +41,7 @@ def test_a_started_node_registers_runs_jobs_and_records_them(
     node = make_node("alpha").start()
     until(lambda: state_of(sqlite_store, node) is NodeState.WAITING, "alpha waiting")
     [job_id] = submit(sqlite_store)
-    running_under(sqlite_store, node, 1)
+    running_under(sqlite_store, steered, node, 1)
     steered.report(job_id, 0.5, "halfway")
     until(lambda: sqlite_store.read_job(job_id).progress == 0.5, "progress written")  # type: ignore[union-attr]
     steered.succeed(job_id, {"ok": True})
@@ -60,7 +61,7 @@ def test_stop_drains_in_flight_jobs_then_hands_the_section_over(
     alpha = make_node("alpha").start()
     until(lambda: state_of(sqlite_store, alpha) is NodeState.WAITING, "alpha waiting")
     first, second = submit(sqlite_store, 2)  # partitions 1 and 2: alpha's, before and after
-    running_under(sqlite_store, alpha, 2)
+    running_under(sqlite_store, steered, alpha, 2)
     beta = make_node("beta").start()
     until(lambda: state_of(sqlite_store, beta) is NodeState.WAITING, "beta waiting")
 
@@ -80,7 +81,7 @@ def test_stop_drains_in_flight_jobs_then_hands_the_section_over(
         lambda: (r := sqlite_store.read_node(beta.node_id)) and r.section == everything,
         "beta owning every partition",
     )
-    running_under(sqlite_store, beta, 1)
+    running_under(sqlite_store, steered, beta, 1)
     assert sqlite_store.read_job(later).claimer == beta.node_id  # type: ignore[union-attr]
 
 
@@ -89,7 +90,7 @@ def test_a_second_stop_releases_in_flight_jobs_at_once(
 ):
     node = make_node("alpha", grace_s=60.0).start()
     [job_id] = submit(sqlite_store)
-    running_under(sqlite_store, node, 1)
+    running_under(sqlite_store, steered, node, 1)
 
     node.request_stop()
     node.request_stop()  # the second request: no waiting out the 60 s grace
@@ -105,7 +106,7 @@ def test_pause_drains_then_resume_claims_again(
 ):
     node = make_node("alpha").start()
     [held] = submit(sqlite_store)
-    running_under(sqlite_store, node, 1)
+    running_under(sqlite_store, steered, node, 1)
 
     sqlite_store.request_pause(str(node.node_id), True)
     until(lambda: node.loop is not None and node.loop.draining, "the pause seen")
@@ -116,7 +117,7 @@ def test_pause_drains_then_resume_claims_again(
     assert sqlite_store.read_job(waiting).state is JobState.QUEUED  # type: ignore[union-attr]
 
     sqlite_store.request_pause(str(node.node_id), False)
-    running_under(sqlite_store, node, 1)
+    running_under(sqlite_store, steered, node, 1)
     assert sqlite_store.read_job(waiting).claimer == node.node_id  # type: ignore[union-attr]
     assert state_of(sqlite_store, node) is NodeState.WORKING
     events = [
@@ -134,7 +135,7 @@ def test_a_stalled_node_declared_dead_registers_again_as_a_new_node(
     stalling = StallingStore(db_path)
     node = make_node("alpha", store=stalling, lease_s=0.3, heartbeat_s=0.05).start()
     [job_id] = submit(sqlite_store, max_attempts=2)
-    running_under(sqlite_store, node, 1)
+    running_under(sqlite_store, steered, node, 1)
     first_id = node.node_id
 
     stalling.running.clear()  # the node's next heartbeat hangs; its lease runs out
@@ -166,7 +167,7 @@ def test_a_node_is_a_context_manager(
 ):
     with make_node("alpha") as node:
         [job_id] = submit(sqlite_store)
-        running_under(sqlite_store, node, 1)
+        running_under(sqlite_store, steered, node, 1)
         steered.succeed(job_id)
         until(lambda: not sqlite_store.running_attempts(node.node_id), "the job done")
     assert node.exit_code == 0

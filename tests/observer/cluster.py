@@ -83,12 +83,15 @@ class Cluster:
         return record.state if record else None
 
     def running(self, node: Node, count: int) -> list[Job]:
-        """Wait until exactly `count` jobs run under `node`; return them, oldest first."""
+        """Wait until exactly `count` jobs run under `node`, each started by a worker (a job
+        claimed ahead but not started would be given back by a pause or a stop); return them,
+        oldest first."""
 
         def claimed() -> list[Job] | None:
-            ids = sorted(job_id for job_id, _ in self.store.running_attempts(node.node_id))
-            jobs = [job for job in map(self.store.read_job, ids) if job is not None]
-            return jobs if len(jobs) == count else None
+            attempts = sorted(self.store.running_attempts(node.node_id))
+            if len(attempts) != count or not self.steered.have_started(attempts):
+                return None
+            return [job for job_id, _ in attempts if (job := self.store.read_job(job_id))]
 
         return until(claimed, f"{count} jobs running under {node.config.name}")
 
