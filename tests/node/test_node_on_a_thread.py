@@ -133,7 +133,7 @@ def test_a_stalled_node_declared_dead_registers_again_as_a_new_node(
     make_node: Callable[..., Node], sqlite_store: SqliteStore, steered: Steered, db_path: str
 ):
     stalling = StallingStore(db_path)
-    node = make_node("alpha", store=stalling, lease_s=0.3, heartbeat_s=0.05).start()
+    node = make_node("alpha", store=stalling, lease_s=0.5, heartbeat_s=0.05).start()
     [job_id] = submit(sqlite_store, max_attempts=2)
     running_under(sqlite_store, steered, node, 1)
     first_id = node.node_id

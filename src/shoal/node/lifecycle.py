@@ -40,7 +40,8 @@ T = TypeVar("T")
 class Node:
     """One processor node. Not started by creating it: call `run`, `start`, or `step` yourself.
 
-    `exit_code` is None while the node lives; 0 once it has left, 2 if its name was taken.
+    `exit_code` is None while the node lives; 0 once it has left, 2 if its name was taken, 1
+    if an error escaped the loop on its thread (the thread reports it).
     """
 
     def __init__(
