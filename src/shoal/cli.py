@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import click
@@ -33,6 +35,9 @@ from shoal.observer.format import printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status
 from shoal.store import DEFAULT_PARTITIONS, Store, open_store, redact_url
+
+if TYPE_CHECKING:
+    from shoal.node import Node
 
 DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or postgresql://..."
 # Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
@@ -199,7 +204,27 @@ def node(
         concurrency,
         pool,
     )
-    sys.exit(Node(app, store, config, app_spec=app_spec).run())
+    processor = Node(app, store, config, app_spec=app_spec)
+    _stop_on_signals(processor)
+    sys.exit(processor.run())
+
+
+def _stop_on_signals(processor: Node) -> None:
+    """SIGTERM or Ctrl-C: drain and leave; a second one: release in-flight jobs, leave now."""
+    log = logging.getLogger("shoal.node")
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if processor.stop_requested:
+            log.warning("second stop signal: releasing in-flight jobs and leaving now")
+        else:
+            log.info(
+                "stop signal: no more claims; draining in-flight jobs (up to %.0fs)",
+                processor.config.grace_s,
+            )
+        processor.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def _parse_json(text: str | None, what: str, kind: type) -> Any:

@@ -1,27 +1,42 @@
-"""A small cluster driven through the `Store` port, for observer tests and screenshots.
+"""A small cluster of real nodes, run in-process on the observer's store, for observer tests
+and screenshots.
 
-No processor node runs here: `FakeNode` makes the same port calls a node makes (register, move
-to waiting, claim, progress, finish, pause, stop), so the observer sees real rows written by the
-real adapter, with no threads and no waiting.
+Each node is a real `Node` on a thread (thread pool) over the very store the observer reads.
+Its tasks are steered (tests/node/steered.py): an attempt runs until the test tells it to report
+progress, return or raise. So a test puts the cluster into the state it asserts on (a node
+working with a job at progress 0.5, a paused node, a stopped node, a failed job with its
+traceback) by asking the nodes, and waits with a deadline until the datastore shows it.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from shoal.model import Job, NewJob, NodeState, Outcome, ProgressUpdate
+sys.path.insert(0, str(Path(__file__).parents[1] / "node"))
+
+from shoal.model import Job, NewJob, NodeState
+from shoal.node import Node, NodeConfig
 from shoal.store.port import Store
 
+from steered import StallingStore, Steered, until
+
+__all__ = ["HOSTILE", "Cluster", "StallingStore", "later", "submit"]
+
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+TASKS = ("resize", "report", "send_email", HOSTILE, "[blink]resize")
+# Heartbeats come quickly, so that a node sees a pause or a resume within a few turns; the
+# lease is long, so that no node is declared dead because the machine is busy.
+SETTINGS: dict[str, Any] = {"heartbeat_s": 0.05, "lease_s": 30.0, "progress_flush_s": 0.01}
 
 
 def later(store: Store) -> float:
     """Return a datastore time strictly after every event written so far.
 
-    Datastore timestamps have millisecond resolution, and these fakes write several events per
+    Datastore timestamps have millisecond resolution, and a node writes several events per
     millisecond; a test that asks "what was true at t" needs t between two of them. This polls
     the datastore clock (at most a millisecond), it does not sleep.
     """
@@ -31,85 +46,97 @@ def later(store: Store) -> float:
     return now
 
 
-def submit(store: Store, task: str, *args: Any, count: int = 1, **kwargs: Any) -> list[int]:
-    job = NewJob(task=task, args_json=json.dumps(list(args)), kwargs_json=json.dumps(kwargs))
+def submit(
+    store: Store, task: str, *args: Any, count: int = 1, delay_s: float = 0.0, **kwargs: Any
+) -> list[int]:
+    """Queue `count` jobs of one attempt each, so that a failure is final."""
+    job = NewJob(
+        task=task,
+        args_json=json.dumps(list(args)),
+        kwargs_json=json.dumps(kwargs),
+        max_attempts=1,
+        delay_s=delay_s,
+    )
     return store.submit_jobs([job] * count)
 
 
-@dataclass
-class FakeNode:
-    store: Store
-    name: str
-    lease_s: float = 30.0
-    concurrency: int = 4
-    tasks: Sequence[str] = ("resize", "report", "send_email")
-    id: int = 0
-    held: dict[int, Job] = field(default_factory=dict)
+class Cluster:
+    """Real nodes on one store, and the means to steer the jobs they run."""
 
-    def start(self) -> FakeNode:
-        record = self.store.register_node(
-            self.name,
-            "worker-host",
-            4000 + len(self.name),
-            self.concurrency,
-            self.tasks,
-            self.lease_s,
-        )
-        self.id = record.id
-        assert self.store.set_node_state(self.id, NodeState.INITIALIZING, NodeState.WAITING)
-        return self
+    def __init__(self, store: Store, tasks: Sequence[str] = TASKS) -> None:
+        self.store = store
+        self.steered = Steered(store)
+        self.app = self.steered.app(tasks)
+        self.nodes: list[Node] = []
 
-    @property
-    def state(self) -> NodeState:
-        record = self.store.read_node(self.id)
-        assert record is not None
-        return record.state
+    def start(self, name: str, store: Store | None = None, **settings: Any) -> Node:
+        """Start a node (on its own `store` if given); wait until it has registered and recorded
+        `waiting` (with queued work in its section, it may be working already)."""
+        config = NodeConfig(name=name, **(SETTINGS | settings))
+        node = Node(self.app, store or self.store, config).start()
+        self.nodes.append(node)
+        until(lambda: node.loop is not None, f"node {name} registered")
+        return node
 
-    def beat(self) -> None:
-        self.store.heartbeat(self.id, self.lease_s)
+    def state(self, node: Node) -> NodeState | None:
+        record = self.store.read_node(node.node_id) if node.node_id else None
+        return record.state if record else None
 
-    def claim(self, limit: int | None = None) -> list[Job]:
-        room = self.concurrency - len(self.held) if limit is None else limit
-        jobs = self.store.claim_jobs(self.id, max(room, 0)) if room > 0 else []
-        self.held.update({job.id: job for job in jobs})
-        return jobs
+    def running(self, node: Node, count: int) -> list[Job]:
+        """Wait until exactly `count` jobs run under `node`, each started by a worker (a job
+        claimed ahead but not started would be given back by a pause or a stop); return them,
+        oldest first."""
+
+        def claimed() -> list[Job] | None:
+            attempts = sorted(self.store.running_attempts(node.node_id))
+            if len(attempts) != count or not self.steered.have_started(attempts):
+                return None
+            return [job for job_id, _ in attempts if (job := self.store.read_job(job_id))]
+
+        return until(claimed, f"{count} jobs running under {node.config.name}")
 
     def progress(self, job_id: int, fraction: float, message: str | None = None) -> None:
-        job = self.held[job_id]
-        self.store.record_progress(
-            self.id, [ProgressUpdate(job.id, job.attempts, fraction, message)]
-        )
+        """Have the job report progress; wait until the datastore holds it."""
+        self.steered.report(job_id, fraction, message)
+
+        def written() -> bool:
+            job = self.store.read_job(job_id)
+            return job is not None and (job.progress, job.progress_message) == (fraction, message)
+
+        until(written, f"progress {fraction} of job {job_id}")
 
     def succeed(self, job_id: int, result: Any = None) -> None:
-        job = self.held.pop(job_id)
-        self.store.finish_jobs(
-            self.id, [Outcome(job.id, job.attempts, True, result_json=json.dumps(result))]
-        )
-        self._maybe_idle()
+        self.steered.succeed(job_id, result)
+        self._until_finished(job_id)
 
-    def fail(self, job_id: int, error: str, traceback: str | None = None) -> None:
-        job = self.held.pop(job_id)
-        self.store.finish_jobs(
-            self.id, [Outcome(job.id, job.attempts, False, error=error, traceback=traceback)]
-        )
-        self._maybe_idle()
+    def fail(self, job_id: int, error: BaseException) -> None:
+        """Have the job raise `error`: its outcome records the error and the real traceback."""
+        self.steered.fail(job_id, error)
+        self._until_finished(job_id)
 
-    def _maybe_idle(self) -> None:
-        if not self.held and self.state is NodeState.WORKING:
-            self.store.set_node_state(self.id, NodeState.WORKING, NodeState.WAITING)
+    def pause(self, node: Node) -> None:
+        """Ask for a pause; wait until the node has drained and recorded `paused`."""
+        self.store.request_pause(str(node.node_id), True)
+        until(lambda: self.state(node) is NodeState.PAUSED, f"node {node.config.name} paused")
 
-    def pause(self) -> None:
-        """Ask for a pause and, holding nothing, complete it as a node would after draining."""
-        self.store.request_pause(str(self.id), True)
-        if not self.held:
-            self.store.set_node_state(self.id, self.state, NodeState.PAUSED)
+    def resume(self, node: Node) -> None:
+        self.store.request_pause(str(node.node_id), False)
+        until(lambda: self.state(node) is NodeState.WAITING, f"node {node.config.name} resumed")
 
-    def resume(self) -> None:
-        self.store.request_pause(str(self.id), False)
-        self.store.set_node_state(self.id, NodeState.PAUSED, NodeState.WAITING)
+    def stop(self, node: Node) -> None:
+        """Stop the node cleanly and wait until it has left (released its jobs, gone dead)."""
+        assert node.stop() == 0
 
-    def stop(self) -> None:
-        """Leave cleanly: release held jobs, then move to dead (which rebalances)."""
-        self.store.release_jobs(self.id, list(self.held))
-        self.held.clear()
-        self.store.set_node_state(self.id, self.state, NodeState.DEAD, "stopped")
+    def close(self) -> None:
+        """End every attempt and stop every node still running."""
+        self.steered.release_all()
+        for node in self.nodes:
+            node.request_stop(grace_s=0.0)
+            node.stop()
+
+    def _until_finished(self, job_id: int) -> None:
+        def finished() -> bool:
+            job = self.store.read_job(job_id)
+            return job is not None and job.finished_at is not None
+
+        until(finished, f"job {job_id} finished")

@@ -21,6 +21,7 @@ from shoal.observer.server import create_app
 from shoal.store import Store
 from shoal.store.sqlite import SqliteStore
 
+from cluster import Cluster
 from served import CHROMIUM, CHROMIUM_ARGS, ServerThread
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -33,6 +34,14 @@ def obs_store(tmp_path: Path) -> Iterator[Store]:
     store.initialize(partitions=32)
     yield store
     store.close()
+
+
+@pytest.fixture
+def cluster(obs_store: Store) -> Iterator[Cluster]:
+    """Real nodes on the observed store; every one still running is stopped at the end."""
+    nodes = Cluster(obs_store)
+    yield nodes
+    nodes.close()
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
     .venv/bin/python tests/observer/make_screenshots.py [--seconds 240] [--out docs/screenshots]
 
-The cluster is driven through the Store port in real time (datastore time is the real clock):
-three nodes work through a steady trickle and one burst of jobs, one pauses and resumes, one
-stops heartbeating and is declared dead, a fourth joins. Then headless Chromium photographs
+Real nodes run in-process in real time (datastore time is the real clock) on steered tasks
+(tests/observer/cluster.py): three nodes work through a steady trickle and one burst of jobs,
+each job reporting progress until it is done; one node pauses and resumes, one stalls (its
+heartbeats hang) and is declared dead, a fourth joins. Then headless Chromium photographs
 every page. Takes about `--seconds` plus half a minute.
 """
 
@@ -20,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from shoal.model import JobFilter, JobState, NodeState
+from shoal.model import JobFilter, JobState
+from shoal.node import Node
 from shoal.observer.server import create_app
 from shoal.store import Store, open_store
 
-from cluster import FakeNode, submit
+from cluster import Cluster, StallingStore, submit
 from served import CHROMIUM, CHROMIUM_ARGS, ServerThread
 
 TASKS = {
@@ -32,71 +34,70 @@ TASKS = {
     "report": lambda r: (r.choice(["daily", "weekly"]), r.randrange(2020, 2027)),
     "send_email": lambda r: (f"user{r.randrange(500)}@example.com",),
 }
-TRACEBACK = """Traceback (most recent call last):
-  File "/srv/app/tasks.py", line 41, in send_email
-    smtp.send(message)
-  File "/srv/app/mail.py", line 88, in send
-    raise ConnectionError("mail relay refused the connection")
-ConnectionError: mail relay refused the connection"""
+# The defaults a user gets, but a short lease, so that the stalled node dies on camera.
+SETTINGS = {"lease_s": 6.0, "heartbeat_s": 1.0, "progress_flush_s": 0.25}
 
 
-def simulate(store: Store, seconds: float, rng: random.Random, stop: threading.Event) -> None:
-    """Drive a cluster until `stop`; the pause, death and join happen within `seconds`."""
-    nodes = [FakeNode(store, name, lease_s=6.0).start() for name in ("alpha", "beta", "gamma")]
-    script = {0.25: "pause beta", 0.42: "resume beta", 0.55: "kill gamma", 0.7: "start delta"}
+def simulate(
+    store: Store, db_path: str, seconds: float, rng: random.Random, stop: threading.Event
+) -> None:
+    """Run a cluster until `stop`; the pause, death and join happen within `seconds`."""
+    cluster = Cluster(store, tasks=list(TASKS))
+    stalling = StallingStore(db_path, stall_s=None)  # gamma's own store: its heartbeats hang
+    nodes = {
+        name: cluster.start(name, store=stalling if name == "gamma" else None, **SETTINGS)
+        for name in ("alpha", "beta", "gamma")
+    }
+    script = {0.25: "pause beta", 0.42: "resume beta", 0.55: "stall gamma", 0.7: "start delta"}
     start = time.monotonic()
     speed: dict[int, float] = {}
-    while not stop.is_set():
-        elapsed = time.monotonic() - start
-        for at, action in list(script.items()):
-            if elapsed >= at * seconds:
-                del script[at]
-                nodes = act(store, action, nodes)
-        rate = 3 if elapsed < 0.3 * seconds or elapsed > 0.34 * seconds else 40
-        for _ in range(rng.randrange(rate + 1)):
-            task = rng.choice(list(TASKS))
-            submit(store, task, *TASKS[task](rng))
-        for node in nodes:
-            work(node, rng, speed)
-        store.mark_dead_nodes()
-        store.record_sample(5.0)
-        stop.wait(0.25)  # the simulated cluster's own pace, not a test waiting
+    try:
+        while not stop.is_set():
+            elapsed = time.monotonic() - start
+            for at, action in list(script.items()):
+                if elapsed >= at * seconds:
+                    del script[at]
+                    act(cluster, stalling, action, nodes)
+            rate = 3 if elapsed < 0.3 * seconds or elapsed > 0.34 * seconds else 40
+            for _ in range(rng.randrange(rate + 1)):
+                task = rng.choice(list(TASKS))
+                submit(store, task, *TASKS[task](rng))
+            steer(cluster, rng, speed)
+            stop.wait(0.25)  # the simulated cluster's own pace, not a test waiting
+    finally:
+        for node in cluster.nodes:  # before gamma wakes: it leaves instead of registering again
+            node.request_stop(grace_s=0.0)
+        stalling.running.set()
+        cluster.close()
+        stalling.close()
 
 
-def act(store: Store, action: str, nodes: list[FakeNode]) -> list[FakeNode]:
+def act(cluster: Cluster, stalling: StallingStore, action: str, nodes: dict[str, Node]) -> None:
     verb, name = action.split()
-    node = next((n for n in nodes if n.name == name), None)
+    node = nodes.get(name)
     if verb == "pause" and node:
-        store.request_pause(str(node.id), True)  # the node drains, then moves to paused
+        cluster.store.request_pause(str(node.node_id), True)  # it drains, then moves to paused
     elif verb == "resume" and node:
-        node.resume()
-    elif verb == "kill" and node:
-        return [n for n in nodes if n is not node]  # stops heartbeating: its lease runs out
+        cluster.store.request_pause(str(node.node_id), False)
+    elif verb == "stall" and node:
+        stalling.running.clear()  # its next heartbeat hangs: its lease runs out
     elif verb == "start":
-        nodes.append(FakeNode(store, name, lease_s=6.0).start())
-    return nodes
+        nodes[name] = cluster.start(name, **SETTINGS)
 
 
-def work(node: FakeNode, rng: random.Random, speed: dict[int, float]) -> None:
-    """One step of a node: heartbeat, claim (unless pausing), advance and finish its jobs."""
-    node.beat()
-    record = node.store.read_node(node.id)
-    if record is None or record.state is NodeState.PAUSED:
-        return
-    if not record.pause_requested:
-        for job in node.claim():
-            speed[job.id] = rng.uniform(0.04, 0.3)
-    for job_id in list(node.held):
-        job = node.held[job_id]
-        fraction = min(1.0, (node.store.now() - (job.started_at or 0)) * speed[job_id])
+def steer(cluster: Cluster, rng: random.Random, speed: dict[int, float]) -> None:
+    """Tell every running attempt how far it is, and end those whose time is up."""
+    store = cluster.store
+    now = store.now()
+    for job in store.list_jobs(JobFilter(state=JobState.RUNNING), limit=500):
+        rate = speed.setdefault(job.id, rng.uniform(0.04, 0.3))
+        fraction = min(1.0, (now - (job.started_at or now)) * rate)
         if fraction < 1.0:
-            node.progress(job_id, fraction, f"step {int(fraction * 10) + 1} of 10")
+            cluster.steered.report(job.id, fraction, f"step {int(fraction * 10) + 1} of 10")
         elif rng.random() < 0.06:
-            node.fail(job_id, "ConnectionError: mail relay refused the connection", TRACEBACK)
+            cluster.steered.fail(job.id, ConnectionError("mail relay refused the connection"))
         else:
-            node.succeed(job_id, {"ok": True, "bytes": rng.randrange(10_000, 900_000)})
-    if record.pause_requested and not node.held:
-        node.store.set_node_state(node.id, node.state, NodeState.PAUSED)  # drained
+            cluster.steered.succeed(job.id, {"ok": True, "bytes": rng.randrange(10_000, 900_000)})
 
 
 def photograph(store: Store, out: Path, since: float, until: float) -> None:
@@ -151,14 +152,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     args = parser.parse_args()
-    url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'screens.db'}"
+    db_path = str(Path(tempfile.mkdtemp()) / "screens.db")
+    url = f"sqlite:///{db_path}"
     cluster, observed = open_store(url), open_store(url)
     cluster.initialize()
     print(f"simulating {args.seconds:.0f} s of cluster life in {url} …")
     began = cluster.now()
     stop = threading.Event()
     runner = threading.Thread(
-        target=simulate, args=(cluster, args.seconds, random.Random(7), stop), daemon=True
+        target=simulate, args=(cluster, db_path, args.seconds, random.Random(7), stop), daemon=True
     )
     runner.start()
     stop.wait(args.seconds)

@@ -12,19 +12,21 @@ from shoal.model import JobState
 from shoal.observer.server import create_app
 from shoal.store import Store
 
-from cluster import HOSTILE, FakeNode, later, submit
+from cluster import HOSTILE, Cluster, later, submit
 from served import ServerThread
 
 PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs"]
 
 
-def test_overview_counts_nodes_jobs_and_running_progress(obs_store: Store, client: TestClient):
-    alpha = FakeNode(obs_store, "alpha").start()
-    FakeNode(obs_store, "beta").start()
-    ids = submit(obs_store, "resize", "a.png", count=6, width=100)
-    claimed = alpha.claim(limit=2)
+def test_overview_counts_nodes_jobs_and_running_progress(
+    obs_store: Store, cluster: Cluster, client: TestClient
+):
+    alpha = cluster.start("alpha", concurrency=2)
+    cluster.start("beta")
+    ids = submit(obs_store, "resize", "a.png", count=6, width=100)  # all in alpha's section
+    claimed = cluster.running(alpha, 2)
     assert claimed
-    alpha.progress(claimed[0].id, 0.25, "a quarter")
+    cluster.progress(claimed[0].id, 0.25, "a quarter")
 
     body = client.get("/api/overview").json()
 
@@ -38,33 +40,38 @@ def test_overview_counts_nodes_jobs_and_running_progress(obs_store: Store, clien
     assert any(e["kind"] == "rebalance" for e in body["events"])
 
 
-def test_partition_map_now_and_at_a_past_moment(obs_store: Store, client: TestClient):
-    alpha = FakeNode(obs_store, "alpha").start()
+def test_partition_map_now_and_at_a_past_moment(
+    obs_store: Store, cluster: Cluster, client: TestClient
+):
+    alpha = cluster.start("alpha")
     alone = later(obs_store)
     later(obs_store)
-    beta = FakeNode(obs_store, "beta").start()
+    beta = cluster.start("beta")
 
     now = client.get("/api/partitions").json()
     then = client.get("/api/partitions", params={"at": alone}).json()
 
-    assert set(now["owners"]) == {alpha.id, beta.id}
-    assert now["previous_owners"] == [alpha.id] * 32
+    assert set(now["owners"]) == {alpha.node_id, beta.node_id}
+    assert now["previous_owners"] == [alpha.node_id] * 32
     assert (
         sum(1 for a, b in zip(now["previous_owners"], now["owners"], strict=True) if a != b) == 16
     )
-    assert then["owners"] == [alpha.id] * 32
+    assert then["owners"] == [alpha.node_id] * 32
     assert [(n["name"], n["state"], len(n["section"])) for n in then["nodes"]] == [
         ("alpha", "waiting", 32)
     ]
     assert now["rebalances"][0]["moved"] == 16
 
 
-def test_timeline_has_a_lane_per_node_and_marks_the_death(obs_store: Store, client: TestClient):
-    alpha = FakeNode(obs_store, "alpha").start()
-    gamma = FakeNode(obs_store, "gamma")
-    for step in (gamma.start, gamma.pause, gamma.resume, gamma.stop):
+def test_timeline_has_a_lane_per_node_and_marks_the_death(
+    obs_store: Store, cluster: Cluster, client: TestClient
+):
+    alpha = cluster.start("alpha")
+    later(obs_store)
+    gamma = cluster.start("gamma")
+    for step in (cluster.pause, cluster.resume, cluster.stop):
         later(obs_store)
-        step()
+        step(gamma)
 
     body = client.get("/api/timeline", params={"range": "15m"}).json()
 
@@ -81,7 +88,7 @@ def test_timeline_has_a_lane_per_node_and_marks_the_death(obs_store: Store, clie
     assert ("pause_request", "gamma", None) in kinds
     assert any(kind == "rebalance" for kind, _, _ in kinds)
     assert len(body["throughput"]) == 120
-    assert alpha.id in {lane["node_id"] for lane in body["lanes"]}
+    assert alpha.node_id in {lane["node_id"] for lane in body["lanes"]}
 
 
 def test_timeline_rejects_a_backwards_range(client: TestClient):
@@ -89,12 +96,15 @@ def test_timeline_rejects_a_backwards_range(client: TestClient):
     assert client.get("/api/timeline", params={"range": "7y"}).status_code == 422
 
 
-def test_jobs_filter_by_state_task_node_and_id_range(obs_store: Store, client: TestClient):
-    alpha = FakeNode(obs_store, "alpha").start()
+def test_jobs_filter_by_state_task_node_and_id_range(
+    obs_store: Store, cluster: Cluster, client: TestClient
+):
+    alpha = cluster.start("alpha", concurrency=2)
     resize = submit(obs_store, "resize", "a.png", count=5)
     report = submit(obs_store, "report", "daily", count=5)
-    done = alpha.claim(limit=2)
-    alpha.succeed(done[0].id, {"ok": True})
+    done = cluster.running(alpha, 2)
+    alpha.stop(wait=False)  # it claims nothing more, and stays while done[1] runs
+    cluster.succeed(done[0].id, {"ok": True})
 
     def ids(**params: object) -> list[int]:
         return [j["id"] for j in client.get("/api/jobs", params=params).json()["jobs"]]
@@ -102,7 +112,7 @@ def test_jobs_filter_by_state_task_node_and_id_range(obs_store: Store, client: T
     assert ids() == sorted(resize + report, reverse=True)
     assert ids(task="report") == sorted(report, reverse=True)
     assert ids(state="succeeded") == [done[0].id]
-    assert ids(node=alpha.id) == sorted(j.id for j in done)[::-1]
+    assert ids(node=alpha.node_id) == sorted(j.id for j in done)[::-1]
     assert ids(min_id=resize[2], max_id=report[1]) == list(range(report[1], resize[2] - 1, -1))
 
 
@@ -120,11 +130,11 @@ def test_jobs_paginate_newest_first_without_gaps(obs_store: Store, client: TestC
     assert seen == sorted(all_ids, reverse=True)
 
 
-def test_job_detail_and_missing_job(obs_store: Store, client: TestClient):
-    alpha = FakeNode(obs_store, "alpha").start()
+def test_job_detail_and_missing_job(obs_store: Store, cluster: Cluster, client: TestClient):
+    alpha = cluster.start("alpha")
     [job_id] = submit(obs_store, "send_email", "a@example.com", retries=2)
-    alpha.claim()
-    alpha.fail(job_id, "ConnectionError: refused", "Traceback (most recent call last): ...")
+    cluster.running(alpha, 1)
+    cluster.fail(job_id, ConnectionError("refused"))
 
     body = client.get(f"/api/jobs/{job_id}").json()
 
@@ -137,11 +147,13 @@ def test_job_detail_and_missing_job(obs_store: Store, client: TestClient):
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/{id}"])
-def test_hostile_job_strings_render_as_text(obs_store: Store, client: TestClient, path: str):
-    alpha = FakeNode(obs_store, "alpha").start()
+def test_hostile_job_strings_render_as_text(
+    obs_store: Store, cluster: Cluster, client: TestClient, path: str
+):
+    alpha = cluster.start("alpha")
     [job_id] = submit(obs_store, "resize", HOSTILE, note=HOSTILE)
-    alpha.claim()
-    alpha.fail(job_id, HOSTILE, HOSTILE)
+    cluster.running(alpha, 1)
+    cluster.fail(job_id, RuntimeError(HOSTILE))  # the error and the traceback both hold it
 
     html = client.get(path.format(id=job_id)).text
 
@@ -165,10 +177,11 @@ def test_pages_load_no_third_party_resources(client: TestClient):
         assert "<script>" not in html and " style=" not in html, path
 
 
-def test_observer_writes_nothing(obs_store: Store, client: TestClient, tmp_path):
-    alpha = FakeNode(obs_store, "alpha").start()
+def test_observer_writes_nothing(obs_store: Store, cluster: Cluster, client: TestClient, tmp_path):
+    # Between two heartbeats, a node running a job writes nothing either.
+    alpha = cluster.start("alpha", heartbeat_s=30.0, lease_s=60.0)
     [job_id] = submit(obs_store, "resize", "a.png")
-    alpha.claim()
+    cluster.running(alpha, 1)
     watcher = sqlite3.connect(tmp_path / "observed.db")
     before = watcher.execute("PRAGMA data_version").fetchone()[0]
     changes_before = watcher.total_changes
@@ -205,8 +218,8 @@ def test_openapi_describes_the_json_api(client: TestClient):
     assert all(method == "get" for ops in spec["paths"].values() for method in ops)
 
 
-def test_event_stream_sends_the_overview(obs_store: Store):
-    FakeNode(obs_store, "alpha").start()
+def test_event_stream_sends_the_overview(obs_store: Store, cluster: Cluster):
+    cluster.start("alpha")
     with (
         ServerThread(create_app(obs_store, None)) as server,
         httpx.stream("GET", f"{server.url}/api/events", timeout=10) as response,

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from shoal.observer.server import create_app
 from shoal.store import Store
 
-from cluster import HOSTILE, FakeNode, submit
+from cluster import HOSTILE, Cluster, submit
 
 EXAMPLES_PER_OPERATION = 30
 STREAMS = {"/api/events"}  # never ends by design; test_api.py reads its first event instead
@@ -28,19 +28,21 @@ STREAMS = {"/api/events"}  # never ends by design; test_api.py reads its first e
 CROSS_PARAMETER_RULES = {"/api/timeline"}
 
 
-def fill(store: Store) -> None:
-    alpha = FakeNode(store, "alpha").start()
-    FakeNode(store, "beta").start()
+def fill(store: Store, cluster: Cluster) -> None:
+    alpha = cluster.start("alpha", concurrency=3)
     submit(store, "resize", "a.png", count=8, width=100)
     submit(store, "report", HOSTILE, count=3)
-    claimed = alpha.claim(limit=3)
-    alpha.progress(claimed[0].id, 0.5, "half")
-    alpha.fail(claimed[1].id, "ValueError: bad", "Traceback ...")
+    claimed = cluster.running(alpha, 3)
+    cluster.progress(claimed[0].id, 0.5, "half")
+    cluster.fail(claimed[1].id, ValueError("bad"))
+    cluster.start("beta")
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_api_answers_as_documented_and_never_5xx(obs_store: Store, mode: GenerationMode):
-    fill(obs_store)
+def test_api_answers_as_documented_and_never_5xx(
+    obs_store: Store, cluster: Cluster, mode: GenerationMode
+):
+    fill(obs_store, cluster)
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", create_app(obs_store, None))
     operations = [result.ok() for result in schema.get_all_operations()]
     checked = [op for op in operations if op.path not in STREAMS]

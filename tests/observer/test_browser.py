@@ -8,26 +8,27 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from shoal.node import Node
 from shoal.store import Store
 
-from cluster import HOSTILE, FakeNode, later, submit
+from cluster import HOSTILE, Cluster, later, submit
 from served import ServerThread
 
 pytestmark = pytest.mark.browser
 
 
-def card(page: Any, node: FakeNode) -> Any:
-    return page.locator(f"#node-{node.id}")
+def card(page: Any, node: Node) -> Any:
+    return page.locator(f"#node-{node.node_id}")
 
 
 def test_nodes_page_shows_each_node_and_its_state(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
-    alpha = FakeNode(obs_store, "alpha").start()
-    beta = FakeNode(obs_store, "beta").start()
-    submit(obs_store, "resize", "a.png", count=3)
-    [job] = alpha.claim(limit=1)
-    alpha.progress(job.id, 0.4, "resizing")
+    alpha = cluster.start("alpha", concurrency=1)
+    beta = cluster.start("beta")
+    submit(obs_store, "resize", "a.png", count=3)  # all in alpha's section
+    [job] = cluster.running(alpha, 1)
+    cluster.progress(job.id, 0.4, "resizing")
 
     page.goto(f"{live_server.url}/nodes")
 
@@ -40,31 +41,34 @@ def test_nodes_page_shows_each_node_and_its_state(
 
 
 def test_page_follows_pause_and_death_without_reloading(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
-    alpha = FakeNode(obs_store, "alpha").start()
-    beta = FakeNode(obs_store, "beta").start()
+    alpha = cluster.start("alpha")
+    beta = cluster.start("beta")
     page.goto(f"{live_server.url}/nodes")
     expect(card(page, beta)).to_have_attribute("data-state", "waiting")
     page.evaluate("window.__same_document = true")
 
-    beta.pause()
+    cluster.pause(beta)
     expect(card(page, beta)).to_have_attribute("data-state", "paused")
-    alpha.stop()
+    cluster.stop(alpha)
     expect(card(page, alpha)).to_have_attribute("data-state", "dead")
 
     assert page.evaluate("window.__same_document") is True  # updated in place, never reloaded
     assert page.errors == []
 
 
-def test_overview_updates_counts_live(live_server: ServerThread, obs_store: Store, page: Any):
-    FakeNode(obs_store, "alpha").start()
+def test_overview_updates_counts_live(
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
+):
+    cluster.start("alpha")
     page.goto(live_server.url)
     expect(page.locator("#count-queued")).to_have_text("0")
     expect(page.locator("#live-nodes")).to_have_text("1")
 
-    submit(obs_store, "resize", "a.png", count=7)
-    FakeNode(obs_store, "beta").start()
+    # Queued to run in an hour: a live node leaves them queued until then.
+    submit(obs_store, "resize", "a.png", count=7, delay_s=3600.0)
+    cluster.start("beta")
 
     expect(page.locator("#count-queued")).to_have_text("7")
     expect(page.locator("#live-nodes")).to_have_text("2")
@@ -72,14 +76,16 @@ def test_overview_updates_counts_live(live_server: ServerThread, obs_store: Stor
     assert page.errors == []
 
 
-def test_hostile_payload_runs_no_script(live_server: ServerThread, obs_store: Store, page: Any):
-    alpha = FakeNode(obs_store, "alpha").start()
+def test_hostile_payload_runs_no_script(
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
+):
+    alpha = cluster.start("alpha")
     [running] = submit(obs_store, HOSTILE, HOSTILE, note=HOSTILE)
     [failed] = submit(obs_store, "resize", HOSTILE)
-    jobs = {job.id for job in alpha.claim()}
+    jobs = {job.id for job in cluster.running(alpha, 2)}
     assert jobs == {running, failed}
-    alpha.progress(running, 0.3, HOSTILE)
-    alpha.fail(failed, HOSTILE, HOSTILE)
+    cluster.progress(running, 0.3, HOSTILE)
+    cluster.fail(failed, RuntimeError(HOSTILE))
 
     for path, shown in [
         ("/nodes", ".jobs-running"),
@@ -95,12 +101,12 @@ def test_hostile_payload_runs_no_script(live_server: ServerThread, obs_store: St
 
 
 def test_timeline_shows_the_cluster_at_a_picked_moment(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
-    alpha = FakeNode(obs_store, "alpha").start()
+    alpha = cluster.start("alpha")
     alone = later(obs_store)
     later(obs_store)
-    FakeNode(obs_store, "beta").start()
+    cluster.start("beta")
 
     page.goto(f"{live_server.url}/timeline?range=15m&at={alone}")
 
@@ -108,37 +114,37 @@ def test_timeline_shows_the_cluster_at_a_picked_moment(
     expect(page.locator("#moment-nodes tbody tr")).to_have_count(1)
     expect(page.locator("#moment-nodes tbody")).to_contain_text("alpha")
     expect(page.locator("#moment-grid .cell")).to_have_count(32)
-    assert page.locator(f"#moment-grid .cell[data-owner='{alpha.id}']").count() == 32
+    assert page.locator(f"#moment-grid .cell[data-owner='{alpha.node_id}']").count() == 32
     assert page.errors == []
 
 
 def test_partition_map_colours_every_partition_by_owner(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
-    alpha = FakeNode(obs_store, "alpha").start()
+    alpha = cluster.start("alpha")
     page.goto(f"{live_server.url}/partitions")
-    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.id}']")).to_have_count(32)
+    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.node_id}']")).to_have_count(32)
 
-    beta = FakeNode(obs_store, "beta").start()  # a rebalance: the map redraws by itself
+    beta = cluster.start("beta")  # a rebalance: the map redraws by itself
 
-    expect(page.locator(f"#partition-grid .cell[data-owner='{beta.id}']")).to_have_count(16)
+    expect(page.locator(f"#partition-grid .cell[data-owner='{beta.node_id}']")).to_have_count(16)
     expect(page.locator("#partition-grid .cell.moved")).to_have_count(16)
     assert page.errors == []
 
 
 def test_job_page_follows_the_job_until_it_ends(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
-    alpha = FakeNode(obs_store, "alpha").start()
+    alpha = cluster.start("alpha")
     [job_id] = submit(obs_store, "resize", "a.png")
-    alpha.claim()
-    alpha.progress(job_id, 0.3, "resizing")
+    cluster.running(alpha, 1)
+    cluster.progress(job_id, 0.3, "resizing")
     page.goto(f"{live_server.url}/jobs/{job_id}")
     expect(page.locator("#job-state")).to_have_text("running")
 
-    alpha.progress(job_id, 0.8, "almost")
+    cluster.progress(job_id, 0.8, "almost")
     expect(page.locator("#job-progress-message")).to_have_text("almost")
-    alpha.succeed(job_id, {"width": 100})
+    cluster.succeed(job_id, {"width": 100})
 
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#job-result")).to_contain_text('"width": 100')
@@ -146,11 +152,11 @@ def test_job_page_follows_the_job_until_it_ends(
 
 
 def test_clicking_the_timeline_picks_a_moment(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
     before = obs_store.now()
-    FakeNode(obs_store, "alpha").start()
-    FakeNode(obs_store, "beta").start()
+    cluster.start("alpha")
+    cluster.start("beta")
     until = later(obs_store)
     page.goto(f"{live_server.url}/timeline?since={before - 1}&until={until}")
     hit = page.locator("#timeline-chart .hit")
@@ -165,15 +171,15 @@ def test_clicking_the_timeline_picks_a_moment(
 
 
 def test_partition_page_shows_a_past_assignment(
-    live_server: ServerThread, obs_store: Store, page: Any
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
-    alpha = FakeNode(obs_store, "alpha").start()
+    alpha = cluster.start("alpha")
     alone = later(obs_store)
     later(obs_store)
-    FakeNode(obs_store, "beta").start()
+    cluster.start("beta")
 
     page.goto(f"{live_server.url}/partitions?at={alone}")
 
     expect(page.locator("#map-caption")).to_contain_text("as it was at")
-    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.id}']")).to_have_count(32)
+    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.node_id}']")).to_have_count(32)
     assert page.errors == []

@@ -26,7 +26,7 @@ from shoal.observer.security import (
 from shoal.observer.server import create_app, is_loopback, served_hosts
 from shoal.store import Store
 
-from cluster import FakeNode, submit
+from cluster import Cluster, submit
 from served import ServerThread
 
 TOKEN = "s3cret-token"
@@ -359,8 +359,8 @@ def test_the_job_list_page_says_which_field_is_out_of_range(client: TestClient, 
         assert f"{field} must be a whole number" in response.text
 
 
-def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store):
-    FakeNode(obs_store, "alpha").start()
+def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store, cluster: Cluster):
+    cluster.start("alpha")
     submit(obs_store, "resize", "a.png")
     with ServerThread(create_app(obs_store, None)) as live:
         statuses = {
@@ -373,8 +373,10 @@ def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store):
 
 
 @pytest.mark.browser
-def test_a_browser_signs_in_and_out_through_the_pages(obs_store: Store, page: Any):
-    FakeNode(obs_store, "alpha").start()
+def test_a_browser_signs_in_and_out_through_the_pages(
+    obs_store: Store, cluster: Cluster, page: Any
+):
+    cluster.start("alpha")
     with ServerThread(create_app(obs_store, TOKEN)) as live:
         page.goto(f"{live.url}/nodes")
         expect(page).to_have_url(f"{live.url}/login?next=%2Fnodes")

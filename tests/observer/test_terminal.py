@@ -11,7 +11,7 @@ from shoal.observer.format import compact_ranges, format_age
 from shoal.observer.views import read_status
 from shoal.store import Store
 
-from cluster import FakeNode, submit
+from cluster import Cluster, submit
 
 
 def draw(store: Store, width: int = 140) -> str:
@@ -22,12 +22,12 @@ def draw(store: Store, width: int = 140) -> str:
     return console.export_text()
 
 
-def test_overview_shows_nodes_sections_running_jobs_and_counts(obs_store: Store):
-    alpha = FakeNode(obs_store, "alpha").start()
-    FakeNode(obs_store, "beta").start().pause()
+def test_overview_shows_nodes_sections_running_jobs_and_counts(obs_store: Store, cluster: Cluster):
+    alpha = cluster.start("alpha", concurrency=1)
+    cluster.pause(cluster.start("beta"))
     submit(obs_store, "resize", "a.png", count=5)
-    [job] = alpha.claim(limit=1)
-    alpha.progress(job.id, 0.5, "halfway there")
+    [job] = cluster.running(alpha, 1)
+    cluster.progress(job.id, 0.5, "halfway there")
 
     text = draw(obs_store)
 
@@ -38,11 +38,11 @@ def test_overview_shows_nodes_sections_running_jobs_and_counts(obs_store: Store)
     assert "queued 4" in text and "running 1" in text
 
 
-def test_markup_in_datastore_strings_is_shown_as_written(obs_store: Store):
-    alpha = FakeNode(obs_store, "[bold red]alpha[/]").start()
+def test_markup_in_datastore_strings_is_shown_as_written(obs_store: Store, cluster: Cluster):
+    alpha = cluster.start("[bold red]alpha[/]")
     submit(obs_store, "[blink]resize", "a.png")
-    [job] = alpha.claim()
-    alpha.progress(job.id, 0.1, "[link=http://x]click[/link]")
+    [job] = cluster.running(alpha, 1)
+    cluster.progress(job.id, 0.1, "[link=http://x]click[/link]")
 
     text = draw(obs_store)
 
@@ -51,8 +51,10 @@ def test_markup_in_datastore_strings_is_shown_as_written(obs_store: Store):
     assert "[link=http://x]click[/link]" in text
 
 
-def test_run_top_redraws_until_ctrl_c(obs_store: Store, monkeypatch: pytest.MonkeyPatch):
-    FakeNode(obs_store, "alpha").start()
+def test_run_top_redraws_until_ctrl_c(
+    obs_store: Store, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+):
+    cluster.start("alpha")
     redraws = []
 
     def interrupt_on_third(_seconds: float) -> None:

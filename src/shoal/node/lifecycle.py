@@ -1,34 +1,35 @@
 """A processor node's life: register, take a section, claim and run jobs, leave or be declared dead.
 
-One main thread owns every datastore call; workers only run tasks and report events. Each turn
-of the loop writes finished outcomes (batched), flushes progress (throttled), heartbeats when
-due, claims work for free slots, and sleeps until the next event or poll. A node that finds
-itself declared dead stops writing, abandons its attempts (their writes would be rejected anyway)
-and registers again as a new node.
+The loop is a step function: `Node.step(now)` does one turn (write finished outcomes in batches,
+flush progress, heartbeat when due, claim for free slots, move between states, drain and leave
+when stopping) and says how long to wait for worker events before the next. One thread runs
+the steps and makes every datastore call; workers only run tasks and report events. `run`
+steps on the calling thread, `start`/`stop` on a background one; neither touches signals, which
+belong to whoever owns the process (the CLI). A node that finds itself declared dead stops
+writing, abandons its attempts (their writes would be rejected anyway) and registers again as a
+new node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import FrameType
+from types import TracebackType
 from typing import TypeVar
 
 from shoal.app import App
 from shoal.assignment import format_section
-from shoal.errors import DatastoreUnavailable, NodeNameTaken
-from shoal.model import Heartbeat, Job, NodeState, Outcome, ProgressUpdate
+from shoal.errors import ConfigError, DatastoreUnavailable, NodeNameTaken
+from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor, ThreadExecutor, Wake
-from shoal.node.reconcile import RecentOutcomes, reconcile
-from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
+from shoal.node.loop import NodeLoop
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 
@@ -36,17 +37,13 @@ log = logging.getLogger("shoal.node")
 T = TypeVar("T")
 
 
-class DeclaredDead(Exception):
-    """This node's record is dead: another node saw its lease expire."""
-
-
-@dataclass
-class _Held:
-    job: Job
-    backoff_s: float
-
-
 class Node:
+    """One processor node. Not started by creating it: call `run`, `start`, or `step` yourself.
+
+    `exit_code` is None while the node lives; 0 once it has left, 2 if its name was taken, 1
+    if an error escaped the loop on its thread (the thread reports it).
+    """
+
     def __init__(
         self,
         app: App,
@@ -59,51 +56,189 @@ class Node:
         self.store = store
         self.config = config
         self.app_spec = app_spec
-        self.stopping = False
-        self.stop_now = False
         self.node_id = 0
         self.state = NodeState.INITIALIZING
+        self.section: tuple[int, ...] = ()
+        self.loop: NodeLoop | None = None  # None until registered, and after a declared death
+        self.exit_code: int | None = None
+        self.stop_requested = False
+        self.leave_now = False
+        self._grace_s = config.grace_s
+        # Cuts short the waits between registration retries. A SimpleQueue, because its put is
+        # safe in a signal handler (an Event's set could deadlock on its own lock there).
+        self._stop_signals: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
-    # -- the outer life ---------------------------------------------------------------------------
+    # -- running it -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped by SIGTERM/SIGINT. Returns the process exit code."""
-        self._install_signals()
-        while True:
-            try:
-                self._register()
-            except NodeNameTaken as exc:
-                log.error("%s", exc)
-                return 2
-            try:
-                self._serve()
-                return 0
-            except DeclaredDead:
-                log.error(
-                    "node %s (id %s) was declared dead by the cluster (its lease expired); "
-                    "its jobs were requeued elsewhere. Registering again as a new node.",
-                    self.config.name,
-                    self.node_id,
-                )
-                if self.stopping:
-                    return 0
+        """Step on this thread until the node has left; returns the process exit code."""
+        while self.exit_code is None:
+            self.wait(self.step(time.monotonic()))
+        return self.exit_code
 
-    def _install_signals(self) -> None:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self.stopping:
-                log.warning("second stop signal: releasing in-flight jobs and leaving now")
-                self.stop_now = True
+    def start(self) -> Node:
+        """Run the node on a background thread and return at once."""
+        if self._thread is not None:
+            raise ConfigError(f"node {self.config.name} was already started")
+        self._thread = threading.Thread(
+            target=self._run_on_thread, name=f"shoal-node-{self.config.name}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, grace_s: float | None = None, wait: bool = True) -> int | None:
+        """Ask the node to leave, as a first `request_stop` does, unless it is already stopping;
+        with `wait`, block until its thread has left and return the exit code.
+
+        Stopping a node that is already stopping only waits: to leave at once, call
+        `request_stop` again or pass `grace_s=0` to the first stop.
+        """
+        if not self.stop_requested:
+            self.request_stop(grace_s)
+        if wait and self._thread is not None:
+            self._thread.join()
+        return self.exit_code
+
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Ask the node to leave: no more claims, in-flight jobs get up to `grace_s` (the config's
+        grace by default) to finish, then the rest are released and the node goes dead.
+
+        A second request leaves at once, releasing in-flight jobs to the queue. Safe to call from
+        any thread or a signal handler; returns without waiting.
+        """
+        if self.stop_requested:
+            self.leave_now = True
+        else:
+            self._grace_s = self.config.grace_s if grace_s is None else grace_s
+            self.stop_requested = True
+        self._stop_signals.put(True)
+        loop = self.loop
+        if loop is not None:
+            loop.executor.events.put(Wake())  # end the current wait now, not at the next poll
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run_on_thread(self) -> None:
+        try:
+            self.run()
+        finally:
+            if self.exit_code is None:  # an error escaped run(); the thread reports it
+                self.exit_code = 1
+
+    # -- one turn ---------------------------------------------------------------------------------
+
+    def step(self, now: float) -> float:
+        """Do one turn at monotonic time `now`; return how long to wait for events before the next.
+
+        Registers first when the node is not registered (blocking while the datastore is down).
+        Once the node has left (`exit_code` is set) a step does nothing. `now` is read from
+        `time.monotonic()` by `run`; a test may pass its own to bring heartbeats, reconciling or
+        a drain's end forward, but attempts' time limits always count on the real clock.
+        """
+        if self.exit_code is not None:
+            return 0.0
+        loop = self.loop
+        if loop is None:
+            if self.stop_requested:
+                self.exit_code = 0
             else:
-                log.info(
-                    "stop signal: no more claims; draining in-flight jobs (up to %.0fs)",
-                    self.config.grace_s,
-                )
-            self.stopping = True
+                self._begin(now)
+            return 0.0
+        cfg = self.config
+        loop.take_events(block_s=0.0)
+        loop.outcomes.extend(loop.finish(f) for f in loop.executor.expire(now))
+        loop.write_outcomes()
+        if now - loop.last_flush >= cfg.progress_flush_s:
+            loop.write_progress()
+            loop.last_flush = now
+        if now - loop.last_beat >= cfg.heartbeat_s:
+            loop.last_beat = now
+            if not self._heartbeat(loop):
+                return 0.0  # declared dead: the next step registers again
+            if (
+                self.store.interruptions != loop.interruptions_seen
+                or now - loop.last_check >= cfg.reconcile_s
+            ) and loop.reconcile():
+                loop.last_check = now
+        if self.stop_requested:
+            if self._drain_to_leave(loop, now):
+                return 0.0
+        elif not loop.draining:
+            self.state = loop.claim(self.state)
+        self._settle(loop, now)
+        return 0.0 if loop.outcomes else loop.idle_poll_s
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+    def wait(self, timeout_s: float) -> None:
+        """Wait until a worker reports, a wake-up arrives or `timeout_s` passes; take the events."""
+        if self.loop is not None:
+            self.loop.take_events(block_s=timeout_s)
 
-    def _register(self) -> None:
+    def _settle(self, loop: NodeLoop, now: float) -> None:
+        """Record idleness (after a grace, so a busy node does not flap) and a finished drain."""
+        if loop.held:
+            loop.idle_since = now
+        elif (
+            self.state is NodeState.WORKING
+            and not loop.draining
+            and now - loop.idle_since >= self.config.idle_grace_s
+        ):
+            self._move(NodeState.WORKING, NodeState.WAITING)
+        if loop.draining and not loop.held and self.state is not NodeState.PAUSED:
+            self._move(self.state, NodeState.PAUSED)
+            log.info("node %s paused (in-flight jobs drained)", self.config.name)
+
+    def _drain_to_leave(self, loop: NodeLoop, now: float) -> bool:
+        """Stopping: release what no worker started, wait out the grace, leave. True once left."""
+        if loop.drain_deadline is None:
+            loop.release_unstarted()
+            loop.drain_deadline = now + self._grace_s
+        if loop.held and not self.leave_now and now <= loop.drain_deadline:
+            return False
+        self._leave(loop)
+        self.exit_code = 0
+        return True
+
+    # -- membership -------------------------------------------------------------------------------
+
+    def _begin(self, now: float) -> None:
+        """Register (again, after a declared death) and start a fresh loop."""
+        try:
+            executor = self._register()
+        except NodeNameTaken as exc:
+            log.error("%s", exc)
+            self.exit_code = 2
+            return
+        notified = self.store.supports_wakeups
+        loop = NodeLoop(
+            app=self.app,
+            store=self.store,
+            config=self.config,
+            node_id=self.node_id,
+            executor=executor,
+            housekeeping=Housekeeping(self.store, self.node_id, self.config, self.section),
+            idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
+            interruptions_seen=self.store.interruptions,
+            last_flush=now,
+            last_beat=now,
+            last_check=now,
+            idle_since=now,
+        )
+        if notified:
+            self._start_waker(executor)
+        self.loop = loop
+
+    def _register(self) -> Executor:
+        """Register, make the workers, move to waiting; returns the workers."""
         record = self._retrying(
             lambda: self.store.register_node(
                 self.config.name,
@@ -115,7 +250,7 @@ class Node:
             )
         )
         self.node_id, self.state = record.id, NodeState.INITIALIZING
-        self.executor: Executor = self._make_executor()
+        executor = self._make_executor()
         self._retrying(
             lambda: self.store.set_node_state(
                 self.node_id, NodeState.INITIALIZING, NodeState.WAITING
@@ -132,6 +267,7 @@ class Node:
             format_section(section),
             ", ".join(sorted(self.app.tasks)) or "none",
         )
+        return executor
 
     def _make_executor(self) -> Executor:
         if self.config.pool == "process":
@@ -144,244 +280,55 @@ class Node:
             )
         return ThreadExecutor(self.app, self.config.concurrency)
 
-    # -- the main loop ---------------------------------------------------------------------------
+    def _start_waker(self, executor: Executor) -> None:
+        """Listen for datastore wake-ups in the background.
 
-    def _serve(self) -> None:
-        cfg = self.config
-        self.held: dict[int, _Held] = {}
-        self.outcomes: list[Outcome] = []
-        self.progress: dict[int, ProgressUpdate] = {}
-        self.housekeeping = Housekeeping(self.store, self.node_id, cfg, self.section)
-        self.draining = False
-        self.avg_run_s: float | None = None
-        self.idle_poll_s = cfg.notified_poll_s if self._start_waker() else cfg.poll_s
-        self.recent = RecentOutcomes()
-        self.interruptions_seen = self.store.interruptions
-        last_flush = last_beat = idle_since = last_check = time.monotonic()
-        drain_deadline: float | None = None
-        while True:
-            now = time.monotonic()
-            self._take_events(block_s=0.0)
-            self.outcomes.extend(self._finish(f) for f in self.executor.expire(now))
-            self._write_outcomes()
-            if now - last_flush >= cfg.progress_flush_s:
-                self._write_progress()
-                last_flush = now
-            if now - last_beat >= cfg.heartbeat_s:
-                last_beat = now
-                try:
-                    self._on_heartbeat(self.housekeeping.run_once())
-                except DatastoreUnavailable as exc:
-                    log.warning("heartbeat failed (%s); jobs keep running, retrying", exc)
-                if (
-                    self.store.interruptions != self.interruptions_seen
-                    or now - last_check >= cfg.reconcile_s
-                ) and self._reconcile():
-                    last_check = now
-            if self.stopping:
-                if drain_deadline is None:
-                    self._release_unstarted()
-                drain_deadline = drain_deadline or now + cfg.grace_s
-                if not self.held or self.stop_now or now > drain_deadline:
-                    self._leave()
-                    return
-            elif not self.draining:
-                self._claim()
-            if self.held:
-                idle_since = now
-            elif (
-                self.state is NodeState.WORKING
-                and not self.draining
-                and now - idle_since >= cfg.idle_grace_s
-            ):
-                self._move(NodeState.WORKING, NodeState.WAITING)
-            if self.draining and not self.held and self.state is not NodeState.PAUSED:
-                self._move(self.state, NodeState.PAUSED)
-                log.info("node %s paused (in-flight jobs drained)", cfg.name)
-            # Sleep until a worker reports, a wake-up arrives or the next poll is due.
-            self._take_events(block_s=0.0 if self.outcomes else self.idle_poll_s)
-
-    def _start_waker(self) -> bool:
-        """Listen for datastore wake-ups in the background, if the store offers them.
-
-        The listener only turns notifications into Wake events; the main thread still makes
+        The listener only turns notifications into Wake events; the loop's thread still makes
         every claim, and keeps polling (less often) in case a notification is lost.
         """
-        if not self.store.supports_wakeups:
-            return False
-        wait_for_work, node_id, executor = self.store.wait_for_work, self.node_id, self.executor
+        wait_for_work, node_id = self.store.wait_for_work, self.node_id
 
         def listen() -> None:
-            while self.node_id == node_id and not self.stopping:
+            while self.node_id == node_id and self.exit_code is None and not self.stop_requested:
                 if wait_for_work(node_id, 1.0):
                     executor.events.put(Wake())
 
         threading.Thread(target=listen, name="shoal-wakeups", daemon=True).start()
-        return True
 
-    def _take_events(self, block_s: float) -> None:
-        events = self.executor.events
+    def _heartbeat(self, loop: NodeLoop) -> bool:
+        """Heartbeat and housekeeping; False if this node was declared dead (its loop is gone)."""
         try:
-            event = events.get(timeout=block_s) if block_s > 0 else events.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            if isinstance(event, ProgressEvent):
-                if event.job_id in self.held:
-                    self.progress[event.job_id] = ProgressUpdate(
-                        event.job_id, event.attempt, event.fraction, event.message
-                    )
-            elif isinstance(event, Finished) and event.job_id in self.held:
-                self.outcomes.append(self._finish(event))
-                run_s = event.duration_s
-                self.avg_run_s = (
-                    run_s if self.avg_run_s is None else 0.9 * self.avg_run_s + 0.1 * run_s
-                )
-            try:
-                event = self.executor.events.get_nowait()
-            except queue.Empty:
-                return
-
-    def _finish(self, finished: Finished) -> Outcome:
-        held = self.held[finished.job_id]
-        outcome = outcome_for(
-            finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s
-        )
-        if not outcome.succeeded:
-            retry = outcome.retry_in_s
-            what = f"retrying in {retry:.1f}s" if retry is not None else "failed"
-            log.warning(
-                "job %d (%s) attempt %d: %s; %s",
-                finished.job_id,
-                held.job.task,
-                finished.attempt,
-                finished.error,
-                what,
-            )
-        return outcome
-
-    def _write_outcomes(self) -> None:
-        if not self.outcomes:
-            return
-        batch = self.outcomes
-        try:
-            applied = self.store.finish_jobs(self.node_id, batch)
+            beat = loop.housekeeping.run_once()
         except DatastoreUnavailable as exc:
-            log.warning("cannot record %d outcomes yet (%s); will retry", len(batch), exc)
-            return
-        self.outcomes = []
-        self.recent.add([o for o, ok in zip(batch, applied, strict=True) if ok])
-        for outcome, ok in zip(batch, applied, strict=True):
-            self.held.pop(outcome.job_id, None)
-            self.progress.pop(outcome.job_id, None)
-            if not ok:
-                log.warning(
-                    "outcome of job %d attempt %d rejected: the job is no longer held by this "
-                    "node (it was requeued after this node was presumed dead)",
-                    outcome.job_id,
-                    outcome.attempt,
-                )
-
-    def _reconcile(self) -> bool:
-        """Set right what the datastore has running under this node and the node does not hold.
-
-        Returns False if the datastore could not be asked (the check is tried again later).
-        """
-        seen = self.store.interruptions
-        try:
-            running = self.store.running_attempts(self.node_id)
-        except DatastoreUnavailable as exc:
-            log.warning("cannot check the jobs recorded as running here yet (%s)", exc)
-            return False
-        self.interruptions_seen = seen
-        pending = {o.job_id for o in self.outcomes}  # not written yet: not lost either
-        found = reconcile(running, self.held.keys() | pending, self.recent)
-        if found.record_again:
-            log.warning(
-                "the datastore lost %d outcomes this node had recorded (a failover to a standby "
-                "that had not received them?); recording them again: jobs %s",
-                len(found.record_again),
-                _some([o.job_id for o in found.record_again]),
-            )
-            self.outcomes.extend(found.record_again)
-        if found.release:
-            try:
-                released = self.store.release_jobs(self.node_id, found.release)
-            except DatastoreUnavailable as exc:
-                log.warning("cannot release jobs this node does not hold yet (%s)", exc)
-                return False
-            log.warning(
-                "released %d jobs recorded as running here that this node does not hold "
-                "(a claim or an outcome lost by the datastore): jobs %s",
-                released,
-                _some(found.release),
-            )
-        return True
-
-    def _write_progress(self) -> None:
-        if not self.progress:
-            return
-        updates = list(self.progress.values())
-        try:
-            self.store.record_progress(self.node_id, updates)
-            self.progress.clear()
-        except DatastoreUnavailable as exc:
-            log.warning("cannot record progress yet (%s)", exc)
-
-    def _prefetch(self) -> int:
-        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones."""
-        if self.config.pool != "thread" or self.avg_run_s is None:
-            return 0
-        cfg = self.config
-        room = cfg.concurrency * cfg.prefetch_budget_s / max(self.avg_run_s, 1e-5)
-        return int(min(cfg.max_prefetch, room))
-
-    def _claim(self) -> None:
-        prefetch = self._prefetch()
-        free = self.executor.free_slots(prefetch)
-        if free <= 0:
-            return
-        if (
-            free < (self.config.concurrency + prefetch) // 2
-            and len(self.held) > self.config.concurrency
-        ):
-            return  # enough work is queued here; claim again in a bigger batch
-        try:
-            jobs = self.store.claim_jobs(self.node_id, free)
-        except DatastoreUnavailable as exc:
-            log.warning("cannot claim jobs (%s); retrying", exc)
-            return
-        if jobs and self.state is NodeState.WAITING:
-            self.state = NodeState.WORKING
-        for job in jobs:
-            task = self.app.tasks.get(job.task)
-            options = task.options if task else None
-            self.held[job.id] = _Held(job, options.backoff_s if options else 0.0)
-            self.executor.submit(Work.of(job, options.timeout_s if options else None))
-
-    def _release_unstarted(self) -> None:
-        """Give back jobs claimed ahead that no worker has started (pausing or stopping)."""
-        waiting = self.executor.take_unstarted()
-        if not waiting:
-            return
-        for job_id in waiting:
-            self.held.pop(job_id, None)
-        try:
-            self.store.release_jobs(self.node_id, waiting)
-        except DatastoreUnavailable as exc:
-            log.warning("could not release %d unstarted jobs (%s)", len(waiting), exc)
-
-    def _on_heartbeat(self, beat: Heartbeat | None) -> None:
+            log.warning("heartbeat failed (%s); jobs keep running, retrying", exc)
+            return True
         if beat is None:
-            self.executor.shutdown()
-            raise DeclaredDead()
+            self._abandon(loop)
+            return False
+        self._on_heartbeat(loop, beat)
+        return True
+
+    def _abandon(self, loop: NodeLoop) -> None:
+        loop.executor.shutdown()
+        self.loop = None
+        log.error(
+            "node %s (id %s) was declared dead by the cluster (its lease expired); "
+            "its jobs were requeued elsewhere. Registering again as a new node.",
+            self.config.name,
+            self.node_id,
+        )
+        if self.stop_requested:
+            self.exit_code = 0
+
+    def _on_heartbeat(self, loop: NodeLoop, beat: Heartbeat) -> None:
         self.state = beat.state
-        if beat.pause_requested and not self.draining and self.state is not NodeState.PAUSED:
-            self.draining = True
-            self._release_unstarted()
-            log.info("pause requested: no more claims; draining %d in-flight jobs", len(self.held))
-        elif not beat.pause_requested and (self.draining or self.state is NodeState.PAUSED):
-            self.draining = False
+        self.section = beat.section
+        if beat.pause_requested and not loop.draining and self.state is not NodeState.PAUSED:
+            loop.draining = True
+            loop.release_unstarted()
+            log.info("pause requested: no more claims; draining %d in-flight jobs", len(loop.held))
+        elif not beat.pause_requested and (loop.draining or self.state is NodeState.PAUSED):
+            loop.draining = False
             if self.state is NodeState.PAUSED:
                 self._move(NodeState.PAUSED, NodeState.WAITING)
             log.info("node %s resumed", self.config.name)
@@ -393,17 +340,17 @@ class Node:
         except DatastoreUnavailable as exc:
             log.warning("cannot record state %s yet (%s)", new.value, exc)
 
-    def _leave(self) -> None:
+    def _leave(self, loop: NodeLoop) -> None:
         """Stop cleanly: record what finished, release the rest, go dead, hand the section over.
 
         If the datastore is down right now, leaving is best effort: whatever is not written
         here is recovered by the other nodes when this node's lease expires.
         """
-        self._write_progress()
-        self._write_outcomes()
-        self.executor.shutdown()
+        loop.write_progress()
+        loop.write_outcomes()
+        loop.executor.shutdown()
         try:
-            leftover = list(self.held)
+            leftover = list(loop.held)
             if leftover:
                 released = self.store.release_jobs(self.node_id, leftover)
                 log.warning("released %d unfinished jobs back to the queue", released)
@@ -413,6 +360,7 @@ class Node:
         except DatastoreUnavailable as exc:
             log.error("could not leave cleanly (%s); the lease will expire instead", exc)
             return
+        self.state = NodeState.DEAD
         log.info(
             "node %s (id %d) left the cluster; its section was handed over",
             self.config.name,
@@ -425,14 +373,9 @@ class Node:
             try:
                 return call()
             except DatastoreUnavailable as exc:
-                if self.stopping:
+                if self.stop_requested:
                     raise
                 log.warning("datastore unavailable (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
+                with contextlib.suppress(queue.Empty):  # woken early by a stop request
+                    self._stop_signals.get(timeout=delay)
                 delay = min(delay * 2, 10.0)
-
-
-def _some(ids: list[int], shown: int = 10) -> str:
-    """A few ids for a log line: "1, 2, 3" or "1, 2, ... (40 in all)"."""
-    head = ", ".join(str(i) for i in ids[:shown])
-    return head if len(ids) <= shown else f"{head}, ... ({len(ids)} in all)"

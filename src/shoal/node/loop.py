@@ -1,0 +1,216 @@
+"""What a node's loop carries from one turn to the next, and the turn's work on jobs.
+
+A `NodeLoop` lives for one registration: jobs held, outcomes and progress not yet written,
+timers, whether a pause is draining. Its methods do the job side of a turn (take worker
+events, write outcomes in batches, flush progress, claim for free slots, reconcile with the
+datastore); `Node.step` decides when each runs. A node declared dead drops its loop whole and
+starts a new one when it registers again, so nothing of the old registration leaks into the new.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from dataclasses import dataclass, field
+
+from shoal.app import App
+from shoal.errors import DatastoreUnavailable
+from shoal.model import Job, NodeState, Outcome, ProgressUpdate
+from shoal.node.config import NodeConfig
+from shoal.node.executor import Executor
+from shoal.node.reconcile import RecentOutcomes, reconcile
+from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
+from shoal.node.services import Housekeeping
+from shoal.store import Store
+
+log = logging.getLogger("shoal.node")
+
+
+@dataclass
+class Held:
+    job: Job
+    backoff_s: float
+
+
+@dataclass
+class NodeLoop:
+    app: App
+    store: Store
+    config: NodeConfig
+    node_id: int
+    executor: Executor
+    housekeeping: Housekeeping
+    idle_poll_s: float  # how long an idle turn waits for events
+    interruptions_seen: int
+    # Timers, in the monotonic time passed to `Node.step`.
+    last_flush: float
+    last_beat: float
+    last_check: float
+    idle_since: float
+    held: dict[int, Held] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)  # finished, not yet written
+    progress: dict[int, ProgressUpdate] = field(default_factory=dict)  # latest, not yet written
+    recent: RecentOutcomes = field(default_factory=RecentOutcomes)
+    avg_run_s: float | None = None
+    draining: bool = False  # a pause was requested: no claims until the held jobs are done
+    drain_deadline: float | None = None  # set when a stop begins
+
+    def take_events(self, block_s: float) -> None:
+        """Take every event the workers reported; wait up to `block_s` for the first one."""
+        events = self.executor.events
+        try:
+            event = events.get(timeout=block_s) if block_s > 0 else events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(event, ProgressEvent):
+                if event.job_id in self.held:
+                    self.progress[event.job_id] = ProgressUpdate(
+                        event.job_id, event.attempt, event.fraction, event.message
+                    )
+            elif isinstance(event, Finished) and event.job_id in self.held:
+                self.outcomes.append(self.finish(event))
+                run_s = event.duration_s
+                self.avg_run_s = (
+                    run_s if self.avg_run_s is None else 0.9 * self.avg_run_s + 0.1 * run_s
+                )
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                return
+
+    def finish(self, finished: Finished) -> Outcome:
+        held = self.held[finished.job_id]
+        outcome = outcome_for(
+            finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s
+        )
+        if not outcome.succeeded:
+            retry = outcome.retry_in_s
+            what = f"retrying in {retry:.1f}s" if retry is not None else "failed"
+            log.warning(
+                "job %d (%s) attempt %d: %s; %s",
+                finished.job_id,
+                held.job.task,
+                finished.attempt,
+                finished.error,
+                what,
+            )
+        return outcome
+
+    def write_outcomes(self) -> None:
+        if not self.outcomes:
+            return
+        batch = self.outcomes
+        try:
+            applied = self.store.finish_jobs(self.node_id, batch)
+        except DatastoreUnavailable as exc:
+            log.warning("cannot record %d outcomes yet (%s); will retry", len(batch), exc)
+            return
+        self.outcomes = []
+        self.recent.add([o for o, ok in zip(batch, applied, strict=True) if ok])
+        for outcome, ok in zip(batch, applied, strict=True):
+            self.held.pop(outcome.job_id, None)
+            self.progress.pop(outcome.job_id, None)
+            if not ok:
+                log.warning(
+                    "outcome of job %d attempt %d rejected: the job is no longer held by this "
+                    "node (it was requeued after this node was presumed dead)",
+                    outcome.job_id,
+                    outcome.attempt,
+                )
+
+    def write_progress(self) -> None:
+        if not self.progress:
+            return
+        updates = list(self.progress.values())
+        try:
+            self.store.record_progress(self.node_id, updates)
+            self.progress.clear()
+        except DatastoreUnavailable as exc:
+            log.warning("cannot record progress yet (%s)", exc)
+
+    def reconcile(self) -> bool:
+        """Set right what the datastore has running under this node and the node does not hold.
+
+        Returns False if the datastore could not be asked (the check is tried again later).
+        """
+        seen = self.store.interruptions
+        try:
+            running = self.store.running_attempts(self.node_id)
+        except DatastoreUnavailable as exc:
+            log.warning("cannot check the jobs recorded as running here yet (%s)", exc)
+            return False
+        self.interruptions_seen = seen
+        pending = {o.job_id for o in self.outcomes}  # not written yet: not lost either
+        found = reconcile(running, self.held.keys() | pending, self.recent)
+        if found.record_again:
+            log.warning(
+                "the datastore lost %d outcomes this node had recorded (a failover to a standby "
+                "that had not received them?); recording them again: jobs %s",
+                len(found.record_again),
+                _some([o.job_id for o in found.record_again]),
+            )
+            self.outcomes.extend(found.record_again)
+        if found.release:
+            try:
+                released = self.store.release_jobs(self.node_id, found.release)
+            except DatastoreUnavailable as exc:
+                log.warning("cannot release jobs this node does not hold yet (%s)", exc)
+                return False
+            log.warning(
+                "released %d jobs recorded as running here that this node does not hold "
+                "(a claim or an outcome lost by the datastore): jobs %s",
+                released,
+                _some(found.release),
+            )
+        return True
+
+    def prefetch(self) -> int:
+        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones."""
+        if self.config.pool != "thread" or self.avg_run_s is None:
+            return 0
+        cfg = self.config
+        room = cfg.concurrency * cfg.prefetch_budget_s / max(self.avg_run_s, 1e-5)
+        return int(min(cfg.max_prefetch, room))
+
+    def claim(self, state: NodeState) -> NodeState:
+        """Claim jobs for the free slots; returns the node's state after the claim."""
+        prefetch = self.prefetch()
+        free = self.executor.free_slots(prefetch)
+        if free <= 0:
+            return state
+        if (
+            free < (self.config.concurrency + prefetch) // 2
+            and len(self.held) > self.config.concurrency
+        ):
+            return state  # enough work is queued here; claim again in a bigger batch
+        try:
+            jobs = self.store.claim_jobs(self.node_id, free)
+        except DatastoreUnavailable as exc:
+            log.warning("cannot claim jobs (%s); retrying", exc)
+            return state
+        for job in jobs:
+            task = self.app.tasks.get(job.task)
+            options = task.options if task else None
+            self.held[job.id] = Held(job, options.backoff_s if options else 0.0)
+            self.executor.submit(Work.of(job, options.timeout_s if options else None))
+        # The datastore moves a waiting node to working with its first claim.
+        return NodeState.WORKING if jobs and state is NodeState.WAITING else state
+
+    def release_unstarted(self) -> None:
+        """Give back jobs claimed ahead that no worker has started (pausing or stopping)."""
+        waiting = self.executor.take_unstarted()
+        if not waiting:
+            return
+        for job_id in waiting:
+            self.held.pop(job_id, None)
+        try:
+            self.store.release_jobs(self.node_id, waiting)
+        except DatastoreUnavailable as exc:
+            log.warning("could not release %d unstarted jobs (%s)", len(waiting), exc)
+
+
+def _some(ids: list[int], shown: int = 10) -> str:
+    """A few ids for a log line: "1, 2, 3" or "1, 2, ... (40 in all)"."""
+    head = ", ".join(str(i) for i in ids[:shown])
+    return head if len(ids) <= shown else f"{head}, ... ({len(ids)} in all)"
