@@ -22,9 +22,9 @@ def test_overview_counts_nodes_jobs_and_running_progress(
     obs_store: Store, cluster: Cluster, client: TestClient
 ):
     alpha = cluster.start("alpha", concurrency=2)
-    cluster.start("beta")
-    ids = submit(obs_store, "resize", "a.png", count=6, width=100)  # all in alpha's section
+    ids = submit(obs_store, "resize", "a.png", count=6, width=100)  # alpha alone: all its own
     claimed = cluster.running(alpha, 2)
+    cluster.start("beta")
     assert claimed
     cluster.progress(claimed[0].id, 0.25, "a quarter")
 

@@ -25,9 +25,9 @@ def test_nodes_page_shows_each_node_and_its_state(
     live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):
     alpha = cluster.start("alpha", concurrency=1)
-    beta = cluster.start("beta")
-    submit(obs_store, "resize", "a.png", count=3)  # all in alpha's section
+    submit(obs_store, "resize", "a.png")  # alpha alone: its section is every partition
     [job] = cluster.running(alpha, 1)
+    beta = cluster.start("beta")  # nothing left to claim: it waits
     cluster.progress(job.id, 0.4, "resizing")
 
     page.goto(f"{live_server.url}/nodes")

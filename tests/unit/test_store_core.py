@@ -45,12 +45,12 @@ def rebalance_event(owners: tuple[int | None, ...]) -> HistoryEvent:
 
 def test_no_plan_when_the_assignment_already_matches_the_eligible_nodes() -> None:
     owners = assignment.rebalance((None,) * 8, [1, 2], 8)
-    assert rules.plan_rebalance(owners, [2, 1], 8, "repair") is None
+    assert rules.plan_rebalance(owners, {2: 4, 1: 4}, 8, "repair") is None
 
 
 def test_plan_names_changed_partitions_new_sections_and_how_many_moved() -> None:
     before = assignment.rebalance((None,) * 8, [1, 2], 8)
-    plan = rules.plan_rebalance(before, [1, 2, 3], 8, "node n3 waiting")
+    plan = rules.plan_rebalance(before, {1: 4, 2: 4, 3: 4}, 8, "node n3 waiting")
     assert plan is not None
     assert plan.owners == assignment.rebalance(before, [1, 2, 3], 8)
     assert plan.changed == tuple(p for p in range(8) if plan.owners[p] != before[p])
@@ -62,9 +62,15 @@ def test_plan_names_changed_partitions_new_sections_and_how_many_moved() -> None
 
 def test_plan_gives_a_departed_node_an_empty_section() -> None:
     before = assignment.rebalance((None,) * 4, [1, 2], 4)
-    plan = rules.plan_rebalance(before, [1], 4, "declared dead: n2")
+    plan = rules.plan_rebalance(before, {1: 4}, 4, "declared dead: n2")
     assert plan is not None and plan.owners == (1,) * 4
     assert dict(plan.sections)[2] == ()
+
+
+def test_plan_shares_follow_each_nodes_slots() -> None:
+    plan = rules.plan_rebalance((None,) * 9, {1: 1, 2: 8}, 9, "nodes joined")
+    assert plan is not None
+    assert plan.owners.count(1) == 1 and plan.owners.count(2) == 8
 
 
 # -- the past -------------------------------------------------------------------------------

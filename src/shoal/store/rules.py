@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +53,11 @@ class RebalancePlan:
 
 
 def plan_rebalance(
-    owners: Sequence[int | None], eligible: Iterable[int], partitions: int, why: str
+    owners: Sequence[int | None], eligible: Mapping[int, int], partitions: int, why: str
 ) -> RebalancePlan | None:
-    """The plan that makes the assignment match the eligible nodes; None if it already does."""
-    new = assignment.rebalance(owners, list(eligible), partitions)
+    """The plan that makes the assignment match the eligible nodes, each node's share following
+    its slots (`eligible` maps node id to slots); None if it already does."""
+    new = assignment.rebalance(owners, eligible, partitions, weights=eligible)
     if new == tuple(owners):
         return None
     changed = tuple(p for p, (o, was) in enumerate(zip(new, owners, strict=True)) if o != was)

@@ -147,7 +147,7 @@ def requeue_running(conn: Conn, node_id: int, reason: str) -> None:
 def rebalance(conn: Conn, why: str) -> bool:
     """Make the assignment match the eligible nodes; True if it changed."""
     partitions = int(scalar(conn, q.CLUSTER_PARTITIONS))
-    eligible = [int(r[0]) for r in conn.execute(q.ELIGIBLE_NODES)]
+    eligible = {int(r[0]): int(r[1]) for r in conn.execute(q.ELIGIBLE_NODES)}
     plan = rules.plan_rebalance(owners(conn), eligible, partitions, why)
     if plan is None:
         return False

@@ -380,7 +380,8 @@ SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
 
-ELIGIBLE_NODES = f"SELECT id FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
+# Each node that may own a section, with its slots: its share of the partitions follows them.
+ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
 SET_OWNERS = """
 UPDATE partitions p SET owner = v.owner

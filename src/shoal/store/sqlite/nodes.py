@@ -139,7 +139,7 @@ def rebalance(cur: sqlite3.Cursor, now: float, why: str) -> bool:
     """Make the assignment match the eligible nodes; True if it changed."""
     partitions, epoch = cur.execute(q.LOCK_CLUSTER).fetchone()
     before = owners(cur)
-    eligible = [r[0] for r in cur.execute(q.ELIGIBLE_NODES)]
+    eligible = {int(r[0]): int(r[1]) for r in cur.execute(q.ELIGIBLE_NODES)}
     plan = rules.plan_rebalance(before, eligible, partitions, why)
     if plan is None:
         return False

@@ -140,7 +140,8 @@ WHERE state = 'running' AND claimer = :node
 RETURNING task, state
 """
 
-ELIGIBLE_NODES = f"SELECT id FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
+# Each node that may own a section, with its slots: its share of the partitions follows them.
+ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
 SET_OWNER = "UPDATE partitions SET owner = ? WHERE partition = ?"
 SET_SECTION = "UPDATE nodes SET section = ? WHERE id = ?"
