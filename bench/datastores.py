@@ -2,12 +2,14 @@
 
 SQLite gets a file in a temporary directory. PostgreSQL gets a uniquely named database on the
 local server, created and dropped as user postgres; a benchmark never touches another database.
-(Redis, for Dramatiq, is flushed by `peer_dramatiq.py flush`: one database number of its own.)
+Redis gets one database number of its own (15 unless BENCH_REDIS_URL says otherwise), flushed
+before and after each run; the benchmark touches no other.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -18,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def pg_url(database: str) -> str:
@@ -57,6 +60,35 @@ def _admin(statement: sql.Composed, patience_s: float = 60.0) -> None:
             time.sleep(1.0)
 
 
+@contextmanager
+def fresh_redis() -> Iterator[str]:
+    """Yield the benchmark's Redis database, empty, and empty it again afterwards."""
+    _flush_redis()
+    try:
+        yield REDIS_URL
+    finally:
+        _flush_redis()
+
+
+def _flush_redis() -> None:
+    """SELECT the database and FLUSHDB over one plain socket: the harness needs no Redis client
+    (the peers have their own, in their own virtualenvs)."""
+    address, _, database = REDIS_URL.removeprefix("redis://").partition("/")
+    host, _, port = address.rpartition("@")[2].partition(":")
+    db = database or "0"
+    command = f"*2\r\n$6\r\nSELECT\r\n${len(db)}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n"
+    with socket.create_connection((host, int(port or 6379)), timeout=10) as sock:
+        sock.sendall(command.encode())
+        reply = b""
+        while reply.count(b"\r\n") < 2:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            reply += chunk
+    if reply != b"+OK\r\n+OK\r\n":
+        raise OSError(f"Redis at {address} did not flush database {db}: {reply!r}")
+
+
 def preload_finished(url: str, count: int) -> None:
     """Fill a fresh, initialised datastore with `count` jobs that succeeded a day ago.
 
@@ -75,7 +107,7 @@ def preload_finished(url: str, count: int) -> None:
             conn.executemany(
                 "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts,"
                 " max_attempts, run_after, created_at, started_at, finished_at, result)"
-                " VALUES (?, ?, 'noop', '[]', '{}', 'succeeded', 1, 4, ?, ?, ?, ?, 'null')",
+                " VALUES (?, ?, 'echo', '[0]', '{}', 'succeeded', 1, 4, ?, ?, ?, ?, 'null')",
                 (
                     (i, i % partitions, day_ago, day_ago, day_ago, day_ago)
                     for i in range(first, first + count)
@@ -83,7 +115,7 @@ def preload_finished(url: str, count: int) -> None:
             )
             conn.execute("UPDATE cluster SET next_job_id = ? WHERE id = 1", (first + count,))
             conn.execute(
-                "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'noop', 'succeeded', ?)"
+                "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'echo', 'succeeded', ?)"
                 " ON CONFLICT (shard, task, state) DO UPDATE SET n = n + excluded.n",
                 (count,),
             )
@@ -93,13 +125,13 @@ def preload_finished(url: str, count: int) -> None:
         conn.execute(
             "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
             " run_after, created_at, started_at, finished_at, result)"
-            " SELECT id, id %% (SELECT partitions FROM cluster WHERE id = 1), 'noop', '[]', '{}',"
+            " SELECT id, id %% (SELECT partitions FROM cluster WHERE id = 1), 'echo', '[0]', '{}',"
             " 'succeeded', 1, 4, %(t)s, %(t)s, %(t)s, %(t)s, 'null'"
             " FROM (SELECT nextval('jobs_id_seq') AS id FROM generate_series(1, %(n)s)) ids",
             {"t": day_ago, "n": count},
         )
         conn.execute(
-            "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'noop', 'succeeded', %s)"
+            "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'echo', 'succeeded', %s)"
             " ON CONFLICT (shard, task, state) DO UPDATE SET n = job_counts.n + excluded.n",
             (count,),
         )

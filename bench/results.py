@@ -1,8 +1,8 @@
 """What one benchmark run measured, how runs fold into medians, and the printed table.
 
-A `Run` is one fresh datastore, one set of workers: a bulk submit, a drain of no-op jobs, and a
-light-load latency probe. A `Row` is the medians of several runs of one configuration; a run
-that failed is counted and its first error shown, never averaged in.
+A `Run` is one fresh datastore and one set of workers. A `Row` holds the runs of one system in
+one configuration; its figures are medians, and a run that failed is counted and its first
+error shown, never averaged in. A system that could not be installed is a row with no runs.
 """
 
 from __future__ import annotations
@@ -15,17 +15,21 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Run:
-    submit_per_s: float
-    drain_per_s: float
+    bulk_per_s: float
+    singles_per_s: float
+    drain_cold_per_s: float
+    drain_steady_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
+    results_checked: int  # stored results read back and compared; 0: the system stores none
 
 
 @dataclass
 class Row:
-    system: str  # "Shoal", "Dramatiq", "PgQueuer"
+    system: str  # "Shoal", "Celery", ...
     datastore: str  # "sqlite", "postgres", "redis"
     workers: str  # "2 nodes", "2 procs"
+    is_peer: bool
     runs: list[Run] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -45,25 +49,46 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-HEADERS = ("system", "datastore", "workers", "ok", "submit/s", "drain/s", "p50 ms", "p99 ms")
+# (heading, Run attribute, decimals)
+FIGURES = (
+    ("submit→start p50 ms", "latency_p50_ms", 1),
+    ("p99 ms", "latency_p99_ms", 1),
+    ("single submits/s", "singles_per_s", 0),
+    ("drain cold/s", "drain_cold_per_s", 0),
+    ("drain steady/s", "drain_steady_per_s", 0),
+)
+HEADERS = ("system", "datastore", "workers", "ok", *(h for h, _, _ in FIGURES), "÷ best peer")
 
 
-def format_table(rows: Sequence[Row], peers: Sequence[Row]) -> str:
-    """The table: medians per row, then each Shoal row's drain rate over each peer's."""
-    ratio_headers = tuple(f"drain / {peer.system}" for peer in peers)
-    lines = [(*HEADERS, *ratio_headers)]
-    for row in [*rows, *peers]:
+def best_peer(rows: Sequence[Row]) -> Row | None:
+    """The peer with the highest median steady drain, if any peer completed a run."""
+    done = [row for row in rows if row.is_peer and row.runs]
+    return max(done, key=lambda row: row.median("drain_steady_per_s") or 0.0, default=None)
+
+
+def ratio(row: Row, best: Row | None) -> float | None:
+    """The row's median steady drain over the best peer's."""
+    mine = row.median("drain_steady_per_s")
+    theirs = best.median("drain_steady_per_s") if best else None
+    return mine / theirs if mine is not None and theirs else None
+
+
+def table_cells(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    """The table as text cells, headings first; a row without runs says `failed`."""
+    best = best_peer(rows)
+    lines: list[tuple[str, ...]] = [HEADERS]
+    for row in rows:
         ok = f"{len(row.runs)}/{len(row.runs) + len(row.errors)}"
-        cells = [row.system, row.datastore, row.workers, ok]
-        cells += [
-            _number(row.median("submit_per_s")),
-            _number(row.median("drain_per_s")),
-            _number(row.median("latency_p50_ms"), 1),
-            _number(row.median("latency_p99_ms"), 1),
-        ]
-        for peer in peers:
-            cells.append(_ratio(row, peer) if row.system == "Shoal" else "")
+        cells = [row.system, row.datastore, row.workers, ok if row.runs else "failed"]
+        cells += [_number(row.median(attr), digits) for _, attr, digits in FIGURES]
+        share = ratio(row, best)
+        cells.append("-" if share is None else f"{share:.2f}x")
         lines.append(tuple(cells))
+    return lines
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    lines = table_cells(rows)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     # Names are left-aligned, figures right-aligned.
     text = [
@@ -74,20 +99,14 @@ def format_table(rows: Sequence[Row], peers: Sequence[Row]) -> str:
         for line in lines
     ]
     text.insert(1, "  ".join("-" * w for w in widths))
-    errors = [f"  {row.label}: {error}" for row in [*rows, *peers] for error in row.errors[:1]]
+    errors = [f"  {row.label}: {error}" for row in rows for error in row.errors[:1]]
     if errors:
         text += ["", "failed runs (first error of each configuration):", *errors]
+    unchecked = [row.system for row in rows if row.runs and not row.runs[0].results_checked]
+    if unchecked:
+        text += ["", f"no stored results to read back (the system keeps none): {', '.join(unchecked)}"]
     return "\n".join(text)
 
 
 def _number(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def _ratio(row: Row, peer: Row) -> str:
-    mine, theirs = row.median("drain_per_s"), peer.median("drain_per_s")
-    if mine is None or not theirs:
-        return "-"
-    return f"{mine / theirs:.2f}x"
+    return "-" if value is None else f"{value:,.{digits}f}"
