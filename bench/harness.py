@@ -21,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from datastores import fresh_postgres, fresh_redis, fresh_sqlite, preload_finished
-from queues.stamps import RECORD, read_stamps
 from processes import BenchError, Workers, run_json, wait_for
+from queues.stamps import RECORD, read_stamps
 from results import Run, percentile
 from systems import SHOAL_BIN, System
 from venvs import venv_bin
 
 BENCH_DIR = Path(__file__).resolve().parent
+# Paced jobs submitted before the timed ones and left out: the submitting process's first calls
+# open its connections, which a long-lived client pays once, not per job.
+WARMUP = 5
 QUEUES_DIR = BENCH_DIR / "queues"
 
 
@@ -54,8 +57,11 @@ def run_once(system: System, plan: Plan, log_dir: Path) -> Run:
             for index, argv in enumerate(system.worker_argvs(bin_dir, url, system.workers)):
                 workers.start(f"{system.adapter}-{index + 1}", argv, env, QUEUES_DIR)
             drained = _wait_stamps(stamps_dir, range(plan.jobs), workers)
-            first, last = plan.jobs, plan.jobs + plan.latency_jobs
-            paced = adapter.call("paced", first, plan.latency_jobs, plan.interval_s)
+            first, last = plan.jobs, plan.jobs + WARMUP + plan.latency_jobs
+            paced_s = (WARMUP + plan.latency_jobs) * plan.interval_s + 120  # + result reads
+            paced = adapter.call(
+                "paced", first, WARMUP + plan.latency_jobs, plan.interval_s, timeout_s=paced_s
+            )
             started = _wait_stamps(stamps_dir, range(first, last), workers)
             singles = adapter.call("singles", last, plan.singles, timeout_s=_limit_s(plan.singles))
             _wait_stamps(stamps_dir, range(last, last + plan.singles), workers)
@@ -76,7 +82,7 @@ def _as_run(
     last_end = max(end for _, end in drained.values())
     first_start = min(start for start, _ in drained.values())
     submitted = paced["submitted"]
-    delays = [started[plan.jobs + k][0] - at for k, at in enumerate(submitted)]
+    delays = [started[plan.jobs + k][0] - at for k, at in enumerate(submitted)][WARMUP:]
     return Run(
         bulk_per_s=plan.jobs / max(bulk["seconds"], 1e-9),
         singles_per_s=plan.singles / max(singles["seconds"], 1e-9),
@@ -89,8 +95,9 @@ def _as_run(
 
 
 def _limit_s(jobs: int) -> float:
-    """How long a phase of `jobs` jobs may take before the run counts as stuck: 20 jobs/s."""
-    return max(60.0, jobs / 20)
+    """How long a phase of `jobs` jobs may take before the run counts as stuck: 10 jobs/s
+    (RQ forks a process per job, and the machine may be busy)."""
+    return max(60.0, jobs / 10)
 
 
 @contextmanager
@@ -129,7 +136,9 @@ def _env(system: System, url: str, stamps_dir: Path) -> dict[str, str]:
     if system.venv is None and os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])  # a work tree's Shoal ahead of the installed one
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return dict(env, PYTHONPATH=os.pathsep.join(paths), BENCH_URL=url, BENCH_STAMPS_DIR=str(stamps_dir))
+    return dict(
+        env, PYTHONPATH=os.pathsep.join(paths), BENCH_URL=url, BENCH_STAMPS_DIR=str(stamps_dir)
+    )
 
 
 @dataclass(frozen=True)
@@ -143,14 +152,13 @@ class _Adapter:
         return dict(run_json(argv, self.env, QUEUES_DIR, timeout_s))
 
 
-def _wait_stamps(
-    folder: Path, indices: range, workers: Workers
-) -> dict[int, tuple[float, float]]:
+def _wait_stamps(folder: Path, indices: range, workers: Workers) -> dict[int, tuple[float, float]]:
     """Wait until every job in `indices` has recorded its start and end; return those records.
 
     Polls the files' total size, which costs the busy workers nothing, and parses them only
     once enough records may be there.
     """
+
     def complete() -> dict[int, tuple[float, float]] | None:
         workers.check_alive()
         size = sum(path.stat().st_size for path in folder.glob("*.stamps"))

@@ -15,8 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-from results import Row, Run, table_cells  # noqa: E402
+import matplotlib.pyplot as plt  # after choosing the backend
+from matplotlib.axes import Axes
+from matplotlib.ticker import ScalarFormatter
+from results import Row, Run, table_cells
 
 CHARTS = (
     ("submit→start ms (bar p50, tick p99; lower is better)", "latency_p50_ms"),
@@ -36,38 +38,42 @@ def load(path: Path) -> tuple[str, list[Row]]:
 
 
 def draw(command: str, rows: list[Row], out: Path) -> None:
-    labels = [f"{row.system} {row.datastore} {row.workers}" for row in rows]
-    figure, axes = plt.subplots(3, 2, figsize=(15, 11), gridspec_kw={"height_ratios": [1.2, 1, 1]})
+    height = 2.0 + 0.35 * len(rows)
+    figure = plt.figure(figsize=(15, 2 * height + 1.0), layout="constrained")
+    grid = figure.add_gridspec(3, 2, height_ratios=[0.25 * len(rows) + 0.6, height, height])
     figure.suptitle(f"$ {command}", fontsize=10, family="monospace")
-    _table(axes[0][0], rows)
-    axes[0][1].axis("off")
-    for ax, (title, attr) in zip([axes[1][0], axes[1][1], axes[2][0], axes[2][1]], CHARTS, strict=True):
-        values = [row.median(attr) for row in rows]
-        positions = range(len(rows))
-        ax.barh(positions, [v or 0 for v in values], color=_colours(rows))
-        if attr == "latency_p50_ms":
-            p99 = [row.median("latency_p99_ms") for row in rows]
-            ax.scatter([v or 0 for v in p99], positions, marker="|", s=200, color="black")
-            ax.set_xscale("log")
-        for y, value in zip(positions, values, strict=True):
-            text = "failed" if value is None else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
-            ax.text(value or 0, y, f" {text}", va="center", fontsize=8)
-        ax.set_yticks(list(positions), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_title(title, fontsize=10)
-    figure.tight_layout()
+    _table(figure.add_subplot(grid[0, :]), rows)
+    places = [grid[1, 0], grid[1, 1], grid[2, 0], grid[2, 1]]
+    for place, (title, attr) in zip(places, CHARTS, strict=True):
+        _chart(figure.add_subplot(place), rows, title, attr)
     figure.savefig(out, dpi=110)
 
 
-def _table(ax: plt.Axes, rows: list[Row]) -> None:
+def _chart(ax: Axes, rows: list[Row], title: str, attr: str) -> None:
+    labels = [f"{row.system} {row.datastore} {row.workers}" for row in rows]
+    values = [row.median(attr) for row in rows]
+    positions = list(range(len(rows)))
+    ax.barh(positions, [v or 0 for v in values], color=_colours(rows))
+    if attr == "latency_p50_ms":
+        p99 = [row.median("latency_p99_ms") for row in rows]
+        ax.scatter([v or 0 for v in p99], positions, marker="|", s=200, color="black")
+        ax.set_xscale("log")  # peers span milliseconds to half a second
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    for y, value in zip(positions, values, strict=True):
+        text = "failed" if value is None else f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+        ax.text(value or ax.get_xlim()[0], y, f" {text}", va="center", fontsize=8)
+    ax.set_yticks(positions, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10)
+
+
+def _table(ax: Axes, rows: list[Row]) -> None:
     cells = table_cells(rows)
     ax.axis("off")
     table = ax.table(cellText=[list(c) for c in cells[1:]], colLabels=list(cells[0]), loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.auto_set_column_width(list(range(len(cells[0]))))
-    # The table spans both top panels.
-    ax.set_position((0.02, ax.get_position().y0, 0.96, ax.get_position().height))
 
 
 def _colours(rows: list[Row]) -> list[str]:

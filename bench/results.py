@@ -104,7 +104,10 @@ def format_table(rows: Sequence[Row]) -> str:
         text += ["", "failed runs (first error of each configuration):", *errors]
     unchecked = [row.system for row in rows if row.runs and not row.runs[0].results_checked]
     if unchecked:
-        text += ["", f"no stored results to read back (the system keeps none): {', '.join(unchecked)}"]
+        text += [
+            "",
+            f"no stored results to read back (the system keeps none): {', '.join(unchecked)}",
+        ]
     return "\n".join(text)
 
 

@@ -33,7 +33,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs in the bulk load")
+    parser.add_argument("--jobs", type=int, default=5_000, help="jobs in the bulk load")
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration (medians)")
     parser.add_argument("--quick", action="store_true", help="1,000 jobs, one run: a smoke test")
     parser.add_argument("--only", help="comma-separated system names (e.g. shoal,celery)")

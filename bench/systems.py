@@ -36,9 +36,9 @@ class System:
 
 
 def _shoal(bin_dir: Path, url: str, count: int) -> list[list[str]]:
+    node = [str(bin_dir / "shoal"), "node", "--app", "q_shoal:app", "--db", url]
     return [
-        [str(bin_dir / "shoal"), "node", "--app", "q_shoal:app", "--db", url]
-        + ["--concurrency", str(SHOAL_THREADS), "--name", f"bench-node-{index + 1}"]
+        [*node, "--concurrency", str(SHOAL_THREADS), "--name", f"bench-node-{index + 1}"]
         for index in range(count)
     ]
 
