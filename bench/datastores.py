@@ -89,8 +89,8 @@ def _flush_redis() -> None:
         raise OSError(f"Redis at {address} did not flush database {db}: {reply!r}")
 
 
-def preload_finished(url: str, count: int) -> None:
-    """Fill a fresh, initialised datastore with `count` jobs that succeeded a day ago.
+def preload_finished(url: str, count: int, task: str = "noop") -> None:
+    """Fill a fresh, initialised datastore with `count` jobs of `task` that succeeded a day ago.
 
     Written with plain SQL in bulk (the point is a big table, not how it got there); ids come
     from the same counter the store uses, so later submits continue the sequence.
@@ -107,17 +107,17 @@ def preload_finished(url: str, count: int) -> None:
             conn.executemany(
                 "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts,"
                 " max_attempts, run_after, created_at, started_at, finished_at, result)"
-                " VALUES (?, ?, 'echo', '[0]', '{}', 'succeeded', 1, 4, ?, ?, ?, ?, 'null')",
+                " VALUES (?, ?, ?, '[]', '{}', 'succeeded', 1, 4, ?, ?, ?, ?, 'null')",
                 (
-                    (i, i % partitions, day_ago, day_ago, day_ago, day_ago)
+                    (i, i % partitions, task, day_ago, day_ago, day_ago, day_ago)
                     for i in range(first, first + count)
                 ),
             )
             conn.execute("UPDATE cluster SET next_job_id = ? WHERE id = 1", (first + count,))
             conn.execute(
-                "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'echo', 'succeeded', ?)"
+                "INSERT INTO job_counts (shard, task, state, n) VALUES (0, ?, 'succeeded', ?)"
                 " ON CONFLICT (shard, task, state) DO UPDATE SET n = n + excluded.n",
-                (count,),
+                (task, count),
             )
         conn.close()
         return
@@ -125,15 +125,15 @@ def preload_finished(url: str, count: int) -> None:
         conn.execute(
             "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
             " run_after, created_at, started_at, finished_at, result)"
-            " SELECT id, id %% (SELECT partitions FROM cluster WHERE id = 1), 'echo', '[0]', '{}',"
+            " SELECT id, id %% (SELECT partitions FROM cluster WHERE id = 1), %(task)s, '[]', '{}',"
             " 'succeeded', 1, 4, %(t)s, %(t)s, %(t)s, %(t)s, 'null'"
             " FROM (SELECT nextval('jobs_id_seq') AS id FROM generate_series(1, %(n)s)) ids",
-            {"t": day_ago, "n": count},
+            {"t": day_ago, "n": count, "task": task},
         )
         conn.execute(
-            "INSERT INTO job_counts (shard, task, state, n) VALUES (0, 'echo', 'succeeded', %s)"
+            "INSERT INTO job_counts (shard, task, state, n) VALUES (0, %s, 'succeeded', %s)"
             " ON CONFLICT (shard, task, state) DO UPDATE SET n = job_counts.n + excluded.n",
-            (count,),
+            (task, count),
         )
         conn.execute("VACUUM ANALYZE jobs")
         # Write the bulk load out now, as a datastore that has held these jobs for a while would

@@ -121,7 +121,7 @@ def _preload(url: str, plan: Plan) -> None:
     if plan.preload_finished:
         if url.startswith("sqlite"):
             _shoal_init(url)  # the schema must exist before rows are written into it
-        preload_finished(url, plan.preload_finished)
+        preload_finished(url, plan.preload_finished, task="echo")
 
 
 def _shoal_init(url: str) -> None:
