@@ -1,0 +1,86 @@
+"""Stopping real `shoal node` processes the way service managers do: SIGTERM to the whole process
+group, several nodes at once, the second signal, and a datastore that is gone while leaving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.model import JobState, NewJob, NodeState
+from shoal.store import Store, open_store
+
+from realnodes import HERE, child_env, until
+
+
+class Group:
+    """Node processes, each the leader of its own process group (as under systemd)."""
+
+    def __init__(self, url: str, log_dir: Path) -> None:
+        self.url = url
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        command = [sys.executable, "-m", "shoal", "node", "--app", "systasks:app"]
+        command += ["--db", self.url, "--name", name, "--lease-s", "2", *extra]
+        process = subprocess.Popen(
+            command,
+            cwd=HERE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text()
+
+    def kill_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+@pytest.fixture
+def group(sqlite_url: str, tmp_path: Path) -> Iterator[Group]:
+    g = Group(sqlite_url, tmp_path)
+    yield g
+    g.kill_all()
+
+
+def live(store: Store, name: str) -> int | None:
+    for node in store.read_cluster().nodes:
+        if node.name == name and node.state is not NodeState.DEAD and node.section:
+            return node.id
+    return None
+
+
+def started(store: Store, ids: list[int]) -> bool:
+    """Every job reported its first progress: a worker runs it."""
+    return all((job := store.read_job(i)) is not None and job.progress for i in ids)
+
+
+def test_sigterm_to_the_process_group_drains_process_pool_jobs(group: Group) -> None:
+    store = open_store(group.url)
+    node = group.start("a", "--pool", "process", "--concurrency", "2", "--grace-s", "60")
+    until(lambda: live(store, "a"), what="node a live")
+    ids = store.submit_jobs([NewJob("work", f"[{i}, 1.5]", "{}", max_attempts=1) for i in (1, 2)])
+    until(lambda: started(store, ids), what="both jobs running in worker processes")
+    os.killpg(node.pid, signal.SIGTERM)  # the node and its workers, as systemd stops a unit
+    assert node.wait(timeout=60) == 0
+    for job_id in ids:
+        job = store.read_job(job_id)
+        assert job is not None and job.state is JobState.SUCCEEDED, job
+        assert job.attempts == 1
+    assert "worker process" not in group.log("a")  # none died, none was replaced
