@@ -84,3 +84,14 @@ def test_sigterm_to_the_process_group_drains_process_pool_jobs(group: Group) -> 
         assert job is not None and job.state is JobState.SUCCEEDED, job
         assert job.attempts == 1
     assert "worker process" not in group.log("a")  # none died, none was replaced
+
+
+def test_three_nodes_sent_sigterm_together_all_leave(group: Group) -> None:
+    store = open_store(group.url)
+    nodes = [group.start(name) for name in ("a", "b", "c")]
+    until(lambda: all(live(store, name) for name in ("a", "b", "c")), what="three nodes live")
+    for process in nodes:
+        process.send_signal(signal.SIGTERM)
+    for process in nodes:
+        assert process.wait(timeout=30) == 0
+    assert all(n.state is NodeState.DEAD for n in store.read_cluster(dead_window_s=3600).nodes)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.app import App
+from shoal.node.eventqueue import EventQueue
 from shoal.node.runner import Finished, JobTimeout, ProgressEvent, Work, execute
 
 log = logging.getLogger("shoal.node")
@@ -52,7 +53,7 @@ class ThreadExecutor:
     def __init__(self, app: App, concurrency: int) -> None:
         self.app = app
         self.concurrency = concurrency
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[Event] = EventQueue()
         self._todo: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._slots: dict[int, _Slot] = {}  # job id -> slot, for accepted work not yet finished
         self._lock = threading.Lock()

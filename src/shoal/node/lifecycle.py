@@ -28,6 +28,7 @@ from shoal.assignment import format_section
 from shoal.errors import ConfigError, DatastoreUnavailable, NodeNameTaken
 from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
+from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.loop import NodeLoop
 from shoal.node.services import Housekeeping
@@ -64,9 +65,10 @@ class Node:
         self.stop_requested = False
         self.leave_now = False
         self._grace_s = config.grace_s
-        # Cuts short the waits between registration retries. A SimpleQueue, because its put is
-        # safe in a signal handler (an Event's set could deadlock on its own lock there).
-        self._stop_signals: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        # Cuts short the waits between registration retries. An EventQueue, because its put is
+        # safe in a signal handler (an Event's set could deadlock on its own lock there) and a
+        # signal cannot make its timed get endless.
+        self._stop_signals: EventQueue[bool] = EventQueue()
         self._thread: threading.Thread | None = None
 
     # -- running it -------------------------------------------------------------------------------

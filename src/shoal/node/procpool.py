@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Event
 from shoal.node.runner import Finished, ProgressEvent, Work, execute
 
@@ -68,7 +69,7 @@ class ProcessExecutor:
     def __init__(self, app_spec: str, concurrency: int, db_display: str = "") -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[Event] = EventQueue()
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._closing = False

@@ -1,0 +1,77 @@
+"""Stopping in-process nodes: waits that a signal cannot turn endless, and several nodes asked
+to stop at the same moment, each of which leaves."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+import pytest
+
+from shoal.model import NodeState
+from shoal.node import Node
+from shoal.store.sqlite import SqliteStore
+
+from steered import until
+
+
+class StuckWait(Exception):
+    """Raised by the safety timer: the wait under test did not end by itself."""
+
+
+@pytest.fixture
+def slow_signal_handler() -> Iterator[Callable[[], None]]:
+    """Arms a SIGALRM 10 ms ahead whose handler runs for 50 ms and puts nothing anywhere (as a
+    stop handler that logs before it wakes the loop); a second alarm 2 s later raises
+    StuckWait, so that a wait that never ends fails the test instead of hanging it."""
+    calls = []
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        calls.append(signum)
+        if len(calls) > 1:
+            raise StuckWait
+        time.sleep(0.05)
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        yield lambda: signal.setitimer(signal.ITIMER_REAL, 0.01)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_idle_wait_ends_even_when_a_signal_handler_outlasts_it(
+    make_node: Callable[..., Node], slow_signal_handler: Callable[[], None]
+) -> None:
+    node = make_node("alpha")
+    while node.loop is None:
+        node.step(time.monotonic())  # registers
+    started = time.monotonic()
+    slow_signal_handler()
+    node.wait(0.02)  # interrupted by the alarm; its handler returns after the wait's deadline
+    assert time.monotonic() - started < 1.0
+
+
+def test_nodes_stopped_together_all_leave(
+    make_node: Callable[..., Node], sqlite_store: SqliteStore
+) -> None:
+    for round_number in range(8):
+        nodes = [make_node(f"n{round_number}-{i}").start() for i in range(3)]
+        until(lambda: all(n.state is NodeState.WAITING for n in nodes), "three nodes waiting")
+        go = threading.Barrier(3)
+
+        def stop(node: Node) -> None:
+            go.wait()
+            node.request_stop()
+
+        stoppers = [threading.Thread(target=stop, args=(n,)) for n in nodes]
+        for thread in stoppers:
+            thread.start()
+        until(lambda: all(n.exit_code == 0 for n in nodes), "every node left", timeout_s=20)
+        for node in nodes:
+            record = sqlite_store.read_node(node.node_id)
+            assert record is not None and record.state is NodeState.DEAD
