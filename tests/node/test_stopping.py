@@ -56,22 +56,25 @@ def test_an_idle_wait_ends_even_when_a_signal_handler_outlasts_it(
     assert time.monotonic() - started < 1.0
 
 
+def stop_three_together(make_node: Callable[..., Node], store: SqliteStore, prefix: str) -> None:
+    nodes = [make_node(f"{prefix}-{i}").start() for i in range(3)]
+    until(lambda: all(n.state is NodeState.WAITING for n in nodes), "three nodes waiting")
+    go = threading.Barrier(3)
+
+    def stop(node: Node) -> None:
+        go.wait()
+        node.request_stop()
+
+    for node in nodes:
+        threading.Thread(target=stop, args=(node,)).start()
+    until(lambda: all(n.exit_code == 0 for n in nodes), "every node left", timeout_s=20)
+    for node in nodes:
+        record = store.read_node(node.node_id)
+        assert record is not None and record.state is NodeState.DEAD
+
+
 def test_nodes_stopped_together_all_leave(
     make_node: Callable[..., Node], sqlite_store: SqliteStore
 ) -> None:
     for round_number in range(8):
-        nodes = [make_node(f"n{round_number}-{i}").start() for i in range(3)]
-        until(lambda: all(n.state is NodeState.WAITING for n in nodes), "three nodes waiting")
-        go = threading.Barrier(3)
-
-        def stop(node: Node) -> None:
-            go.wait()
-            node.request_stop()
-
-        stoppers = [threading.Thread(target=stop, args=(n,)) for n in nodes]
-        for thread in stoppers:
-            thread.start()
-        until(lambda: all(n.exit_code == 0 for n in nodes), "every node left", timeout_s=20)
-        for node in nodes:
-            record = sqlite_store.read_node(node.node_id)
-            assert record is not None and record.state is NodeState.DEAD
+        stop_three_together(make_node, sqlite_store, f"round{round_number}")

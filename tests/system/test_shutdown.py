@@ -96,28 +96,32 @@ def test_three_nodes_sent_sigterm_together_all_leave(group: Group) -> None:
     assert all(n.state is NodeState.DEAD for n in store.read_cluster(dead_window_s=3600).nodes)
 
 
+def start_six_on_a_new_file(path: Path, log_dir: Path, prefix: str) -> None:
+    group = Group(f"sqlite:///{path}", log_dir)
+    names = [f"{prefix}n{i}" for i in range(6)]
+    processes = [group.start(name) for name in names]
+
+    def registered() -> bool:
+        for process, name in zip(processes, names, strict=True):
+            assert process.poll() is None, group.log(name)  # none gave up
+        if not path.exists():
+            return False
+        store = open_store(group.url)
+        try:
+            return all(live(store, name) for name in names)
+        finally:
+            store.close()
+
+    try:
+        until(registered, timeout_s=60, what="six nodes registered")
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        assert all(process.wait(timeout=30) == 0 for process in processes)
+    finally:
+        group.kill_all()
+
+
 def test_nodes_started_together_on_a_new_sqlite_file_all_register(tmp_path: Path) -> None:
     for round_number in range(5):
-        path = tmp_path / f"new-{round_number}.db"  # no file yet: the nodes create it
-        group = Group(f"sqlite:///{path}", tmp_path)
-        names = [f"r{round_number}n{i}" for i in range(6)]
-        processes = [group.start(name) for name in names]
-        try:
-
-            def registered() -> bool:
-                for process, name in zip(processes, names, strict=True):
-                    assert process.poll() is None, group.log(name)  # none gave up
-                if not path.exists():
-                    return False
-                store = open_store(group.url)
-                try:
-                    return all(live(store, name) for name in names)
-                finally:
-                    store.close()
-
-            until(registered, timeout_s=60, what="six nodes registered")
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            assert all(process.wait(timeout=30) == 0 for process in processes)
-        finally:
-            group.kill_all()
+        # No file yet: the six nodes create it together.
+        start_six_on_a_new_file(tmp_path / f"new-{round_number}.db", tmp_path, f"r{round_number}")

@@ -10,6 +10,7 @@ an expired remainder as a timeout; a put rings it while a get waits.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -31,10 +32,9 @@ class EventQueue(queue.SimpleQueue[T]):
         """Add `item`; never waits, so it may be called from a signal handler."""
         super().put(item)
         if self._waiting:
-            try:
+            # Already rung (RuntimeError): the waiter looks at the queue when it wakes anyway.
+            with contextlib.suppress(RuntimeError):
                 self._bell.release()
-            except RuntimeError:
-                pass  # already rung; the waiter looks at the queue when it wakes
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """The next item; with `timeout`, raise queue.Empty once it has passed, signals or not."""
