@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,6 +45,8 @@ DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or post
 # Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
 # asking the datastore about it would fail in the driver instead.
 MAX_JOB_ID = 2**63 - 1
+EXIT_MARGIN_S = 5.0  # past the node's own bound on leaving, when the process exits regardless
+SECOND_SIGNAL_EXIT_S = 1.0  # after a second stop signal, the time left to release jobs
 
 
 class ShoalGroup(click.Group):
@@ -210,21 +214,42 @@ def node(
 
 
 def _stop_on_signals(processor: Node) -> None:
-    """SIGTERM or Ctrl-C: drain and leave; a second one: release in-flight jobs, leave now."""
+    """SIGTERM or Ctrl-C: drain and leave; a second one: release in-flight jobs, leave now.
+
+    The node bounds its own leaving (grace period plus a margin); as a last resort, should
+    something still hold it (a datastore call stuck in the network), the process exits anyway
+    EXIT_MARGIN_S later, or SECOND_SIGNAL_EXIT_S after a second signal. Pool workers ignore
+    these signals and stop with the node.
+    """
+    from shoal.node.lifecycle import LEAVE_MARGIN_S
+
     log = logging.getLogger("shoal.node")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if processor.stop_requested:
             log.warning("second stop signal: releasing in-flight jobs and leaving now")
+            signal.setitimer(signal.ITIMER_REAL, SECOND_SIGNAL_EXIT_S)
         else:
             log.info(
                 "stop signal: no more claims; draining in-flight jobs (up to %.0fs)",
                 processor.config.grace_s,
             )
+            exit_in_s = processor.config.grace_s + LEAVE_MARGIN_S + EXIT_MARGIN_S
+            signal.setitimer(signal.ITIMER_REAL, exit_in_s)
         processor.request_stop()
+
+    def give_up(signum: int, frame: FrameType | None) -> None:
+        log.error(
+            "could not leave in time; exiting now (the lease expires and other nodes recover "
+            "this node's jobs)"
+        )
+        for worker in multiprocessing.active_children():
+            worker.kill()  # a pool worker must not go on running a job that will run elsewhere
+        os._exit(1 if processor.exit_code is None else processor.exit_code)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, give_up)
 
 
 def _parse_json(text: str | None, what: str, kind: type) -> Any:

@@ -8,6 +8,11 @@ steps on the calling thread, `start`/`stop` on a background one; neither touches
 belong to whoever owns the process (the CLI). A node that finds itself declared dead stops
 writing, abandons its attempts (their writes would be rejected anyway) and registers again as a
 new node.
+
+Leaving is bounded: once a stop is requested, every datastore call the node makes runs under a
+deadline (the grace period plus LEAVE_MARGIN_S; now, after a second request), so a datastore
+that is down cannot hold the node past it. What could not be written then is recovered by the
+other nodes when this node's lease expires.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.loop import NodeLoop
 from shoal.node.services import Housekeeping
 from shoal.store import Store
+from shoal.store.deadline import Deadline, retrying_until
 
 log = logging.getLogger("shoal.node")
 T = TypeVar("T")
+LEAVE_MARGIN_S = 2.0  # past the grace period, the time left for the writes of leaving
 
 
 class Node:
@@ -65,6 +72,7 @@ class Node:
         self.stop_requested = False
         self.leave_now = False
         self._grace_s = config.grace_s
+        self._deadline = Deadline()  # for the datastore calls: set by a stop request
         # Cuts short the waits between registration retries. An EventQueue, because its put is
         # safe in a signal handler (an Event's set could deadlock on its own lock there) and a
         # signal cannot make its timed get endless.
@@ -111,8 +119,10 @@ class Node:
         """
         if self.stop_requested:
             self.leave_now = True
+            self._deadline.bring_forward(time.monotonic())  # a retry under way gives up now
         else:
             self._grace_s = self.config.grace_s if grace_s is None else grace_s
+            self._deadline.bring_forward(time.monotonic() + self._grace_s + LEAVE_MARGIN_S)
             self.stop_requested = True
         self._stop_signals.put(True)
         loop = self.loop
@@ -149,13 +159,17 @@ class Node:
         """
         if self.exit_code is not None:
             return 0.0
-        loop = self.loop
-        if loop is None:
-            if self.stop_requested:
-                self.exit_code = 0
-            else:
-                self._begin(now)
-            return 0.0
+        with retrying_until(self._deadline):
+            loop = self.loop
+            if loop is None:
+                if self.stop_requested:
+                    self.exit_code = 0
+                else:
+                    self._begin(now)
+                return 0.0
+            return self._turn(loop, now)
+
+    def _turn(self, loop: NodeLoop, now: float) -> float:
         cfg = self.config
         loop.take_events(block_s=0.0)
         loop.outcomes.extend(loop.finish(f) for f in loop.executor.expire(now))
@@ -219,6 +233,12 @@ class Node:
         except NodeNameTaken as exc:
             log.error("%s", exc)
             self.exit_code = 2
+            return
+        except DatastoreUnavailable as exc:
+            if not self.stop_requested:
+                raise
+            log.error("stopped before registering: %s", exc)  # a stop cuts the retries short
+            self.exit_code = 0
             return
         notified = self.store.supports_wakeups
         loop = NodeLoop(

@@ -229,7 +229,8 @@ class Connector:
                     raise translate(exc, what, self.scrub) from exc
                 if time.monotonic() + delay > deadline:
                     raise DatastoreUnavailable(
-                        f"{what}: {self.scrub.display} unreachable for {self.retry_for_s:.0f}s: "
+                        f"{what}: {self.scrub.display} unreachable for "
+                        f"{time.monotonic() - retry_until + self.retry_for_s:.0f}s: "
                         f"{self.scrub(_message(exc))}"
                     ) from exc
                 log.warning(
