@@ -11,11 +11,11 @@ from types import FrameType
 
 import pytest
 
-from shoal.model import NodeState
+from shoal.model import JobState, NewJob, NodeState
 from shoal.node import Node
 from shoal.store.sqlite import SqliteStore
 
-from steered import until
+from steered import Steered, until
 
 
 class StuckWait(Exception):
@@ -78,3 +78,25 @@ def test_nodes_stopped_together_all_leave(
 ) -> None:
     for round_number in range(8):
         stop_three_together(make_node, sqlite_store, f"round{round_number}")
+
+
+def test_a_long_drain_keeps_the_lease(
+    make_node: Callable[..., Node], sqlite_store: SqliteStore, steered: Steered
+) -> None:
+    node = make_node("alpha", lease_s=1.0, grace_s=60.0).start()
+    [job_id] = sqlite_store.submit_jobs([NewJob("hold", "[]", "{}", max_attempts=1)])
+    until(lambda: steered.have_started([(job_id, 1)]), "the job started")
+    stopped_at = sqlite_store.now()
+    node.request_stop()
+
+    def beat_well_after_the_stop() -> bool:
+        record = sqlite_store.read_node(node.node_id)
+        assert record is not None and record.state is not NodeState.DEAD
+        return record.heartbeat_at > stopped_at + 3 * node.config.lease_s
+
+    until(beat_well_after_the_stop, "heartbeats three leases into the drain")
+    assert node.exit_code is None  # still draining
+    assert sqlite_store.running_attempts(node.node_id) == [(job_id, 1)]
+    steered.succeed(job_id)
+    assert node.stop() == 0
+    assert sqlite_store.read_job(job_id).state is JobState.SUCCEEDED  # type: ignore[union-attr]

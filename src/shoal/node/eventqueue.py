@@ -17,10 +17,15 @@ import time
 from typing import TypeVar
 
 T = TypeVar("T")
+# Called directly rather than through super(): a put happens for every finished job.
+_put = queue.SimpleQueue.put
+_get = queue.SimpleQueue.get
 
 
 class EventQueue(queue.SimpleQueue[T]):
     """A SimpleQueue with a signal-proof timed get. Any number of producers, one consumer."""
+
+    __slots__ = ("_bell", "_waiting")
 
     def __init__(self) -> None:
         super().__init__()
@@ -30,7 +35,7 @@ class EventQueue(queue.SimpleQueue[T]):
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         """Add `item`; never waits, so it may be called from a signal handler."""
-        super().put(item)
+        _put(self, item)
         if self._waiting:
             # Already rung (RuntimeError): the waiter looks at the queue when it wakes anyway.
             with contextlib.suppress(RuntimeError):
@@ -39,13 +44,13 @@ class EventQueue(queue.SimpleQueue[T]):
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """The next item; with `timeout`, raise queue.Empty once it has passed, signals or not."""
         if not block or timeout is None:  # no deadline to get wrong
-            return super().get(block, timeout)
+            return _get(self, block, timeout)
         deadline = time.monotonic() + timeout
         self._waiting = True
         try:
             while True:
                 try:
-                    return super().get(block=False)
+                    return _get(self, False)
                 except queue.Empty:
                     left = deadline - time.monotonic()
                     if left <= 0:
