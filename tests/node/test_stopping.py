@@ -4,6 +4,7 @@ to stop at the same moment, each of which leaves."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from shoal.model import JobState, NewJob, NodeState
 from shoal.node import Node
+from shoal.node.lifecycle import LEAVE_MARGIN_S
 from shoal.store.sqlite import SqliteStore
 
 from steered import Steered, until
@@ -100,3 +102,21 @@ def test_a_long_drain_keeps_the_lease(
     steered.succeed(job_id)
     assert node.stop() == 0
     assert sqlite_store.read_job(job_id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_leaving_ends_in_time_while_the_sqlite_file_stays_locked(
+    make_node: Callable[..., Node], sqlite_store: SqliteStore, steered: Steered, db_path: str
+) -> None:
+    node = make_node("alpha").start()
+    [job_id] = sqlite_store.submit_jobs([NewJob("hold", "[]", "{}", max_attempts=1)])
+    until(lambda: steered.have_started([(job_id, 1)]), "the job started")
+    blocker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # a writer that never lets go (a frozen process, say)
+    try:
+        began = time.monotonic()
+        node.request_stop(grace_s=0.2)
+        until(lambda: node.exit_code is not None, "the node gave up", timeout_s=30)
+        assert time.monotonic() - began < 0.2 + LEAVE_MARGIN_S + 1.5
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
