@@ -10,9 +10,9 @@ writing, abandons its attempts (their writes would be rejected anyway) and regis
 new node.
 
 Leaving is bounded: once a stop is requested, every datastore call the node makes runs under a
-deadline (the grace period plus LEAVE_MARGIN_S; now, after a second request), so a datastore
-that is down cannot hold the node past it. What could not be written then is recovered by the
-other nodes when this node's lease expires.
+deadline (the grace period plus LEAVE_MARGIN_S; LEAVE_NOW_S after a second request), so a
+datastore that is down cannot hold the node past it. What could not be written then is
+recovered by the other nodes when this node's lease expires.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from shoal.store.deadline import Deadline, retrying_until
 log = logging.getLogger("shoal.node")
 T = TypeVar("T")
 LEAVE_MARGIN_S = 2.0  # past the grace period, the time left for the writes of leaving
+LEAVE_NOW_S = 0.5  # after a second stop request, the time left for them
 
 
 class Node:
@@ -119,7 +120,8 @@ class Node:
         """
         if self.stop_requested:
             self.leave_now = True
-            self._deadline.bring_forward(time.monotonic())  # a retry under way gives up now
+            # A retry under way gives up soon, though a lock held for a moment is waited out.
+            self._deadline.bring_forward(time.monotonic() + LEAVE_NOW_S)
         else:
             self._grace_s = self.config.grace_s if grace_s is None else grace_s
             self._deadline.bring_forward(time.monotonic() + self._grace_s + LEAVE_MARGIN_S)
