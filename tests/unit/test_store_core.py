@@ -179,15 +179,16 @@ def test_orphan_tails_carry_the_marks_sql_fills_in() -> None:
 
 
 def test_each_dialect_owns_its_schema_version_from_its_numbered_files() -> None:
-    assert sqlite.SCHEMA_VERSION == 2 and postgres.SCHEMA_VERSION == 4
+    assert sqlite.SCHEMA_VERSION == 3 and postgres.SCHEMA_VERSION == 5
     names = [m.name for m in load_migrations("shoal.store.postgres")]
     assert names == [
         "0001_initial.sql",
         "0002_job_counts.sql",
         "0003_queued_by_id.sql",
         "0004_running_by_id.sql",
+        "0005_prune_by_age.sql",
     ]
-    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2]
+    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2, 3]
 
 
 def make_package(root: Path, name: str, files: list[str]) -> None:

@@ -15,7 +15,8 @@ the conformance suite to ask instead of probing. Shared rules for every adapter:
 - Every change of membership (a node becomes eligible or stops being eligible for a section)
   rebalances the partitions in the same transaction, bumps the epoch and records history.
 - Job counts by (task, state) are kept in counter rows that every statement changing a job's
-  state adjusts in the same transaction, so reading them costs the same at any table size.
+  state adjusts in the same transaction, so reading them costs the same at any table size. They
+  count the rows stored: deleting a job (retention) counts it out in the same transaction.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from shoal.model import (
     ProgressUpdate,
     Sample,
 )
-from shoal.store.rules import DEAD_WINDOW_S
+from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, PruneRule
 
 DEFAULT_PARTITIONS = 128
 
@@ -298,3 +299,40 @@ class Store(ABC):
     @abstractmethod
     def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
         """Jobs that reached a final state at or after `since`, oldest finish first."""
+
+    # -- retention ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def prune_jobs(
+        self, rule: PruneRule, limit: int = PRUNE_BATCH, node_id: int | None = None
+    ) -> dict[str, int]:
+        """Delete up to `limit` jobs that `rule` selects, oldest finish first, in one short
+        transaction that also counts them out of their (task, state) counters.
+
+        With `node_id`, only jobs in the partitions that node owns at that moment, so live nodes
+        share the work without a leader; None (a one-off `shoal prune`) looks at every partition.
+        A row another transaction holds is skipped, never waited on. Returns the number deleted
+        per task; fewer than `limit` in all means nothing more is due right now.
+        """
+
+    @abstractmethod
+    def count_prunable(self, rule: PruneRule) -> dict[str, int]:
+        """How many jobs, per task, `prune_jobs(rule)` would delete over every partition and
+        without a limit (a dry run); deletes nothing."""
+
+    @abstractmethod
+    def prune_history(self, before: float, limit: int = PRUNE_BATCH) -> tuple[int, int]:
+        """Delete up to `limit` history events and up to `limit` samples from before `before`.
+
+        The latest rebalance and each node's latest state change are kept whatever their age:
+        the views of a past moment start from them. Returns (events, samples) deleted.
+        """
+
+    @abstractmethod
+    def count_prunable_history(self, before: float) -> tuple[int, int]:
+        """(events, samples) that `prune_history(before)` would delete without a limit."""
+
+    @abstractmethod
+    def read_history_start(self) -> float | None:
+        """Where the stored history begins: the later of the first sample and the first event
+        (None if there are neither). Views of moments before it are incomplete."""

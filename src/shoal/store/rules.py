@@ -3,9 +3,10 @@
 Given what a dialect read in its transaction, these decide what to write: the rebalance plan
 (which partitions change owner, each node's new section, the reason recorded), the node states
 at a past moment, the job filter in either placeholder style, the job-counter deltas, and which
-node a pause request names. The constants both dialects' SQL is built from live here too: the
-job columns, the states that may own a section as one SQL fragment, and how long a dead node
-stays in view.
+node a pause request names, and which finished jobs retention deletes. The constants both
+dialects' SQL is built from live here too: the job columns, the states that may own a section as
+one SQL fragment, how long a dead node stays in view, and how long finished jobs and history are
+kept by default.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,3 +198,98 @@ def count_moves(old: JobState, rows: Iterable[tuple[str, str]]) -> Counter[tuple
 def count_submits(tasks: Iterable[str]) -> Counter[tuple[str, str]]:
     """Counter deltas for new jobs of these tasks, all queued."""
     return Counter((task, JobState.QUEUED.value) for task in tasks)
+
+
+def count_deletes(rows: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Counter deltas for deleted jobs, given as (task, state): counts are of the rows stored."""
+    return Counter({key: -n for key, n in Counter(rows).items()})
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+DAY_S = 86_400.0
+# Every default of retention, in one place. A result is looked up within days of a job's end, if
+# ever: a week of succeeded jobs answers "did it run, what did it return" without the table
+# growing for ever under a steady load.
+KEEP_SUCCEEDED_S = 7 * DAY_S
+# Failures are what people come back to investigate, often after a weekend or a holiday.
+KEEP_FAILED_S = 30 * DAY_S
+# A cancel is a decision someone may be asked about later; as rare as failures, kept as long.
+KEEP_CANCELLED_S = 30 * DAY_S
+# Node transitions, rebalances and samples: a month of "what happened", as the observer shows it.
+KEEP_HISTORY_S = 30 * DAY_S
+# Rows deleted by one statement: small enough that each delete is a short transaction whose locks
+# no claim or finish waits on for long, large enough to clear a backlog at a useful rate.
+PRUNE_BATCH = 1000
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished jobs (per final state) and history are kept, in seconds after they
+    finished or happened; `math.inf` keeps them for ever. ValueError for a negative or NaN age."""
+
+    succeeded_s: float = KEEP_SUCCEEDED_S
+    failed_s: float = KEEP_FAILED_S
+    cancelled_s: float = KEEP_CANCELLED_S
+    history_s: float = KEEP_HISTORY_S
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not (isinstance(value, int | float) and value >= 0):  # NaN fails too
+                raise ValueError(f"retention {name} must be seconds >= 0 (or math.inf), not {value}")
+
+    def keep_s(self, state: JobState) -> float:
+        """How long jobs that ended in `state` are kept; ValueError for a state not final."""
+        by_state = {
+            JobState.SUCCEEDED: self.succeeded_s,
+            JobState.FAILED: self.failed_s,
+            JobState.CANCELLED: self.cancelled_s,
+        }
+        if state not in by_state:
+            raise ValueError(f"jobs in state {state.value} are never pruned")
+        return by_state[state]
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Which finished jobs to delete: those in `state` that finished before `before` (datastore
+    time), of the tasks in `tasks`, or when `tasks` is None of every task but `except_tasks`."""
+
+    state: JobState
+    before: float
+    tasks: tuple[str, ...] | None = None
+    except_tasks: tuple[str, ...] = ()
+
+
+def prune_rules(now: float, default: Retention, tasks: Mapping[str, Retention]) -> list[PruneRule]:
+    """The rules that apply `default` to every task and `tasks`' own retention to those tasks,
+    at datastore time `now`. Tasks that keep a state as long as the default share its rule;
+    a state kept for ever gets no rule."""
+    rules: list[PruneRule] = []
+    for state in FINAL_STATES:
+        base = default.keep_s(state)
+        groups: dict[float, list[str]] = {}
+        for task, retention in sorted(tasks.items()):
+            if retention.keep_s(state) != base:
+                groups.setdefault(retention.keep_s(state), []).append(task)
+        special = tuple(sorted(t for names in groups.values() for t in names))
+        if math.isfinite(base):
+            rules.append(PruneRule(state, now - base, None, special))
+        for keep_s, names in sorted(groups.items()):
+            if math.isfinite(keep_s):
+                rules.append(PruneRule(state, now - keep_s, tuple(names)))
+    return rules
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pruning pass deleted: jobs per (task, state), history events and samples."""
+
+    jobs: Mapping[tuple[str, JobState], int]
+    events: int = 0
+    samples: int = 0
+
+    @property
+    def job_count(self) -> int:
+        return sum(self.jobs.values())

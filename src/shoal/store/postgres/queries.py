@@ -511,3 +511,68 @@ CLAIMED_BY_TOKENS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE state = 'running' AND claimer = %s AND claim_token = ANY (%s)
 """
+
+# -- retention ------------------------------------------------------------------------------------
+
+# The finished jobs one prune rule selects (see `rules.PruneRule`), on index jobs_state_finished.
+# %(node)s NULL: every partition; else only the partitions that node owns now, so live nodes
+# share the pruning without a leader and never pick the same rows.
+PRUNABLE = """
+SELECT id FROM jobs
+WHERE state = %(state)s AND finished_at IS NOT NULL AND finished_at < %(before)s
+  AND (%(node)s::bigint IS NULL
+       OR partition = ANY ((SELECT section FROM nodes WHERE id = %(node)s)::int[]))
+  AND (%(only)s::text[] IS NULL OR task = ANY (%(only)s::text[]))
+  AND NOT task = ANY (%(except)s::text[])
+"""
+
+# Delete one batch of prunable jobs, oldest finish first, and count them out of their
+# (task, state) in the same statement. SKIP LOCKED: a row someone else holds (a `shoal prune`
+# beside the nodes) is left for the next pass instead of waited on.
+PRUNE_JOBS = f"""
+WITH doomed AS (
+    {PRUNABLE}
+    ORDER BY finished_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM jobs j USING doomed d WHERE j.id = d.id
+    RETURNING j.task, j.state
+), tallied AS (
+    {add_counts("SELECT task, state, -1 FROM gone", "%(shard)s")}
+)
+SELECT task, count(*) FROM gone GROUP BY task
+"""
+
+COUNT_PRUNABLE = f"""
+SELECT j.task, count(*) FROM jobs j WHERE j.id IN ({PRUNABLE}) GROUP BY j.task
+"""
+
+# History older than %(before)s, except the latest rebalance and each node's latest state change:
+# the views of the past start from them, however long ago they happened.
+PRUNABLE_EVENTS = """
+SELECT h.id FROM history h
+WHERE h.at < %(before)s
+  AND h.id <> coalesce((SELECT r.id FROM history r WHERE r.kind = 'rebalance'
+                        ORDER BY r.at DESC, r.id DESC LIMIT 1), 0)
+  AND (h.kind <> 'node_state' OR h.id <> (
+        SELECT s.id FROM history s WHERE s.node_id = h.node_id AND s.kind = 'node_state'
+        ORDER BY s.at DESC, s.id DESC LIMIT 1))
+"""
+PRUNE_EVENTS = f"""
+DELETE FROM history WHERE id IN ({PRUNABLE_EVENTS} ORDER BY h.at LIMIT %(limit)s
+                                 FOR UPDATE SKIP LOCKED)
+"""
+COUNT_PRUNABLE_EVENTS = f"SELECT count(*) FROM ({PRUNABLE_EVENTS}) e"
+PRUNE_SAMPLES = """
+DELETE FROM samples WHERE bucket IN (
+    SELECT bucket FROM samples WHERE at < %(before)s ORDER BY bucket LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+"""
+COUNT_PRUNABLE_SAMPLES = "SELECT count(*) FROM samples WHERE at < %(before)s"
+
+# Where the stored history begins: the later of the first sample and the first event (pruning
+# keeps a few old events, the latest of each kind, but no old samples).
+HISTORY_START = """
+SELECT greatest((SELECT at FROM samples ORDER BY bucket LIMIT 1),
+                (SELECT at FROM history ORDER BY at LIMIT 1))
+"""

@@ -20,7 +20,7 @@ from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
 from shoal.store import rules, texts
 from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
-from shoal.store.postgres import jobs, nodes, reads, schema
+from shoal.store.postgres import jobs, nodes, reads, retention, schema
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector, Listener
 
@@ -259,3 +259,28 @@ class PostgresStore(Store):
 
     def list_finished(self, since: float, limit: int = 1000) -> list[model.Job]:
         return self._db.run("list finished jobs", lambda c, _: reads.list_finished(c, since, limit))
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune_jobs(
+        self, rule: rules.PruneRule, limit: int = rules.PRUNE_BATCH, node_id: int | None = None
+    ) -> dict[str, int]:
+        return self._db.run(
+            "prune jobs", lambda c, _: retention.prune_jobs(c, rule, limit, node_id)
+        )
+
+    def count_prunable(self, rule: rules.PruneRule) -> dict[str, int]:
+        return self._db.run("count prunable jobs", lambda c, _: retention.count_prunable(c, rule))
+
+    def prune_history(self, before: float, limit: int = rules.PRUNE_BATCH) -> tuple[int, int]:
+        return self._db.run(
+            "prune history", lambda c, _: retention.prune_history(c, before, limit)
+        )
+
+    def count_prunable_history(self, before: float) -> tuple[int, int]:
+        return self._db.run(
+            "count prunable history", lambda c, _: retention.count_prunable_history(c, before)
+        )
+
+    def read_history_start(self) -> float | None:
+        return self._db.run("read history start", lambda c, _: retention.history_start(c))

@@ -200,3 +200,47 @@ SET_SCHEMA_VERSION = (
 CLUSTER_PARTITIONS = "SELECT partitions FROM cluster WHERE id = 1"
 INSERT_CLUSTER = "INSERT INTO cluster (id, partitions, created_at) VALUES (1, ?, ?)"
 INSERT_PARTITION = "INSERT INTO partitions (partition, owner) VALUES (?, NULL)"
+
+# -- retention ------------------------------------------------------------------------------------
+
+# The finished jobs one prune rule selects (see `rules.PruneRule`), on index jobs_state_finished;
+# task lists travel as JSON arrays. :node NULL: every partition; else only those it owns now.
+PRUNABLE = """
+SELECT id FROM jobs
+WHERE state = :state AND finished_at IS NOT NULL AND finished_at < :before
+  AND (:node IS NULL OR partition IN (SELECT partition FROM partitions WHERE owner = :node))
+  AND (:only IS NULL OR task IN (SELECT value FROM json_each(:only)))
+  AND task NOT IN (SELECT value FROM json_each(:except))
+"""
+PRUNE_JOBS = f"""
+DELETE FROM jobs WHERE id IN ({PRUNABLE} ORDER BY finished_at LIMIT :limit)
+RETURNING task, state
+"""
+COUNT_PRUNABLE = f"SELECT task, count(*) FROM jobs WHERE id IN ({PRUNABLE}) GROUP BY task"
+
+# History older than :before, except the latest rebalance and each node's latest state change:
+# the views of the past start from them, however long ago they happened.
+PRUNABLE_EVENTS = """
+SELECT h.id FROM history h
+WHERE h.at < :before
+  AND h.id <> coalesce((SELECT r.id FROM history r WHERE r.kind = 'rebalance'
+                        ORDER BY r.at DESC, r.id DESC LIMIT 1), 0)
+  AND (h.kind <> 'node_state' OR h.id <> (
+        SELECT s.id FROM history s WHERE s.node_id = h.node_id AND s.kind = 'node_state'
+        ORDER BY s.at DESC, s.id DESC LIMIT 1))
+"""
+PRUNE_EVENTS = f"DELETE FROM history WHERE id IN ({PRUNABLE_EVENTS} ORDER BY h.at LIMIT :limit)"
+COUNT_PRUNABLE_EVENTS = f"SELECT count(*) FROM ({PRUNABLE_EVENTS})"
+PRUNE_SAMPLES = """
+DELETE FROM samples WHERE bucket IN (
+    SELECT bucket FROM samples WHERE at < :before ORDER BY bucket LIMIT :limit)
+"""
+COUNT_PRUNABLE_SAMPLES = "SELECT count(*) FROM samples WHERE at < :before"
+
+# Where the stored history begins: the later of the first sample and the first event (pruning
+# keeps a few old events, the latest of each kind, but no old samples).
+HISTORY_START = """
+SELECT max(coalesce(s, e), coalesce(e, s)) FROM (
+    SELECT (SELECT at FROM samples ORDER BY bucket LIMIT 1) AS s,
+           (SELECT at FROM history ORDER BY at LIMIT 1) AS e)
+"""
