@@ -30,6 +30,7 @@ from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.loop import NodeLoop
+from shoal.node.retention import Pruner
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 
@@ -225,7 +226,13 @@ class Node:
             config=self.config,
             node_id=self.node_id,
             executor=executor,
-            housekeeping=Housekeeping(self.store, self.node_id, self.config, self.section),
+            housekeeping=Housekeeping(
+                self.store,
+                self.node_id,
+                self.config,
+                self.section,
+                Pruner(self.store, self.app, self.node_id),
+            ),
             idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
             interruptions_seen=self.store.interruptions,
             last_flush=now,

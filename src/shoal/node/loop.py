@@ -19,7 +19,7 @@ from shoal.model import Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor
 from shoal.node.reconcile import RecentOutcomes, reconcile
-from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
+from shoal.node.runner import Finished, ProgressEvent, RetryPolicy, Work, outcome_for
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 
@@ -29,7 +29,7 @@ log = logging.getLogger("shoal.node")
 @dataclass
 class Held:
     job: Job
-    backoff_s: float
+    retry: RetryPolicy
 
 
 @dataclass
@@ -82,7 +82,7 @@ class NodeLoop:
     def finish(self, finished: Finished) -> Outcome:
         held = self.held[finished.job_id]
         outcome = outcome_for(
-            finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s
+            finished, held.job.max_attempts, held.retry, self.config.max_backoff_s
         )
         if not outcome.succeeded:
             retry = outcome.retry_in_s
@@ -192,7 +192,7 @@ class NodeLoop:
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
-            self.held[job.id] = Held(job, options.backoff_s if options else 0.0)
+            self.held[job.id] = Held(job, RetryPolicy.of(options))
             self.executor.submit(Work.of(job, options.timeout_s if options else None))
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state

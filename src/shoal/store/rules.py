@@ -12,9 +12,9 @@ kept by default.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,7 +237,7 @@ class Retention:
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not (isinstance(value, int | float) and value >= 0):  # NaN fails too
-                raise ValueError(f"retention {name} must be seconds >= 0 (or math.inf), not {value}")
+                raise ValueError(f"retention {name} must be seconds >= 0 or math.inf, not {value}")
 
     def keep_s(self, state: JobState) -> float:
         """How long jobs that ended in `state` are kept; ValueError for a state not final."""

@@ -273,9 +273,7 @@ class PostgresStore(Store):
         return self._db.run("count prunable jobs", lambda c, _: retention.count_prunable(c, rule))
 
     def prune_history(self, before: float, limit: int = rules.PRUNE_BATCH) -> tuple[int, int]:
-        return self._db.run(
-            "prune history", lambda c, _: retention.prune_history(c, before, limit)
-        )
+        return self._db.run("prune history", lambda c, _: retention.prune_history(c, before, limit))
 
     def count_prunable_history(self, before: float) -> tuple[int, int]:
         return self._db.run(
