@@ -131,7 +131,7 @@ def test_a_node_prunes_by_each_tasks_age_and_the_apps(
     ids = [submit(sqlite_store, t, 0) for t in ("brief", "plain", "wrong_value")]
     for job_id in ids:
         ended(sqlite_store, job_id)
-    pruner = Pruner(sqlite_store, app, node.node_id)
+    pruner = Pruner.for_app(sqlite_store, app, node.node_id)
     now = sqlite_store.now()
     first = pruner.run_once(now + 1.5 * DAY_S)
     assert first is not None and first.jobs == {("brief", JobState.SUCCEEDED): 1}

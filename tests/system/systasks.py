@@ -52,3 +52,9 @@ def burn(n: int) -> int:
 @app.task(retries=0)
 def unprintable() -> None:
     raise ValueError("bad \x00 byte and a lone \udcff surrogate")
+
+
+@app.task(keep_succeeded_s=1.0)
+def ephemeral(n: int) -> int:
+    """Kept a second once it succeeded: nodes prune it while they drain other work."""
+    return n

@@ -231,7 +231,7 @@ class Node:
                 self.node_id,
                 self.config,
                 self.section,
-                Pruner(self.store, self.app, self.node_id),
+                Pruner.for_app(self.store, self.app, self.node_id),
             ),
             idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
             interruptions_seen=self.store.interruptions,
