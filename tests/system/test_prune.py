@@ -78,3 +78,21 @@ def test_shoal_prune_reports_and_deletes_finished_jobs(sqlite_url: str) -> None:
 def test_shoal_prune_refuses_an_age_it_cannot_read(sqlite_url: str, age: str) -> None:
     out = CliRunner().invoke(cli, ["prune", "--db", sqlite_url, "--older-than", age])
     assert out.exit_code == 2 and "is not an age such as 90s" in out.output
+
+
+def test_the_overview_says_where_the_stored_history_begins(sqlite_url: str) -> None:
+    from shoal.observer.views import read_overview
+
+    store = open_store(sqlite_url)
+    try:
+        assert read_overview(store).history_from is None
+        finished_jobs(sqlite_url, 1)  # a node registers: history begins
+        assert store.record_sample(0.001)
+        began = read_overview(store).history_from
+        assert began is not None and began <= store.now()
+        until(lambda: store.record_sample(0.001), what="a sample of a later bucket")
+        _, second = store.read_samples(0)
+        store.prune_history(second.at)  # the first sample goes; the node's last event stays
+        assert read_overview(store).history_from == second.at > began
+    finally:
+        store.close()

@@ -108,6 +108,8 @@ class Overview:
     running_jobs: list[RunningJob]
     throughput: list[Bucket]
     events: list[Event]
+    # Where the stored history begins (retention deletes what is older); None: no history yet.
+    history_from: float | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def read_overview(store: Store) -> Overview:
             chart_points(samples, OVERVIEW_WINDOW_S, 90),
         ),
         events=events_with_moves(store, history)[-MAX_EVENTS:][::-1],
+        history_from=store.read_history_start(),
     )
 
 

@@ -1,6 +1,6 @@
 // What each live page draws from the overview and the API. Only DOM calls, never HTML strings.
 
-import { el, fill, setText, ownerClass, formatAge, formatCount, badge, timeEl, describeEvent } from "./dom.js";
+import { el, fill, setText, ownerClass, formatAge, formatClock, formatCount, badge, timeEl, describeEvent } from "./dom.js";
 import { throughputChart, depthChart, sectionsChart, widthOf } from "./charts.js";
 
 const JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -22,6 +22,7 @@ export function renderOverview(o) {
   fill("depth-chart", depthChart(o.throughput, { width: widthOf("depth-chart") }));
   fill("sections-chart", sectionsChart(o.nodes, o.partitions, widthOf("sections-chart")));
   setText("partition-count", `${o.partitions} partitions · epoch ${o.epoch}`);
+  setText("history-from", o.history_from === null ? "no history yet" : `history from ${formatClock(o.history_from, true)}`);
   fill("events", o.events.length ? o.events.map(eventItem) : [el("li", { class: "muted" }, "nothing happened")]);
 }
 
