@@ -142,3 +142,20 @@ def test_a_node_prunes_by_each_tasks_age_and_the_apps(
     last = pruner.run_once(now + 3 * DAY_S)
     assert last is not None and last.jobs == {("wrong_value", JobState.FAILED): 1}
     assert [j.task for j in sqlite_store.list_jobs(JobFilter())] == ["plain"]
+
+
+def test_a_backlog_is_pruned_a_batch_per_pass_at_every_heartbeat(
+    node: Node, sqlite_store: SqliteStore
+) -> None:
+    for job_id in [submit(sqlite_store, "plain", 0) for _ in range(5)]:
+        ended(sqlite_store, job_id)
+    pruner = Pruner(sqlite_store, Retention(), {}, node.node_id, batch=2)
+    week_on = sqlite_store.now() + 8 * DAY_S
+    sizes = []
+    while True:
+        pruned = pruner.run_once(week_on)  # the same moment: due again only while a backlog is
+        if pruned is None:
+            break
+        sizes.append(pruned.job_count)
+    assert sizes == [2, 2, 1]
+    assert not pruner.has_backlog and pruner.next_at == week_on + PRUNE_EVERY_S

@@ -535,7 +535,9 @@ WITH doomed AS (
     ORDER BY finished_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM jobs j USING doomed d WHERE j.id = d.id
+    -- By primary key, one lookup per row: joined to `doomed` instead, the planner may hash it
+    -- against a scan of the whole table.
+    DELETE FROM jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM doomed))
     RETURNING j.task, j.state
 ), tallied AS (
     {add_counts("SELECT task, state, -1 FROM gone", "%(shard)s")}
@@ -548,7 +550,8 @@ SELECT j.task, count(*) FROM jobs j WHERE j.id IN ({PRUNABLE}) GROUP BY j.task
 """
 
 # History older than %(before)s, except the latest rebalance and each node's latest state change:
-# the views of the past start from them, however long ago they happened.
+# the views of the past start from them, however long ago they happened. Deleted through arrays
+# of keys, one lookup each, for the reason given at PRUNE_JOBS.
 PRUNABLE_EVENTS = """
 SELECT h.id FROM history h
 WHERE h.at < %(before)s
@@ -559,14 +562,14 @@ WHERE h.at < %(before)s
         ORDER BY s.at DESC, s.id DESC LIMIT 1))
 """
 PRUNE_EVENTS = f"""
-DELETE FROM history WHERE id IN ({PRUNABLE_EVENTS} ORDER BY h.at LIMIT %(limit)s
-                                 FOR UPDATE SKIP LOCKED)
+DELETE FROM history WHERE id = ANY (ARRAY({PRUNABLE_EVENTS} ORDER BY h.at LIMIT %(limit)s
+                                          FOR UPDATE SKIP LOCKED))
 """
 COUNT_PRUNABLE_EVENTS = f"SELECT count(*) FROM ({PRUNABLE_EVENTS}) e"
 PRUNE_SAMPLES = """
-DELETE FROM samples WHERE bucket IN (
+DELETE FROM samples WHERE bucket = ANY (ARRAY(
     SELECT bucket FROM samples WHERE at < %(before)s ORDER BY bucket LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
+    FOR UPDATE SKIP LOCKED))
 """
 COUNT_PRUNABLE_SAMPLES = "SELECT count(*) FROM samples WHERE at < %(before)s"
 
