@@ -21,6 +21,7 @@ from shoal.errors import (
     WaitTimeout,
 )
 from shoal.model import Job, JobState, NodeRecord, NodeState
+from shoal.store.rules import Retention
 
 __all__ = [
     "App",
@@ -36,6 +37,7 @@ __all__ = [
     "NotFound",
     "PayloadError",
     "Progress",
+    "Retention",
     "Retry",
     "SchemaError",
     "ShoalError",
