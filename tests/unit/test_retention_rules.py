@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -29,12 +30,12 @@ def test_the_defaults_make_one_rule_per_final_state() -> None:
 
 
 def test_tasks_with_their_own_ages_get_rules_and_leave_the_default() -> None:
-    tasks = {
-        "a": Retention(succeeded_s=DAY_S),
-        "b": Retention(succeeded_s=DAY_S, failed_s=math.inf),
-        "c": Retention(),  # the same as the default: no rule of its own
-    }
     default = Retention(cancelled_s=math.inf)
+    tasks = {  # as `TaskOptions.retention` makes them: the default with the task's own ages
+        "a": replace(default, succeeded_s=DAY_S),
+        "b": replace(default, succeeded_s=DAY_S, failed_s=math.inf),
+        "c": default,  # no ages of its own: no rule of its own
+    }
     assert prune_rules(NOW, default, tasks) == [
         PruneRule(JobState.SUCCEEDED, NOW - KEEP_SUCCEEDED_S, None, ("a", "b")),
         PruneRule(JobState.SUCCEEDED, NOW - DAY_S, ("a", "b")),
