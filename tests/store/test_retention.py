@@ -5,12 +5,13 @@ keep what they are built from.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 from conformance import new_jobs, start_node
 
 from shoal.model import JobFilter, JobState, NodeState, Outcome
-from shoal.store import Store
+from shoal.store import Store, open_store
 from shoal.store.rules import DAY_S, PruneRule, Retention, prune_rules
 
 
@@ -152,3 +153,34 @@ def test_history_prune_keeps_what_the_views_of_now_are_built_from(store: Store) 
     assert store.read_last_rebalance(now + 1) is not None
     assert {n.name for n in store.read_node_states_at(now + 1)} == {"a", "b"}
     assert store.read_node(a.id) is not None
+
+
+def test_nodes_and_a_one_off_run_prune_at_once_each_row_once(store: Store, db_url: str) -> None:
+    finish_some(store, "t", ok=300)
+    nodes = [start_node(store, "a").id, start_node(store, "b").id, None]  # None: `shoal prune`
+    rule = PruneRule(JobState.SUCCEEDED, store.now() + 1)
+    totals: list[int] = []
+
+    def prune(node_id: int | None) -> None:
+        own = open_store(db_url)
+        try:
+            done = 0
+            while True:
+                n = sum(own.prune_jobs(rule, 20, node_id).values())
+                done += n
+                if n < 20:
+                    break
+            totals.append(done)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=prune, args=(n,)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    # rows one run skipped while another held them are left for the next pass
+    rest = sum(prune_all(store, rule, 20).values())
+    assert sum(totals) + rest == 300 and len(totals) == 3
+    assert stored(store) == {}
+    assert_counts_are_a_full_count(store)
