@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import FAST
 from shoal import App, Retry, current_job
 from shoal.model import Job, JobFilter, JobState, NewJob
 from shoal.node import Node, NodeConfig
@@ -19,6 +18,8 @@ from shoal.store.sqlite import SqliteStore
 from steered import until
 
 app = App(db="sqlite:///unused.db", retention=Retention(failed_s=2 * DAY_S))
+# Fast timers with a long lease, as in conftest.py (not imported: other folders have a conftest).
+FAST = {"heartbeat_s": 0.02, "lease_s": 30.0, "poll_s": 0.005, "progress_flush_s": 0.01}
 
 
 @app.task(retries=2, backoff_s=0.0, retry_on=(ConnectionError, TimeoutError))
