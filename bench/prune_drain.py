@@ -7,7 +7,7 @@ and the drain rate from the jobs' own timestamps. The runs differ only in the ap
 succeeded jobs kept for ever (no pruning), or an hour, so the whole preload is due and the nodes
 prune it in batches while they drain. Prints both rates, their ratio and how many old rows went.
 
-    PYTHONPATH=src:bench .venv/bin/python bench/prune_drain.py --preload 200000 --jobs 20000
+    PYTHONPATH=src:bench .venv/bin/python bench/prune_drain.py --preload 200000 --jobs 50000
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run(preload: int, jobs: int, nodes: int, keep_s: float, log_dir: Path) -> tu
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preload", type=int, default=200_000, help="old finished jobs")
-    parser.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per drain")
+    parser.add_argument("--jobs", type=int, default=50_000, help="no-op jobs per drain")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument(
         "--pruning-first", action="store_true", help="run the pruning drain first (order effects)"
