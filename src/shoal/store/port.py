@@ -65,12 +65,14 @@ class Store(ABC):
     # -- setting up ---------------------------------------------------------------------------
 
     @abstractmethod
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def initialize(self, partitions: int | None = None) -> None:
         """Create the schema (or migrate it to the adapter's version) and the cluster row.
 
-        Idempotent. `partitions` applies only when the cluster row is first created; raises
-        ConfigError if an existing cluster has a different P and `partitions` was given
-        explicitly different from it (the caller passes the default when unspecified).
+        Idempotent. A new cluster gets `partitions` (default DEFAULT_PARTITIONS). On an existing
+        one, a larger `partitions` grows P online in one transaction: the new partitions are
+        added, the sections rebalanced over them (epoch bump, history row), new jobs take
+        `id % P` of the new P and queued jobs keep theirs. A smaller one raises ConfigError
+        (`rules.partitions_to_grow`); None or the same leaves P alone.
         """
 
     @abstractmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal import assignment, states
-from shoal.errors import NotFound
+from shoal.errors import ConfigError, NotFound
 from shoal.model import HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
 from shoal.store import texts
 
@@ -69,6 +69,23 @@ def plan_rebalance(
         sections=tuple((n, after.get(n, ())) for n in moved_nodes),
         reason=f"{why}; moved {assignment.moved(owners, new)} of {partitions}",
     )
+
+
+# -- growing P ------------------------------------------------------------------------------------
+
+
+def partitions_to_grow(current: int, wanted: int | None) -> int | None:
+    """The new P when `wanted` is more than the cluster's `current` P; None to leave P as it is.
+
+    ConfigError for fewer: each job keeps the partition it got at submit, so queued jobs of a
+    partition that went away would have no owner. Growing is safe online for the same reason:
+    new jobs take `id % new P`, queued ones stay where they are.
+    """
+    if wanted is None or wanted == current:
+        return None
+    if wanted < current:
+        raise ConfigError(texts.partitions_shrink(current, wanted))
+    return wanted
 
 
 # -- pausing ------------------------------------------------------------------------------------

@@ -36,8 +36,15 @@ def node_is_dead(name: str, node_id: int) -> str:
 PARTITIONS_AT_LEAST_ONE = "partitions must be at least 1"
 
 
-def partitions_fixed(existing: int) -> str:
-    return f"this datastore already has {existing} partitions; P is fixed at init"
+def partitions_shrink(existing: int, wanted: int) -> str:
+    return (
+        f"this datastore has {existing} partitions and P can only grow (asked for {wanted}): "
+        "every queued job keeps the partition it was given, so fewer would orphan some"
+    )
+
+
+def partitions_grew(before: int, after: int) -> str:
+    return f"partitions grew from {before} to {after}"
 
 
 def init_command(url: str) -> str:

@@ -465,10 +465,12 @@ INSERT_CLUSTER = f"""
 INSERT INTO cluster (id, partitions, created_at) VALUES (1, %s, {NOW})
 ON CONFLICT (id) DO NOTHING
 """
+# Partitions first..last-1 (all of them at init, the new ones when P grows).
 INSERT_PARTITIONS = """
-INSERT INTO partitions (partition, owner) SELECT p, NULL FROM generate_series(0, %s - 1) p
+INSERT INTO partitions (partition, owner) SELECT p, NULL FROM generate_series(%s, %s - 1) p
 ON CONFLICT (partition) DO NOTHING
 """
+SET_PARTITIONS = "UPDATE cluster SET partitions = %s WHERE id = 1"
 
 # -- reads ----------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
+from shoal.store.port import NewNode, Store
 from shoal.store.postgres import jobs, nodes, reads, schema
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector, Listener
@@ -55,8 +55,8 @@ class PostgresStore(Store):
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
-        if partitions < 1:
+    def initialize(self, partitions: int | None = None) -> None:
+        if partitions is not None and partitions < 1:
             raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
         self._db.run("migrate schema", lambda conn, _: schema.migrate(conn, self.url_for_display))
         self._db.run("initialize cluster", lambda conn, _: schema.create_cluster(conn, partitions))

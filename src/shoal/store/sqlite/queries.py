@@ -200,3 +200,4 @@ SET_SCHEMA_VERSION = (
 CLUSTER_PARTITIONS = "SELECT partitions FROM cluster WHERE id = 1"
 INSERT_CLUSTER = "INSERT INTO cluster (id, partitions, created_at) VALUES (1, ?, ?)"
 INSERT_PARTITION = "INSERT INTO partitions (partition, owner) VALUES (?, NULL)"
+SET_PARTITIONS = "UPDATE cluster SET partitions = ? WHERE id = 1"
