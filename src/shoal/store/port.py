@@ -25,7 +25,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shoal import states
+from shoal import load, states
+from shoal.load import LoadPolicy, Move
 from shoal.model import (
     ClusterView,
     Heartbeat,
@@ -40,7 +41,7 @@ from shoal.model import (
     ProgressUpdate,
     Sample,
 )
-from shoal.store.rules import DEAD_WINDOW_S
+from shoal.store.rules import DEAD_WINDOW_S, LoadSnapshot
 
 DEFAULT_PARTITIONS = 128
 
@@ -192,6 +193,37 @@ class Store(ABC):
     @abstractmethod
     def rebalance(self) -> bool:
         """Make the assignment match the eligible nodes if it does not. True if it changed."""
+
+    def follow_load(self, policy: LoadPolicy | None = None) -> int:
+        """Lend partitions whose runnable jobs wait behind busy owners to nodes with free slots,
+        and give lent ones back as load evens out (the rule is `load.plan_load_moves`); returns
+        how many partitions moved.
+
+        Any node may call it; it needs no leader. One short read, then, only when the rule
+        finds a move, one write transaction that re-checks each move under the cluster lock (its
+        source still owns the partition, its target may still own a section), bumps the epoch
+        and records a `load_move` event with the reason and the rate. In-flight jobs stay where
+        they run; claims on a partition that moved away find nothing.
+        """
+        snapshot = self.read_load()
+        moves = load.plan_load_moves(
+            snapshot.owners,
+            snapshot.homes,
+            snapshot.nodes,
+            snapshot.backlog,
+            snapshot.moved_ago_s,
+            policy or LoadPolicy(),
+        )
+        return self.apply_load_moves(moves) if moves else 0
+
+    @abstractmethod
+    def read_load(self) -> LoadSnapshot:
+        """What the load rule looks at now, in one short read (see `rules.LoadSnapshot`)."""
+
+    @abstractmethod
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        """`follow_load`'s write: the moves that still apply (`rules.plan_load_moves`), in one
+        transaction under the cluster lock; returns how many partitions moved."""
 
     # -- running jobs -------------------------------------------------------------------------
 

@@ -383,9 +383,12 @@ WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
-SET_OWNERS = """
-UPDATE partitions p SET owner = v.owner
-FROM unnest(%s::int[], %s::bigint[]) AS v(partition, owner)
+HOMES = "SELECT home FROM partitions ORDER BY partition"
+# Owners and homes of the changed partitions; `moved_at` only where the owner changes.
+SET_OWNERS = f"""
+UPDATE partitions p SET owner = v.owner, home = v.home,
+       moved_at = CASE WHEN p.owner IS NOT DISTINCT FROM v.owner THEN p.moved_at ELSE {NOW} END
+FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(partition, owner, home)
 WHERE p.partition = v.partition
 """
 SET_SECTION = "UPDATE nodes SET section = %s WHERE id = %s"
@@ -512,4 +515,36 @@ JOB_STATE = "SELECT state FROM jobs WHERE id = %s"
 CLAIMED_BY_TOKENS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE state = 'running' AND claimer = %s AND claim_token = ANY (%s)
+"""
+
+# -- load moves -----------------------------------------------------------------------------------
+
+# What the load rule looks at: each partition's owner, home and how long ago it last moved; each
+# eligible node's slots and running jobs; and each partition's runnable backlog (at most
+# 64 jobs counted, one probe per partition through jobs_queued_partition, so the
+# read costs the same however long the queue is).
+LOAD_PARTITIONS = f"""
+SELECT owner, home, {NOW} - moved_at FROM partitions ORDER BY partition
+"""
+LOAD_NODES = f"""
+SELECT n.id, n.concurrency, (SELECT count(*) FROM jobs j WHERE j.state = 'running'
+                             AND j.claimer = n.id)
+FROM nodes n WHERE {ELIGIBLE_SQL}
+"""
+LOAD_BACKLOG = f"""
+SELECT p.partition, b.n, b.waited FROM partitions p
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, {NOW} - min(greatest(q.created_at, q.run_after)) AS waited
+    FROM (SELECT j.created_at, j.run_after FROM jobs j
+          WHERE j.partition = p.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+          ORDER BY j.partition, j.id LIMIT 64) q
+) b
+WHERE b.n > 0
+"""
+LOAD_MOVE_EVENT = f"""
+INSERT INTO history (at, kind, epoch, owners, reason)
+VALUES ({NOW}, 'load_move', %s, %s, %s)
+"""
+RECENT_LOAD_MOVES = f"""
+SELECT count(*) FROM history WHERE kind = 'load_move' AND at >= {NOW} - 60
 """

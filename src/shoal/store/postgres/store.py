@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
+from shoal.load import Move
 from shoal.store import rules, texts
 from shoal.store.port import NewNode, Store
 from shoal.store.postgres import jobs, nodes, reads, schema
@@ -187,6 +188,14 @@ class PostgresStore(Store):
 
     def rebalance(self) -> bool:
         return self._db.run("rebalance", lambda c, _: nodes.repair(c))
+
+    def read_load(self) -> rules.LoadSnapshot:
+        return self._db.run("read load", lambda c, _: nodes.read_load(c))
+
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        # Safe to retry after a lost commit: a move already applied no longer has its source
+        # as owner, so the re-check drops it.
+        return self._db.run("move partitions", lambda c, _: nodes.move_partitions(c, moves))
 
     # -- capabilities ---------------------------------------------------------------------------
 

@@ -143,7 +143,11 @@ RETURNING task, state
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
-SET_OWNER = "UPDATE partitions SET owner = ? WHERE partition = ?"
+HOMES = "SELECT home FROM partitions ORDER BY partition"
+SET_OWNER = (
+    "UPDATE partitions SET owner = ?, home = ?,"
+    " moved_at = CASE WHEN owner IS ? THEN moved_at ELSE ? END WHERE partition = ?"
+)
 SET_SECTION = "UPDATE nodes SET section = ? WHERE id = ?"
 SET_EPOCH = "UPDATE cluster SET epoch = ? WHERE id = 1"
 REBALANCE_EVENT = (
@@ -201,3 +205,23 @@ CLUSTER_PARTITIONS = "SELECT partitions FROM cluster WHERE id = 1"
 INSERT_CLUSTER = "INSERT INTO cluster (id, partitions, created_at) VALUES (1, ?, ?)"
 INSERT_PARTITION = "INSERT INTO partitions (partition, owner) VALUES (?, NULL)"
 SET_PARTITIONS = "UPDATE cluster SET partitions = ? WHERE id = 1"
+
+# -- load moves -----------------------------------------------------------------------------------
+
+# What the load rule looks at: each partition's owner, home and when it last moved; each eligible
+# node's slots and running jobs; and the runnable backlog of the oldest queued jobs (a bounded
+# scan by id: the jobs that have waited longest are the ones that decide a move).
+LOAD_PARTITIONS = "SELECT owner, home, moved_at FROM partitions ORDER BY partition"
+LOAD_NODES = (
+    "SELECT n.id, n.concurrency, (SELECT count(*) FROM jobs j WHERE j.state = 'running'"
+    f" AND j.claimer = n.id) FROM nodes n WHERE {ELIGIBLE_SQL}"
+)
+LOAD_BACKLOG = (
+    "SELECT partition, count(*), ? - min(max(created_at, run_after)) FROM ("
+    " SELECT partition, created_at, run_after FROM jobs"
+    " WHERE state = 'queued' AND run_after <= ? ORDER BY id LIMIT ?) GROUP BY partition"
+)
+LOAD_MOVE_EVENT = (
+    "INSERT INTO history (at, kind, epoch, owners, reason) VALUES (?, 'load_move', ?, ?, ?)"
+)
+RECENT_LOAD_MOVES = "SELECT count(*) FROM history WHERE kind = 'load_move' AND at >= ?"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from shoal import model
 from shoal.errors import DatastoreUnavailable, SchemaError
+from shoal.load import Move
 from shoal.store import rules, texts
 from shoal.store.port import NewNode, Store
 from shoal.store.sqlite import jobs, nodes, reads, schema
@@ -141,6 +142,13 @@ class SqliteStore(Store):
 
     def rebalance(self) -> bool:
         return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+
+    def read_load(self) -> rules.LoadSnapshot:
+        with self.file.read() as cur:
+            return nodes.read_load(cur, now(cur))
+
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        return self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
 
     # -- history and views ----------------------------------------------------------------------
 
