@@ -114,15 +114,17 @@ def cli() -> None:
 @click.option(
     "--partitions",
     type=click.IntRange(1, 65536),
-    default=DEFAULT_PARTITIONS,
-    show_default=True,
-    help="Partition count P, fixed for the life of the datastore; must exceed the most nodes.",
+    default=None,
+    help=(
+        f"Partition count P (default {DEFAULT_PARTITIONS} for a new datastore). On an existing "
+        "one a larger P grows it online; P never shrinks."
+    ),
 )
-def init(db: str | None, partitions: int) -> None:
-    """Create or migrate the datastore schema."""
+def init(db: str | None, partitions: int | None) -> None:
+    """Create or migrate the datastore schema, or grow its partition count P online."""
     store = open_store(db)
     store.initialize(partitions)
-    actual = store.read_cluster().partitions  # P is fixed at the first init
+    actual = store.read_cluster().partitions
     echo_data(f"datastore ready: {store.url_for_display} ({actual} partitions)")
 
 

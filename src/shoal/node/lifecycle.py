@@ -176,6 +176,8 @@ class Node:
                 return 0.0
         elif not loop.draining:
             self.state = loop.claim(self.state)
+            if loop.follow_load(now):
+                self.state = loop.claim(self.state)
         self._settle(loop, now)
         return 0.0 if loop.outcomes else loop.idle_poll_s
 

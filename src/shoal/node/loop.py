@@ -52,6 +52,7 @@ class NodeLoop:
     progress: dict[int, ProgressUpdate] = field(default_factory=dict)  # latest, not yet written
     recent: RecentOutcomes = field(default_factory=RecentOutcomes)
     avg_run_s: float | None = None
+    last_load_check: float = 0.0
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
 
@@ -196,6 +197,25 @@ class NodeLoop:
             self.executor.submit(Work.of(job, options.timeout_s if options else None))
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state
+
+    def follow_load(self, now: float) -> bool:
+        """While a worker is idle, at most every `load_check_s`: lend this node the backlog that
+        waits behind busy nodes, and give loans back as load evens out (`Store.follow_load`).
+        True if partitions moved, so the node should claim again at once."""
+        cfg = self.config
+        if not cfg.load_check_s or now - self.last_load_check < cfg.load_check_s:
+            return False
+        if self.executor.free_slots(0) <= 0:
+            return False
+        self.last_load_check = now
+        try:
+            moved = self.store.follow_load()
+        except DatastoreUnavailable as exc:
+            log.debug("cannot check the load yet (%s)", exc)
+            return False
+        if moved:
+            log.debug("load: %d partitions moved", moved)
+        return moved > 0
 
     def release_unstarted(self) -> None:
         """Give back jobs claimed ahead that no worker has started (pausing or stopping)."""

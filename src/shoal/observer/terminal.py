@@ -20,7 +20,7 @@ from rich.text import Text
 
 from shoal.errors import ShoalError
 from shoal.model import ClusterView, Job, JobState, NodeState
-from shoal.observer.format import format_age, printable
+from shoal.observer.format import brief_ranges, format_age, printable
 from shoal.observer.views import NodeView, Status, read_status, status_of
 from shoal.store.port import Store
 
@@ -121,7 +121,7 @@ def _nodes_table(status: Status) -> Table:
         if node.pause_requested and node.state is not NodeState.PAUSED:
             state.append(" (pausing)", style="yellow")
         section = Text(f"{len(node.section):>3}  ", style="bold")
-        section.append(node.section_ranges or "—", style="dim")
+        section.append(brief_ranges(node.section) or "—", style="dim")
         is_live = node.state is not NodeState.DEAD
         table.add_row(
             str(node.id),

@@ -26,7 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shoal import states
+from shoal import load, states
+from shoal.load import LoadPolicy, Move
 from shoal.model import (
     ClusterView,
     Heartbeat,
@@ -41,7 +42,7 @@ from shoal.model import (
     ProgressUpdate,
     Sample,
 )
-from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, PruneRule
+from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
 
 DEFAULT_PARTITIONS = 128
 
@@ -66,12 +67,14 @@ class Store(ABC):
     # -- setting up ---------------------------------------------------------------------------
 
     @abstractmethod
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def initialize(self, partitions: int | None = None) -> None:
         """Create the schema (or migrate it to the adapter's version) and the cluster row.
 
-        Idempotent. `partitions` applies only when the cluster row is first created; raises
-        ConfigError if an existing cluster has a different P and `partitions` was given
-        explicitly different from it (the caller passes the default when unspecified).
+        Idempotent. A new cluster gets `partitions` (default DEFAULT_PARTITIONS). On an existing
+        one, a larger `partitions` grows P online in one transaction: the new partitions are
+        added, the sections rebalanced over them (epoch bump, history row), new jobs take
+        `id % P` of the new P and queued jobs keep theirs. A smaller one raises ConfigError
+        (`rules.partitions_to_grow`); None or the same leaves P alone.
         """
 
     @abstractmethod
@@ -191,6 +194,37 @@ class Store(ABC):
     @abstractmethod
     def rebalance(self) -> bool:
         """Make the assignment match the eligible nodes if it does not. True if it changed."""
+
+    def follow_load(self, policy: LoadPolicy | None = None) -> int:
+        """Lend partitions whose runnable jobs wait behind busy owners to nodes with free slots,
+        and give lent ones back as load evens out (the rule is `load.plan_load_moves`); returns
+        how many partitions moved.
+
+        Any node may call it; it needs no leader. One short read, then, only when the rule
+        finds a move, one write transaction that re-checks each move under the cluster lock (its
+        source still owns the partition, its target may still own a section), bumps the epoch
+        and records a `load_move` event with the reason and the rate. In-flight jobs stay where
+        they run; claims on a partition that moved away find nothing.
+        """
+        snapshot = self.read_load()
+        moves = load.plan_load_moves(
+            snapshot.owners,
+            snapshot.homes,
+            snapshot.nodes,
+            snapshot.backlog,
+            snapshot.moved_ago_s,
+            policy or LoadPolicy(),
+        )
+        return self.apply_load_moves(moves) if moves else 0
+
+    @abstractmethod
+    def read_load(self) -> LoadSnapshot:
+        """What the load rule looks at now, in one short read (see `rules.LoadSnapshot`)."""
+
+    @abstractmethod
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        """`follow_load`'s write: the moves that still apply (`rules.plan_load_moves`), in one
+        transaction under the cluster lock; returns how many partitions moved."""
 
     # -- running jobs -------------------------------------------------------------------------
 

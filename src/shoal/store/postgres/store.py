@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
+from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
+from shoal.store.port import NewNode, Store
 from shoal.store.postgres import jobs, nodes, reads, retention, schema
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector, Listener
@@ -55,8 +56,8 @@ class PostgresStore(Store):
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
-        if partitions < 1:
+    def initialize(self, partitions: int | None = None) -> None:
+        if partitions is not None and partitions < 1:
             raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
         self._db.run("migrate schema", lambda conn, _: schema.migrate(conn, self.url_for_display))
         self._db.run("initialize cluster", lambda conn, _: schema.create_cluster(conn, partitions))
@@ -187,6 +188,14 @@ class PostgresStore(Store):
 
     def rebalance(self) -> bool:
         return self._db.run("rebalance", lambda c, _: nodes.repair(c))
+
+    def read_load(self) -> rules.LoadSnapshot:
+        return self._db.run("read load", lambda c, _: nodes.read_load(c))
+
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        # Safe to retry after a lost commit: a move already applied no longer has its source
+        # as owner, so the re-check drops it.
+        return self._db.run("move partitions", lambda c, _: nodes.move_partitions(c, moves))
 
     # -- capabilities ---------------------------------------------------------------------------
 

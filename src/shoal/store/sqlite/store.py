@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 from shoal import model
 from shoal.errors import DatastoreUnavailable, SchemaError
+from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
+from shoal.store.port import NewNode, Store
 from shoal.store.sqlite import jobs, nodes, reads, retention, schema
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
@@ -51,7 +52,7 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return schema.version_of(cur)
 
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def initialize(self, partitions: int | None = None) -> None:
         self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
 
     def check_schema(self) -> None:
@@ -141,6 +142,13 @@ class SqliteStore(Store):
 
     def rebalance(self) -> bool:
         return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+
+    def read_load(self) -> rules.LoadSnapshot:
+        with self.file.read() as cur:
+            return nodes.read_load(cur, now(cur))
+
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        return self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
 
     # -- history and views ----------------------------------------------------------------------
 
