@@ -210,6 +210,8 @@ def test_status_json_has_the_documented_fields_from_the_view(sqlite_url: str) ->
         "failed",
         "pause_requested",
         "concurrency",
+        "free_slots",
+        "backlog",
     }
     assert sum(len(node["section"]) for node in document["nodes"]) == 128
     assert document["nodes"][0]["state"] in ("waiting", "working")
