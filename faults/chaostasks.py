@@ -82,15 +82,21 @@ def poison_c_block() -> None:
     ctypes.CDLL(None).sleep(4)
 
 
+# Progress is written a few times a second: each hostile report is held long enough to be.
+PROGRESS_HELD_S = 0.8
+
+
 @app.task(retries=0)
 def poison_progress_nul() -> str:
     progress(0.5, "a\x00b")
+    time.sleep(PROGRESS_HELD_S)
     return "reported"
 
 
 @app.task(retries=0)
 def poison_progress_surrogate() -> str:
     progress(0.5, "x\ud800y")
+    time.sleep(PROGRESS_HELD_S)
     return "reported"
 
 

@@ -37,14 +37,11 @@ POISONS = (
     Poison("memory", ("poison_memory",), ("memoryerror", "out of memory", "memory")),
     # A thread blocked in C cannot be stopped: an error saying it was is untrue.
     Poison("c-blocked", ("poison_c_block",), ("timed out", "time limit"), untrue=("task stopped",)),
-    Poison(
-        "hostile progress",
-        ("poison_progress_nul", "poison_progress_surrogate"),
-        ("progress",),
-        may_succeed=True,
-    ),
-    Poison("hostile result", ("poison_deep_result", "poison_nan_result"), ("nested", "json")),
-    Poison("hostile names", (chaostasks.MARKUP_NAME, chaostasks.ESCAPE_NAME), (), may_succeed=True),
+    Poison("progress-nul", ("poison_progress_nul",), ("progress",), may_succeed=True),
+    Poison("progress-surrogate", ("poison_progress_surrogate",), ("progress",), may_succeed=True),
+    Poison("deep-result", ("poison_deep_result",), ("nested",)),
+    Poison("nan-result", ("poison_nan_result",), ("json",)),
+    Poison("hostile-names", (chaostasks.MARKUP_NAME, chaostasks.ESCAPE_NAME), (), may_succeed=True),
 )
 POOLS = ("thread", "process")
 MEMORY_LIMIT_BYTES = 1536 * 1024 * 1024
@@ -179,7 +176,7 @@ def _what_is_wrong(poison: Poison, task: str, job: Job | None, url: str) -> str:
         return "the job is gone"
     if not job.state.is_final:
         return f"still {job.state.value} at the deadline"
-    if poison.kind == "hostile names":
+    if poison.kind == "hostile-names":
         if job.state is not JobState.SUCCEEDED or job.task != task:
             return f"a task named with markup or escapes ended {job.state.value}"
         return _name_leaks(job, url)

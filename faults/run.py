@@ -110,6 +110,7 @@ def main(argv: list[str]) -> int:
     options = parse(argv)
     # The suite's own datastore client logs each reconnect through a restart: expected noise.
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="shoal-faults-") as work:
         rows = run_suite(options, Path(work))
