@@ -104,7 +104,8 @@ class PgServer:
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = 'shoal' AND pid <> pg_backend_pid()"
         )
-        return int(rows[0][0])  # type: ignore[call-overload]
+        count = rows[0][0]
+        return count if isinstance(count, int) else 0
 
 
 def start_pg_server(root: Path) -> PgServer:

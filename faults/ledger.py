@@ -38,7 +38,7 @@ class Kill:
 
 @dataclass(frozen=True)
 class Findings:
-    lost: list[int]  # submitted, and the datastore has no row, or it is gone from view
+    lost: list[int]  # submitted, and no row; or running under a node that is dead or gone
     stuck: list[int]  # not final after the settle time
     duplicates: list[int]  # a final outcome not from the job's last attempt, or recorded twice
     started_twice: list[int]  # one attempt number started twice, or more starts than attempts
@@ -67,9 +67,11 @@ def examine(
     records: Sequence[Record],
     kills: Sequence[Kill],
     applied_outcomes: int,
+    live_nodes: frozenset[int] = frozenset(),
 ) -> Findings:
     """Count what went wrong. `applied_outcomes` is the sum of every node's processed counter:
-    each attempt outcome the datastore accepted."""
+    each attempt outcome the datastore accepted; `live_nodes` the ids of live nodes at the end
+    (a job still running under any other node is lost: nothing will ever requeue it)."""
     starts: dict[int, list[Record]] = defaultdict(list)
     ended: set[tuple[int, int]] = set()
     for r in records:
@@ -77,8 +79,9 @@ def examine(
             starts[r.job_id].append(r)
         else:
             ended.add((r.job_id, r.attempt))
-    lost = [i for i in submitted if jobs.get(i) is None]
     present = [j for j in (jobs.get(i) for i in submitted) if j is not None]
+    orphans = [j.id for j in present if j.state is JobState.RUNNING and j.claimer not in live_nodes]
+    lost = [i for i in submitted if jobs.get(i) is None] + orphans
     stuck = [j.id for j in present if not j.state.is_final]
     charged = {j.id: j.attempts - len({r.attempt for r in starts[j.id]}) for j in present}
     recovery, unrecovered = recovery_times(records, kills)

@@ -7,6 +7,7 @@ terminal control.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger import percentile
@@ -138,7 +139,7 @@ def _text(value: str, width: int) -> str:
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
-def markdown(lines: list[tuple[str, ...]]) -> str:
+def markdown(lines: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for n, line in enumerate(lines):

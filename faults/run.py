@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from chaosnodes import new_datastore
+from chaosnodes import FaultSuiteError, new_datastore
 from poison import POISONS, run_poison
 from report import Row, poison_table, summary_table
 from soak import FAULT_KINDS, SoakPlan, run_soak
@@ -113,7 +113,11 @@ def main(argv: list[str]) -> int:
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="shoal-faults-") as work:
-        rows = run_suite(options, Path(work))
+        try:
+            rows = run_suite(options, Path(work))
+        except FaultSuiteError as exc:
+            print(f"the fault suite could not run: {exc}", file=sys.stderr)
+            return 2
     print(f"fault suite, seed {options.plan.seed}, {time.monotonic() - began:.0f}s\n")
     print(summary_table(rows) + "\n")
     if any(r.poison for r in rows):

@@ -67,11 +67,14 @@ def run_soak(datastore: Datastore, plan: SoakPlan, work_dir: Path) -> SoakResult
         until(lambda: _live_count(store) >= plan.nodes, 60, "the nodes to register")
         _drive(store, datastore.server, nodes, plan, rng, kinds, result, kills)
         _settle(store, nodes, plan, result)
+        jobs = {i: _read(store, i) for i in result.submitted}
+        view = store.read_cluster(dead_window_s=1e9)
+        live = frozenset(n.id for n in view.nodes if n.is_live)
         nodes.stop_all()
         nodes.reap()
-        jobs = {i: _read(store, i) for i in result.submitted}
         applied = sum(n.processed for n in store.read_cluster(dead_window_s=1e9).nodes)
-        result.findings = examine(result.submitted, jobs, read_records(side_file), kills, applied)
+        records = read_records(side_file)
+        result.findings = examine(result.submitted, jobs, records, kills, applied, live)
     finally:
         nodes.kill_everything()
         result.exits = list(nodes.exits)
