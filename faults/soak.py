@@ -167,7 +167,9 @@ def _strike(
     frozen = {id(n) for _, n in stopped}
     targets = [n for n in nodes.running if id(n) not in frozen]
     if kind == "sigkill" and targets:
-        victim = rng.choice(targets)
+        # A node with a job in flight, where there is one: a kill of an idle node shows nothing.
+        busy = _busy_pids(nodes.side_file)
+        victim = rng.choice([n for n in targets if n.process.pid in busy] or targets)
         kills.append(Kill(time.time(), victim.process.pid))
         nodes.kill(victim)
         nodes.start(victim.pool)
@@ -182,6 +184,14 @@ def _strike(
     else:
         return False
     return True
+
+
+def _busy_pids(side_file: Path) -> set[int]:
+    """Node (and pool worker parent) pids that have a task body running now."""
+    records = read_records(side_file)
+    ended = {(r.job_id, r.attempt) for r in records if r.event == "end"}
+    running = [r for r in records if r.event == "start" and (r.job_id, r.attempt) not in ended]
+    return {r.pid for r in running} | {r.ppid for r in running}
 
 
 def _settle(store: Store, nodes: Nodes, plan: SoakPlan, result: SoakResult) -> None:

@@ -29,7 +29,7 @@ HAS_PG = (PG_BIN / "pg_ctl").exists()
 LEASE_S = 2.0
 RUN_TIMEOUT_S = 150  # both runs together take about a minute
 
-SOAK = ["--seed", "7", "--minutes", "0.3", "--jobs", "120", "--fault-every-s", "3"]
+SOAK = ["--seed", "7", "--minutes", "0.3", "--jobs", "200", "--fault-every-s", "3"]
 SOAK += ["--faults", "sigkill,sigstop,terminate,restart-fast", "--poison", "none"]
 SOAK += ["--lease-s", str(LEASE_S)]
 POISON = ["--seed", "7", "--minutes", "0", "--datastores", "sqlite", "--lease-s", str(LEASE_S)]
@@ -102,7 +102,7 @@ def test_soak_loses_nothing_and_records_each_outcome_once(
     verdicts: dict[str, Any], datastore: str
 ) -> None:
     found = verdicts[datastore]["findings"]
-    assert verdicts[datastore]["jobs"] == 120
+    assert verdicts[datastore]["jobs"] == 200
     for what in ("lost", "stuck", "duplicates", "started_twice", "not_succeeded"):
         assert found[what] == [], f"{what}: {found[what]}"
     assert found["charged_unrun"] == 0, found["charged_jobs"]
