@@ -114,7 +114,10 @@ def _drive(
         time.sleep(0.05)
     for _, node in stopped:
         node.process.send_signal(signal.SIGCONT)
-    _submit(store, rng, plan.jobs - len(result.submitted), result)
+    deadline = time.monotonic() + 30  # the rest, even if the last fault left the datastore slow
+    while len(result.submitted) < plan.jobs and time.monotonic() < deadline:
+        _submit(store, rng, plan.jobs - len(result.submitted), result)
+        time.sleep(0.05)
 
 
 def _gap(rng: random.Random, plan: SoakPlan) -> float:
