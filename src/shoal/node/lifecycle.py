@@ -30,6 +30,7 @@ from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.loop import NodeLoop
+from shoal.node.retention import Pruner
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 
@@ -175,6 +176,8 @@ class Node:
                 return 0.0
         elif not loop.draining:
             self.state = loop.claim(self.state)
+            if loop.follow_load(now):
+                self.state = loop.claim(self.state)
         self._settle(loop, now)
         return 0.0 if loop.outcomes else loop.idle_poll_s
 
@@ -225,7 +228,13 @@ class Node:
             config=self.config,
             node_id=self.node_id,
             executor=executor,
-            housekeeping=Housekeeping(self.store, self.node_id, self.config, self.section),
+            housekeeping=Housekeeping(
+                self.store,
+                self.node_id,
+                self.config,
+                self.section,
+                Pruner.for_app(self.store, self.app, self.node_id),
+            ),
             idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
             interruptions_seen=self.store.interruptions,
             last_flush=now,
