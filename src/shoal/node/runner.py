@@ -2,8 +2,11 @@
 
 This is the one place that catches every exception a task raises: the error and its traceback
 become the attempt's recorded outcome. The result must be JSON under the size cap; a result that
-is not is a failure of the attempt, never a lost job. Whether a failed attempt runs again, and
-when, is one pure decision (`retry_decision`) from the task's retry options.
+is not is a failure of the attempt, never a lost job. Nothing a task hands back can make this
+code raise instead: an exception whose message cannot be read, a result nested too deeply to
+encode, a progress message the datastore could not hold each end as text someone can read.
+Whether a failed attempt runs again, and when, is one pure decision (`retry_decision`) from the
+task's retry options.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
         )
 
     def send(fraction: float, message: str | None) -> None:
-        report(ProgressEvent(work.job_id, work.attempt, fraction, message))
+        report(ProgressEvent(work.job_id, work.attempt, fraction, progress_text(message)))
 
     started = time.perf_counter()
     try:
@@ -98,32 +101,70 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
                 value = task.fn(*args, **kwargs)
     except BaseException as exc:  # the one broad catch: the attempt's outcome records it
         if isinstance(exc, TimeoutError | JobTimeout):
-            error = f"timed out after {work.timeout_s}s"
+            error = timed_out(work.timeout_s)
         else:
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc)
         return Finished(
             work.job_id,
             work.attempt,
             False,
             error=error,
-            traceback=traceback.format_exc(),
+            traceback=_format_traceback(exc),
             duration_s=time.perf_counter() - started,
             raised=exception_names(exc),
             retry_in_s=exc.in_s if isinstance(exc, Retry) else None,
         )
+    return _encoded(app, work, value, time.perf_counter() - started)
+
+
+def _encoded(app: App, work: Work, value: Any, duration_s: float) -> Finished:
+    """The attempt's success with its result as JSON, or a final failure saying why it is not."""
     try:
         result = (
             "null" if value is None else encode_json(value, "the result", app.max_payload_bytes)
         )
     except ShoalError as exc:
-        return Finished(work.job_id, work.attempt, False, error=str(exc), final=True)
+        error = str(exc)
+    except BaseException as exc:  # e.g. a __str__ or a default encoder hook that raises
+        error = f"the result could not be encoded as JSON: {describe(exc)}"
+    else:
+        return Finished(work.job_id, work.attempt, True, result_json=result, duration_s=duration_s)
     return Finished(
-        work.job_id,
-        work.attempt,
-        True,
-        result_json=result,
-        duration_s=time.perf_counter() - started,
+        work.job_id, work.attempt, False, error=error, final=True, duration_s=duration_s
     )
+
+
+def timed_out(timeout_s: float | None) -> str:
+    """The error of an attempt stopped at its time limit."""
+    return f"timed out after {timeout_s}s"
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` for an exception, even one whose `__str__` raises or never returns text."""
+    name = type(exc).__name__
+    try:
+        return f"{name}: {exc}"
+    except BaseException as inner:  # the message itself is hostile: say so instead
+        return f"{name} (its message could not be read: {type(inner).__name__})"
+
+
+def _format_traceback(exc: BaseException) -> str | None:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except BaseException:  # a frame or message that cannot be formatted: the error still stands
+        return None
+
+
+# A progress message is for people watching a job: this much is plenty, and bounds what a
+# task can make the node write a few times a second.
+MAX_PROGRESS_MESSAGE = 500
+
+
+def progress_text(message: str | None) -> str | None:
+    """A progress message as the datastore will keep it: escaped as error texts are, capped."""
+    if message is None:
+        return None
+    return storable_text(message[:MAX_PROGRESS_MESSAGE])
 
 
 async def _run_async(
