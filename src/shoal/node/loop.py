@@ -19,7 +19,14 @@ from shoal.model import Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor
 from shoal.node.reconcile import RecentOutcomes, reconcile
-from shoal.node.runner import Finished, ProgressEvent, RetryPolicy, Work, outcome_for
+from shoal.node.runner import (
+    Finished,
+    ProgressEvent,
+    RetryPolicy,
+    Work,
+    outcome_for,
+    progress_text,
+)
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 
@@ -66,9 +73,7 @@ class NodeLoop:
         while True:
             if isinstance(event, ProgressEvent):
                 if event.job_id in self.held:
-                    self.progress[event.job_id] = ProgressUpdate(
-                        event.job_id, event.attempt, event.fraction, event.message
-                    )
+                    self.progress[event.job_id] = progress_update(event)
             elif isinstance(event, Finished) and event.job_id in self.held:
                 self.outcomes.append(self.finish(event))
                 run_s = event.duration_s
@@ -228,6 +233,13 @@ class NodeLoop:
             self.store.release_jobs(self.node_id, waiting)
         except DatastoreUnavailable as exc:
             log.warning("could not release %d unstarted jobs (%s)", len(waiting), exc)
+
+
+def progress_update(event: ProgressEvent) -> ProgressUpdate:
+    """The update to write for a progress report, its message made storable whatever a worker
+    sent (a pool process reports through a pipe)."""
+    message = None if event.message is None else progress_text(str(event.message))
+    return ProgressUpdate(event.job_id, event.attempt, event.fraction, message)
 
 
 def _some(ids: list[int], shown: int = 10) -> str:
