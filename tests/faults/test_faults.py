@@ -36,15 +36,10 @@ POISON = ["--seed", "7", "--minutes", "0", "--datastores", "sqlite", "--lease-s"
 
 WAITS_ON_ISOLATION = "waits on crash isolation: a task that kills its process kills the node"
 WAITS_ON_SIGNAL_TEXT = "waits on crash isolation: a worker's death by signal 11 is not named"
-WAITS_ON_THREAD_CAP = "waits on no silent worker death: a C-blocked thread is said to be stopped"
-WAITS_ON_PROGRESS = "waits on no silent worker death: a lone surrogate in progress kills the node"
 XFAIL = {
     ("thread", "os._exit"): WAITS_ON_ISOLATION,
     ("thread", "segfault"): WAITS_ON_ISOLATION,
     ("process", "segfault"): WAITS_ON_SIGNAL_TEXT,
-    ("thread", "c-blocked"): WAITS_ON_THREAD_CAP,
-    ("thread", "progress-surrogate"): WAITS_ON_PROGRESS,
-    ("process", "progress-surrogate"): WAITS_ON_PROGRESS,
 }
 KINDS = ("os._exit", "segfault", "memory", "c-blocked", "progress-nul", "progress-surrogate")
 KINDS += ("deep-result", "nan-result", "hostile-names")
