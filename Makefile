@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench screenshots clean
+.PHONY: demo test lint typecheck unit bench faults screenshots clean
 
 $(BIN)/shoal: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Shoal needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -20,8 +20,8 @@ demo: $(BIN)/shoal
 	$(BIN)/shoal demo
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench faults
+	$(BIN)/ruff format --check src tests bench faults
 
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
@@ -32,14 +32,20 @@ unit: $(VENV)/.test-deps
 test: $(VENV)/.test-deps
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench faults
+	$(BIN)/ruff format --check src tests bench faults
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 bench: $(BIN)/shoal
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
+
+# The chaos soak and the poison set on both datastores (a few minutes); FAULTS_ARGS passes
+# options, e.g. make faults FAULTS_ARGS="--seed 2 --minutes 1 --datastores sqlite".
+FAULTS_ARGS ?= --seed 1
+faults: $(BIN)/shoal
+	$(BIN)/python faults/run.py $(FAULTS_ARGS)
 
 screenshots: $(VENV)/.test-deps
 	$(BIN)/python tests/observer/make_screenshots.py

@@ -13,6 +13,7 @@ from shoal.errors import (
     NodeNameTaken,
     NotFound,
     PayloadError,
+    Retry,
     SchemaError,
     ShoalError,
     SubmitError,
@@ -20,6 +21,7 @@ from shoal.errors import (
     WaitTimeout,
 )
 from shoal.model import Job, JobState, NodeRecord, NodeState
+from shoal.store.rules import Retention
 
 __all__ = [
     "App",
@@ -35,6 +37,8 @@ __all__ = [
     "NotFound",
     "PayloadError",
     "Progress",
+    "Retention",
+    "Retry",
     "SchemaError",
     "ShoalError",
     "SubmitError",

@@ -4,11 +4,13 @@
 everything before anything is written: the task must be registered, arguments must be JSON and
 under the size cap together, delays and time limits finite, retries at most MAX_RETRIES.
 `build_job` is that check, shared with `shoal submit`. Jobs of one `submit_many` call go in one
-transaction, all or none.
+transaction, all or none. A task's options also say which exceptions are retried and how long
+its finished jobs are kept; the node reads them from the registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -32,6 +34,7 @@ from shoal.errors import (
 )
 from shoal.model import Job, JobState, NewJob
 from shoal.store import Store, open_store, resolve_url
+from shoal.store.rules import Retention
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 DEFAULT_RETRIES = 3
@@ -137,6 +140,42 @@ class TaskOptions:
     retries: int = DEFAULT_RETRIES
     timeout_s: float | None = None
     backoff_s: float = DEFAULT_BACKOFF_S
+    retry_on: tuple[type[BaseException], ...] | None = None  # None: every exception retries
+    max_backoff_s: float | None = None  # None: the node's cap
+    # How long this task's finished jobs are kept, per state; None: the app's retention.
+    keep_succeeded_s: float | None = None
+    keep_failed_s: float | None = None
+    keep_cancelled_s: float | None = None
+
+    def __post_init__(self) -> None:
+        """ValueError for a retry_on that is not exception classes, or a negative or NaN age."""
+        if self.retry_on is not None and not all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in self.retry_on
+        ):
+            raise ValueError(f"retry_on must be exception classes, not {self.retry_on!r}")
+        for what in (
+            "backoff_s",
+            "max_backoff_s",
+            "keep_succeeded_s",
+            "keep_failed_s",
+            "keep_cancelled_s",
+        ):
+            value = getattr(self, what)
+            if value is not None and not value >= 0:  # NaN fails too
+                raise ValueError(f"{what} must be seconds >= 0, not {value}")
+
+    def retention(self, default: Retention) -> Retention:
+        """`default` with this task's own ages in place of its."""
+        return dataclasses.replace(
+            default,
+            succeeded_s=_or(self.keep_succeeded_s, default.succeeded_s),
+            failed_s=_or(self.keep_failed_s, default.failed_s),
+            cancelled_s=_or(self.keep_cancelled_s, default.cancelled_s),
+        )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 class Task:
@@ -294,14 +333,21 @@ class App:
     """A task registry bound to a datastore.
 
     The datastore URL comes from `db`, else the SHOAL_DB environment variable, else
-    `sqlite:///shoal.db`. The store opens on first use.
+    `sqlite:///shoal.db`. The store opens on first use. `retention` is how long finished jobs
+    and history are kept for every task without ages of its own; the nodes running this app
+    prune by it.
     """
 
     def __init__(
-        self, db: str | None = None, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+        self,
+        db: str | None = None,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        retention: Retention | None = None,
     ) -> None:
         self.db_url = resolve_url(db)
         self.max_payload_bytes = max_payload_bytes
+        self.retention = Retention() if retention is None else retention
         self.tasks: dict[str, Task] = {}
         self._store: Store | None = None
 
@@ -331,6 +377,11 @@ class App:
         retries: int = ...,
         timeout_s: float | None = ...,
         backoff_s: float = ...,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
+        max_backoff_s: float | None = ...,
+        keep_succeeded_s: float | None = ...,
+        keep_failed_s: float | None = ...,
+        keep_cancelled_s: float | None = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -341,17 +392,37 @@ class App:
         retries: int = DEFAULT_RETRIES,
         timeout_s: float | None = None,
         backoff_s: float = DEFAULT_BACKOFF_S,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        max_backoff_s: float | None = None,
+        keep_succeeded_s: float | None = None,
+        keep_failed_s: float | None = None,
+        keep_cancelled_s: float | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
         The name defaults to the function's name. `retries` is how many times a failed attempt is
-        retried (with exponential backoff from `backoff_s`); `timeout_s` stops an attempt that
-        runs longer. Raises ValueError if the name is already registered, for retries outside
-        0..MAX_RETRIES, and for a time limit that is not a finite number above 0.
+        retried, with exponential backoff from `backoff_s` capped at `max_backoff_s` (default:
+        the node's `max_backoff_s`); `retry_on` limits retries to these exception types (and
+        their subclasses), others fail at once. `timeout_s` stops an attempt that runs longer.
+        `keep_*_s` override the app's retention for this task's finished jobs (`math.inf`: for
+        ever). Raises ValueError if the name is already registered, for retries outside
+        0..MAX_RETRIES, a time limit that is not a finite number above 0, a `retry_on` that is
+        not exception classes, and a negative delay or age.
         """
 
         def register(f: Callable[..., Any]) -> Task:
-            options = TaskOptions(name or f.__name__, retries, timeout_s, backoff_s)
+            classes = (retry_on,) if isinstance(retry_on, type) else retry_on
+            options = TaskOptions(
+                name or f.__name__,
+                retries,
+                timeout_s,
+                backoff_s,
+                None if classes is None else tuple(classes),
+                max_backoff_s,
+                keep_succeeded_s,
+                keep_failed_s,
+                keep_cancelled_s,
+            )
             try:
                 check_schedule(retries, timeout_s, 0.0)
             except SubmitError as exc:

@@ -89,11 +89,13 @@ def rebalance(
     quota = quotas(weight_of, {n: len(p) for n, p in held.items()}, partitions)
 
     new: list[int | None] = [None] * partitions
+    wanted = {}
     for node in live_ids:
-        for partition in _spread_subset(held.get(node, ()), quota[node]):
+        kept = _spread_subset(held.get(node, ()), quota[node])
+        for partition in kept:
             new[partition] = node
+        wanted[node] = quota[node] - len(kept)
     free = [p for p in range(partitions) if new[p] is None]
-    wanted = {node: quota[node] - new.count(node) for node in live_ids}
     for partition, node in zip(free, _interleave(wanted), strict=True):
         new[partition] = node
     return tuple(new)

@@ -11,8 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+import os
 import signal
 import sys
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -30,19 +35,23 @@ from shoal.app import (
     load_app,
 )
 from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, UnknownTask
-from shoal.model import Job
+from shoal.model import Job, JobState
 from shoal.observer.format import printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status
 from shoal.store import DEFAULT_PARTITIONS, Store, open_store, redact_url
+from shoal.store.rules import Retention
 
 if TYPE_CHECKING:
     from shoal.node import Node
+    from shoal.node.retention import Pruner
 
 DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or postgresql://..."
 # Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
 # asking the datastore about it would fail in the driver instead.
 MAX_JOB_ID = 2**63 - 1
+EXIT_MARGIN_S = 5.0  # past the node's own bound on leaving, when the process exits regardless
+SECOND_SIGNAL_EXIT_S = 1.0  # after a second stop signal, the time left to release jobs
 
 
 class ShoalGroup(click.Group):
@@ -109,15 +118,17 @@ def cli() -> None:
 @click.option(
     "--partitions",
     type=click.IntRange(1, 65536),
-    default=DEFAULT_PARTITIONS,
-    show_default=True,
-    help="Partition count P, fixed for the life of the datastore; must exceed the most nodes.",
+    default=None,
+    help=(
+        f"Partition count P (default {DEFAULT_PARTITIONS} for a new datastore). On an existing "
+        "one a larger P grows it online; P never shrinks."
+    ),
 )
-def init(db: str | None, partitions: int) -> None:
-    """Create or migrate the datastore schema."""
+def init(db: str | None, partitions: int | None) -> None:
+    """Create or migrate the datastore schema, or grow its partition count P online."""
     store = open_store(db)
     store.initialize(partitions)
-    actual = store.read_cluster().partitions  # P is fixed at the first init
+    actual = store.read_cluster().partitions
     echo_data(f"datastore ready: {store.url_for_display} ({actual} partitions)")
 
 
@@ -210,21 +221,42 @@ def node(
 
 
 def _stop_on_signals(processor: Node) -> None:
-    """SIGTERM or Ctrl-C: drain and leave; a second one: release in-flight jobs, leave now."""
+    """SIGTERM or Ctrl-C: drain and leave; a second one: release in-flight jobs, leave now.
+
+    The node bounds its own leaving (grace period plus a margin); as a last resort, should
+    something still hold it (a datastore call stuck in the network), the process exits anyway
+    EXIT_MARGIN_S later, or SECOND_SIGNAL_EXIT_S after a second signal. Pool workers ignore
+    these signals and stop with the node.
+    """
+    from shoal.node.lifecycle import LEAVE_MARGIN_S
+
     log = logging.getLogger("shoal.node")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if processor.stop_requested:
             log.warning("second stop signal: releasing in-flight jobs and leaving now")
+            signal.setitimer(signal.ITIMER_REAL, SECOND_SIGNAL_EXIT_S)
         else:
             log.info(
                 "stop signal: no more claims; draining in-flight jobs (up to %.0fs)",
                 processor.config.grace_s,
             )
+            exit_in_s = processor.config.grace_s + LEAVE_MARGIN_S + EXIT_MARGIN_S
+            signal.setitimer(signal.ITIMER_REAL, exit_in_s)
         processor.request_stop()
+
+    def give_up(signum: int, frame: FrameType | None) -> None:
+        log.error(
+            "could not leave in time; exiting now (the lease expires and other nodes recover "
+            "this node's jobs)"
+        )
+        for worker in multiprocessing.active_children():
+            worker.kill()  # a pool worker must not go on running a job that will run elsewhere
+        os._exit(1 if processor.exit_code is None else processor.exit_code)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, give_up)
 
 
 def _parse_json(text: str | None, what: str, kind: type) -> Any:
@@ -432,6 +464,91 @@ def cancel(db: str | None, job_id: int) -> None:
     if not store.cancel_job(job_id):
         raise click.ClickException(f"job {job_id} is not queued (see `shoal job {job_id}`)")
     click.echo(f"job {job_id} cancelled")
+
+
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(ctx: click.Context, param: click.Parameter, text: str | None) -> float | None:
+    """Seconds in `text`: a number with an optional unit, s m h or d (`90s`, `12h`, `7d`)."""
+    if text is None:
+        return None
+    unit = DURATION_UNITS.get(text[-1:].lower())
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise click.BadParameter(f"{text!r} is not an age such as 90s, 15m, 12h or 7d")
+    return seconds
+
+
+@cli.command()
+@db_option
+@click.option("--app", "app_spec", metavar="MODULE:APP", help="Prune by this app's retention.")
+@click.option(
+    "--older-than",
+    "older_than_s",
+    metavar="AGE",
+    callback=duration,
+    help="Delete finished jobs of every state and task older than AGE (90s, 12h, 7d) instead.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+def prune(db: str | None, app_spec: str | None, older_than_s: float | None, dry_run: bool) -> None:
+    """Delete finished jobs and history past their age, once, and print what went.
+
+    Ages are the defaults (7 days succeeded, 30 days failed and cancelled, 30 days of history),
+    an app's (--app), or --older-than for every finished job. Live nodes do this all the time;
+    this is for a one-off clean-up, in the same small batches.
+    """
+    store = open_existing(db)
+    pruner = _pruner(store, app_spec, older_than_s)
+    now = store.now()
+    if dry_run:
+        jobs = {
+            (task, rule.state): n
+            for rule in pruner.rules(now)
+            for task, n in store.count_prunable(rule).items()
+        }
+        events, samples = store.count_prunable_history(now - pruner.retention.history_s)
+        _print_pruned("would delete", jobs, events, samples)
+        return
+    deleted: Counter[tuple[str, JobState]] = Counter()
+    events = samples = 0
+    while True:  # `now` stays put, so every pass is due and the loop ends with the backlog
+        pruned = pruner.run_once(now)
+        assert pruned is not None
+        deleted.update(pruned.jobs)
+        events, samples = events + pruned.events, samples + pruned.samples
+        if not pruner.has_backlog:
+            break
+    _print_pruned("deleted", deleted, events, samples)
+
+
+def _pruner(store: Store, app_spec: str | None, older_than_s: float | None) -> Pruner:
+    """The retention `shoal prune` applies: the defaults, an app's, or one age for all jobs."""
+    from shoal.node.retention import Pruner
+
+    pruner = Pruner(store, Retention(), {})
+    if app_spec is not None:
+        pruner = Pruner.for_app(store, load_app(app_spec))
+    if older_than_s is None:
+        return pruner
+    every = replace(
+        pruner.retention, succeeded_s=older_than_s, failed_s=older_than_s, cancelled_s=older_than_s
+    )
+    return Pruner(store, every, {})
+
+
+def _print_pruned(
+    verb: str, jobs: Mapping[tuple[str, JobState], int], events: int, samples: int
+) -> None:
+    total = sum(jobs.values())
+    click.echo(f"{verb} {total} finished jobs, {events} history events, {samples} samples")
+    for (task, state), n in sorted(jobs.items()):
+        if n:
+            echo_data(f"  {n:>9}  {state.value:<9}  {task}")
 
 
 @cli.command()

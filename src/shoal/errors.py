@@ -60,3 +60,19 @@ class JobFailed(ShoalError):
 
 class WaitTimeout(ShoalError, TimeoutError):
     """`wait()` gave up before the job finished; the job itself goes on."""
+
+
+class Retry(ShoalError):
+    """Raised by a task to ask for another attempt after `in_s` seconds.
+
+    The attempt counts: past the job's last attempt it ends failed, saying so. `in_s` must be a
+    finite number of seconds, 0 or more (ValueError otherwise, raised where the task raises).
+    """
+
+    def __init__(self, in_s: float = 0.0, reason: str = "") -> None:
+        if not (isinstance(in_s, int | float) and 0 <= in_s < float("inf")):
+            raise ValueError(f"Retry(in_s=...) takes a finite number of seconds >= 0, not {in_s!r}")
+        self.in_s = float(in_s)
+        self.reason = reason
+        said = f": {reason}" if reason else ""
+        super().__init__(f"the task asked to be retried in {self.in_s:g}s{said}")

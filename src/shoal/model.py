@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     NODE_STATE = "node_state"  # a node changed state (from_state -> to_state)
     REBALANCE = "rebalance"  # the partition assignment changed; `owners` holds the new one
     PAUSE_REQUEST = "pause_request"  # an operator asked a node to pause or resume
+    LOAD_MOVE = "load_move"  # partitions lent to a node with free slots, or given back home
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,9 @@ class ClusterView:
     owners: tuple[int | None, ...]
     job_counts: Mapping[JobState, int] = field(default_factory=dict)
     oldest_queued_age_s: float | None = None
+    # Each partition's home (the membership and capacity assignment); a partition whose owner
+    # differs from its home is lent, for now, to a node with free slots.
+    homes: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True)

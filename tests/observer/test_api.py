@@ -236,3 +236,39 @@ def test_job_state_values_match_the_model(client: TestClient):
     html = client.get("/jobs").text
     for state in JobState:
         assert f'value="{state.value}"' in html
+
+
+def test_partition_map_and_timeline_show_backlog_loans_and_load_moves(
+    obs_store: Store, client: TestClient
+):
+    from shoal.load import LoadPolicy
+    from shoal.model import NewJob, NodeState
+
+    def register(name: str, slots: int) -> int:
+        node = obs_store.register_node(name, "host", 1, slots, ["resize"], 30.0)
+        assert obs_store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+        return node.id
+
+    busy, free = register("busy", 1), register("free", 4)
+    owners = obs_store.read_cluster().owners
+    waiting = [p for p, owner in enumerate(owners) if owner == busy]
+    for job_id in obs_store.submit_jobs([NewJob("resize", "[]", "{}")] * (2 * len(owners))):
+        if owners[job_id % len(owners)] != busy:
+            obs_store.cancel_job(job_id)
+    obs_store.claim_jobs(busy, 1)  # its one slot runs; the rest of its section waits
+    before = client.get("/api/partitions").json()
+    assert [before["backlog"][p] > 0 for p in waiting].count(True) >= len(waiting) - 1
+    assert all(before["oldest_wait_s"][p] is not None for p in waiting if before["backlog"][p])
+    nodes = {n["name"]: n for n in client.get("/api/overview").json()["nodes"]}
+    assert nodes["busy"]["free_slots"] == 0 and nodes["busy"]["backlog"] > 0
+    assert nodes["free"]["free_slots"] == 4 and nodes["free"]["backlog"] == 0
+
+    assert obs_store.follow_load(LoadPolicy(min_wait_s=0.0, hold_s=0.0)) > 0
+
+    after = client.get("/api/partitions").json()
+    lent = [p for p in range(len(owners)) if after["owners"][p] != after["homes"][p]]
+    assert lent and all(after["owners"][p] == free and after["homes"][p] == busy for p in lent)
+    assert after["rebalances"][0]["kind"] == "load_move" and after["rebalances"][0]["moved"]
+    timeline = client.get("/api/timeline", params={"range": "15m"}).json()
+    kinds = [e["kind"] for e in timeline["events"]]
+    assert "load_move" in kinds and "rebalance" in kinds

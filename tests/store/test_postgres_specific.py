@@ -150,8 +150,8 @@ def test_migration_to_v2_backfills_the_counts(url: str) -> None:
     assert {"jobs_final", "jobs_task_id"} <= names and not {"jobs_state", "jobs_task"} & names
 
 
-def test_partition_count_is_fixed_at_init(store: PostgresStore) -> None:
-    with pytest.raises(ConfigError, match="fixed at init"):
+def test_partition_count_never_shrinks(store: PostgresStore) -> None:
+    with pytest.raises(ConfigError, match="P can only grow"):
         store.initialize(partitions=7)
     store.initialize()  # the default means "whatever it already is"
 

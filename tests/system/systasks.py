@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from shoal import App, progress
@@ -52,3 +53,18 @@ def burn(n: int) -> int:
 @app.task(retries=0)
 def unprintable() -> None:
     raise ValueError("bad \x00 byte and a lone \udcff surrogate")
+
+
+@app.task(keep_succeeded_s=1.0)
+def ephemeral(n: int) -> int:
+    """Kept a second once it succeeded: nodes prune it while they drain other work."""
+    return n
+
+
+@app.task(retries=0)
+def hold(marker: str, limit_s: float = 60.0) -> str:
+    """Run until the file `marker` exists (a long job the test ends when it chooses)."""
+    deadline = time.monotonic() + limit_s
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "held"

@@ -170,7 +170,8 @@ def test_status_shows_hostile_names_literally_and_escaped(sqlite_url: str) -> No
     assert "\x1b" not in result.output and "\r" not in result.output
     for shown in (*ESCAPED_NAMES, "task[bold]\\x1b[31m", "ok\\x0d\\x1b[1A!"):
         assert shown in result.output
-    assert len(re.findall(r"\b64  \d+-\d+", result.output)) == 2  # each node's section
+    # Each node's section: its size, then the start of its (spread) partitions.
+    assert len(re.findall(r"\b64  \d+, \d+, ", result.output)) == 2
 
 
 def test_job_shows_hostile_text_escaped(sqlite_url: str) -> None:
@@ -209,6 +210,8 @@ def test_status_json_has_the_documented_fields_from_the_view(sqlite_url: str) ->
         "failed",
         "pause_requested",
         "concurrency",
+        "free_slots",
+        "backlog",
     }
     assert sum(len(node["section"]) for node in document["nodes"]) == 128
     assert document["nodes"][0]["state"] in ("waiting", "working")

@@ -35,3 +35,11 @@ def test_multiline_keeps_newlines_and_tabs_but_escapes_the_rest() -> None:
 
 def test_result_is_always_encodable() -> None:
     printable("\ud800 lone \udfff").encode("utf-8")
+
+
+def test_brief_ranges_cut_long_sections_at_a_separator() -> None:
+    from shoal.observer.format import brief_ranges
+
+    assert brief_ranges([0, 1, 2, 5]) == "0-2, 5"
+    text = brief_ranges(range(0, 128, 2), most_chars=20)
+    assert text == "0, 2, 4, 6, 8, 10, …" and len(text) <= 22

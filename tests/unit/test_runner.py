@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shoal import App, progress
-from shoal.node.runner import Finished, ProgressEvent, Work, execute, outcome_for
+from shoal.node.runner import Finished, ProgressEvent, RetryPolicy, Work, execute, outcome_for
 
 app = App(db="sqlite:///unused.db", max_payload_bytes=100)
+BACKOFF_1S = RetryPolicy(backoff_s=1.0)
 
 
 @app.task
@@ -67,13 +68,13 @@ def test_unknown_task_or_non_json_result_is_a_final_failure(task: str) -> None:
 def test_retries_back_off_exponentially_until_attempts_run_out() -> None:
     delays = []
     for attempt in (1, 2, 3):
-        outcome = outcome_for(Finished(1, attempt, False, error="x"), 4, 1.0, 300.0)
+        outcome = outcome_for(Finished(1, attempt, False, error="x"), 4, BACKOFF_1S, 300.0)
         assert outcome.retry_in_s is not None
         delays.append(outcome.retry_in_s)
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4 and 3.2 <= delays[2] <= 4.8
-    assert outcome_for(Finished(1, 4, False, error="x"), 4, 1.0, 300.0).retry_in_s is None
-    assert outcome_for(Finished(1, 1, False, final=True), 4, 1.0, 300.0).retry_in_s is None
-    capped = outcome_for(Finished(1, 30, False), 99, 1.0, 300.0).retry_in_s
+    assert outcome_for(Finished(1, 4, False, error="x"), 4, BACKOFF_1S, 300.0).retry_in_s is None
+    assert outcome_for(Finished(1, 1, False, final=True), 4, BACKOFF_1S, 300.0).retry_in_s is None
+    capped = outcome_for(Finished(1, 30, False), 99, BACKOFF_1S, 300.0).retry_in_s
     assert capped is not None and capped <= 360
 
 
@@ -94,5 +95,7 @@ def test_a_result_that_is_not_valid_unicode_is_a_final_failure_not_a_crash() -> 
 
 
 def test_error_text_is_made_storable() -> None:
-    outcome = outcome_for(Finished(1, 1, False, error="a\x00b\udcff", traceback="\x00"), 1, 1, 1)
+    outcome = outcome_for(
+        Finished(1, 1, False, error="a\x00b\udcff", traceback="\x00"), 1, BACKOFF_1S, 1
+    )
     assert outcome.error == "a\\x00b\\udcff" and outcome.traceback == "\\x00"

@@ -10,6 +10,7 @@ import pytest
 
 from shoal import assignment, states
 from shoal.errors import NotFound
+from shoal.load import Move, MoveKind
 from shoal.model import EventKind, HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
 from shoal.store import postgres, rules, sqlite, texts
 from shoal.store.migrations import load_migrations
@@ -45,12 +46,12 @@ def rebalance_event(owners: tuple[int | None, ...]) -> HistoryEvent:
 
 def test_no_plan_when_the_assignment_already_matches_the_eligible_nodes() -> None:
     owners = assignment.rebalance((None,) * 8, [1, 2], 8)
-    assert rules.plan_rebalance(owners, {2: 4, 1: 4}, 8, "repair") is None
+    assert rules.plan_rebalance(owners, owners, {2: 4, 1: 4}, 8, "repair") is None
 
 
 def test_plan_names_changed_partitions_new_sections_and_how_many_moved() -> None:
     before = assignment.rebalance((None,) * 8, [1, 2], 8)
-    plan = rules.plan_rebalance(before, {1: 4, 2: 4, 3: 4}, 8, "node n3 waiting")
+    plan = rules.plan_rebalance(before, before, {1: 4, 2: 4, 3: 4}, 8, "node n3 waiting")
     assert plan is not None
     assert plan.owners == assignment.rebalance(before, [1, 2, 3], 8)
     assert plan.changed == tuple(p for p in range(8) if plan.owners[p] != before[p])
@@ -62,13 +63,39 @@ def test_plan_names_changed_partitions_new_sections_and_how_many_moved() -> None
 
 def test_plan_gives_a_departed_node_an_empty_section() -> None:
     before = assignment.rebalance((None,) * 4, [1, 2], 4)
-    plan = rules.plan_rebalance(before, {1: 4}, 4, "declared dead: n2")
+    plan = rules.plan_rebalance(before, before, {1: 4}, 4, "declared dead: n2")
     assert plan is not None and plan.owners == (1,) * 4
     assert dict(plan.sections)[2] == ()
 
 
+def test_a_lent_partition_stays_lent_through_a_membership_change() -> None:
+    homes = (1, 2, 1, 2)
+    owners = (1, 2, 2, 2)  # partition 2 is lent by node 1 to node 2
+    plan = rules.plan_rebalance(owners, homes, {1: 4, 2: 4, 3: 4}, 4, "node n3 waiting")
+    assert plan is not None and plan.homes.count(3) == 1
+    assert plan.owners[2] == 2  # still lent: the load rule gives it back when it can
+    lent = [p for p in range(4) if plan.owners[p] != plan.homes[p]]
+    assert lent == [2]
+    gone = rules.plan_rebalance(owners, homes, {1: 4}, 4, "declared dead: n2")
+    assert gone is not None and gone.owners == gone.homes == (1, 1, 1, 1)
+
+
+def test_load_moves_apply_only_while_source_owns_and_target_is_eligible() -> None:
+    homes = owners = (1, 1, 2, 2)
+    moves = [
+        Move(0, 1, 2, MoveKind.LEND),
+        Move(1, 3, 2, MoveKind.LEND),  # its source no longer owns it
+        Move(2, 2, 9, MoveKind.LEND),  # its target may not own a section
+    ]
+    plan = rules.plan_load_moves(owners, homes, {1, 2}, moves, recent_moves=4)
+    assert plan is not None and plan.owners == (2, 1, 2, 2) and plan.homes == homes
+    assert plan.changed == (0,)
+    assert plan.reason == "load: lent 1 from node 1 to node 2; 5 in the last minute; moved 1 of 4"
+    assert rules.plan_load_moves(owners, homes, {1, 2}, moves[1:], 0) is None
+
+
 def test_plan_shares_follow_each_nodes_slots() -> None:
-    plan = rules.plan_rebalance((None,) * 9, {1: 1, 2: 8}, 9, "nodes joined")
+    plan = rules.plan_rebalance((None,) * 9, (None,) * 9, {1: 1, 2: 8}, 9, "nodes joined")
     assert plan is not None
     assert plan.owners.count(1) == 1 and plan.owners.count(2) == 8
 
@@ -179,15 +206,17 @@ def test_orphan_tails_carry_the_marks_sql_fills_in() -> None:
 
 
 def test_each_dialect_owns_its_schema_version_from_its_numbered_files() -> None:
-    assert sqlite.SCHEMA_VERSION == 2 and postgres.SCHEMA_VERSION == 4
+    assert sqlite.SCHEMA_VERSION == 4 and postgres.SCHEMA_VERSION == 6
     names = [m.name for m in load_migrations("shoal.store.postgres")]
     assert names == [
         "0001_initial.sql",
         "0002_job_counts.sql",
         "0003_queued_by_id.sql",
         "0004_running_by_id.sql",
+        "0005_prune_by_age.sql",
+        "0006_homes.sql",
     ]
-    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2]
+    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2, 3, 4]
 
 
 def make_package(root: Path, name: str, files: list[str]) -> None:

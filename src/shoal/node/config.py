@@ -34,6 +34,9 @@ class NodeConfig:
     # every datastore interruption (see node/reconcile.py).
     reconcile_s: float = 60.0
     max_backoff_s: float = 300.0
+    # How often a node with an idle worker checks whether jobs waiting behind busy nodes should
+    # move to it (sections that follow the load; see shoal/load.py). 0 turns it off.
+    load_check_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -3,7 +3,11 @@
 The node's main thread submits work and reads events (progress, finished) from the queue; the
 workers never touch the datastore. A worker stuck past its job's time limit gets a JobTimeout
 raised inside it and is abandoned: a fresh thread takes its slot so the node keeps its capacity,
-and whatever the stuck thread returns later is ignored.
+and whatever the stuck thread returns later is ignored. A task blocked in C code never sees the
+JobTimeout, so abandoned threads are counted: past a cap the executor offers no free slots (the
+node stops claiming, and says why) until some of them return. Every attempt a worker takes
+ends in a report, whatever fails on the way, and a worker thread that ends for any reason but
+a shutdown or an abandonment is replaced: no slot is ever lost.
 """
 
 from __future__ import annotations
@@ -13,11 +17,21 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.app import App
-from shoal.node.runner import Finished, JobTimeout, ProgressEvent, Work, execute
+from shoal.node.eventqueue import EventQueue
+from shoal.node.runner import (
+    Finished,
+    JobTimeout,
+    ProgressEvent,
+    Work,
+    describe,
+    execute,
+    timed_out,
+)
 
 log = logging.getLogger("shoal.node")
 
@@ -48,11 +62,19 @@ class _Slot:
     abandoned: bool = field(default=False)
 
 
+# Abandoned threads a node tolerates, per worker slot, before it stops claiming: each holds
+# whatever its stuck task holds (memory, a socket), so their number must not grow without bound.
+ABANDONED_PER_SLOT = 2
+
+
 class ThreadExecutor:
     def __init__(self, app: App, concurrency: int) -> None:
         self.app = app
         self.concurrency = concurrency
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.max_abandoned = ABANDONED_PER_SLOT * concurrency
+        self._abandoned = 0  # threads given up on at a time limit that have not returned yet
+        self._stopping = False
+        self.events: queue.SimpleQueue[Event] = EventQueue()
         self._todo: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._slots: dict[int, _Slot] = {}  # job id -> slot, for accepted work not yet finished
         self._lock = threading.Lock()
@@ -71,9 +93,18 @@ class ThreadExecutor:
         self._todo.put(work)
 
     def free_slots(self, prefetch: int = 0) -> int:
-        """How many more attempts to accept: idle workers plus `prefetch` queued locally."""
+        """How many more attempts to accept: idle workers plus `prefetch` queued locally; none
+        while too many abandoned threads are still stuck in their tasks."""
         with self._lock:
+            if self._abandoned >= self.max_abandoned:
+                return 0
             return self.concurrency + prefetch - len(self._slots)
+
+    @property
+    def abandoned(self) -> int:
+        """Threads abandoned at a time limit whose task has not returned yet."""
+        with self._lock:
+            return self._abandoned
 
     def take_unstarted(self) -> list[int]:
         """Withdraw accepted attempts that no worker has started; return their job ids."""
@@ -99,29 +130,50 @@ class ThreadExecutor:
             for slot in late:
                 del self._slots[slot.work.job_id]
                 slot.abandoned = True
+                self._abandoned += 1
                 _raise_in_thread(slot.thread)
                 out.append(
                     Finished(
                         slot.work.job_id,
                         slot.work.attempt,
                         False,
-                        error=f"timed out after {slot.work.timeout_s}s (task stopped)",
+                        error=timed_out(slot.work.timeout_s),
                     )
                 )
+            abandoned = self._abandoned
         for _ in late:
             log.warning("a task ran past its time limit; its worker thread was replaced")
             self._spawn()
+        if late and abandoned >= self.max_abandoned:
+            log.error(
+                "not claiming: %d worker threads are stuck in tasks past their time limit "
+                "(at most %d); claims resume as they return",
+                abandoned,
+                self.max_abandoned,
+            )
         return out
 
     def shutdown(self) -> None:
+        self._stopping = True
         for _ in self._threads:
             self._todo.put(None)
 
     def _work(self) -> None:
+        """A worker's life: take attempts until shutdown; replaced if it ends any other way."""
+        replace = True
+        try:
+            replace = self._take_attempts()
+        finally:
+            if replace and not self._stopping:
+                log.error("a worker thread ended unexpectedly; starting a replacement")
+                self._spawn()
+
+    def _take_attempts(self) -> bool:
+        """Run attempts one by one. False when the thread should end without a replacement."""
         while True:
             work = self._todo.get()
             if work is None:
-                return
+                return False
             with self._lock:
                 slot = self._slots.get(work.job_id)
                 if slot is None:
@@ -131,14 +183,32 @@ class ThreadExecutor:
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s
             try:
-                finished = execute(self.app, work, self.events.put)
+                finished = _attempt(self.app, work, self.events.put)
                 with self._lock:
                     if slot.abandoned:
-                        return  # a replacement thread took this slot
+                        self._abandoned -= 1
+                        return False  # a replacement thread took this slot
                     self._slots.pop(work.job_id, None)
             except JobTimeout:
-                return  # raised by expire() just as the attempt ended; it is already reported
+                # Raised by expire() just as the attempt ended; it is already reported.
+                with self._lock:
+                    self._abandoned -= 1
+                return False
             self.events.put(finished)
+
+
+def _attempt(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
+    """`execute`, which never raises for what a task does; if the machinery around it fails
+    anyway, the attempt still ends failed with the reason, and the worker goes on."""
+    try:
+        return execute(app, work, report)
+    except JobTimeout:
+        raise
+    except BaseException as exc:
+        log.exception("job %d: the worker failed outside the task", work.job_id)
+        return Finished(
+            work.job_id, work.attempt, False, error=f"the worker failed: {describe(exc)}"
+        )
 
 
 def _raise_in_thread(thread_id: int) -> None:

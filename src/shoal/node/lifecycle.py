@@ -8,6 +8,11 @@ steps on the calling thread, `start`/`stop` on a background one; neither touches
 belong to whoever owns the process (the CLI). A node that finds itself declared dead stops
 writing, abandons its attempts (their writes would be rejected anyway) and registers again as a
 new node.
+
+Leaving is bounded: once a stop is requested, every datastore call the node makes runs under a
+deadline (the grace period plus LEAVE_MARGIN_S; LEAVE_NOW_S after a second request), so a
+datastore that is down cannot hold the node past it. What could not be written then is
+recovered by the other nodes when this node's lease expires.
 """
 
 from __future__ import annotations
@@ -28,13 +33,18 @@ from shoal.assignment import format_section
 from shoal.errors import ConfigError, DatastoreUnavailable, NodeNameTaken
 from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
+from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.loop import NodeLoop
+from shoal.node.retention import Pruner
 from shoal.node.services import Housekeeping
 from shoal.store import Store
+from shoal.store.deadline import Deadline, retrying_until
 
 log = logging.getLogger("shoal.node")
 T = TypeVar("T")
+LEAVE_MARGIN_S = 2.0  # past the grace period, the time left for the writes of leaving
+LEAVE_NOW_S = 0.5  # after a second stop request, the time left for them
 
 
 class Node:
@@ -64,9 +74,11 @@ class Node:
         self.stop_requested = False
         self.leave_now = False
         self._grace_s = config.grace_s
-        # Cuts short the waits between registration retries. A SimpleQueue, because its put is
-        # safe in a signal handler (an Event's set could deadlock on its own lock there).
-        self._stop_signals: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._deadline = Deadline()  # for the datastore calls: set by a stop request
+        # Cuts short the waits between registration retries. An EventQueue, because its put is
+        # safe in a signal handler (an Event's set could deadlock on its own lock there) and a
+        # signal cannot make its timed get endless.
+        self._stop_signals: EventQueue[bool] = EventQueue()
         self._thread: threading.Thread | None = None
 
     # -- running it -------------------------------------------------------------------------------
@@ -109,8 +121,11 @@ class Node:
         """
         if self.stop_requested:
             self.leave_now = True
+            # A retry under way gives up soon, though a lock held for a moment is waited out.
+            self._deadline.bring_forward(time.monotonic() + LEAVE_NOW_S)
         else:
             self._grace_s = self.config.grace_s if grace_s is None else grace_s
+            self._deadline.bring_forward(time.monotonic() + self._grace_s + LEAVE_MARGIN_S)
             self.stop_requested = True
         self._stop_signals.put(True)
         loop = self.loop
@@ -147,13 +162,17 @@ class Node:
         """
         if self.exit_code is not None:
             return 0.0
-        loop = self.loop
-        if loop is None:
-            if self.stop_requested:
-                self.exit_code = 0
-            else:
-                self._begin(now)
-            return 0.0
+        with retrying_until(self._deadline):
+            loop = self.loop
+            if loop is None:
+                if self.stop_requested:
+                    self.exit_code = 0
+                else:
+                    self._begin(now)
+                return 0.0
+            return self._turn(loop, now)
+
+    def _turn(self, loop: NodeLoop, now: float) -> float:
         cfg = self.config
         loop.take_events(block_s=0.0)
         loop.outcomes.extend(loop.finish(f) for f in loop.executor.expire(now))
@@ -175,6 +194,8 @@ class Node:
                 return 0.0
         elif not loop.draining:
             self.state = loop.claim(self.state)
+            if loop.follow_load(now):
+                self.state = loop.claim(self.state)
         self._settle(loop, now)
         return 0.0 if loop.outcomes else loop.idle_poll_s
 
@@ -218,6 +239,12 @@ class Node:
             log.error("%s", exc)
             self.exit_code = 2
             return
+        except DatastoreUnavailable as exc:
+            if not self.stop_requested:
+                raise
+            log.error("stopped before registering: %s", exc)  # a stop cuts the retries short
+            self.exit_code = 0
+            return
         notified = self.store.supports_wakeups
         loop = NodeLoop(
             app=self.app,
@@ -225,7 +252,13 @@ class Node:
             config=self.config,
             node_id=self.node_id,
             executor=executor,
-            housekeeping=Housekeeping(self.store, self.node_id, self.config, self.section),
+            housekeeping=Housekeeping(
+                self.store,
+                self.node_id,
+                self.config,
+                self.section,
+                Pruner.for_app(self.store, self.app, self.node_id),
+            ),
             idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
             interruptions_seen=self.store.interruptions,
             last_flush=now,

@@ -19,7 +19,14 @@ from shoal.model import Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor
 from shoal.node.reconcile import RecentOutcomes, reconcile
-from shoal.node.runner import Finished, ProgressEvent, Work, outcome_for
+from shoal.node.runner import (
+    Finished,
+    ProgressEvent,
+    RetryPolicy,
+    Work,
+    outcome_for,
+    progress_text,
+)
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 
@@ -29,7 +36,7 @@ log = logging.getLogger("shoal.node")
 @dataclass
 class Held:
     job: Job
-    backoff_s: float
+    retry: RetryPolicy
 
 
 @dataclass
@@ -52,6 +59,7 @@ class NodeLoop:
     progress: dict[int, ProgressUpdate] = field(default_factory=dict)  # latest, not yet written
     recent: RecentOutcomes = field(default_factory=RecentOutcomes)
     avg_run_s: float | None = None
+    last_load_check: float = 0.0
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
 
@@ -65,9 +73,7 @@ class NodeLoop:
         while True:
             if isinstance(event, ProgressEvent):
                 if event.job_id in self.held:
-                    self.progress[event.job_id] = ProgressUpdate(
-                        event.job_id, event.attempt, event.fraction, event.message
-                    )
+                    self.progress[event.job_id] = progress_update(event)
             elif isinstance(event, Finished) and event.job_id in self.held:
                 self.outcomes.append(self.finish(event))
                 run_s = event.duration_s
@@ -82,7 +88,7 @@ class NodeLoop:
     def finish(self, finished: Finished) -> Outcome:
         held = self.held[finished.job_id]
         outcome = outcome_for(
-            finished, held.job.max_attempts, held.backoff_s, self.config.max_backoff_s
+            finished, held.job.max_attempts, held.retry, self.config.max_backoff_s
         )
         if not outcome.succeeded:
             retry = outcome.retry_in_s
@@ -192,10 +198,29 @@ class NodeLoop:
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
-            self.held[job.id] = Held(job, options.backoff_s if options else 0.0)
+            self.held[job.id] = Held(job, RetryPolicy.of(options))
             self.executor.submit(Work.of(job, options.timeout_s if options else None))
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state
+
+    def follow_load(self, now: float) -> bool:
+        """While a worker is idle, at most every `load_check_s`: lend this node the backlog that
+        waits behind busy nodes, and give loans back as load evens out (`Store.follow_load`).
+        True if partitions moved, so the node should claim again at once."""
+        cfg = self.config
+        if not cfg.load_check_s or now - self.last_load_check < cfg.load_check_s:
+            return False
+        if self.executor.free_slots(0) <= 0:
+            return False
+        self.last_load_check = now
+        try:
+            moved = self.store.follow_load()
+        except DatastoreUnavailable as exc:
+            log.debug("cannot check the load yet (%s)", exc)
+            return False
+        if moved:
+            log.debug("load: %d partitions moved", moved)
+        return moved > 0
 
     def release_unstarted(self) -> None:
         """Give back jobs claimed ahead that no worker has started (pausing or stopping)."""
@@ -208,6 +233,13 @@ class NodeLoop:
             self.store.release_jobs(self.node_id, waiting)
         except DatastoreUnavailable as exc:
             log.warning("could not release %d unstarted jobs (%s)", len(waiting), exc)
+
+
+def progress_update(event: ProgressEvent) -> ProgressUpdate:
+    """The update to write for a progress report, its message made storable whatever a worker
+    sent (a pool process reports through a pipe)."""
+    message = None if event.message is None else progress_text(str(event.message))
+    return ProgressUpdate(event.job_id, event.attempt, event.fraction, message)
 
 
 def _some(ids: list[int], shown: int = 10) -> str:

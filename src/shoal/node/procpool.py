@@ -5,6 +5,11 @@ datastore connection) that imports the app by its 'module:attribute' reference a
 attempt at a time. Only plain values cross the pipe: the job's JSON text in, JSON text out. A
 worker past its job's time limit is killed and replaced; one that dies on its own is reported as a
 failed attempt and replaced.
+
+Workers ignore SIGTERM and SIGINT: a service manager signals the node's whole process group, and
+the node, not the signal, decides when they stop (they drain with it). They are started with both
+signals blocked, so one that arrives while a worker starts up waits until the worker ignores it.
+A node that is pausing or stopping spawns no replacements; the next submit fills the pool again.
 """
 
 from __future__ import annotations
@@ -13,26 +18,31 @@ import contextlib
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Event
 from shoal.node.runner import Finished, ProgressEvent, Work, execute
 
 log = logging.getLogger("shoal.node")
 
 
-def _worker_main(app_spec: str, conn: Connection) -> None:
-    import signal
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+SHUTDOWN_WAIT_S = 2.0  # how long idle workers get to exit when the pool shuts down
 
+
+def _worker_main(app_spec: str, conn: Connection) -> None:
     from shoal.app import load_app
 
     # The node handles SIGINT/SIGTERM and decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by _spawn; now ignored
     app = load_app(app_spec)
 
     def report(event: ProgressEvent) -> None:
@@ -59,18 +69,31 @@ class ProcessExecutor:
     def __init__(self, app_spec: str, concurrency: int, db_display: str = "") -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[Event] = EventQueue()
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._workers: list[_Worker] = [self._spawn() for _ in range(concurrency)]
         self._closing = False
+        self._idle = False  # pausing or stopping: dead workers are not replaced until a submit
+        self._workers: list[_Worker] = []
+        self._fill()
+
+    def _fill(self) -> None:
+        """Spawn workers up to `concurrency`, unless the pool is shutting down. Holds the lock."""
+        while len(self._workers) < self.concurrency and not self._closing:
+            self._workers.append(self._spawn())
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
             target=_worker_main, args=(self.app_spec, child), name="shoal-worker", daemon=True
         )
-        process.start()
+        # The child inherits the blocked mask across exec, and so cannot die of a stop signal
+        # sent before it has set its own dispositions.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         worker = _Worker(process, parent)
         threading.Thread(target=self._read, args=(worker,), daemon=True).start()
@@ -78,6 +101,8 @@ class ProcessExecutor:
 
     def submit(self, work: Work) -> None:
         with self._lock:
+            self._idle = False
+            self._fill()
             worker = next(w for w in self._workers if w.work is None)
             worker.work = work
             worker.deadline = None if work.timeout_s is None else time.monotonic() + work.timeout_s
@@ -88,10 +113,14 @@ class ProcessExecutor:
     def free_slots(self, prefetch: int = 0) -> int:
         """Idle workers. A process pool does not prefetch: its tasks are long by nature."""
         with self._lock:
-            return sum(1 for w in self._workers if w.work is None)
+            return self.concurrency - sum(1 for w in self._workers if w.work is not None)
 
     def take_unstarted(self) -> list[int]:
-        return []  # work goes straight to an idle worker, so nothing waits locally
+        """Nothing waits locally (work goes straight to an idle worker); the node is pausing or
+        stopping, so from now on a worker that dies is not replaced until the next submit."""
+        with self._lock:
+            self._idle = True
+        return []
 
     def running(self) -> list[int]:
         with self._lock:
@@ -100,7 +129,7 @@ class ProcessExecutor:
     def expire(self, now_mono: float) -> list[Finished]:
         out = []
         with self._lock:
-            for i, w in enumerate(self._workers):
+            for w in list(self._workers):
                 if w.work is not None and w.deadline is not None and now_mono > w.deadline:
                     out.append(
                         Finished(
@@ -112,20 +141,33 @@ class ProcessExecutor:
                     )
                     w.work = None
                     w.process.kill()
-                    self._workers[i] = self._spawn()
+                    self._replace(w)
         return out
 
     def shutdown(self) -> None:
-        self._closing = True
+        """Stop every worker: idle ones are asked to exit, busy ones (their jobs are released or
+        abandoned by now) are killed; returns within about SHUTDOWN_WAIT_S."""
         with self._lock:
+            self._closing = True
             workers = list(self._workers)
         for w in workers:
+            if w.work is not None:
+                w.process.kill()
             with contextlib.suppress(OSError):
                 w.conn.send(None)
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
         for w in workers:
-            w.process.join(timeout=5)
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if w.process.is_alive():
                 w.process.kill()
+                w.process.join(timeout=1)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Drop a dead or killed worker; spawn its replacement unless pausing or stopping.
+        Holds the lock."""
+        self._workers.remove(worker)
+        if not self._idle:
+            self._fill()
 
     def _read(self, worker: _Worker) -> None:
         while True:
@@ -147,9 +189,14 @@ class ProcessExecutor:
             if worker not in self._workers or self._closing:
                 return  # killed on purpose (time limit) or shutting down
             work, worker.work = worker.work, None
-            self._workers[self._workers.index(worker)] = self._spawn()
+            self._replace(worker)
+            replaced = not self._idle
         worker.process.join(timeout=1)
-        log.warning("a worker process exited (code %s); replaced", worker.process.exitcode)
+        log.warning(
+            "a worker process exited (code %s)%s",
+            worker.process.exitcode,
+            "; replaced" if replaced else "",
+        )
         if work is not None:
             self.events.put(
                 Finished(

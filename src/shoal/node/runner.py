@@ -2,7 +2,11 @@
 
 This is the one place that catches every exception a task raises: the error and its traceback
 become the attempt's recorded outcome. The result must be JSON under the size cap; a result that
-is not is a failure of the attempt, never a lost job.
+is not is a failure of the attempt, never a lost job. Nothing a task hands back can make this
+code raise instead: an exception whose message cannot be read, a result nested too deeply to
+encode, a progress message the datastore could not hold each end as text someone can read.
+Whether a failed attempt runs again, and when, is one pure decision (`retry_decision`) from the
+task's retry options.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.app import App, encode_json
+from shoal.app import App, TaskOptions, encode_json
 from shoal.context import JobContext, job_context
-from shoal.errors import ShoalError
+from shoal.errors import Retry, ShoalError
 from shoal.model import Job, Outcome
 
 
@@ -64,6 +68,11 @@ class Finished:
     traceback: str | None = None
     final: bool = False
     duration_s: float = 0.0
+    # What the task raised: the qualified names of its exception's classes, most derived first
+    # (names, not classes, so a pool process can send them). Empty when the node itself ended
+    # the attempt (a time limit enforced from outside, a worker process that died).
+    raised: tuple[str, ...] = ()
+    retry_in_s: float | None = None  # the task raised Retry(in_s=...)
 
 
 def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
@@ -79,7 +88,7 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
         )
 
     def send(fraction: float, message: str | None) -> None:
-        report(ProgressEvent(work.job_id, work.attempt, fraction, message))
+        report(ProgressEvent(work.job_id, work.attempt, fraction, progress_text(message)))
 
     started = time.perf_counter()
     try:
@@ -92,30 +101,70 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
                 value = task.fn(*args, **kwargs)
     except BaseException as exc:  # the one broad catch: the attempt's outcome records it
         if isinstance(exc, TimeoutError | JobTimeout):
-            error = f"timed out after {work.timeout_s}s"
+            error = timed_out(work.timeout_s)
         else:
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc)
         return Finished(
             work.job_id,
             work.attempt,
             False,
             error=error,
-            traceback=traceback.format_exc(),
+            traceback=_format_traceback(exc),
             duration_s=time.perf_counter() - started,
+            raised=exception_names(exc),
+            retry_in_s=exc.in_s if isinstance(exc, Retry) else None,
         )
+    return _encoded(app, work, value, time.perf_counter() - started)
+
+
+def _encoded(app: App, work: Work, value: Any, duration_s: float) -> Finished:
+    """The attempt's success with its result as JSON, or a final failure saying why it is not."""
     try:
         result = (
             "null" if value is None else encode_json(value, "the result", app.max_payload_bytes)
         )
     except ShoalError as exc:
-        return Finished(work.job_id, work.attempt, False, error=str(exc), final=True)
+        error = str(exc)
+    except BaseException as exc:  # e.g. a __str__ or a default encoder hook that raises
+        error = f"the result could not be encoded as JSON: {describe(exc)}"
+    else:
+        return Finished(work.job_id, work.attempt, True, result_json=result, duration_s=duration_s)
     return Finished(
-        work.job_id,
-        work.attempt,
-        True,
-        result_json=result,
-        duration_s=time.perf_counter() - started,
+        work.job_id, work.attempt, False, error=error, final=True, duration_s=duration_s
     )
+
+
+def timed_out(timeout_s: float | None) -> str:
+    """The error of an attempt stopped at its time limit."""
+    return f"timed out after {timeout_s}s"
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` for an exception, even one whose `__str__` raises or never returns text."""
+    name = type(exc).__name__
+    try:
+        return f"{name}: {exc}"
+    except BaseException as inner:  # the message itself is hostile: say so instead
+        return f"{name} (its message could not be read: {type(inner).__name__})"
+
+
+def _format_traceback(exc: BaseException) -> str | None:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except BaseException:  # a frame or message that cannot be formatted: the error still stands
+        return None
+
+
+# A progress message is for people watching a job: this much is plenty, and bounds what a
+# task can make the node write a few times a second.
+MAX_PROGRESS_MESSAGE = 500
+
+
+def progress_text(message: str | None) -> str | None:
+    """A progress message as the datastore will keep it: escaped as error texts are, capped."""
+    if message is None:
+        return None
+    return storable_text(message[:MAX_PROGRESS_MESSAGE])
 
 
 async def _run_async(
@@ -124,24 +173,94 @@ async def _run_async(
     return await asyncio.wait_for(fn(*args, **kwargs), timeout_s)
 
 
+def type_name(cls: type) -> str:
+    """How a retry policy and a finished attempt name an exception class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def exception_names(exc: BaseException) -> tuple[str, ...]:
+    """The names of `exc`'s classes, most derived first. A time limit counts as TimeoutError."""
+    names = tuple(type_name(c) for c in type(exc).__mro__ if c is not object)
+    if isinstance(exc, JobTimeout):
+        names += (type_name(TimeoutError),)
+    return names
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A task's retry options, as the node applies them to each failed attempt."""
+
+    backoff_s: float = 0.0  # the first retry's delay; each further one doubles it
+    max_backoff_s: float | None = None  # the cap on that delay; None: the node's own
+    retry_on: tuple[str, ...] | None = None  # exception names retried; None: every exception
+
+    @classmethod
+    def of(cls, options: TaskOptions | None) -> RetryPolicy:
+        """The policy of a task's options; a job of a task this node lacks gets the default."""
+        if options is None:
+            return cls()
+        retry_on = options.retry_on
+        names = None if retry_on is None else tuple(type_name(c) for c in retry_on)
+        return cls(options.backoff_s, options.max_backoff_s, names)
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    retry_in_s: float | None  # None: the job ends failed
+    why: str = ""  # appended to the recorded error when it says more than the error does
+
+
+def retry_decision(
+    finished: Finished,
+    max_attempts: int,
+    policy: RetryPolicy,
+    max_backoff_s: float,
+    jitter: float = 1.0,
+) -> RetryDecision:
+    """Whether and when a failed attempt runs again. Pure; `jitter` scales the backoff.
+
+    A final failure (unknown task, a result that is not JSON) never retries. The task's own
+    `Retry(in_s=...)` retries after exactly that delay, whatever `retry_on` says. Otherwise an
+    exception retries only if one of its classes is in `retry_on` (when given); an attempt the
+    node itself ended (raised nothing) always may. Every retry counts the attempt: past
+    `max_attempts` the job fails, and for a `Retry` the error says no attempts were left.
+    """
+    last = finished.attempt >= max_attempts
+    if finished.final:
+        return RetryDecision(None)
+    if finished.retry_in_s is not None:
+        if last:
+            return RetryDecision(
+                None, f"; no attempts left (attempt {finished.attempt} of {max_attempts})"
+            )
+        return RetryDecision(finished.retry_in_s)
+    unlisted = policy.retry_on is not None and not set(finished.raised) & set(policy.retry_on)
+    if finished.raised and unlisted:
+        return RetryDecision(None)
+    if last:
+        return RetryDecision(None)
+    cap = max_backoff_s if policy.max_backoff_s is None else policy.max_backoff_s
+    return RetryDecision(min(cap, policy.backoff_s * 2 ** (finished.attempt - 1) * jitter))
+
+
 def outcome_for(
-    finished: Finished, max_attempts: int, backoff_s: float, max_backoff_s: float
+    finished: Finished, max_attempts: int, policy: RetryPolicy, max_backoff_s: float
 ) -> Outcome:
     """Turn a worker's report into the outcome to record: success, retry later, or failed."""
     if finished.ok:
         return Outcome(finished.job_id, finished.attempt, True, result_json=finished.result_json)
-    retry_in_s = None
-    if not finished.final and finished.attempt < max_attempts:
-        # Exponential backoff with jitter, so a burst of failures does not retry in lockstep.
-        retry_in_s = min(max_backoff_s, backoff_s * 2 ** (finished.attempt - 1))
-        retry_in_s *= random.uniform(0.8, 1.2)
+    # Jitter, so a burst of failures does not retry in lockstep.
+    decision = retry_decision(
+        finished, max_attempts, policy, max_backoff_s, jitter=random.uniform(0.8, 1.2)
+    )
+    error = None if finished.error is None else finished.error + decision.why
     return Outcome(
         finished.job_id,
         finished.attempt,
         False,
-        error=storable_text(finished.error),
+        error=storable_text(error),
         traceback=storable_text(finished.traceback),
-        retry_in_s=retry_in_s,
+        retry_in_s=decision.retry_in_s,
     )
 
 

@@ -1,5 +1,6 @@
 """A node's housekeeping, done every heartbeat: renew the lease, declare expired nodes dead,
-write a cluster sample when one is due, and repair the assignment now and then.
+write a cluster sample when one is due, repair the assignment now and then, and prune what
+retention says is past its age (`retention.Pruner`).
 
 Any live node does the reaping and sampling; the datastore serialises competing attempts, so
 no leader is needed. `run_once` is what the loop calls and what tests call directly.
@@ -10,8 +11,10 @@ from __future__ import annotations
 import logging
 
 from shoal.assignment import format_section
+from shoal.errors import ShoalError
 from shoal.model import Heartbeat
 from shoal.node.config import NodeConfig
+from shoal.node.retention import Pruner
 from shoal.store import Store
 
 log = logging.getLogger("shoal.node")
@@ -20,13 +23,19 @@ REPAIR_EVERY = 10  # heartbeats between checks that the assignment matches membe
 
 class Housekeeping:
     def __init__(
-        self, store: Store, node_id: int, config: NodeConfig, section: tuple[int, ...] = ()
+        self,
+        store: Store,
+        node_id: int,
+        config: NodeConfig,
+        section: tuple[int, ...] = (),
+        pruner: Pruner | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
         self.config = config
         self.turn = 0
         self.section = section
+        self.pruner = pruner
 
     def run_once(self) -> Heartbeat | None:
         """One round. Returns None if this node has been declared dead (it must stop writing).
@@ -41,6 +50,11 @@ class Housekeeping:
         for dead in self.store.mark_dead_nodes():
             log.warning("declared node %d dead (lease expired); its jobs were requeued", dead)
         self.store.record_sample(self.config.sample_interval_s)
+        if self.pruner is not None:
+            try:
+                self.pruner.run_once(beat.now)
+            except ShoalError as exc:  # pruning can wait; the lease and the jobs cannot
+                log.warning("pruning failed (%s); trying again at the next pass", exc)
         if self.turn % REPAIR_EVERY == 0 and self.store.rebalance():
             log.info("repaired the partition assignment")
         if beat.section != self.section:

@@ -18,6 +18,18 @@ def compact_ranges(section: Iterable[int]) -> str:
     return format_section(section, sep=", ", empty="")
 
 
+def brief_ranges(section: Iterable[int], most_chars: int = 40) -> str:
+    """`compact_ranges`, cut at a separator to at most about `most_chars`, with "…" when cut.
+
+    Sections are spread over the partition space, so a whole one reads as a long list; a
+    terminal row shows its start and the count beside it (the partition map shows it all).
+    """
+    text = compact_ranges(section)
+    if len(text) <= most_chars:
+        return text
+    return text[: text.rfind(", ", 0, most_chars)] + ", …"
+
+
 def format_age(seconds: float) -> str:
     """A duration as `0.4s`, `12s`, `3m05s`, `2h10m` or `3d4h`; negative clock skew shows as 0s."""
     seconds = max(seconds, 0.0)

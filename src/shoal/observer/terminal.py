@@ -20,7 +20,7 @@ from rich.text import Text
 
 from shoal.errors import ShoalError
 from shoal.model import ClusterView, Job, JobState, NodeState
-from shoal.observer.format import format_age, printable
+from shoal.observer.format import brief_ranges, format_age, printable
 from shoal.observer.views import NodeView, Status, read_status, status_of
 from shoal.store.port import Store
 
@@ -92,6 +92,8 @@ def _node_document(node: NodeView) -> dict[str, Any]:
         "failed": node.failed,
         "pause_requested": node.pause_requested,
         "concurrency": node.concurrency,
+        "free_slots": node.free_slots,
+        "backlog": node.backlog,
     }
 
 
@@ -104,6 +106,8 @@ def _nodes_table(status: Status) -> Table:
         ("section", "left"),
         ("heartbeat", "right"),
         ("running", "right"),
+        ("free", "right"),
+        ("backlog", "right"),
         ("done/failed", "right"),
     ):
         is_section = name == "section"
@@ -121,7 +125,7 @@ def _nodes_table(status: Status) -> Table:
         if node.pause_requested and node.state is not NodeState.PAUSED:
             state.append(" (pausing)", style="yellow")
         section = Text(f"{len(node.section):>3}  ", style="bold")
-        section.append(node.section_ranges or "—", style="dim")
+        section.append(brief_ranges(node.section) or "—", style="dim")
         is_live = node.state is not NodeState.DEAD
         table.add_row(
             str(node.id),
@@ -130,12 +134,14 @@ def _nodes_table(status: Status) -> Table:
             section,
             format_age(node.heartbeat_age_s) if is_live else "—",
             str(node.running),
+            str(node.free_slots) if is_live else "—",
+            Text(str(node.backlog), style="yellow" if node.backlog and not node.free_slots else ""),
             Text.assemble(
                 str(node.processed), "/", (str(node.failed), "red" if node.failed else "")
             ),
         )
     if not status.nodes:
-        table.add_row("", Text("no nodes yet", style="dim"), "", "", "", "", "")
+        table.add_row("", Text("no nodes yet", style="dim"), "", "", "", "", "", "", "")
     return table
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shoal.assignment import moved
+from shoal.load import Backlog
 from shoal.model import (
     ClusterView,
     EventKind,
@@ -54,6 +55,8 @@ class NodeView:
     running: int
     processed: int
     failed: int
+    free_slots: int  # slots not running a job (0 for a node that cannot claim)
+    backlog: int  # runnable jobs waiting in its section (a lower bound past 64 a partition)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class Overview:
     running_jobs: list[RunningJob]
     throughput: list[Bucket]
     events: list[Event]
+    # Where the stored history begins (retention deletes what is older); None: no history yet.
+    history_from: float | None = None
 
 
 @dataclass(frozen=True)
@@ -125,21 +130,43 @@ class Status:
 
 
 def read_status(store: Store, running_limit: int = MAX_RUNNING_JOBS) -> Status:
-    """Two short reads: the cluster row with its nodes and counts, and the running jobs."""
+    """Three short reads: the cluster row with its nodes and counts, the running jobs, and the
+    runnable backlog per partition."""
     view = store.read_cluster()
     running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=running_limit)
-    return status_of(view, running, store.url_for_display)
+    waiting = backlog_by_node(view, store.read_load().backlog)
+    return status_of(view, running, store.url_for_display, waiting)
 
 
-def status_of(view: ClusterView, running: Sequence[Job], datastore: str) -> Status:
+def backlog_by_node(view: ClusterView, backlog: Mapping[int, Backlog]) -> dict[int, int]:
+    """Runnable jobs waiting in each owner's section, from the load rule's own read
+    (`Store.read_load`)."""
+    out: dict[int, int] = {}
+    for partition, waiting in backlog.items():
+        owner = view.owners[partition] if partition < len(view.owners) else None
+        if owner is not None:
+            out[owner] = out.get(owner, 0) + waiting.runnable
+    return out
+
+
+def status_of(
+    view: ClusterView,
+    running: Sequence[Job],
+    datastore: str,
+    backlog: Mapping[int, int] | None = None,
+) -> Status:
     """The status view of data already read (the demo holds its own ClusterView)."""
     now = view.now
+    waiting = backlog or {}
     return Status(
         now=now,
         datastore=datastore,
         partitions=view.partitions,
         epoch=view.epoch,
-        nodes=[node_view(node, now) for node in sorted(view.nodes, key=_node_order)],
+        nodes=[
+            node_view(node, now, waiting.get(node.id, 0))
+            for node in sorted(view.nodes, key=_node_order)
+        ],
         jobs_by_state={state.value: view.job_counts.get(state, 0) for state in JobState},
         oldest_queued_age_s=view.oldest_queued_age_s,
         running_jobs=[running_job(job, now) for job in running],
@@ -150,7 +177,8 @@ def read_overview(store: Store) -> Overview:
     """The status plus the partition owners and the last 15 minutes of samples and events."""
     view = store.read_cluster()
     running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=MAX_RUNNING_JOBS)
-    status = status_of(view, running, store.url_for_display)
+    waiting = backlog_by_node(view, store.read_load().backlog)
+    status = status_of(view, running, store.url_for_display, waiting)
     samples = store.read_samples(status.now - OVERVIEW_WINDOW_S, status.now)
     history = store.read_history(status.now - RECENT_EVENTS_WINDOW_S, status.now, limit=2_000)
     nodes_by_state = Counter(node.state.value for node in view.nodes)
@@ -172,6 +200,7 @@ def read_overview(store: Store) -> Overview:
             chart_points(samples, OVERVIEW_WINDOW_S, 90),
         ),
         events=events_with_moves(store, history)[-MAX_EVENTS:][::-1],
+        history_from=store.read_history_start(),
     )
 
 
@@ -179,7 +208,7 @@ def _node_order(node: NodeRecord) -> tuple[bool, int]:
     return (not node.is_live, node.id)
 
 
-def node_view(node: NodeRecord, now: float) -> NodeView:
+def node_view(node: NodeRecord, now: float, backlog: int = 0) -> NodeView:
     return NodeView(
         id=node.id,
         name=node.name,
@@ -196,6 +225,8 @@ def node_view(node: NodeRecord, now: float) -> NodeView:
         running=node.running,
         processed=node.processed,
         failed=node.failed,
+        free_slots=max(node.concurrency - node.running, 0) if node.is_live else 0,
+        backlog=backlog,
     )
 
 
@@ -251,13 +282,17 @@ def bucket_samples(samples: list[Sample], since: float, until: float, points: in
     return out
 
 
+# The events that change the assignment: a rebalance (membership, capacity, P) or a load move.
+ASSIGNMENT_KINDS = frozenset({EventKind.REBALANCE, EventKind.LOAD_MOVE})
+
+
 def events_with_moves(store: Store, history: list[HistoryEvent]) -> list[Event]:
-    """History as shown to people: each rebalance says how many partitions it moved."""
+    """History as shown to people: each rebalance or load move says how many partitions moved."""
     out: list[Event] = []
     previous: tuple[int | None, ...] | None = None
     for event in history:
         count: int | None = None
-        if event.kind is EventKind.REBALANCE and event.owners is not None:
+        if event.kind in ASSIGNMENT_KINDS and event.owners is not None:
             if previous is None:
                 before = store.read_last_rebalance(event.at - 1e-6)
                 previous = before.owners if before and before.owners else None
@@ -293,7 +328,12 @@ class PartitionMap:
     owners: list[int | None]
     previous_owners: list[int | None] | None  # the assignment before the last rebalance
     nodes: list[NodeView]
-    rebalances: list[Event]  # newest first
+    rebalances: list[Event]  # newest first, load moves among them
+    # Now only (empty for a past moment, which history does not keep): each partition's home
+    # (an owner that differs has it lent for the load), runnable backlog and its oldest wait.
+    homes: list[int | None]
+    backlog: list[int]
+    oldest_wait_s: list[float | None]
 
 
 def read_partition_map(store: Store, at: float | None = None) -> PartitionMap:
@@ -303,16 +343,29 @@ def read_partition_map(store: Store, at: float | None = None) -> PartitionMap:
     when = now if at is None else min(at, now)
     last = store.read_last_rebalance(when)
     before = store.read_last_rebalance(last.at - 1e-6) if last is not None else None
+    homes: list[int | None] = []
+    backlog: list[int] = []
+    oldest: list[float | None] = []
     if at is None:
         owners = list(cluster.owners)
         epoch: int | None = cluster.epoch
-        nodes = [node_view(node, now) for node in sorted(cluster.nodes, key=_node_order)]
+        load = store.read_load()
+        by_node = backlog_by_node(cluster, load.backlog)
+        nodes = [
+            node_view(node, now, by_node.get(node.id, 0))
+            for node in sorted(cluster.nodes, key=_node_order)
+        ]
+        homes = list(cluster.homes)
+        backlog = [load.backlog[p].runnable if p in load.backlog else 0 for p in range(len(owners))]
+        oldest = [
+            load.backlog[p].oldest_wait_s if p in load.backlog else None for p in range(len(owners))
+        ]
     else:
         owners = list(last.owners) if last and last.owners else [None] * cluster.partitions
         epoch = last.epoch if last else None
         nodes = [node_view(node, when) for node in store.read_node_states_at(when)]
     history = store.read_history(when - 24 * 3600.0, when, limit=10_000)
-    rebalances = [e for e in events_with_moves(store, history) if e.kind is EventKind.REBALANCE]
+    rebalances = [e for e in events_with_moves(store, history) if e.kind in ASSIGNMENT_KINDS]
     return PartitionMap(
         at=when,
         partitions=cluster.partitions,
@@ -321,6 +374,9 @@ def read_partition_map(store: Store, at: float | None = None) -> PartitionMap:
         previous_owners=list(before.owners) if before and before.owners else None,
         nodes=nodes,
         rebalances=rebalances[-MAX_EVENTS:][::-1],
+        homes=homes,
+        backlog=backlog,
+        oldest_wait_s=oldest,
     )
 
 
@@ -414,7 +470,7 @@ def _merge(segments: list[Segment]) -> list[Segment]:
 
 def _is_marker(event: Event) -> bool:
     return (
-        event.kind is EventKind.REBALANCE
+        event.kind in ASSIGNMENT_KINDS
         or event.kind is EventKind.PAUSE_REQUEST
         or event.to_state is NodeState.DEAD
     )

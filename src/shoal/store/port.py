@@ -15,7 +15,8 @@ the conformance suite to ask instead of probing. Shared rules for every adapter:
 - Every change of membership (a node becomes eligible or stops being eligible for a section)
   rebalances the partitions in the same transaction, bumps the epoch and records history.
 - Job counts by (task, state) are kept in counter rows that every statement changing a job's
-  state adjusts in the same transaction, so reading them costs the same at any table size.
+  state adjusts in the same transaction, so reading them costs the same at any table size. They
+  count the rows stored: deleting a job (retention) counts it out in the same transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shoal import states
+from shoal import load, states
+from shoal.load import LoadPolicy, Move
 from shoal.model import (
     ClusterView,
     Heartbeat,
@@ -40,7 +42,7 @@ from shoal.model import (
     ProgressUpdate,
     Sample,
 )
-from shoal.store.rules import DEAD_WINDOW_S
+from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
 
 DEFAULT_PARTITIONS = 128
 
@@ -65,12 +67,14 @@ class Store(ABC):
     # -- setting up ---------------------------------------------------------------------------
 
     @abstractmethod
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def initialize(self, partitions: int | None = None) -> None:
         """Create the schema (or migrate it to the adapter's version) and the cluster row.
 
-        Idempotent. `partitions` applies only when the cluster row is first created; raises
-        ConfigError if an existing cluster has a different P and `partitions` was given
-        explicitly different from it (the caller passes the default when unspecified).
+        Idempotent. A new cluster gets `partitions` (default DEFAULT_PARTITIONS). On an existing
+        one, a larger `partitions` grows P online in one transaction: the new partitions are
+        added, the sections rebalanced over them (epoch bump, history row), new jobs take
+        `id % P` of the new P and queued jobs keep theirs. A smaller one raises ConfigError
+        (`rules.partitions_to_grow`); None or the same leaves P alone.
         """
 
     @abstractmethod
@@ -191,6 +195,37 @@ class Store(ABC):
     def rebalance(self) -> bool:
         """Make the assignment match the eligible nodes if it does not. True if it changed."""
 
+    def follow_load(self, policy: LoadPolicy | None = None) -> int:
+        """Lend partitions whose runnable jobs wait behind busy owners to nodes with free slots,
+        and give lent ones back as load evens out (the rule is `load.plan_load_moves`); returns
+        how many partitions moved.
+
+        Any node may call it; it needs no leader. One short read, then, only when the rule
+        finds a move, one write transaction that re-checks each move under the cluster lock (its
+        source still owns the partition, its target may still own a section), bumps the epoch
+        and records a `load_move` event with the reason and the rate. In-flight jobs stay where
+        they run; claims on a partition that moved away find nothing.
+        """
+        snapshot = self.read_load()
+        moves = load.plan_load_moves(
+            snapshot.owners,
+            snapshot.homes,
+            snapshot.nodes,
+            snapshot.backlog,
+            snapshot.moved_ago_s,
+            policy or LoadPolicy(),
+        )
+        return self.apply_load_moves(moves) if moves else 0
+
+    @abstractmethod
+    def read_load(self) -> LoadSnapshot:
+        """What the load rule looks at now, in one short read (see `rules.LoadSnapshot`)."""
+
+    @abstractmethod
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        """`follow_load`'s write: the moves that still apply (`rules.plan_load_moves`), in one
+        transaction under the cluster lock; returns how many partitions moved."""
+
     # -- running jobs -------------------------------------------------------------------------
 
     @abstractmethod
@@ -298,3 +333,40 @@ class Store(ABC):
     @abstractmethod
     def list_finished(self, since: float, limit: int = 1000) -> list[Job]:
         """Jobs that reached a final state at or after `since`, oldest finish first."""
+
+    # -- retention ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def prune_jobs(
+        self, rule: PruneRule, limit: int = PRUNE_BATCH, node_id: int | None = None
+    ) -> dict[str, int]:
+        """Delete up to `limit` jobs that `rule` selects, oldest finish first, in one short
+        transaction that also counts them out of their (task, state) counters.
+
+        With `node_id`, only jobs in the partitions that node owns at that moment, so live nodes
+        share the work without a leader; None (a one-off `shoal prune`) looks at every partition.
+        A row another transaction holds is skipped, never waited on. Returns the number deleted
+        per task; fewer than `limit` in all means nothing more is due right now.
+        """
+
+    @abstractmethod
+    def count_prunable(self, rule: PruneRule) -> dict[str, int]:
+        """How many jobs, per task, `prune_jobs(rule)` would delete over every partition and
+        without a limit (a dry run); deletes nothing."""
+
+    @abstractmethod
+    def prune_history(self, before: float, limit: int = PRUNE_BATCH) -> tuple[int, int]:
+        """Delete up to `limit` history events and up to `limit` samples from before `before`.
+
+        The latest rebalance and each node's latest state change are kept whatever their age:
+        the views of a past moment start from them. Returns (events, samples) deleted.
+        """
+
+    @abstractmethod
+    def count_prunable_history(self, before: float) -> tuple[int, int]:
+        """(events, samples) that `prune_history(before)` would delete without a limit."""
+
+    @abstractmethod
+    def read_history_start(self) -> float | None:
+        """Where the stored history begins: the later of the first sample and the first event
+        (None if there are neither). Views of moments before it are incomplete."""

@@ -3,22 +3,25 @@
 Given what a dialect read in its transaction, these decide what to write: the rebalance plan
 (which partitions change owner, each node's new section, the reason recorded), the node states
 at a past moment, the job filter in either placeholder style, the job-counter deltas, and which
-node a pause request names. The constants both dialects' SQL is built from live here too: the
-job columns, the states that may own a section as one SQL fragment, and how long a dead node
-stays in view.
+node a pause request names, and which finished jobs retention deletes. The constants both
+dialects' SQL is built from live here too: the job columns, the states that may own a section as
+one SQL fragment, how long a dead node stays in view, and how long finished jobs and history are
+kept by default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shoal import assignment, states
-from shoal.errors import NotFound
-from shoal.model import HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
+from shoal.errors import ConfigError, NotFound
+from shoal.load import Backlog, Move, NodeLoad, apply_moves
+from shoal.model import EventKind, HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
 from shoal.store import texts
 
 # A node that died stays in the cluster view (now or at a past moment) this long, so that people
@@ -35,6 +38,9 @@ JOB_COLUMNS = (
 SECTION_STATES_SQL = "state IN ({})".format(
     ", ".join(f"'{s.value}'" for s in NodeState if s in states.SECTION_STATES)
 )
+# The history events that carry the assignment in force from then on (their `owners`): what the
+# views of a past moment start from.
+ASSIGNMENT_EVENTS_SQL = f"kind IN ('{EventKind.REBALANCE}', '{EventKind.LOAD_MOVE}')"
 # The nodes that may own a section: `states.may_own_section` as a WHERE clause.
 ELIGIBLE_SQL = f"{SECTION_STATES_SQL} AND NOT pause_requested"
 
@@ -44,31 +50,116 @@ ELIGIBLE_SQL = f"{SECTION_STATES_SQL} AND NOT pause_requested"
 
 @dataclass(frozen=True)
 class RebalancePlan:
-    """What a rebalance writes: new owners, the partitions that change, the sections that change."""
+    """What a rebalance writes: new owners and homes, the partitions whose owner or home
+    changes, and the sections that change."""
 
     owners: assignment.Owners
-    changed: tuple[int, ...]  # partitions whose owner changes
+    homes: assignment.Owners
+    changed: tuple[int, ...]  # partitions whose owner or home changes
     sections: tuple[tuple[int, tuple[int, ...]], ...]  # (node id, its new section), by node id
     reason: str  # recorded in history, with how many of P partitions moved
 
 
 def plan_rebalance(
-    owners: Sequence[int | None], eligible: Mapping[int, int], partitions: int, why: str
+    owners: Sequence[int | None],
+    homes: Sequence[int | None],
+    eligible: Mapping[int, int],
+    partitions: int,
+    why: str,
 ) -> RebalancePlan | None:
-    """The plan that makes the assignment match the eligible nodes, each node's share following
-    its slots (`eligible` maps node id to slots); None if it already does."""
-    new = assignment.rebalance(owners, eligible, partitions, weights=eligible)
+    """The plan that makes the assignment match the eligible nodes; None if it already does.
+
+    Homes follow membership and capacity (`eligible` maps node id to slots; see
+    `assignment.rebalance`). Owners follow the homes, except a partition lent to an eligible
+    node, which stays lent: the load rule gives it back when the load allows.
+    """
+    new_homes = assignment.rebalance(homes, eligible, partitions, weights=eligible)
+    new = tuple(
+        owner if owner is not None and owner in eligible and owner != was_home else home
+        for owner, was_home, home in zip(owners, homes, new_homes, strict=True)
+    )
+    if new == tuple(owners) and new_homes == tuple(homes):
+        return None
+    return _plan(owners, homes, new, new_homes, f"{why}; moved {assignment.moved(owners, new)}")
+
+
+def plan_load_moves(
+    owners: Sequence[int | None],
+    homes: Sequence[int | None],
+    eligible: Collection[int],
+    moves: Sequence[Move],
+    recent_moves: int,
+) -> RebalancePlan | None:
+    """The plan that applies load moves (lends and returns), given what the write transaction
+    reads under the cluster lock; None if none applies.
+
+    The moves were planned from an earlier read, so they are fenced here: a move applies only
+    while its source still owns the partition and its target may still own a section. Homes do
+    not change. `recent_moves` (load moves in the last minute) goes into the reason, so history
+    shows the rate.
+    """
+    valid = [m for m in moves if m.target in eligible and owners[m.partition] == m.source]
+    new = apply_moves(owners, valid)
     if new == tuple(owners):
         return None
-    changed = tuple(p for p, (o, was) in enumerate(zip(new, owners, strict=True)) if o != was)
+    why = texts.load_moves(valid, recent_moves + len(valid))
+    return _plan(owners, homes, new, tuple(homes), why)
+
+
+def _plan(
+    owners: Sequence[int | None],
+    homes: Sequence[int | None],
+    new: assignment.Owners,
+    new_homes: assignment.Owners,
+    reason: str,
+) -> RebalancePlan:
+    pairs = zip(zip(owners, homes, strict=True), zip(new, new_homes, strict=True), strict=True)
+    changed = tuple(p for p, (was, now) in enumerate(pairs) if was != now)
     before, after = assignment.sections(owners), assignment.sections(new)
     moved_nodes = sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
     return RebalancePlan(
         owners=new,
+        homes=new_homes,
         changed=changed,
         sections=tuple((n, after.get(n, ())) for n in moved_nodes),
-        reason=f"{why}; moved {assignment.moved(owners, new)} of {partitions}",
+        reason=f"{reason} of {len(owners)}",
     )
+
+
+# -- load moves -----------------------------------------------------------------------------------
+
+# How many of the oldest runnable queued jobs a load check reads (SQLite scans them by id).
+LOAD_SCAN_JOBS = 10_000
+
+
+@dataclass(frozen=True)
+class LoadSnapshot:
+    """What the load rule looks at, read in one short read: owners and homes of every
+    partition, the eligible nodes' slots and running jobs, the partitions with runnable backlog,
+    and how long ago each partition last moved."""
+
+    owners: tuple[int | None, ...]
+    homes: tuple[int | None, ...]
+    nodes: Mapping[int, NodeLoad]
+    backlog: Mapping[int, Backlog]
+    moved_ago_s: Mapping[int, float]
+
+
+# -- growing P ------------------------------------------------------------------------------------
+
+
+def partitions_to_grow(current: int, wanted: int | None) -> int | None:
+    """The new P when `wanted` is more than the cluster's `current` P; None to leave P as it is.
+
+    ConfigError for fewer: each job keeps the partition it got at submit, so queued jobs of a
+    partition that went away would have no owner. Growing is safe online for the same reason:
+    new jobs take `id % new P`, queued ones stay where they are.
+    """
+    if wanted is None or wanted == current:
+        return None
+    if wanted < current:
+        raise ConfigError(texts.partitions_shrink(current, wanted))
+    return wanted
 
 
 # -- pausing ------------------------------------------------------------------------------------
@@ -196,3 +287,98 @@ def count_moves(old: JobState, rows: Iterable[tuple[str, str]]) -> Counter[tuple
 def count_submits(tasks: Iterable[str]) -> Counter[tuple[str, str]]:
     """Counter deltas for new jobs of these tasks, all queued."""
     return Counter((task, JobState.QUEUED.value) for task in tasks)
+
+
+def count_deletes(rows: Iterable[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    """Counter deltas for deleted jobs, given as (task, state): counts are of the rows stored."""
+    return Counter({key: -n for key, n in Counter(rows).items()})
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+DAY_S = 86_400.0
+# Every default of retention, in one place. A result is looked up within days of a job's end, if
+# ever: a week of succeeded jobs answers "did it run, what did it return" without the table
+# growing for ever under a steady load.
+KEEP_SUCCEEDED_S = 7 * DAY_S
+# Failures are what people come back to investigate, often after a weekend or a holiday.
+KEEP_FAILED_S = 30 * DAY_S
+# A cancel is a decision someone may be asked about later; as rare as failures, kept as long.
+KEEP_CANCELLED_S = 30 * DAY_S
+# Node transitions, rebalances and samples: a month of "what happened", as the observer shows it.
+KEEP_HISTORY_S = 30 * DAY_S
+# Rows deleted by one statement: small enough that each delete is a short transaction whose locks
+# no claim or finish waits on for long, large enough to clear a backlog at a useful rate.
+PRUNE_BATCH = 1000
+FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished jobs (per final state) and history are kept, in seconds after they
+    finished or happened; `math.inf` keeps them for ever. ValueError for a negative or NaN age."""
+
+    succeeded_s: float = KEEP_SUCCEEDED_S
+    failed_s: float = KEEP_FAILED_S
+    cancelled_s: float = KEEP_CANCELLED_S
+    history_s: float = KEEP_HISTORY_S
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not (isinstance(value, int | float) and value >= 0):  # NaN fails too
+                raise ValueError(f"retention {name} must be seconds >= 0 or math.inf, not {value}")
+
+    def keep_s(self, state: JobState) -> float:
+        """How long jobs that ended in `state` are kept; ValueError for a state not final."""
+        by_state = {
+            JobState.SUCCEEDED: self.succeeded_s,
+            JobState.FAILED: self.failed_s,
+            JobState.CANCELLED: self.cancelled_s,
+        }
+        if state not in by_state:
+            raise ValueError(f"jobs in state {state.value} are never pruned")
+        return by_state[state]
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """Which finished jobs to delete: those in `state` that finished before `before` (datastore
+    time), of the tasks in `tasks`, or when `tasks` is None of every task but `except_tasks`."""
+
+    state: JobState
+    before: float
+    tasks: tuple[str, ...] | None = None
+    except_tasks: tuple[str, ...] = ()
+
+
+def prune_rules(now: float, default: Retention, tasks: Mapping[str, Retention]) -> list[PruneRule]:
+    """The rules that apply `default` to every task and `tasks`' own retention to those tasks,
+    at datastore time `now`. Tasks that keep a state as long as the default share its rule;
+    a state kept for ever gets no rule."""
+    rules: list[PruneRule] = []
+    for state in FINAL_STATES:
+        base = default.keep_s(state)
+        groups: dict[float, list[str]] = {}
+        for task, retention in sorted(tasks.items()):
+            if retention.keep_s(state) != base:
+                groups.setdefault(retention.keep_s(state), []).append(task)
+        special = tuple(sorted(t for names in groups.values() for t in names))
+        if math.isfinite(base):
+            rules.append(PruneRule(state, now - base, None, special))
+        for keep_s, names in sorted(groups.items()):
+            if math.isfinite(keep_s):
+                rules.append(PruneRule(state, now - keep_s, tuple(names)))
+    return rules
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pruning pass deleted: jobs per (task, state), history events and samples."""
+
+    jobs: Mapping[tuple[str, JobState], int]
+    events: int = 0
+    samples: int = 0
+
+    @property
+    def job_count(self) -> int:
+        return sum(self.jobs.values())

@@ -8,6 +8,10 @@ SQL spells a sentence of its own.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+from shoal.load import Move, MoveKind
+
 # The parts of a requeued or failed job's error that SQL fills in per row: the markers stand for
 # the job's attempt number and its maximum (see `orphan_failed_tail`).
 ATTEMPT_MARK = "{attempt}"
@@ -36,8 +40,33 @@ def node_is_dead(name: str, node_id: int) -> str:
 PARTITIONS_AT_LEAST_ONE = "partitions must be at least 1"
 
 
-def partitions_fixed(existing: int) -> str:
-    return f"this datastore already has {existing} partitions; P is fixed at init"
+def partitions_shrink(existing: int, wanted: int) -> str:
+    return (
+        f"this datastore has {existing} partitions and P can only grow (asked for {wanted}): "
+        "every queued job keeps the partition it was given, so fewer would orphan some"
+    )
+
+
+def load_moves(moves: Sequence[Move], last_minute: int) -> str:
+    """The history reason of a load move: who lent what to whom, or gave it back, and the load
+    moves of the last minute (the rate); followed by "of P" where it is recorded."""
+    parts = []
+    for kind in MoveKind:
+        for (source, target), group in _by_pair(m for m in moves if m.kind is kind).items():
+            verb = "lent" if kind is MoveKind.LEND else "gave back"
+            parts.append(f"{verb} {len(group)} from node {source} to node {target}")
+    return f"load: {'; '.join(parts)}; {last_minute} in the last minute; moved {len(moves)}"
+
+
+def _by_pair(moves: Iterable[Move]) -> dict[tuple[int | None, int], list[Move]]:
+    out: dict[tuple[int | None, int], list[Move]] = {}
+    for move in moves:
+        out.setdefault((move.source, move.target), []).append(move)
+    return out
+
+
+def partitions_grew(before: int, after: int) -> str:
+    return f"partitions grew from {before} to {after}"
 
 
 def init_command(url: str) -> str:

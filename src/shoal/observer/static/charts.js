@@ -109,7 +109,8 @@ export function sectionsChart(nodes, partitions, width = DEFAULT_WIDTH) {
   return root;
 }
 
-// The timeline: one lane per node, segments coloured by state, rebalances as dashed lines, deaths
+// The timeline: one lane per node, segments coloured by state, rebalances as dashed lines (load
+// moves dotted), deaths
 // as red marks, the throughput bars aligned underneath on the same time axis.
 export function timelineChart(timeline, cursorAt, width = DEFAULT_WIDTH) {
   const lane = 24, gap = 6, left = Math.min(130, width / 4), top = 8;
@@ -133,10 +134,14 @@ export function timelineChart(timeline, cursorAt, width = DEFAULT_WIDTH) {
   const laneOf = new Map(timeline.lanes.map((l, i) => [l.node_id, i]));
   for (const e of timeline.events) {
     const ex = x(e.at);
-    if (e.kind === "rebalance") {
-      root.append(svg("line", { class: "rebalance", x1: ex, x2: ex, y1: top, y2: top + lanesHeight }),
-        svg("path", { class: "rebalance-mark", d: `M${ex - 4},${top - 6} l4,5 l4,-5 z` },
-          svg("title", {}, `rebalance to epoch ${e.epoch} at ${formatClock(e.at)}: ${e.moved ?? "?"} moved`)));
+    if (e.kind === "rebalance" || e.kind === "load_move") {
+      // Membership changes are dashed lines under a triangle; load moves, dotted under a dot.
+      const kind = e.kind === "rebalance" ? "rebalance" : "load-move";
+      const mark = kind === "rebalance"
+        ? svg("path", { class: "rebalance-mark", d: `M${ex - 4},${top - 6} l4,5 l4,-5 z` })
+        : svg("circle", { class: "load-move-mark", cx: ex, cy: top - 4, r: 2.5 });
+      mark.append(svg("title", {}, `${kind === "rebalance" ? "rebalance" : "load move"} to epoch ${e.epoch} at ${formatClock(e.at)}: ${e.moved ?? "?"} moved; ${e.reason}`));
+      root.append(svg("line", { class: kind, x1: ex, x2: ex, y1: top, y2: top + lanesHeight }), mark);
     } else if (laneOf.has(e.node_id)) {
       const y = top + laneOf.get(e.node_id) * (lane + gap);
       if (e.to_state === "dead") {

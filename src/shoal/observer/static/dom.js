@@ -79,9 +79,9 @@ export function timeEl(epochSeconds, withDate = false) {
 }
 
 export function describeEvent(event) {
-  if (event.kind === "rebalance") {
+  if (event.kind === "rebalance" || event.kind === "load_move") {
     const moved = event.moved === null ? "" : `, ${event.moved} partition${event.moved === 1 ? "" : "s"} moved`;
-    return `rebalance to epoch ${event.epoch}${moved}`;
+    return `${event.kind === "rebalance" ? "rebalance" : "load move"} to epoch ${event.epoch}${moved}`;
   }
   const who = event.node_name ?? `node ${event.node_id}`;
   if (event.kind === "pause_request") return `${who}: ${event.reason || "pause requested"}`;

@@ -1,6 +1,6 @@
 // What each live page draws from the overview and the API. Only DOM calls, never HTML strings.
 
-import { el, fill, setText, ownerClass, formatAge, formatCount, badge, timeEl, describeEvent } from "./dom.js";
+import { el, fill, setText, ownerClass, formatAge, formatClock, formatCount, badge, timeEl, describeEvent } from "./dom.js";
 import { throughputChart, depthChart, sectionsChart, widthOf } from "./charts.js";
 
 const JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -22,6 +22,7 @@ export function renderOverview(o) {
   fill("depth-chart", depthChart(o.throughput, { width: widthOf("depth-chart") }));
   fill("sections-chart", sectionsChart(o.nodes, o.partitions, widthOf("sections-chart")));
   setText("partition-count", `${o.partitions} partitions · epoch ${o.epoch}`);
+  setText("history-from", o.history_from === null ? "no history yet" : `history from ${formatClock(o.history_from, true)}`);
   fill("events", o.events.length ? o.events.map(eventItem) : [el("li", { class: "muted" }, "nothing happened")]);
 }
 
@@ -67,7 +68,8 @@ function nodeCard(n, jobs) {
       el("dt", {}, "section"), el("dd", {}, `${n.section.length} partitions`, n.section_ranges ? el("span", { class: "muted" }, ` ${n.section_ranges}`) : null),
       el("dt", {}, "heartbeat"), el("dd", {}, n.state === "dead" ? "—" : `${formatAge(n.heartbeat_age_s)} ago`),
       el("dt", {}, "in state for"), el("dd", {}, formatAge(n.state_age_s)),
-      el("dt", {}, "running"), el("dd", {}, `${n.running} of ${n.concurrency}`),
+      el("dt", {}, "running"), el("dd", {}, `${n.running} of ${n.concurrency}`, n.state === "dead" ? null : el("span", { class: "muted" }, ` · ${n.free_slots} free`)),
+      el("dt", {}, "backlog"), el("dd", { class: n.backlog && !n.free_slots ? "warn" : "" }, `${formatCount(n.backlog)} runnable in its section`),
       el("dt", {}, "processed"), el("dd", {}, `${formatCount(n.processed)} done · `, el("span", { class: n.failed ? "bad" : "" }, `${formatCount(n.failed)} failed`)),
       el("dt", {}, "tasks"), el("dd", { class: "task" }, n.tasks.join(", ") || "—"),
     ),
@@ -88,20 +90,31 @@ function runningJob(job) {
 }
 
 // A partition grid: one cell per partition, coloured by owner; `previous` outlines moved cells.
-export function partitionCells(owners, names, previous, numbered = true) {
+// With `load` (the live map's homes, backlog and oldest waits), a lent cell is striped and a
+// cell with runnable jobs says how many and how long the oldest has waited.
+export function partitionCells(owners, names, previous, numbered = true, load = null) {
   return owners.map((owner, p) => {
     const moved = previous && previous.length === owners.length && previous[p] !== owner;
     const who = owner === null ? "no owner" : `${names.get(owner) ?? "node"} (#${owner})`;
-    return el("div", { class: `cell ${ownerClass(owner)}${moved ? " moved" : ""}`, role: "listitem", title: `partition ${p}: ${who}${moved ? ", moved in the last rebalance" : ""}`, "data-owner": owner ?? "" }, numbered ? String(p) : "");
+    const home = load && load.homes.length === owners.length ? load.homes[p] : owner;
+    const lent = home !== owner;
+    const waiting = load && load.backlog.length === owners.length ? load.backlog[p] : 0;
+    const notes = [
+      moved ? "moved in the last rebalance" : null,
+      lent ? `lent for the load; home ${names.get(home) ?? "node"} (#${home})` : null,
+      waiting ? `${waiting}${waiting >= 64 ? "+" : ""} runnable, oldest waiting ${formatAge(load.oldest_wait_s[p] ?? 0)}` : null,
+    ].filter(Boolean);
+    const classes = `cell ${ownerClass(owner)}${moved ? " moved" : ""}${lent ? " lent" : ""}${waiting ? " waiting" : ""}`;
+    return el("div", { class: classes, role: "listitem", title: [`partition ${p}: ${who}`, ...notes].join(", "), "data-owner": owner ?? "", "data-backlog": waiting || "" }, numbered ? String(p) : "");
   });
 }
 
 export function renderPartitionMap(map) {
   const names = new Map(map.nodes.map((n) => [n.id, n.name]));
-  fill("partition-grid", partitionCells(map.owners, names, map.previous_owners));
+  fill("partition-grid", partitionCells(map.owners, names, map.previous_owners, true, map));
   const counts = new Map();
   for (const owner of map.owners) counts.set(owner, (counts.get(owner) || 0) + 1);
   fill("owner-legend", [...counts.entries()].sort((a, b) => (a[0] ?? -1) - (b[0] ?? -1)).map(([owner, count]) =>
     el("li", {}, el("span", { class: `swatch ${ownerClass(owner)}` }), owner === null ? "no owner" : `${names.get(owner) ?? "node"} #${owner}`, el("span", { class: "muted" }, `${count}`))));
-  fill("rebalances", map.rebalances.length ? map.rebalances.map(eventItem) : [el("li", { class: "muted" }, "no rebalance in the last 24 hours")]);
+  fill("rebalances", map.rebalances.length ? map.rebalances.map(eventItem) : [el("li", { class: "muted" }, "no rebalance or load move in the last 24 hours")]);
 }

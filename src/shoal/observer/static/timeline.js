@@ -89,7 +89,8 @@ const STATES = ["initializing", "waiting", "working", "paused"];
 function legend() {
   return [
     ...STATES.map((state) => el("li", {}, el("span", { class: `swatch s-${state}` }), state)),
-    el("li", {}, "▾ dashed line: rebalance"),
+    el("li", {}, "▾ dashed line: rebalance (membership, capacity, P)"),
+    el("li", {}, "• dotted line: load move (partitions lent to free slots, or given back)"),
     el("li", {}, el("span", { class: "bad" }, "✕"), " death"),
     el("li", {}, el("span", { class: "swatch s-paused dot" }), " pause or resume asked"),
   ];

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError, ShoalError
 from shoal.store import redact_url, texts
+from shoal.store.deadline import give_up_at
 
 log = logging.getLogger("shoal.store.postgres")
 T = TypeVar("T")
@@ -205,10 +206,11 @@ class Connector:
         connection was lost, and a non-idempotent operation must look before it writes again.
         Raises DatastoreUnavailable once `retry_for_s` has passed without success.
         """
-        deadline = time.monotonic() + self.retry_for_s
+        retry_until = time.monotonic() + self.retry_for_s
         delay = 0.05
         retried = False
         while True:
+            deadline = min(retry_until, give_up_at())  # a caller's deadline may come sooner
             try:
                 timeout = max(0.5, min(10.0, deadline - time.monotonic()))
                 with self.pool.connection(timeout=timeout) as conn:
@@ -227,7 +229,8 @@ class Connector:
                     raise translate(exc, what, self.scrub) from exc
                 if time.monotonic() + delay > deadline:
                     raise DatastoreUnavailable(
-                        f"{what}: {self.scrub.display} unreachable for {self.retry_for_s:.0f}s: "
+                        f"{what}: {self.scrub.display} unreachable for "
+                        f"{time.monotonic() - retry_until + self.retry_for_s:.0f}s: "
                         f"{self.scrub(_message(exc))}"
                     ) from exc
                 log.warning(

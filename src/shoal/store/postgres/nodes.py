@@ -9,15 +9,18 @@ running jobs back to the queue. A registration or state change retried after its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg.errors as pgerr
 
 from shoal import states
 from shoal.errors import NodeNameTaken
+from shoal.load import Backlog, Move, NodeLoad
 from shoal.model import Heartbeat, NodeState
 from shoal.store import rules, texts
 from shoal.store.port import NewNode
 from shoal.store.postgres import queries as q
-from shoal.store.postgres.reads import Conn, owners, scalar
+from shoal.store.postgres.reads import Conn, homes, owners, scalar
 
 
 def register(conn: Conn, retried: bool, new: NewNode) -> int:
@@ -148,13 +151,59 @@ def rebalance(conn: Conn, why: str) -> bool:
     """Make the assignment match the eligible nodes; True if it changed."""
     partitions = int(scalar(conn, q.CLUSTER_PARTITIONS))
     eligible = {int(r[0]): int(r[1]) for r in conn.execute(q.ELIGIBLE_NODES)}
-    plan = rules.plan_rebalance(owners(conn), eligible, partitions, why)
+    plan = rules.plan_rebalance(owners(conn), homes(conn), eligible, partitions, why)
     if plan is None:
         return False
-    conn.execute(q.SET_OWNERS, (list(plan.changed), [plan.owners[p] for p in plan.changed]))
+    write_plan(conn, plan, q.REBALANCE_EVENT)
+    return True
+
+
+def write_plan(conn: Conn, plan: rules.RebalancePlan, event: str) -> None:
+    """Owners, homes and sections as planned, the epoch bumped, the history row `event`, and
+    every node woken (sections changed: new owners should look at once)."""
+    changed = list(plan.changed)
+    conn.execute(
+        q.SET_OWNERS,
+        (changed, [plan.owners[p] for p in changed], [plan.homes[p] for p in changed]),
+    )
     with conn.cursor() as cur:
         cur.executemany(q.SET_SECTION, [(list(s), n) for n, s in plan.sections])
     epoch = int(scalar(conn, q.BUMP_EPOCH))
-    conn.execute(q.REBALANCE_EVENT, (epoch, list(plan.owners), plan.reason))
-    conn.execute(q.WAKE_ALL)  # sections changed: new owners should look at once
-    return True
+    conn.execute(event, (epoch, list(plan.owners), plan.reason))
+    conn.execute(q.WAKE_ALL)
+
+
+# -- load moves -----------------------------------------------------------------------------------
+
+
+def read_load(conn: Conn) -> rules.LoadSnapshot:
+    """What the load rule looks at, read in one read-only snapshot (see `queries.LOAD_*`)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        rows = conn.execute(q.LOAD_PARTITIONS).fetchall()
+        loads = {int(r[0]): NodeLoad(int(r[1]), int(r[2])) for r in conn.execute(q.LOAD_NODES)}
+        backlog = {
+            int(r[0]): Backlog(int(r[1]), max(0.0, float(r[2])))
+            for r in conn.execute(q.LOAD_BACKLOG)
+        }
+    return rules.LoadSnapshot(
+        owners=tuple(None if r[0] is None else int(r[0]) for r in rows),
+        homes=tuple(None if r[1] is None else int(r[1]) for r in rows),
+        nodes=loads,
+        backlog=backlog,
+        moved_ago_s={p: float(r[2]) for p, r in enumerate(rows) if r[2] is not None},
+    )
+
+
+def move_partitions(conn: Conn, moves: Sequence[Move]) -> int:
+    """Apply load moves under the cluster lock; returns how many applied (see
+    `rules.plan_load_moves` for which do)."""
+    with conn.transaction():
+        conn.execute(q.LOCK_CLUSTER)
+        eligible = {int(r[0]) for r in conn.execute(q.ELIGIBLE_NODES)}
+        recent = int(scalar(conn, q.RECENT_LOAD_MOVES))
+        plan = rules.plan_load_moves(owners(conn), homes(conn), eligible, moves, recent)
+        if plan is None:
+            return 0
+        write_plan(conn, plan, q.LOAD_MOVE_EVENT)
+        return len(plan.changed)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 
 from shoal.model import NewJob, Outcome
-from shoal.store.rules import ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
+from shoal.store.rules import ASSIGNMENT_EVENTS_SQL, ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
 
 # Datastore time as epoch seconds. statement_timestamp() is fixed for one statement (every row
 # of a batch gets the same time) but fresh for each statement of a transaction, so a statement
@@ -383,9 +383,12 @@ WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
-SET_OWNERS = """
-UPDATE partitions p SET owner = v.owner
-FROM unnest(%s::int[], %s::bigint[]) AS v(partition, owner)
+HOMES = "SELECT home FROM partitions ORDER BY partition"
+# Owners and homes of the changed partitions; `moved_at` only where the owner changes.
+SET_OWNERS = f"""
+UPDATE partitions p SET owner = v.owner, home = v.home,
+       moved_at = CASE WHEN p.owner IS NOT DISTINCT FROM v.owner THEN p.moved_at ELSE {NOW} END
+FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(partition, owner, home)
 WHERE p.partition = v.partition
 """
 SET_SECTION = "UPDATE nodes SET section = %s WHERE id = %s"
@@ -465,10 +468,12 @@ INSERT_CLUSTER = f"""
 INSERT INTO cluster (id, partitions, created_at) VALUES (1, %s, {NOW})
 ON CONFLICT (id) DO NOTHING
 """
+# Partitions first..last-1 (all of them at init, the new ones when P grows).
 INSERT_PARTITIONS = """
-INSERT INTO partitions (partition, owner) SELECT p, NULL FROM generate_series(0, %s - 1) p
+INSERT INTO partitions (partition, owner) SELECT p, NULL FROM generate_series(%s, %s - 1) p
 ON CONFLICT (partition) DO NOTHING
 """
+SET_PARTITIONS = "UPDATE cluster SET partitions = %s WHERE id = 1"
 
 # -- reads ----------------------------------------------------------------------------------------
 
@@ -481,7 +486,7 @@ READ_HISTORY = (
     f"SELECT {EVENT_COLUMNS} FROM history WHERE at >= %s AND at <= %s ORDER BY at, id LIMIT %s"
 )
 LAST_REBALANCE = (
-    f"SELECT {EVENT_COLUMNS} FROM history WHERE kind = 'rebalance' AND at <= %s"
+    f"SELECT {EVENT_COLUMNS} FROM history WHERE {ASSIGNMENT_EVENTS_SQL} AND at <= %s"
     " ORDER BY at DESC, id DESC LIMIT 1"
 )
 READ_SAMPLES = (
@@ -510,4 +515,104 @@ JOB_STATE = "SELECT state FROM jobs WHERE id = %s"
 CLAIMED_BY_TOKENS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE state = 'running' AND claimer = %s AND claim_token = ANY (%s)
+"""
+
+# -- retention ------------------------------------------------------------------------------------
+
+# The finished jobs one prune rule selects (see `rules.PruneRule`), on index jobs_state_finished.
+# %(node)s NULL: every partition; else only the partitions that node owns now, so live nodes
+# share the pruning without a leader and never pick the same rows.
+PRUNABLE = """
+SELECT id FROM jobs
+WHERE state = %(state)s AND finished_at IS NOT NULL AND finished_at < %(before)s
+  AND (%(node)s::bigint IS NULL
+       OR partition = ANY ((SELECT section FROM nodes WHERE id = %(node)s)::int[]))
+  AND (%(only)s::text[] IS NULL OR task = ANY (%(only)s::text[]))
+  AND NOT task = ANY (%(except)s::text[])
+"""
+
+# Delete one batch of prunable jobs, oldest finish first, and count them out of their
+# (task, state) in the same statement. SKIP LOCKED: a row someone else holds (a `shoal prune`
+# beside the nodes) is left for the next pass instead of waited on.
+PRUNE_JOBS = f"""
+WITH doomed AS (
+    {PRUNABLE}
+    ORDER BY finished_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    -- By primary key, one lookup per row: joined to `doomed` instead, the planner may hash it
+    -- against a scan of the whole table.
+    DELETE FROM jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM doomed))
+    RETURNING j.task, j.state
+), tallied AS (
+    {add_counts("SELECT task, state, -1 FROM gone", "%(shard)s")}
+)
+SELECT task, count(*) FROM gone GROUP BY task
+"""
+
+COUNT_PRUNABLE = f"""
+SELECT j.task, count(*) FROM jobs j WHERE j.id IN ({PRUNABLE}) GROUP BY j.task
+"""
+
+# History older than %(before)s, except the latest rebalance and each node's latest state change:
+# the views of the past start from them, however long ago they happened. Deleted through arrays
+# of keys, one lookup each, for the reason given at PRUNE_JOBS.
+PRUNABLE_EVENTS = f"""
+SELECT h.id FROM history h
+WHERE h.at < %(before)s
+  AND h.id <> coalesce((SELECT r.id FROM history r WHERE r.{ASSIGNMENT_EVENTS_SQL}
+                        ORDER BY r.at DESC, r.id DESC LIMIT 1), 0)
+  AND (h.kind <> 'node_state' OR h.id <> (
+        SELECT s.id FROM history s WHERE s.node_id = h.node_id AND s.kind = 'node_state'
+        ORDER BY s.at DESC, s.id DESC LIMIT 1))
+"""
+PRUNE_EVENTS = f"""
+DELETE FROM history WHERE id = ANY (ARRAY({PRUNABLE_EVENTS} ORDER BY h.at LIMIT %(limit)s
+                                          FOR UPDATE SKIP LOCKED))
+"""
+COUNT_PRUNABLE_EVENTS = f"SELECT count(*) FROM ({PRUNABLE_EVENTS}) e"
+PRUNE_SAMPLES = """
+DELETE FROM samples WHERE bucket = ANY (ARRAY(
+    SELECT bucket FROM samples WHERE at < %(before)s ORDER BY bucket LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED))
+"""
+COUNT_PRUNABLE_SAMPLES = "SELECT count(*) FROM samples WHERE at < %(before)s"
+
+# Where the stored history begins: the later of the first sample and the first event (pruning
+# keeps a few old events, the latest of each kind, but no old samples).
+HISTORY_START = """
+SELECT greatest((SELECT at FROM samples ORDER BY bucket LIMIT 1),
+                (SELECT at FROM history ORDER BY at LIMIT 1))
+"""
+
+# -- load moves -----------------------------------------------------------------------------------
+
+# What the load rule looks at: each partition's owner, home and how long ago it last moved; each
+# eligible node's slots and running jobs; and each partition's runnable backlog (at most
+# 64 jobs counted, one probe per partition through jobs_queued_partition, so the
+# read costs the same however long the queue is).
+LOAD_PARTITIONS = f"""
+SELECT owner, home, {NOW} - moved_at FROM partitions ORDER BY partition
+"""
+LOAD_NODES = f"""
+SELECT n.id, n.concurrency, (SELECT count(*) FROM jobs j WHERE j.state = 'running'
+                             AND j.claimer = n.id)
+FROM nodes n WHERE {ELIGIBLE_SQL}
+"""
+LOAD_BACKLOG = f"""
+SELECT p.partition, b.n, b.waited FROM partitions p
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, {NOW} - min(greatest(q.created_at, q.run_after)) AS waited
+    FROM (SELECT j.created_at, j.run_after FROM jobs j
+          WHERE j.partition = p.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+          ORDER BY j.partition, j.id LIMIT 64) q
+) b
+WHERE b.n > 0
+"""
+LOAD_MOVE_EVENT = f"""
+INSERT INTO history (at, kind, epoch, owners, reason)
+VALUES ({NOW}, 'load_move', %s, %s, %s)
+"""
+RECENT_LOAD_MOVES = f"""
+SELECT count(*) FROM history WHERE kind = 'load_move' AND at >= {NOW} - 60
 """

@@ -65,6 +65,7 @@ def read_cluster(conn: Conn, dead_window_s: float) -> model.ClusterView:
             owners=owners(conn),
             job_counts=counts,
             oldest_queued_age_s=None if oldest is None else float(oldest[0]),
+            homes=homes(conn),
         )
 
 
@@ -139,6 +140,10 @@ def exists(conn: Conn, sql: str, params: Any = None) -> bool:
 
 def owners(conn: Conn) -> tuple[int | None, ...]:
     return tuple(None if r[0] is None else int(r[0]) for r in conn.execute(q.OWNERS))
+
+
+def homes(conn: Conn) -> tuple[int | None, ...]:
+    return tuple(None if r[0] is None else int(r[0]) for r in conn.execute(q.HOMES))
 
 
 # -- rows to values -------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from typing import Any
 
 from psycopg import Connection
 
-from shoal.errors import ConfigError, SchemaError
-from shoal.store import texts
+from shoal.errors import SchemaError
+from shoal.store import rules, texts
 from shoal.store.migrations import Migration, load_migrations
 from shoal.store.port import DEFAULT_PARTITIONS
+from shoal.store.postgres import nodes
 from shoal.store.postgres import queries as q
 
 Conn = Connection[tuple[Any, ...]]
@@ -52,15 +53,20 @@ def migrate(conn: Conn, url: str) -> None:
             conn.execute(q.RECORD_MIGRATION, (migration.version, migration.name))
 
 
-def create_cluster(conn: Conn, partitions: int) -> None:
-    """The cluster row and P partitions, unless they exist (then P must match)."""
+def create_cluster(conn: Conn, partitions: int | None) -> None:
+    """The cluster row and P partitions unless they exist; or grow P (see the port)."""
     with conn.transaction():
-        row = conn.execute(q.CLUSTER_PARTITIONS).fetchone()
+        row = conn.execute(q.LOCK_CLUSTER).fetchone()
         if row is None:
-            conn.execute(q.INSERT_CLUSTER, (partitions,))
-            conn.execute(q.INSERT_PARTITIONS, (partitions,))
-        elif row[0] != partitions and partitions != DEFAULT_PARTITIONS:
-            raise ConfigError(texts.partitions_fixed(row[0]))
+            count = partitions or DEFAULT_PARTITIONS
+            conn.execute(q.INSERT_CLUSTER, (count,))
+            conn.execute(q.INSERT_PARTITIONS, (0, count))
+            return
+        grown = rules.partitions_to_grow(int(row[0]), partitions)
+        if grown is not None:
+            conn.execute(q.INSERT_PARTITIONS, (int(row[0]), grown))
+            conn.execute(q.SET_PARTITIONS, (grown,))
+            nodes.rebalance(conn, texts.partitions_grew(int(row[0]), grown))
 
 
 def read_version(conn: Conn) -> tuple[int | None, bool]:

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
+from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
-from shoal.store.postgres import jobs, nodes, reads, schema
+from shoal.store.port import NewNode, Store
+from shoal.store.postgres import jobs, nodes, reads, retention, schema
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector, Listener
 
@@ -55,8 +56,8 @@ class PostgresStore(Store):
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
-        if partitions < 1:
+    def initialize(self, partitions: int | None = None) -> None:
+        if partitions is not None and partitions < 1:
             raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
         self._db.run("migrate schema", lambda conn, _: schema.migrate(conn, self.url_for_display))
         self._db.run("initialize cluster", lambda conn, _: schema.create_cluster(conn, partitions))
@@ -188,6 +189,14 @@ class PostgresStore(Store):
     def rebalance(self) -> bool:
         return self._db.run("rebalance", lambda c, _: nodes.repair(c))
 
+    def read_load(self) -> rules.LoadSnapshot:
+        return self._db.run("read load", lambda c, _: nodes.read_load(c))
+
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        # Safe to retry after a lost commit: a move already applied no longer has its source
+        # as owner, so the re-check drops it.
+        return self._db.run("move partitions", lambda c, _: nodes.move_partitions(c, moves))
+
     # -- capabilities ---------------------------------------------------------------------------
 
     @property
@@ -259,3 +268,26 @@ class PostgresStore(Store):
 
     def list_finished(self, since: float, limit: int = 1000) -> list[model.Job]:
         return self._db.run("list finished jobs", lambda c, _: reads.list_finished(c, since, limit))
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune_jobs(
+        self, rule: rules.PruneRule, limit: int = rules.PRUNE_BATCH, node_id: int | None = None
+    ) -> dict[str, int]:
+        return self._db.run(
+            "prune jobs", lambda c, _: retention.prune_jobs(c, rule, limit, node_id)
+        )
+
+    def count_prunable(self, rule: rules.PruneRule) -> dict[str, int]:
+        return self._db.run("count prunable jobs", lambda c, _: retention.count_prunable(c, rule))
+
+    def prune_history(self, before: float, limit: int = rules.PRUNE_BATCH) -> tuple[int, int]:
+        return self._db.run("prune history", lambda c, _: retention.prune_history(c, before, limit))
+
+    def count_prunable_history(self, before: float) -> tuple[int, int]:
+        return self._db.run(
+            "count prunable history", lambda c, _: retention.count_prunable_history(c, before)
+        )
+
+    def read_history_start(self) -> float | None:
+        return self._db.run("read history start", lambda c, _: retention.history_start(c))

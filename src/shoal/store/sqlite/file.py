@@ -1,8 +1,10 @@
 """The SQLite file under the embedded datastore: where it may live, its connection, transactions.
 
 Writers serialise with `BEGIN IMMEDIATE` and wait on a busy timeout; a lock that outlasts it is
-retried here, so "database is locked" never reaches a job. SQLite over a network filesystem
-corrupts under concurrent writers, so obviously remote paths are refused.
+retried here, so "database is locked" never reaches a job, and neither does one met while opening
+(several processes switching one new file to WAL at once). A caller's deadline (see
+`store/deadline.py`) cuts both the waiting and the retrying short. SQLite over a network
+filesystem corrupts under concurrent writers, so obviously remote paths are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from shoal.errors import ConfigError, DatastoreUnavailable
+from shoal.store.deadline import give_up_at
 from shoal.store.sqlite import queries as q
 
 log = logging.getLogger("shoal.store.sqlite")
@@ -44,6 +47,7 @@ REMOTE_FILESYSTEMS = frozenset(
     }
 )
 LOCK_RETRY_S = 120.0  # give up on a lock only after this long; then it is a real outage
+BUSY_TIMEOUT_MS = 30_000  # how long one statement waits for a lock inside SQLite
 
 
 def path_from_url(url: str) -> str:
@@ -110,43 +114,68 @@ class SqliteFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.RLock()
+        self._busy_ms = BUSY_TIMEOUT_MS
+        failure = f"cannot open SQLite database {path!r}"
         try:
             self._conn = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            # FULL: a commit survives power loss too; a queue must not trade durability away.
-            self._conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
-            raise DatastoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
+            raise DatastoreUnavailable(f"{failure}: {exc}") from exc
+        self._conn.row_factory = sqlite3.Row
+        self._through_locks(self._set_up, failure)
+
+    def _set_up(self) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit survives power loss too; a queue must not trade durability away.
+        self._conn.execute("PRAGMA synchronous = FULL")
 
     def run(self, body: Callable[[sqlite3.Cursor], T], *, write: bool = True) -> T:
         """Run `body` in one transaction, retrying the whole of it while the file is locked."""
-        deadline = time.monotonic() + LOCK_RETRY_S
+
+        def transaction() -> T:
+            with self._lock:
+                self._bound_busy_wait()
+                cur = self._conn.cursor()
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    out = body(cur)
+                    cur.execute("COMMIT")
+                    return out
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+
+        return self._through_locks(transaction, f"SQLite error on {self.path}")
+
+    def _through_locks(self, attempt: Callable[[], T], failure: str) -> T:
+        """`attempt()`, tried again while the file is locked, until LOCK_RETRY_S has passed or
+        the caller's deadline; any other SQLite error, or the last lock, as DatastoreUnavailable."""
+        retry_until = time.monotonic() + LOCK_RETRY_S
         delay = 0.005
         while True:
             try:
-                with self._lock:
-                    cur = self._conn.cursor()
-                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                    try:
-                        out = body(cur)
-                        cur.execute("COMMIT")
-                        return out
-                    except BaseException:
-                        if self._conn.in_transaction:
-                            self._conn.execute("ROLLBACK")
-                        raise
+                return attempt()
             except sqlite3.OperationalError as exc:
-                if not is_lock_error(exc) or time.monotonic() > deadline:
-                    raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+                now = time.monotonic()
+                if not is_lock_error(exc) or now > min(retry_until, give_up_at()):
+                    raise DatastoreUnavailable(f"{failure}: {exc}") from exc
                 log.debug("datastore busy, retrying: %s", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
             except sqlite3.DatabaseError as exc:
-                raise DatastoreUnavailable(f"SQLite error on {self.path}: {exc}") from exc
+                raise DatastoreUnavailable(f"{failure}: {exc}") from exc
+
+    def _bound_busy_wait(self) -> None:
+        """Wait for a lock inside SQLite no longer than the caller's deadline allows. Holds the
+        lock; a PRAGMA only when the bound changes (while a deadline runs out)."""
+        left_ms = (give_up_at() - time.monotonic()) * 1000
+        busy_ms = int(max(0.0, min(BUSY_TIMEOUT_MS, left_ms)))
+        if busy_ms != self._busy_ms:
+            self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self._busy_ms = busy_ms
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Cursor]:

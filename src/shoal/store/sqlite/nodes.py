@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 
 from shoal import states
 from shoal.errors import NodeNameTaken
+from shoal.load import Backlog, Move, NodeLoad
 from shoal.model import Heartbeat, JobState, NodeState
 from shoal.store import rules, texts
 from shoal.store.port import NewNode
 from shoal.store.sqlite import queries as q
-from shoal.store.sqlite.reads import owners, section_of, section_text
+from shoal.store.sqlite.reads import homes, owners, section_of, section_text
 
 
 def register(cur: sqlite3.Cursor, now: float, new: NewNode) -> int:
@@ -137,17 +139,59 @@ def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str) 
 
 def rebalance(cur: sqlite3.Cursor, now: float, why: str) -> bool:
     """Make the assignment match the eligible nodes; True if it changed."""
-    partitions, epoch = cur.execute(q.LOCK_CLUSTER).fetchone()
-    before = owners(cur)
+    partitions, _ = cur.execute(q.LOCK_CLUSTER).fetchone()
+    before, at_home = owners(cur), homes(cur)
     eligible = {int(r[0]): int(r[1]) for r in cur.execute(q.ELIGIBLE_NODES)}
-    plan = rules.plan_rebalance(before, eligible, partitions, why)
+    plan = rules.plan_rebalance(before, at_home, eligible, partitions, why)
     if plan is None:
         return False
-    cur.executemany(q.SET_OWNER, [(plan.owners[p], p) for p in plan.changed])
+    write_plan(cur, now, plan, q.REBALANCE_EVENT)
+    return True
+
+
+def write_plan(cur: sqlite3.Cursor, now: float, plan: rules.RebalancePlan, event: str) -> None:
+    """Owners, homes and sections as planned, the epoch bumped, the history row `event`."""
+    _, epoch = cur.execute(q.LOCK_CLUSTER).fetchone()
+    cur.executemany(
+        q.SET_OWNER,
+        [(plan.owners[p], plan.homes[p], plan.owners[p], now, p) for p in plan.changed],
+    )
     cur.executemany(q.SET_SECTION, [(section_text(s), n) for n, s in plan.sections])
     cur.execute(q.SET_EPOCH, (epoch + 1,))
-    cur.execute(q.REBALANCE_EVENT, (now, epoch + 1, json.dumps(plan.owners), plan.reason))
-    return True
+    cur.execute(event, (now, epoch + 1, json.dumps(plan.owners), plan.reason))
+
+
+# -- load moves -----------------------------------------------------------------------------------
+
+
+def read_load(cur: sqlite3.Cursor, now: float) -> rules.LoadSnapshot:
+    """What the load rule looks at, read in one transaction (see `queries.LOAD_*`)."""
+    rows = cur.execute(q.LOAD_PARTITIONS).fetchall()
+    nodes = {int(r[0]): NodeLoad(int(r[1]), int(r[2])) for r in cur.execute(q.LOAD_NODES)}
+    backlog = {
+        int(r[0]): Backlog(int(r[1]), max(0.0, float(r[2])))
+        for r in cur.execute(q.LOAD_BACKLOG, (now, now, rules.LOAD_SCAN_JOBS))
+    }
+    return rules.LoadSnapshot(
+        owners=tuple(r[0] for r in rows),
+        homes=tuple(r[1] for r in rows),
+        nodes=nodes,
+        backlog=backlog,
+        moved_ago_s={p: now - r[2] for p, r in enumerate(rows) if r[2] is not None},
+    )
+
+
+def move_partitions(cur: sqlite3.Cursor, now: float, moves: Sequence[Move]) -> int:
+    """Apply load moves in this write transaction; returns how many applied (see
+    `rules.plan_load_moves` for which do)."""
+    before, at_home = owners(cur), homes(cur)
+    eligible = {int(r[0]) for r in cur.execute(q.ELIGIBLE_NODES)}
+    recent = int(cur.execute(q.RECENT_LOAD_MOVES, (now - 60.0,)).fetchone()[0])
+    plan = rules.plan_load_moves(before, at_home, eligible, moves, recent)
+    if plan is None:
+        return 0
+    write_plan(cur, now, plan, q.LOAD_MOVE_EVENT)
+    return len(plan.changed)
 
 
 def add_counts(cur: sqlite3.Cursor, deltas: Counter[tuple[str, str]]) -> None:

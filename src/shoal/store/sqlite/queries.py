@@ -7,7 +7,7 @@ time is SQLite's own clock (`NOW`), read once per transaction and passed in as `
 
 from __future__ import annotations
 
-from shoal.store.rules import ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
+from shoal.store.rules import ASSIGNMENT_EVENTS_SQL, ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
 
 # Datastore time as epoch seconds: on one host every node reads the same clock.
 NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
@@ -143,7 +143,11 @@ RETURNING task, state
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
-SET_OWNER = "UPDATE partitions SET owner = ? WHERE partition = ?"
+HOMES = "SELECT home FROM partitions ORDER BY partition"
+SET_OWNER = (
+    "UPDATE partitions SET owner = ?, home = ?,"
+    " moved_at = CASE WHEN owner IS ? THEN moved_at ELSE ? END WHERE partition = ?"
+)
 SET_SECTION = "UPDATE nodes SET section = ? WHERE id = ?"
 SET_EPOCH = "UPDATE cluster SET epoch = ? WHERE id = 1"
 REBALANCE_EVENT = (
@@ -160,7 +164,8 @@ READ_NODE = "SELECT * FROM nodes WHERE id = ?"
 RUNNING_OF_NODE = "SELECT count(*) FROM jobs WHERE state = 'running' AND claimer = ?"
 READ_HISTORY = "SELECT * FROM history WHERE at >= ? AND at <= ? ORDER BY at, id LIMIT ?"
 LAST_REBALANCE = (
-    "SELECT * FROM history WHERE kind = 'rebalance' AND at <= ? ORDER BY at DESC, id DESC LIMIT 1"
+    f"SELECT * FROM history WHERE {ASSIGNMENT_EVENTS_SQL} AND at <= ?"
+    " ORDER BY at DESC, id DESC LIMIT 1"
 )
 NODE_STATES_AT = (
     "SELECT n.*, (SELECT h.to_state FROM history h WHERE h.node_id = n.id"
@@ -200,3 +205,68 @@ SET_SCHEMA_VERSION = (
 CLUSTER_PARTITIONS = "SELECT partitions FROM cluster WHERE id = 1"
 INSERT_CLUSTER = "INSERT INTO cluster (id, partitions, created_at) VALUES (1, ?, ?)"
 INSERT_PARTITION = "INSERT INTO partitions (partition, owner) VALUES (?, NULL)"
+SET_PARTITIONS = "UPDATE cluster SET partitions = ? WHERE id = 1"
+
+# -- retention ------------------------------------------------------------------------------------
+
+# The finished jobs one prune rule selects (see `rules.PruneRule`), on index jobs_state_finished;
+# task lists travel as JSON arrays. :node NULL: every partition; else only those it owns now.
+PRUNABLE = """
+SELECT id FROM jobs
+WHERE state = :state AND finished_at IS NOT NULL AND finished_at < :before
+  AND (:node IS NULL OR partition IN (SELECT partition FROM partitions WHERE owner = :node))
+  AND (:only IS NULL OR task IN (SELECT value FROM json_each(:only)))
+  AND task NOT IN (SELECT value FROM json_each(:except))
+"""
+PRUNE_JOBS = f"""
+DELETE FROM jobs WHERE id IN ({PRUNABLE} ORDER BY finished_at LIMIT :limit)
+RETURNING task, state
+"""
+COUNT_PRUNABLE = f"SELECT task, count(*) FROM jobs WHERE id IN ({PRUNABLE}) GROUP BY task"
+
+# History older than :before, except the latest rebalance and each node's latest state change:
+# the views of the past start from them, however long ago they happened.
+PRUNABLE_EVENTS = f"""
+SELECT h.id FROM history h
+WHERE h.at < :before
+  AND h.id <> coalesce((SELECT r.id FROM history r WHERE r.{ASSIGNMENT_EVENTS_SQL}
+                        ORDER BY r.at DESC, r.id DESC LIMIT 1), 0)
+  AND (h.kind <> 'node_state' OR h.id <> (
+        SELECT s.id FROM history s WHERE s.node_id = h.node_id AND s.kind = 'node_state'
+        ORDER BY s.at DESC, s.id DESC LIMIT 1))
+"""
+PRUNE_EVENTS = f"DELETE FROM history WHERE id IN ({PRUNABLE_EVENTS} ORDER BY h.at LIMIT :limit)"
+COUNT_PRUNABLE_EVENTS = f"SELECT count(*) FROM ({PRUNABLE_EVENTS})"
+PRUNE_SAMPLES = """
+DELETE FROM samples WHERE bucket IN (
+    SELECT bucket FROM samples WHERE at < :before ORDER BY bucket LIMIT :limit)
+"""
+COUNT_PRUNABLE_SAMPLES = "SELECT count(*) FROM samples WHERE at < :before"
+
+# Where the stored history begins: the later of the first sample and the first event (pruning
+# keeps a few old events, the latest of each kind, but no old samples).
+HISTORY_START = """
+SELECT max(coalesce(s, e), coalesce(e, s)) FROM (
+    SELECT (SELECT at FROM samples ORDER BY bucket LIMIT 1) AS s,
+           (SELECT at FROM history ORDER BY at LIMIT 1) AS e)
+"""
+
+# -- load moves -----------------------------------------------------------------------------------
+
+# What the load rule looks at: each partition's owner, home and when it last moved; each eligible
+# node's slots and running jobs; and the runnable backlog of the oldest queued jobs (a bounded
+# scan by id: the jobs that have waited longest are the ones that decide a move).
+LOAD_PARTITIONS = "SELECT owner, home, moved_at FROM partitions ORDER BY partition"
+LOAD_NODES = (
+    "SELECT n.id, n.concurrency, (SELECT count(*) FROM jobs j WHERE j.state = 'running'"
+    f" AND j.claimer = n.id) FROM nodes n WHERE {ELIGIBLE_SQL}"
+)
+LOAD_BACKLOG = (
+    "SELECT partition, count(*), ? - min(max(created_at, run_after)) FROM ("
+    " SELECT partition, created_at, run_after FROM jobs"
+    " WHERE state = 'queued' AND run_after <= ? ORDER BY id LIMIT ?) GROUP BY partition"
+)
+LOAD_MOVE_EVENT = (
+    "INSERT INTO history (at, kind, epoch, owners, reason) VALUES (?, 'load_move', ?, ?, ?)"
+)
+RECENT_LOAD_MOVES = "SELECT count(*) FROM history WHERE kind = 'load_move' AND at >= ?"

@@ -46,6 +46,7 @@ def read_cluster(cur: sqlite3.Cursor, dead_window_s: float) -> model.ClusterView
         owners=owners(cur),
         job_counts=count_by_state(cur),
         oldest_queued_age_s=oldest_queued_age(cur, now),
+        homes=homes(cur),
     )
 
 
@@ -108,6 +109,10 @@ def list_finished(cur: sqlite3.Cursor, since: float, limit: int) -> list[model.J
 
 def owners(cur: sqlite3.Cursor) -> tuple[int | None, ...]:
     return tuple(r[0] for r in cur.execute(q.OWNERS).fetchall())
+
+
+def homes(cur: sqlite3.Cursor) -> tuple[int | None, ...]:
+    return tuple(r[0] for r in cur.execute(q.HOMES).fetchall())
 
 
 def count_by_state(cur: sqlite3.Cursor) -> dict[model.JobState, int]:

@@ -11,9 +11,10 @@ import logging
 import sqlite3
 
 from shoal.errors import ConfigError, SchemaError
-from shoal.store import texts
+from shoal.store import rules, texts
 from shoal.store.migrations import Migration, load_migrations
 from shoal.store.port import DEFAULT_PARTITIONS
+from shoal.store.sqlite import nodes
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import now
 
@@ -61,17 +62,22 @@ def migrate(cur: sqlite3.Cursor, path: str) -> None:
         version = migration.version
 
 
-def initialize(cur: sqlite3.Cursor, path: str, partitions: int) -> None:
-    """Migrate, then create the cluster row and P partitions unless they exist."""
-    if partitions < 1:
+def initialize(cur: sqlite3.Cursor, path: str, partitions: int | None) -> None:
+    """Migrate, then create the cluster row and P partitions, or grow P (see the port)."""
+    if partitions is not None and partitions < 1:
         raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
     migrate(cur, path)
     row = cur.execute(q.CLUSTER_PARTITIONS).fetchone()
     if row is None:
-        cur.execute(q.INSERT_CLUSTER, (partitions, now(cur)))
-        cur.executemany(q.INSERT_PARTITION, [(p,) for p in range(partitions)])
-    elif row[0] != partitions and partitions != DEFAULT_PARTITIONS:
-        raise ConfigError(texts.partitions_fixed(row[0]))
+        count = partitions or DEFAULT_PARTITIONS
+        cur.execute(q.INSERT_CLUSTER, (count, now(cur)))
+        cur.executemany(q.INSERT_PARTITION, [(p,) for p in range(count)])
+        return
+    grown = rules.partitions_to_grow(int(row[0]), partitions)
+    if grown is not None:
+        cur.executemany(q.INSERT_PARTITION, [(p,) for p in range(int(row[0]), grown)])
+        cur.execute(q.SET_PARTITIONS, (grown,))
+        nodes.rebalance(cur, now(cur), texts.partitions_grew(int(row[0]), grown))
 
 
 def check(version: int | None, path: str, url: str) -> None:

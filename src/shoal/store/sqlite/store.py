@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 from shoal import model
 from shoal.errors import DatastoreUnavailable, SchemaError
+from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import DEFAULT_PARTITIONS, NewNode, Store
-from shoal.store.sqlite import jobs, nodes, reads, schema
+from shoal.store.port import NewNode, Store
+from shoal.store.sqlite import jobs, nodes, reads, retention, schema
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
 
@@ -51,7 +52,7 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return schema.version_of(cur)
 
-    def initialize(self, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def initialize(self, partitions: int | None = None) -> None:
         self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
 
     def check_schema(self) -> None:
@@ -142,6 +143,13 @@ class SqliteStore(Store):
     def rebalance(self) -> bool:
         return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
 
+    def read_load(self) -> rules.LoadSnapshot:
+        with self.file.read() as cur:
+            return nodes.read_load(cur, now(cur))
+
+    def apply_load_moves(self, moves: Sequence[Move]) -> int:
+        return self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
+
     # -- history and views ----------------------------------------------------------------------
 
     def record_sample(self, interval_s: float) -> bool:
@@ -182,3 +190,25 @@ class SqliteStore(Store):
     def list_finished(self, since: float, limit: int = 1000) -> list[model.Job]:
         with self.file.read() as cur:
             return reads.list_finished(cur, since, limit)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune_jobs(
+        self, rule: rules.PruneRule, limit: int = rules.PRUNE_BATCH, node_id: int | None = None
+    ) -> dict[str, int]:
+        return self.file.run(lambda cur: retention.prune_jobs(cur, rule, limit, node_id))
+
+    def count_prunable(self, rule: rules.PruneRule) -> dict[str, int]:
+        with self.file.read() as cur:
+            return retention.count_prunable(cur, rule)
+
+    def prune_history(self, before: float, limit: int = rules.PRUNE_BATCH) -> tuple[int, int]:
+        return self.file.run(lambda cur: retention.prune_history(cur, before, limit))
+
+    def count_prunable_history(self, before: float) -> tuple[int, int]:
+        with self.file.read() as cur:
+            return retention.count_prunable_history(cur, before)
+
+    def read_history_start(self) -> float | None:
+        with self.file.read() as cur:
+            return retention.history_start(cur)

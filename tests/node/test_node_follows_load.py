@@ -1,0 +1,59 @@
+"""Real nodes stepped by the test: jobs waiting behind a busy node start on a node with free
+slots, and the lent partitions go home once the load evens out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from shoal.model import EventKind, NewJob
+from shoal.node import Node
+from shoal.store.sqlite import SqliteStore
+
+from steered import Steered, until
+
+
+def turn(*nodes: Node) -> None:
+    for node in nodes:
+        node.wait(min(node.step(time.monotonic()), 0.01))
+
+
+def test_jobs_waiting_behind_a_busy_node_start_on_a_free_one(
+    make_node: Callable[..., Node], sqlite_store: SqliteStore, steered: Steered
+):
+    busy, free = make_node("busy", concurrency=1), make_node("free", concurrency=4)
+    until(lambda: turn(busy, free) or (busy.loop and free.loop), "both registered")
+    owners = sqlite_store.read_cluster().owners
+    ids: list[int] = []  # three long jobs in the busy node's section (the rest cancelled)
+    while len(ids) < 3:
+        [job_id] = sqlite_store.submit_jobs([NewJob("hold", "[]", "{}", max_attempts=1)])
+        if owners[job_id % len(owners)] == busy.node_id:
+            ids.append(job_id)
+        else:
+            assert sqlite_store.cancel_job(job_id)
+
+    def started_by() -> list[int] | None:
+        turn(busy, free)
+        jobs = [job for i in ids if (job := sqlite_store.read_job(i)) and job.claimer]
+        if len(jobs) < 3 or not steered.have_started([(j.id, j.attempts) for j in jobs]):
+            return None
+        return [j.claimer for j in jobs if j.claimer is not None]
+
+    # The busy node can run one; the two waiting behind it move to the node with free slots.
+    assert sorted(until(started_by, "all three jobs started")) == sorted(
+        [busy.node_id, free.node_id, free.node_id]
+    )
+    [lent] = [e for e in sqlite_store.read_history(0) if e.kind is EventKind.LOAD_MOVE]
+    assert (
+        "lent " in lent.reason and f"from node {busy.node_id} to node {free.node_id}" in lent.reason
+    )
+
+    for job_id in ids:
+        steered.succeed(job_id)
+
+    def home_again() -> bool:
+        turn(busy, free)
+        view = sqlite_store.read_cluster()
+        return view.owners == view.homes
+
+    until(home_again, "the lent partition gone home")
