@@ -35,11 +35,9 @@ SOAK += ["--lease-s", str(LEASE_S)]
 POISON = ["--seed", "7", "--minutes", "0", "--datastores", "sqlite", "--lease-s", str(LEASE_S)]
 
 WAITS_ON_ISOLATION = "waits on crash isolation: a task that kills its process kills the node"
-WAITS_ON_SIGNAL_TEXT = "waits on crash isolation: a worker's death by signal 11 is not named"
 XFAIL = {
     ("thread", "os._exit"): WAITS_ON_ISOLATION,
     ("thread", "segfault"): WAITS_ON_ISOLATION,
-    ("process", "segfault"): WAITS_ON_SIGNAL_TEXT,
 }
 KINDS = ("os._exit", "segfault", "memory", "c-blocked", "progress-nul", "progress-surrogate")
 KINDS += ("deep-result", "nan-result", "hostile-names")

@@ -99,3 +99,11 @@ def test_error_text_is_made_storable() -> None:
         Finished(1, 1, False, error="a\x00b\udcff", traceback="\x00"), 1, BACKOFF_1S, 1
     )
     assert outcome.error == "a\\x00b\\udcff" and outcome.traceback == "\\x00"
+
+
+def test_a_worker_process_death_names_the_signal_and_the_job() -> None:
+    from shoal.node.procpool import death_of
+
+    assert death_of(-11, 7) == "worker process died with signal 11 (SIGSEGV) during job 7"
+    assert death_of(-9, 8) == "worker process died with signal 9 (SIGKILL) during job 8"
+    assert death_of(1, 9) == "worker process died with exit code 1 during job 9"

@@ -203,6 +203,18 @@ class ProcessExecutor:
                     work.job_id,
                     work.attempt,
                     False,
-                    error=f"worker process died (exit code {worker.process.exitcode})",
+                    error=death_of(worker.process.exitcode, work.job_id),
                 )
             )
+
+
+def death_of(exitcode: int | None, job_id: int) -> str:
+    """What a worker process's end says about the attempt it was running: the signal by name
+    when one killed it (multiprocessing reports signal N as exit code -N)."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"worker process died with signal {-exitcode} ({name}) during job {job_id}"
+    return f"worker process died with exit code {exitcode} during job {job_id}"
