@@ -128,3 +128,11 @@ def test_concurrent_claims_claim_each_job_exactly_once(store: Store, db_url: str
         t.join()
     assert sorted(c[0] for c in claims) == ids
     assert all(owners[part] == node for _, part, node in claims)
+
+
+def test_ids_no_job_can_have_answer_no_such_job(store: Store) -> None:
+    for job_id in (0, -1, 2**63, 2**64, 10**30):
+        assert store.read_job(job_id) is None
+        assert store.cancel_job(job_id) is False
+    [real] = store.submit_jobs(new_jobs(1))
+    assert store.read_job(real) is not None and store.cancel_job(real)

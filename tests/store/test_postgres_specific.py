@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -529,3 +531,26 @@ def test_claim_lost_after_its_commit_is_handed_over_by_the_next_claim(
     again = store.claim_jobs(node.id, 10)  # the fourth went back to the queue, uncounted
     assert [j.id for j in again] == ids[3:] and again[0].attempts == 1
     assert store.read_cluster().job_counts[JobState.RUNNING] == 10
+
+
+def test_the_pools_own_warnings_stay_off_an_unconfigured_applications_stderr(url: str) -> None:
+    # An application that configured no logging: the pool's "discarding closed connection"
+    # used to reach its stderr through logging's last-resort handler.
+    script = f"""
+import psycopg
+from shoal.store.postgres import PostgresStore
+store = PostgresStore.open({url!r})
+store.now()
+with psycopg.connect({ADMIN_URL!r}, autocommit=True) as admin:
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND application_name = 'shoal'", ({dbname(url)!r},))
+store.now()
+store.close()
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+    assert "discarding" not in done.stderr and "psycopg" not in done.stderr

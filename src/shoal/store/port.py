@@ -99,7 +99,9 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def read_job(self, job_id: int) -> Job | None: ...
+    def read_job(self, job_id: int) -> Job | None:
+        """The job, or None if there is none (also for an id no job can have, see
+        `rules.could_be_job_id`)."""
 
     @abstractmethod
     def list_jobs(

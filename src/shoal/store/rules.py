@@ -45,6 +45,16 @@ ASSIGNMENT_EVENTS_SQL = f"kind IN ('{EventKind.REBALANCE}', '{EventKind.LOAD_MOV
 ELIGIBLE_SQL = f"{SECTION_STATES_SQL} AND NOT pause_requested"
 
 
+# Job ids are 64-bit signed integers in both datastores; a larger one names no job.
+MAX_JOB_ID = 2**63 - 1
+
+
+def could_be_job_id(job_id: int) -> bool:
+    """Whether `job_id` could name a job at all: ids start at 1 and fit in 64 bits. Reads and
+    cancels of any other number answer "no such job" instead of a driver's overflow error."""
+    return 1 <= job_id <= MAX_JOB_ID
+
+
 # -- rebalancing ----------------------------------------------------------------------------------
 
 

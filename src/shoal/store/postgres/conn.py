@@ -31,6 +31,11 @@ from shoal.store import redact_url, texts
 from shoal.store.deadline import give_up_at
 
 log = logging.getLogger("shoal.store.postgres")
+# The pool's own warnings ("discarding closed connection") say again what this module reports
+# in its own words, and in an application that configured no logging they would reach stderr
+# through logging's last-resort handler. A NullHandler keeps them off stderr there; an
+# application that configured logging still gets them, as records of "psycopg.pool".
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 T = TypeVar("T")
 
 # Nothing may hold a transaction open: a statement that runs this long is cut off, and so is a

@@ -92,6 +92,8 @@ class PostgresStore(Store):
             ) from exc
 
     def read_job(self, job_id: int) -> model.Job | None:
+        if not rules.could_be_job_id(job_id):
+            return None
         return self._db.run("read job", lambda c, _: reads.read_job(c, job_id))
 
     def list_jobs(
@@ -100,6 +102,8 @@ class PostgresStore(Store):
         return self._db.run("list jobs", lambda c, _: reads.list_jobs(c, where, limit, before_id))
 
     def cancel_job(self, job_id: int) -> bool:
+        if not rules.could_be_job_id(job_id):
+            return False
         return self._db.run("cancel job", lambda c, r: jobs.cancel(c, r, job_id))
 
     def known_tasks(self) -> set[str]:

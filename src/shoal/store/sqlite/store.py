@@ -73,6 +73,8 @@ class SqliteStore(Store):
         return self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
 
     def read_job(self, job_id: int) -> model.Job | None:
+        if not rules.could_be_job_id(job_id):
+            return None
         with self.file.read() as cur:
             return reads.read_job(cur, job_id)
 
@@ -83,6 +85,8 @@ class SqliteStore(Store):
             return reads.list_jobs(cur, where, limit, before_id)
 
     def cancel_job(self, job_id: int) -> bool:
+        if not rules.could_be_job_id(job_id):
+            return False
         return self.file.run(lambda cur: jobs.cancel(cur, now(cur), job_id))
 
     def known_tasks(self) -> set[str]:
