@@ -197,7 +197,7 @@ class Node:
             if loop.follow_load(now):
                 self.state = loop.claim(self.state)
         self._settle(loop, now)
-        return 0.0 if loop.outcomes else loop.idle_poll_s
+        return loop.wait_s()
 
     def wait(self, timeout_s: float) -> None:
         """Wait until a worker reports, a wake-up arrives or `timeout_s` passes; take the events."""

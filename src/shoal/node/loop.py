@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass, field
 
 from shoal.app import App
@@ -31,6 +32,10 @@ from shoal.node.services import Housekeeping
 from shoal.store import Store
 
 log = logging.getLogger("shoal.node")
+
+
+RETRY_MIN_S = 0.05  # the first pause after a refused write
+RETRY_MAX_S = 2.0  # the longest: the lease (5 s by default) outlasts it by far
 
 
 @dataclass
@@ -60,6 +65,11 @@ class NodeLoop:
     recent: RecentOutcomes = field(default_factory=RecentOutcomes)
     avg_run_s: float | None = None
     last_load_check: float = 0.0
+    # While the datastore refuses writes (down, a full disk): no write or claim before
+    # `retry_after` (monotonic), the pause doubling up to RETRY_MAX_S, so a refused write is
+    # neither retried nor logged thousands of times a second.
+    retry_after: float = 0.0
+    retry_delay_s: float = 0.0
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
 
@@ -103,15 +113,35 @@ class NodeLoop:
             )
         return outcome
 
+    def backing_off(self) -> bool:
+        """Whether the datastore refused a write a moment ago and the pause has not run out."""
+        return time.monotonic() < self.retry_after
+
+    def refused(self) -> float:
+        """Note a refused write; returns the pause before the next try."""
+        self.retry_delay_s = min(max(self.retry_delay_s * 2, RETRY_MIN_S), RETRY_MAX_S)
+        self.retry_after = time.monotonic() + self.retry_delay_s
+        return self.retry_delay_s
+
+    def wait_s(self) -> float:
+        """How long an idle turn may wait: at once with outcomes to write, unless backing off."""
+        if self.backing_off():
+            return min(self.idle_poll_s, max(self.retry_after - time.monotonic(), 0.0))
+        return 0.0 if self.outcomes else self.idle_poll_s
+
     def write_outcomes(self) -> None:
-        if not self.outcomes:
+        if not self.outcomes or self.backing_off():
             return
         batch = self.outcomes
         try:
             applied = self.store.finish_jobs(self.node_id, batch)
         except DatastoreUnavailable as exc:
-            log.warning("cannot record %d outcomes yet (%s); will retry", len(batch), exc)
+            pause = self.refused()
+            log.warning(
+                "cannot record %d outcomes yet (%s); retrying in %.2fs", len(batch), exc, pause
+            )
             return
+        self.retry_delay_s = 0.0
         self.outcomes = []
         self.recent.add([o for o, ok in zip(batch, applied, strict=True) if ok])
         for outcome, ok in zip(batch, applied, strict=True):
@@ -126,14 +156,14 @@ class NodeLoop:
                 )
 
     def write_progress(self) -> None:
-        if not self.progress:
+        if not self.progress or self.backing_off():
             return
         updates = list(self.progress.values())
         try:
             self.store.record_progress(self.node_id, updates)
             self.progress.clear()
         except DatastoreUnavailable as exc:
-            log.warning("cannot record progress yet (%s)", exc)
+            log.warning("cannot record progress yet (%s); retrying in %.2fs", exc, self.refused())
 
     def reconcile(self) -> bool:
         """Set right what the datastore has running under this node and the node does not hold.
@@ -190,11 +220,14 @@ class NodeLoop:
             and len(self.held) > self.config.concurrency
         ):
             return state  # enough work is queued here; claim again in a bigger batch
+        if self.backing_off():
+            return state
         try:
             jobs = self.store.claim_jobs(self.node_id, free)
         except DatastoreUnavailable as exc:
-            log.warning("cannot claim jobs (%s); retrying", exc)
+            log.warning("cannot claim jobs (%s); retrying in %.2fs", exc, self.refused())
             return state
+        self.retry_delay_s = 0.0
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
