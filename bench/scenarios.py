@@ -1,0 +1,287 @@
+"""Shoal's scenario benchmark (issue 9, "Measure"): makespan against the ideal, workers warm.
+
+For Shoal on SQLite and PostgreSQL and, in the same invocation, PgQueuer and Dramatiq, each
+through its harness adapter and virtualenv on a fresh datastore, runs three cases:
+
+1. burst: 40 jobs of 0.5 s, 2 workers x 4 slots;
+2. head-of-line: 4 jobs of 15 s, then 20 of 50 ms submitted right after, 2 workers x 4 slots;
+3. unequal: 160 jobs of 0.25 s, workers of 1 and 8 slots.
+
+The workers are started first and warmed up: rounds of 128 zero-length jobs (one per Shoal
+partition) until every worker process has run one; only then is the clock read, just before
+the submit (queues/scenario_drive.py). The task is the harness's `stamps.echo`, which sleeps
+the duration this script writes for its index into the file named by BENCH_DURATIONS. Per case
+and system: the makespan (submit → last end), the ideal (work ÷ slots), their ratio and, in the
+head-of-line case, the short jobs' wait (submit → start) at p50 and p99. Medians over --runs.
+Every wait is bounded; a stuck or failed run is reported in the table, and the benchmark goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import QUEUES_DIR, Plan, _env, _fresh
+from processes import BenchError, Workers, run_json, wait_for
+from queues.stamps import read_stamps
+from results import percentile
+from systems import PEERS, SHOAL_BIN, System, shoal
+from venvs import ensure_venv, venv_bin
+
+WARMUP_FIRST = 1_000_000  # warm-up job indices start here, clear of the case's own
+WARMUP_ROUND = 128  # one job per partition of a default Shoal datastore
+WARMUP_ROUNDS = 10
+SETTLE_S = 1.0  # after the warm-up, before the submit: let membership changes finish
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    bursts: tuple[tuple[int, float], ...]  # (jobs, seconds each), submitted one after the other
+    slots: tuple[int, ...]  # per worker process
+    short_burst: int | None = None  # the burst whose waits are reported
+
+    @property
+    def ideal_s(self) -> float:
+        return sum(n * s for n, s in self.bursts) / sum(self.slots)
+
+    def durations(self) -> list[float]:
+        return [s for n, s in self.bursts for _ in range(n)]
+
+    def ranges(self) -> list[range]:
+        out, first = [], 0
+        for n, _ in self.bursts:
+            out.append(range(first, first + n))
+            first += n
+        return out
+
+
+CASES = (
+    Case("burst 40x0.5s", ((40, 0.5),), (4, 4)),
+    Case("4x15s then 20x50ms", ((4, 15.0), (20, 0.05)), (4, 4), short_burst=1),
+    Case("160x0.25s, 1+8 slots", ((160, 0.25),), (1, 8)),
+)
+
+
+@dataclass
+class Result:
+    makespan_s: float
+    short_p50_s: float | None
+    short_p99_s: float | None
+
+
+@dataclass
+class Cell:
+    case: Case
+    system: System
+    note: str = ""
+    results: list[Result] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def worker_argvs(system: System, bin_dir: Path, url: str, slots: tuple[int, ...]) -> tuple:
+    """The worker command lines for these slots, and a note when the slots are not exact."""
+    if system.adapter == "q_shoal":
+        node = [str(bin_dir / "shoal"), "node", "--app", "q_shoal:app", "--db", url]
+        return [
+            [*node, "--concurrency", str(n), "--name", f"bench-node-{i + 1}"]
+            for i, n in enumerate(slots)
+        ], ""
+    if system.adapter == "q_dramatiq":
+        dramatiq = [str(bin_dir / "dramatiq"), "q_dramatiq", "--processes", "1"]
+        return [[*dramatiq, "--threads", str(n)] for n in slots], ""
+    if system.adapter == "q_pgqueuer":
+        argvs = [[str(bin_dir / "python"), "scenario_pgqueuer.py", str(n)] for n in slots]
+        note = "1-slot worker runs up to 2 (PgQueuer's least cap)" if 1 in slots else ""
+        return argvs, note
+    raise BenchError(f"no scenario workers for {system.name}")
+
+
+def run_case(case: Case, system: System, log_dir: Path) -> tuple[Result, str]:
+    with _fresh(system, Plan(0, 0, 0.0, 0)) as url:
+        stamps_dir = Path(tempfile.mkdtemp(prefix="stamps-", dir=log_dir))
+        durations_path = stamps_dir / "durations.json"
+        durations_path.write_text(json.dumps(dict(enumerate(case.durations()))))
+        bin_dir = SHOAL_BIN if system.venv is None else venv_bin(system.venv)
+        env = dict(_env(system, url, stamps_dir), BENCH_DURATIONS=str(durations_path))
+        python = str(bin_dir / "python")
+
+        def submit(*numbers: int) -> list[float]:
+            argv = [python, "scenario_drive.py", system.adapter, *map(str, numbers)]
+            return list(run_json(argv, env, QUEUES_DIR, 120.0)["submitted"])
+
+        run_json([python, f"{system.adapter}.py", "prepare"], env, QUEUES_DIR, 120.0)
+        argvs, note = worker_argvs(system, bin_dir, url, case.slots)
+        workers = Workers(log_dir)
+        try:
+            for index, argv in enumerate(argvs):
+                workers.start(f"{system.adapter}-{index + 1}", argv, env, QUEUES_DIR)
+            _warm_up(submit, stamps_dir, workers, len(argvs))
+            numbers = [x for r in case.ranges() for x in (r.start, r.stop - r.start)]
+            submitted = submit(*numbers)
+            everything = range(0, sum(n for n, _ in case.bursts))
+            limit_s = 3 * sum(n * s for n, s in case.bursts) + 60
+            stamps = wait_for(
+                f"{len(everything)} jobs",
+                lambda: _done(stamps_dir, everything, workers),
+                limit_s,
+                0.05,
+            )
+        finally:
+            workers.stop()
+    makespan = max(end for _, end in stamps.values()) - submitted[0]
+    p50 = p99 = None
+    if case.short_burst is not None:
+        at = submitted[case.short_burst]
+        waits = [stamps[i][0] - at for i in case.ranges()[case.short_burst]]
+        p50, p99 = percentile(waits, 0.50), percentile(waits, 0.99)
+    return Result(makespan, p50, p99), note
+
+
+def _warm_up(
+    submit: Callable[..., list[float]], stamps_dir: Path, workers: Workers, processes: int
+) -> None:
+    """Rounds of zero-length jobs until every worker process has run one (each writes its own
+    stamps file), then a short settle; BenchError if they never all take part."""
+    for round_ in range(WARMUP_ROUNDS):
+        first = WARMUP_FIRST + round_ * WARMUP_ROUND
+        submit(first, WARMUP_ROUND)
+        wanted = range(first, first + WARMUP_ROUND)
+        wait_for("the warm-up", lambda w=wanted: _done(stamps_dir, w, workers), 60.0, 0.05)
+        if len(list(stamps_dir.glob("*.stamps"))) >= processes:
+            time.sleep(SETTLE_S)
+            return
+    raise BenchError(f"not every worker took a warm-up job in {WARMUP_ROUNDS} rounds")
+
+
+def _done(folder: Path, indices: range, workers: Workers) -> dict[int, tuple[float, float]] | None:
+    workers.check_alive()
+    found = read_stamps(folder)
+    if any(index not in found for index in indices):
+        return None
+    return {index: found[index] for index in indices}
+
+
+def format_table(cells: list[Cell], runs: int) -> str:
+    head = ("case", "system", "store", "makespan s", "ideal s", "ratio", "short wait p50/p99 s")
+    rows = [head]
+    notes: list[str] = []
+    for case in dict.fromkeys(cell.case for cell in cells):
+        longest = max(s for _, s in case.bursts)
+        if longest > case.ideal_s:
+            notes.append(f"{case.name}: no schedule beats its longest job, {longest:g} s")
+    for cell in cells:
+        label = cell.system.name
+        if cell.note:
+            notes.append(f"* {cell.system.name}, {cell.case.name}: {cell.note}")
+            label += " *"
+        if not cell.results:
+            error = cell.errors[0] if cell.errors else "not run"
+            rows.append((cell.case.name, label, cell.system.datastore, "failed", "", "", error))
+            continue
+        makespan = statistics.median(r.makespan_s for r in cell.results)
+        wait = ""
+        if cell.case.short_burst is not None:
+            p50 = statistics.median(r.short_p50_s or 0.0 for r in cell.results)
+            p99 = statistics.median(r.short_p99_s or 0.0 for r in cell.results)
+            wait = f"{p50:.2f} / {p99:.2f}"
+        runs_said = "" if len(cell.results) == runs else f" ({len(cell.results)}/{runs} runs)"
+        rows.append(
+            (
+                cell.case.name,
+                label,
+                cell.system.datastore,
+                f"{makespan:.2f}{runs_said}",
+                f"{cell.case.ideal_s:.2f}",
+                f"{makespan / cell.case.ideal_s:.2f}",
+                wait,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per case and system (medians)")
+    parser.add_argument("--only", help="comma-separated system names (shoal,pgqueuer,dramatiq)")
+    parser.add_argument("--cases", help="comma-separated case numbers (1,2,3)")
+    args = parser.parse_args(argv)
+    peers = {p.name: p for p in PEERS}
+    systems = [shoal("sqlite", 2), shoal("postgres", 2), peers["PgQueuer"], peers["Dramatiq"]]
+    if args.only:
+        wanted = {name.strip().lower() for name in args.only.split(",")}
+        systems = [s for s in systems if s.name.lower() in wanted]
+    cases = CASES
+    if args.cases:
+        cases = tuple(CASES[int(n) - 1] for n in args.cases.split(","))
+    log_dir = Path(tempfile.mkdtemp(prefix="shoal-scenarios-logs-"))
+    started = time.monotonic()
+    cells: list[Cell] = []
+    for system in systems:
+        ready = _prepare(system)
+        for case in cases:
+            cell = Cell(case, system)
+            cells.append(cell)
+            if ready:
+                cell.errors.append(ready)
+                continue
+            for index in range(args.runs):
+                _progress(f"{system.name} ({system.datastore}), {case.name}: run {index + 1}")
+                try:
+                    result, cell.note = run_case(case, system, log_dir)
+                    cell.results.append(result)
+                except Exception as exc:  # one failed run is reported, the benchmark goes on
+                    cell.errors.append(_describe(exc))
+                    _progress(f"  failed: {cell.errors[-1]}")
+    command = " ".join(["bench/scenarios.py", *argv])
+    print(f"\n$ {command}")
+    print(
+        f"median of {args.runs} run(s), workers warm before each submit; {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; took {time.monotonic() - started:.0f}s; "
+        f"worker logs in {log_dir}\n"
+    )
+    print(format_table(cells, args.runs))
+    return 0 if all(cell.results for cell in cells) else 1
+
+
+def _prepare(system: System) -> str:
+    """An error message if the system's virtualenv cannot be made; empty when ready."""
+    if system.venv is None:
+        return ""
+    try:
+        ensure_venv(system.venv)
+    except BenchError as exc:
+        return str(exc)
+    return ""
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, BenchError):
+        return text
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {text} ({Path(where.filename).name}:{where.lineno})"
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
