@@ -40,6 +40,7 @@ test: $(VENV)/.test-deps
 bench: $(BIN)/shoal
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scenarios.py
 
 # The chaos soak and the poison set on both datastores (a few minutes); FAULTS_ARGS passes
 # options, e.g. make faults FAULTS_ARGS="--seed 2 --minutes 1 --datastores sqlite".

@@ -1,4 +1,4 @@
-"""Shoal's scenario benchmark (issue 9, "Measure"): makespan against the ideal, workers warm.
+"""Shoal's scenario benchmark: makespan against the ideal, workers warm.
 
 For Shoal on SQLite and PostgreSQL and, in the same invocation, PgQueuer and Dramatiq, each
 through its harness adapter and virtualenv on a fresh datastore, runs three cases:
