@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,3 +102,17 @@ def run_json(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout_s: flo
         last = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()[-1:]
         raise BenchError(f"{' '.join(argv[-3:])} failed ({done.returncode}): {' '.join(last)}")
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def describe_failure(exc: Exception) -> str:
+    """One line for a failed run; unexpected errors keep their type and origin."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, BenchError):
+        return text
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {text} ({Path(where.filename).name}:{where.lineno})"
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so the table on stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)

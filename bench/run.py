@@ -17,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 from harness import Plan, run_once
-from processes import BenchError
+from processes import BenchError, describe_failure, progress
 from results import Row, format_table
 from systems import PEERS, System, shoal
 from venvs import ensure_venv, freeze
@@ -65,6 +64,10 @@ def chosen_systems(args: argparse.Namespace) -> list[System]:
     systems += PEERS
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(",")}
+        unknown = wanted - {system.name.lower() for system in systems}
+        if unknown:
+            names = ", ".join(sorted({system.name.lower() for system in systems}))
+            raise SystemExit(f"--only: no system named {', '.join(sorted(unknown))}; use {names}")
         systems = [system for system in systems if system.name.lower() in wanted]
     return systems
 
@@ -87,32 +90,19 @@ def _measure(system: System, plan: Plan, runs: int, log_dir: Path) -> Row:
     row = Row(system.name, system.datastore, system.label, is_peer=system.venv is not None)
     if system.venv is not None:
         try:
-            _progress(f"{system.name}: preparing its virtualenv in bench/.venvs/")
+            progress(f"{system.name}: preparing its virtualenv in bench/.venvs/")
             ensure_venv(system.venv)
         except BenchError as exc:
             row.errors.append(str(exc))
             return row
     for index in range(runs):
-        _progress(f"{row.label}: run {index + 1}/{runs}")
+        progress(f"{row.label}: run {index + 1}/{runs}")
         try:
             row.runs.append(run_once(system, plan, log_dir))
         except Exception as exc:  # one failed run is reported, the benchmark goes on
-            row.errors.append(_describe(exc))
-            _progress(f"  failed: {row.errors[-1]}")
+            row.errors.append(describe_failure(exc))
+            progress(f"  failed: {row.errors[-1]}")
     return row
-
-
-def _describe(exc: Exception) -> str:
-    """One line for a failed run; unexpected errors keep their type and origin."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, BenchError):
-        return text
-    where = traceback.extract_tb(exc.__traceback__)[-1]
-    return f"{type(exc).__name__}: {text} ({Path(where.filename).name}:{where.lineno})"
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _heading(args: argparse.Namespace, elapsed_s: float, log_dir: Path) -> str:

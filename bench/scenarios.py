@@ -26,13 +26,12 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import QUEUES_DIR, Plan, _env, _fresh
-from processes import BenchError, Workers, run_json, wait_for
+from processes import BenchError, Workers, describe_failure, progress, run_json, wait_for
 from queues.stamps import read_stamps
 from results import percentile
 from systems import PEERS, SHOAL_BIN, System, shoal
@@ -242,13 +241,13 @@ def main(argv: list[str]) -> int:
                 cell.errors.append(ready)
                 continue
             for index in range(args.runs):
-                _progress(f"{system.name} ({system.datastore}), {case.name}: run {index + 1}")
+                progress(f"{system.name} ({system.datastore}), {case.name}: run {index + 1}")
                 try:
                     result, cell.note = run_case(case, system, log_dir)
                     cell.results.append(result)
                 except Exception as exc:  # one failed run is reported, the benchmark goes on
-                    cell.errors.append(_describe(exc))
-                    _progress(f"  failed: {cell.errors[-1]}")
+                    cell.errors.append(describe_failure(exc))
+                    progress(f"  failed: {cell.errors[-1]}")
     command = " ".join(["bench/scenarios.py", *argv])
     print(f"\n$ {command}")
     print(
@@ -269,18 +268,6 @@ def _prepare(system: System) -> str:
     except BenchError as exc:
         return str(exc)
     return ""
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, BenchError):
-        return text
-    where = traceback.extract_tb(exc.__traceback__)[-1]
-    return f"{type(exc).__name__}: {text} ({Path(where.filename).name}:{where.lineno})"
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
