@@ -39,6 +39,35 @@ RETRY_MAX_S = 2.0  # the longest: the lease (5 s by default) outlasts it by far
 
 
 @dataclass
+class Backoff:
+    """Pauses between tries of one kind of write the datastore refuses (down, a full disk).
+
+    Each kind (outcomes, progress, claims) has its own, so a claim that succeeds does not cut
+    short the pause of outcomes that still cannot be written.
+    """
+
+    retry_after: float = 0.0  # monotonic: no try before this
+    delay_s: float = 0.0
+
+    def active(self) -> bool:
+        """Whether the last try was refused a moment ago and the pause has not run out."""
+        return time.monotonic() < self.retry_after
+
+    def remaining_s(self) -> float:
+        return max(self.retry_after - time.monotonic(), 0.0)
+
+    def refused(self) -> float:
+        """Note a refused try; returns the pause before the next one."""
+        self.delay_s = min(max(self.delay_s * 2, RETRY_MIN_S), RETRY_MAX_S)
+        self.retry_after = time.monotonic() + self.delay_s
+        return self.delay_s
+
+    def succeeded(self) -> None:
+        self.delay_s = 0.0
+        self.retry_after = 0.0
+
+
+@dataclass
 class Held:
     job: Job
     retry: RetryPolicy
@@ -65,11 +94,12 @@ class NodeLoop:
     recent: RecentOutcomes = field(default_factory=RecentOutcomes)
     avg_run_s: float | None = None
     last_load_check: float = 0.0
-    # While the datastore refuses writes (down, a full disk): no write or claim before
-    # `retry_after` (monotonic), the pause doubling up to RETRY_MAX_S, so a refused write is
-    # neither retried nor logged thousands of times a second.
-    retry_after: float = 0.0
-    retry_delay_s: float = 0.0
+    # While the datastore refuses writes (down, a full disk): a pause doubling up to
+    # RETRY_MAX_S between tries, so a refused write is neither retried nor logged thousands
+    # of times a second.
+    outcome_backoff: Backoff = field(default_factory=Backoff)
+    progress_backoff: Backoff = field(default_factory=Backoff)
+    claim_backoff: Backoff = field(default_factory=Backoff)
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
 
@@ -113,35 +143,27 @@ class NodeLoop:
             )
         return outcome
 
-    def backing_off(self) -> bool:
-        """Whether the datastore refused a write a moment ago and the pause has not run out."""
-        return time.monotonic() < self.retry_after
-
-    def refused(self) -> float:
-        """Note a refused write; returns the pause before the next try."""
-        self.retry_delay_s = min(max(self.retry_delay_s * 2, RETRY_MIN_S), RETRY_MAX_S)
-        self.retry_after = time.monotonic() + self.retry_delay_s
-        return self.retry_delay_s
-
     def wait_s(self) -> float:
         """How long an idle turn may wait: at once with outcomes to write, unless backing off."""
-        if self.backing_off():
-            return min(self.idle_poll_s, max(self.retry_after - time.monotonic(), 0.0))
-        return 0.0 if self.outcomes else self.idle_poll_s
+        if not self.outcomes:
+            return self.idle_poll_s
+        if self.outcome_backoff.active():
+            return min(self.idle_poll_s, self.outcome_backoff.remaining_s())
+        return 0.0
 
     def write_outcomes(self) -> None:
-        if not self.outcomes or self.backing_off():
+        if not self.outcomes or self.outcome_backoff.active():
             return
         batch = self.outcomes
         try:
             applied = self.store.finish_jobs(self.node_id, batch)
         except DatastoreUnavailable as exc:
-            pause = self.refused()
+            pause = self.outcome_backoff.refused()
             log.warning(
                 "cannot record %d outcomes yet (%s); retrying in %.2fs", len(batch), exc, pause
             )
             return
-        self.retry_delay_s = 0.0
+        self.outcome_backoff.succeeded()
         self.outcomes = []
         self.recent.add([o for o, ok in zip(batch, applied, strict=True) if ok])
         for outcome, ok in zip(batch, applied, strict=True):
@@ -156,14 +178,17 @@ class NodeLoop:
                 )
 
     def write_progress(self) -> None:
-        if not self.progress or self.backing_off():
+        if not self.progress or self.progress_backoff.active():
             return
         updates = list(self.progress.values())
         try:
             self.store.record_progress(self.node_id, updates)
-            self.progress.clear()
         except DatastoreUnavailable as exc:
-            log.warning("cannot record progress yet (%s); retrying in %.2fs", exc, self.refused())
+            pause = self.progress_backoff.refused()
+            log.warning("cannot record progress yet (%s); retrying in %.2fs", exc, pause)
+            return
+        self.progress_backoff.succeeded()
+        self.progress.clear()
 
     def reconcile(self) -> bool:
         """Set right what the datastore has running under this node and the node does not hold.
@@ -220,14 +245,16 @@ class NodeLoop:
             and len(self.held) > self.config.concurrency
         ):
             return state  # enough work is queued here; claim again in a bigger batch
-        if self.backing_off():
+        if self.claim_backoff.active():
             return state
         try:
             jobs = self.store.claim_jobs(self.node_id, free)
         except DatastoreUnavailable as exc:
-            log.warning("cannot claim jobs (%s); retrying in %.2fs", exc, self.refused())
+            log.warning(
+                "cannot claim jobs (%s); retrying in %.2fs", exc, self.claim_backoff.refused()
+            )
             return state
-        self.retry_delay_s = 0.0
+        self.claim_backoff.succeeded()
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
