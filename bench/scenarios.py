@@ -1,11 +1,16 @@
 """Shoal's scenario benchmark: makespan against the ideal, workers warm.
 
-For Shoal on SQLite and PostgreSQL and, in the same invocation, PgQueuer and Dramatiq, each
-through its harness adapter and virtualenv on a fresh datastore, runs three cases:
+For Shoal on SQLite and PostgreSQL (also with load moves turned off, `--no-follow-load`) and,
+in the same invocation, PgQueuer and Dramatiq, each through its harness adapter and virtualenv on
+a fresh datastore, runs five cases:
 
 1. burst: 40 jobs of 0.5 s, 2 workers x 4 slots;
 2. head-of-line: 4 jobs of 15 s, then 20 of 50 ms submitted right after, 2 workers x 4 slots;
-3. unequal: 160 jobs of 0.25 s, workers of 1 and 8 slots.
+3. unequal: 160 jobs of 0.25 s, workers of 1 and 8 slots;
+4. heavy-tailed: 200 jobs of log-normal durations (median 0.1 s, sigma 1.5, a fixed seed), 4
+   workers of 1, 2, 4 and 8 slots;
+5. no-op drain: 5,000 jobs of no duration, 2 workers x 4 slots (the ideal is nil: what counts is
+   Shoal against itself without load moves, and against the peers).
 
 The workers are started first and warmed up: rounds of 128 zero-length jobs (one per Shoal
 partition) until every worker process has run one; only then is the clock read, just before
@@ -22,12 +27,13 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import QUEUES_DIR, Plan, _env, _fresh
@@ -41,34 +47,47 @@ WARMUP_FIRST = 1_000_000  # warm-up job indices start here, clear of the case's 
 WARMUP_ROUND = 128  # one job per partition of a default Shoal datastore
 WARMUP_ROUNDS = 10
 SETTLE_S = 1.0  # after the warm-up, before the submit: let membership changes finish
+NO_LOAD_MOVES = "Shoal (no load moves)"  # Shoal's nodes run with --no-follow-load
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    bursts: tuple[tuple[int, float], ...]  # (jobs, seconds each), submitted one after the other
+    bursts: tuple[tuple[float, ...], ...]  # each job's seconds, burst by burst, one after another
     slots: tuple[int, ...]  # per worker process
     short_burst: int | None = None  # the burst whose waits are reported
 
     @property
+    def work_s(self) -> float:
+        return sum(map(sum, self.bursts))
+
+    @property
     def ideal_s(self) -> float:
-        return sum(n * s for n, s in self.bursts) / sum(self.slots)
+        return self.work_s / sum(self.slots)
 
     def durations(self) -> list[float]:
-        return [s for n, s in self.bursts for _ in range(n)]
+        return [s for burst in self.bursts for s in burst]
 
     def ranges(self) -> list[range]:
         out, first = [], 0
-        for n, _ in self.bursts:
-            out.append(range(first, first + n))
-            first += n
+        for burst in self.bursts:
+            out.append(range(first, first + len(burst)))
+            first += len(burst)
         return out
 
 
+def heavy_tailed(jobs: int, median_s: float, sigma: float, seed: int) -> tuple[float, ...]:
+    """Log-normal durations, the same on every run and for every system."""
+    draw = random.Random(seed)
+    return tuple(round(draw.lognormvariate(0.0, sigma) * median_s, 4) for _ in range(jobs))
+
+
 CASES = (
-    Case("burst 40x0.5s", ((40, 0.5),), (4, 4)),
-    Case("4x15s then 20x50ms", ((4, 15.0), (20, 0.05)), (4, 4), short_burst=1),
-    Case("160x0.25s, 1+8 slots", ((160, 0.25),), (1, 8)),
+    Case("burst 40x0.5s", ((0.5,) * 40,), (4, 4)),
+    Case("4x15s then 20x50ms", ((15.0,) * 4, (0.05,) * 20), (4, 4), short_burst=1),
+    Case("160x0.25s, 1+8 slots", ((0.25,) * 160,), (1, 8)),
+    Case("200 log-normal, 1+2+4+8", (heavy_tailed(200, 0.1, 1.5, 9),), (1, 2, 4, 8)),
+    Case("no-op drain 5000", ((0.0,) * 5000,), (4, 4)),
 )
 
 
@@ -92,6 +111,8 @@ def worker_argvs(system: System, bin_dir: Path, url: str, slots: tuple[int, ...]
     """The worker command lines for these slots, and a note when the slots are not exact."""
     if system.adapter == "q_shoal":
         node = [str(bin_dir / "shoal"), "node", "--app", "q_shoal:app", "--db", url]
+        if system.name == NO_LOAD_MOVES:
+            node.append("--no-follow-load")
         return [
             [*node, "--concurrency", str(n), "--name", f"bench-node-{i + 1}"]
             for i, n in enumerate(slots)
@@ -128,8 +149,8 @@ def run_case(case: Case, system: System, log_dir: Path) -> tuple[Result, str]:
             _warm_up(submit, stamps_dir, workers, len(argvs))
             numbers = [x for r in case.ranges() for x in (r.start, r.stop - r.start)]
             submitted = submit(*numbers)
-            everything = range(0, sum(n for n, _ in case.bursts))
-            limit_s = 3 * sum(n * s for n, s in case.bursts) + 60
+            everything = range(0, len(case.durations()))
+            limit_s = 3 * case.work_s + 60
             stamps = wait_for(
                 f"{len(everything)} jobs",
                 lambda: _done(stamps_dir, everything, workers),
@@ -176,7 +197,7 @@ def format_table(cells: list[Cell], runs: int) -> str:
     rows = [head]
     notes: list[str] = []
     for case in dict.fromkeys(cell.case for cell in cells):
-        longest = max(s for _, s in case.bursts)
+        longest = max(case.durations())
         if longest > case.ideal_s:
             notes.append(f"{case.name}: no schedule beats its longest job, {longest:g} s")
     for cell in cells:
@@ -195,17 +216,19 @@ def format_table(cells: list[Cell], runs: int) -> str:
             p99 = statistics.median(r.short_p99_s or 0.0 for r in cell.results)
             wait = f"{p50:.2f} / {p99:.2f}"
         runs_said = "" if len(cell.results) == runs else f" ({len(cell.results)}/{runs} runs)"
+        ideal = cell.case.ideal_s
         rows.append(
             (
                 cell.case.name,
                 label,
                 cell.system.datastore,
                 f"{makespan:.2f}{runs_said}",
-                f"{cell.case.ideal_s:.2f}",
-                f"{makespan / cell.case.ideal_s:.2f}",
+                f"{ideal:.2f}" if ideal else "-",
+                f"{makespan / ideal:.2f}" if ideal else "-",
                 wait,
             )
         )
+    notes.extend(_load_move_costs(cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [
         "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
@@ -215,14 +238,40 @@ def format_table(cells: list[Cell], runs: int) -> str:
     return "\n".join(lines + (["", *notes] if notes else []))
 
 
+def _load_move_costs(cells: list[Cell]) -> list[str]:
+    """Per case and datastore, Shoal's makespan with load moves against the same without."""
+    medians = {
+        (c.case.name, c.system.name, c.system.datastore): statistics.median(
+            r.makespan_s for r in c.results
+        )
+        for c in cells
+        if c.results and c.system.adapter == "q_shoal"
+    }
+    notes = []
+    for (case, name, datastore), without in medians.items():
+        with_moves = medians.get((case, "Shoal", datastore))
+        if name == NO_LOAD_MOVES and with_moves is not None:
+            change = (with_moves / without - 1) * 100
+            notes.append(
+                f"{case}, {datastore}: load moves {with_moves:.2f} s against {without:.2f} s "
+                f"without ({change:+.1f}%)"
+            )
+    return notes
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per case and system (medians)")
-    parser.add_argument("--only", help="comma-separated system names (shoal,pgqueuer,dramatiq)")
-    parser.add_argument("--cases", help="comma-separated case numbers (1,2,3)")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated system names (shoal,{NO_LOAD_MOVES.lower()!r},pgqueuer,dramatiq)",
+    )
+    parser.add_argument("--cases", help="comma-separated case numbers (1,2,3,4,5)")
     args = parser.parse_args(argv)
     peers = {p.name: p for p in PEERS}
-    systems = [shoal("sqlite", 2), shoal("postgres", 2), peers["PgQueuer"], peers["Dramatiq"]]
+    still = [replace(shoal(store, 2), name=NO_LOAD_MOVES) for store in ("sqlite", "postgres")]
+    systems = [shoal("sqlite", 2), shoal("postgres", 2), *still, peers["PgQueuer"]]
+    systems.append(peers["Dramatiq"])
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(",")}
         systems = [s for s in systems if s.name.lower() in wanted]

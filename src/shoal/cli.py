@@ -171,6 +171,15 @@ def init(db: str | None, partitions: int | None) -> None:
     show_default=True,
     help="On SIGTERM, how long to let in-flight jobs finish before releasing them.",
 )
+@click.option(
+    "--follow-load/--no-follow-load",
+    default=True,
+    show_default=True,
+    help=(
+        "Let this node borrow partitions with waiting jobs from busy nodes while it has free "
+        "slots. Off keeps sections to membership and capacity alone."
+    ),
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debug detail.")
 def node(
     db: str | None,
@@ -180,6 +189,7 @@ def node(
     pool: str,
     lease_s: float,
     grace_s: float,
+    follow_load: bool,
     verbose: bool,
 ) -> None:
     """Run one processor node until SIGTERM or Ctrl-C.
@@ -205,6 +215,8 @@ def node(
         "grace_s": grace_s,
         "heartbeat_s": min(1.0, lease_s / 4),
     }
+    if not follow_load:
+        settings["load_check_s"] = 0.0
     if name:
         settings["name"] = name
     config = NodeConfig(**settings)

@@ -57,3 +57,50 @@ def test_jobs_waiting_behind_a_busy_node_start_on_a_free_one(
         return view.owners == view.homes
 
     until(home_again, "the lent partition gone home")
+
+
+def test_jobs_claimed_ahead_behind_a_slow_job_go_to_a_free_node(
+    make_node: Callable[..., Node], sqlite_store: SqliteStore, steered: Steered
+):
+    busy, free = make_node("busy", concurrency=1), make_node("free", concurrency=4)
+    until(lambda: turn(busy, free) or (busy.loop and free.loop), "both registered")
+    owners = sqlite_store.read_cluster().owners
+
+    def submit_to_busy(count: int) -> list[int]:
+        ids: list[int] = []
+        while len(ids) < count:
+            [job_id] = sqlite_store.submit_jobs([NewJob("hold", "[]", "{}", max_attempts=1)])
+            if owners[job_id % len(owners)] == busy.node_id:
+                ids.append(job_id)
+            else:
+                assert sqlite_store.cancel_job(job_id)
+        return ids
+
+    def started(job_id: int) -> int | None:
+        turn(busy, free)
+        job = sqlite_store.read_job(job_id)
+        if job and job.claimer and steered.have_started([(job.id, job.attempts)]):
+            return job.claimer
+        return None
+
+    # Quick jobs first: the busy node learns to claim ahead.
+    for job_id in submit_to_busy(3):
+        until(lambda j=job_id: started(j), "a quick job started")
+        steered.succeed(job_id)
+    assert busy.loop is not None
+    until(lambda: turn(busy, free) or not busy.loop.held, "the quick jobs recorded")
+    assert busy.loop.prefetch() > 0
+
+    # Then a slow one and four behind it, all at once: the busy node takes them together, runs
+    # the slow one and gives back the others, which start on the free node meanwhile.
+    slow, *behind = submit_to_busy(5)
+    assert until(lambda: started(slow), "the slow job started") == busy.node_id
+    for job_id in behind:
+        assert until(lambda j=job_id: started(j), "a job behind the slow one started") == (
+            free.node_id
+        )
+        job = sqlite_store.read_job(job_id)
+        assert job is not None and job.attempts == 1  # given back uncharged
+    steered.succeed(slow)
+    for job_id in behind:
+        steered.succeed(job_id)

@@ -29,6 +29,10 @@ class NodeConfig:
     # a node holds at most about this many seconds of work beyond its running attempts.
     prefetch_budget_s: float = 0.05
     max_prefetch: int = 1024
+    # A job claimed ahead that no worker has started after this long goes back to the queue,
+    # where a node with a free slot can take it (the estimate behind the prefetch was wrong:
+    # the running jobs turned out slower than those before them).
+    max_unstarted_wait_s: float = 0.25
     sample_interval_s: float = 5.0
     # How often the node checks what the datastore has running under it, besides right after
     # every datastore interruption (see node/reconcile.py).

@@ -49,6 +49,8 @@ class Executor(Protocol):
     def submit(self, work: Work) -> None: ...
     def free_slots(self, prefetch: int = 0) -> int: ...
     def take_unstarted(self) -> list[int]: ...
+    def unstarted_wait_s(self) -> float: ...
+    def longest_running_s(self) -> float: ...
     def running(self) -> list[int]: ...
     def expire(self, now_mono: float) -> list[Finished]: ...
     def shutdown(self) -> None: ...
@@ -58,6 +60,8 @@ class Executor(Protocol):
 class _Slot:
     work: Work
     deadline: float | None
+    accepted_at: float  # monotonic: when the node handed it over
+    started_at: float = 0.0  # monotonic: when a worker took it (0 while it waits)
     thread: int = 0
     abandoned: bool = field(default=False)
 
@@ -89,7 +93,7 @@ class ThreadExecutor:
 
     def submit(self, work: Work) -> None:
         with self._lock:
-            self._slots[work.job_id] = _Slot(work, deadline=None)
+            self._slots[work.job_id] = _Slot(work, deadline=None, accepted_at=time.monotonic())
         self._todo.put(work)
 
     def free_slots(self, prefetch: int = 0) -> int:
@@ -113,6 +117,20 @@ class ThreadExecutor:
             for job_id in waiting:
                 del self._slots[job_id]
         return waiting
+
+    def unstarted_wait_s(self) -> float:
+        """How long the oldest accepted attempt no worker has started has waited (0 if none)."""
+        now = time.monotonic()
+        with self._lock:
+            waits = [now - s.accepted_at for s in self._slots.values() if not s.thread]
+        return max(waits, default=0.0)
+
+    def longest_running_s(self) -> float:
+        """How long the oldest attempt a worker is running has run so far (0 if none)."""
+        now = time.monotonic()
+        with self._lock:
+            ages = [now - s.started_at for s in self._slots.values() if s.thread]
+        return max(ages, default=0.0)
 
     def running(self) -> list[int]:
         with self._lock:
@@ -179,6 +197,7 @@ class ThreadExecutor:
                 if slot is None:
                     continue
                 slot.thread = threading.get_ident()
+                slot.started_at = time.monotonic()
                 # The time limit counts from the start of the attempt, not from the claim.
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s

@@ -193,6 +193,7 @@ class Node:
             if self._drain_to_leave(loop, now):
                 return 0.0
         elif not loop.draining:
+            loop.return_stale()
             self.state = loop.claim(self.state)
             if loop.follow_load(now):
                 self.state = loop.claim(self.state)

@@ -227,12 +227,27 @@ class NodeLoop:
         return True
 
     def prefetch(self) -> int:
-        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones."""
+        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones.
+
+        The run time expected is the recent average, or longer while a running attempt has
+        already outlasted it: an average of tiny jobs says nothing of the slow one now running,
+        and claiming a thousand jobs behind it would hold them from nodes with free slots.
+        """
         if self.config.pool != "thread" or self.avg_run_s is None:
             return 0
         cfg = self.config
-        room = cfg.concurrency * cfg.prefetch_budget_s / max(self.avg_run_s, 1e-5)
+        expected_s = max(self.avg_run_s, self.executor.longest_running_s(), 1e-5)
+        room = cfg.concurrency * cfg.prefetch_budget_s / expected_s
         return int(min(cfg.max_prefetch, room))
+
+    def return_stale(self) -> None:
+        """Give back the jobs claimed ahead once the oldest has waited too long for a worker:
+        queued again, they go to whichever node has a free slot first (this one included)."""
+        waited_s = self.executor.unstarted_wait_s()
+        if waited_s <= self.config.max_unstarted_wait_s:
+            return
+        log.debug("giving back jobs claimed ahead: the oldest waited %.2fs for a worker", waited_s)
+        self.release_unstarted()
 
     def claim(self, state: NodeState) -> NodeState:
         """Claim jobs for the free slots; returns the node's state after the claim."""

@@ -122,6 +122,14 @@ class ProcessExecutor:
             self._idle = True
         return []
 
+    def unstarted_wait_s(self) -> float:
+        """Nothing waits locally: work goes straight to an idle worker."""
+        return 0.0
+
+    def longest_running_s(self) -> float:
+        """Not tracked: a process pool does not prefetch, which is what this would size."""
+        return 0.0
+
     def running(self) -> list[int]:
         with self._lock:
             return [w.work.job_id for w in self._workers if w.work is not None]
