@@ -107,6 +107,7 @@ def row(scenario: Scenario, figures: Figures, took_s: float) -> str:
         f"{figures.load_moves:>6} {100 * figures.unowned_partition_s / figures.partition_s:>7.2f}% "
         f"{percentile(figures.converge_s, 0.5):>5.1f} {percentile(figures.converge_s, 0.99):>5.1f} "
         f"{percentile(figures.waits_s, 0.5):>5.2f} {percentile(figures.waits_s, 0.99):>6.2f} "
+        f"{100 * figures.full_s / max(figures.run_s, 1e-9):>5.1f}% "
         f"{len(figures.violations):>4} {took_s:>5.0f}s"
     )
 
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> int:
     print(
         f"{'scenario':<38} {'changes':>6} {'moved':>7} {'fewest':>7} {'load':>6} "
         f"{'stuck':>8} {'conv50':>5} {'conv99':>5} {'wait50':>5} {'wait99':>6} "
-        f"{'bad':>4} {'took':>6}"
+        f"{'full':>6} {'bad':>4} {'took':>6}"
     )
     violations = 0
     for scenario in SCENARIOS:
@@ -143,9 +144,10 @@ def main(argv: list[str]) -> int:
     print(
         "moved/fewest: home partitions moved per membership change, and the fewest any "
         "capacity-weighted assignment could move; stuck: partition-time owned by a node that "
-        "cannot claim; conv: seconds until every node's view matched the datastore after a "
-        "change (p50, p99); wait: seconds a "
-        "job waited from arrival to start (p50, p99)."
+        "cannot claim; conv: seconds until every live node's view held a change, per change "
+        "(p50, p99); wait: seconds a job waited from arrival to start (p50, p99); full: share of "
+        "the time jobs waited while every live slot was busy (the cluster short of slots: waits "
+        "then come from capacity, not from the protocol)."
     )
     return 1 if violations else 0
 

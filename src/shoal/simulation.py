@@ -77,6 +77,8 @@ class Figures:
     converge_s: list[float] = field(default_factory=list)
     waits_s: list[float] = field(default_factory=list)
     stale_views: int = 0  # node-steps whose view of its section differed from the datastore's
+    full_s: float = 0.0  # time with jobs runnable while every live slot was busy (saturated)
+    run_s: float = 0.0
     jobs_started: int = 0
     violations: list[str] = field(default_factory=list)
 
@@ -107,7 +109,7 @@ class Simulation:
         self.homes: list[int | None] = [None] * partitions
         self.moved_at: dict[int, float] = {}
         self.epoch = 0
-        self.changed_at: float | None = None
+        self.changes: deque[tuple[int, float]] = deque()  # (epoch, when) not yet seen by all
         self.queues: list[deque[float]] = [deque() for _ in range(partitions)]
         self.nodes: dict[int, SimNode] = {}
         self.live: dict[int, SimNode] = {}  # the eligible nodes, kept as lives change
@@ -185,7 +187,7 @@ class Simulation:
                     sections.setdefault(owner, set()).add(p)
             self.sections = {n: frozenset(parts) for n, parts in sections.items()}
             self.epoch += 1
-            self.changed_at = self.now if self.changed_at is None else self.changed_at
+            self.changes.append((self.epoch, self.now))
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -290,10 +292,14 @@ class Simulation:
         self.figures.partition_s += self.partitions * self.step_s
         stale = sum(1 for n in live.values() if n.view_epoch != self.epoch)
         self.figures.stale_views += stale
-        views_current = stale == 0
-        if self.changed_at is not None and views_current:
-            self.figures.converge_s.append(self.now - self.changed_at)
-            self.changed_at = None
+        # A change has converged once every live node's view is at its epoch or later; timed
+        # per change, so changes coming faster than heartbeats do not add up into one.
+        seen = min((n.view_epoch for n in live.values()), default=self.epoch)
+        while self.changes and self.changes[0][0] <= seen:
+            self.figures.converge_s.append(self.now - self.changes.popleft()[1])
+        self.figures.run_s += self.step_s
+        if any(self.queues) and all(len(n.running) >= n.slots for n in live.values()):
+            self.figures.full_s += self.step_s
 
     def _check(self) -> None:
         """Every partition has one owner and one home, each a node the datastore holds live (a
