@@ -1,4 +1,5 @@
-"""Conformance, jobs: submitting, reading, listing and claiming (cancelling: test_cancel), on every adapter.
+"""Conformance, jobs: submitting, reading, listing and claiming, on every adapter (cancelling
+is in test_cancel).
 
 Each test gets a fresh, initialised datastore (P = 128) through the `store` fixture, which is
 parametrised over SQLite and PostgreSQL (see `conformance` for the shared helpers).

@@ -22,7 +22,7 @@ from typing import Any
 
 from shoal.app import App, TaskOptions, encode_json
 from shoal.context import JobContext, job_context
-from shoal.errors import Retry, ShoalError
+from shoal.errors import Cancelled, Retry, ShoalError
 from shoal.model import Job, Outcome
 
 
@@ -75,7 +75,17 @@ class Finished:
     retry_in_s: float | None = None  # the task raised Retry(in_s=...)
 
 
-def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
+def _never() -> bool:
+    return False
+
+
+def execute(
+    app: App,
+    work: Work,
+    report: Callable[[ProgressEvent], None],
+    is_cancelled: Callable[[], bool] = _never,
+) -> Finished:
+    """Run one attempt; `is_cancelled` is what `shoal.cancelled()` asks inside it."""
     task = app.tasks.get(work.task)
     if task is None:
         known = ", ".join(sorted(app.tasks)) or "none"
@@ -94,7 +104,7 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
     try:
         args = json.loads(work.args_json) if work.args_json != "[]" else []
         kwargs = json.loads(work.kwargs_json) if work.kwargs_json != "{}" else {}
-        with job_context(JobContext(work.job_id, work.attempt, send)):
+        with job_context(JobContext(work.job_id, work.attempt, send, is_cancelled)):
             if task.is_async:
                 value = asyncio.run(_run_async(task.fn, args, kwargs, work.timeout_s))
             else:
@@ -102,6 +112,8 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
     except BaseException as exc:  # the one broad catch: the attempt's outcome records it
         if isinstance(exc, TimeoutError | JobTimeout):
             error = timed_out(work.timeout_s)
+        elif isinstance(exc, Cancelled):
+            error = str(exc)  # "the task stopped on a cancel request": its class says no more
         else:
             error = describe(exc)
         return Finished(
@@ -137,6 +149,16 @@ def _encoded(app: App, work: Work, value: Any, duration_s: float) -> Finished:
 def timed_out(timeout_s: float | None) -> str:
     """The error of an attempt stopped at its time limit."""
     return f"timed out after {timeout_s}s"
+
+
+# The ends of attempts asked to cancel that the node itself brought about; the datastore records
+# each after "cancelled while running: ".
+NOT_STARTED = "no worker had started it yet"
+
+
+def not_stopped(grace_s: float, what: str) -> str:
+    """The error of an attempt that outlasted its cancel grace and was stopped (`what`)."""
+    return f"the task did not stop within {grace_s:g}s of the request; {what}"
 
 
 def describe(exc: BaseException) -> str:
@@ -261,6 +283,18 @@ def outcome_for(
         error=storable_text(error),
         traceback=storable_text(finished.traceback),
         retry_in_s=decision.retry_in_s,
+    )
+
+
+def cancelled_outcome(finished: Finished) -> Outcome:
+    """The outcome of an attempt whose job was asked to cancel: never retried, whatever it says.
+    The datastore ends the job cancelled (discarding a result)."""
+    return Outcome(
+        finished.job_id,
+        finished.attempt,
+        finished.ok,
+        error=storable_text(finished.error),
+        traceback=storable_text(finished.traceback),
     )
 
 

@@ -214,13 +214,14 @@ def held_rows(rows: str) -> str:
 
     Every writer of a node's running jobs other than the node itself (a declaration of death, a
     requeue) locks that node's row first; so does `me`, and `held` is empty if the node is dead by
-    the time it holds the lock. A cancel request is the exception: it only marks the job's row,
-    and the statement that ends such a job (FINISH_CANCELLED) runs afresh and finds the new row. Each row finds its job by one primary-key lookup, whatever the
-    statistics say: a LATERAL subquery with LIMIT is never turned into a join, and `state || ''`
-    matches no partial index. (With statistics taken while the table was empty, the planner once
-    scanned the node's running jobs once per outcome: a finish of a thousand outcomes took 700 ms
-    instead of 10.) An update joins `held` on `j.ctid = held.tid AND j.id = held.id` and adds no
-    selective condition of its own, so the planner has no reason to drive it from a scan of `jobs`.
+    the time it holds the lock. A cancel request is the exception: it only marks the job's row, and
+    the statement that ends such a job (FINISH_CANCELLED) runs afresh and finds the new row. Each
+    row finds its job by one primary-key lookup, whatever the statistics say: a LATERAL subquery
+    with LIMIT is never turned into a join, and `state || ''` matches no partial index. (With
+    statistics taken while the table was empty, the planner once scanned the node's running jobs
+    once per outcome: a finish of a thousand outcomes took 700 ms instead of 10.) An update joins
+    `held` on `j.ctid = held.tid AND j.id = held.id` and adds no selective condition of its own, so
+    the planner has no reason to drive it from a scan of `jobs`.
     """
     return f"""
 me AS (

@@ -107,9 +107,7 @@ class PostgresStore(Store):
         return self._db.run("cancel job", lambda c, r: jobs.cancel(c, r, job_id, by))
 
     def read_cancel_requests(self, node_id: int) -> list[model.CancelRequest]:
-        return self._db.run(
-            "read cancel requests", lambda c, _: jobs.cancel_requests(c, node_id)
-        )
+        return self._db.run("read cancel requests", lambda c, _: jobs.cancel_requests(c, node_id))
 
     def known_tasks(self) -> set[str]:
         return self._db.run("read known tasks", lambda c, _: reads.known_tasks(c))

@@ -129,10 +129,10 @@ def finish(
 
 def release(cur: sqlite3.Cursor, now: float, node_id: int, job_ids: Sequence[int]) -> int:
     released = []
+    error = texts.CANCELLED_RUNNING + texts.CANCEL_NODE_STOPPED
     for job_id in job_ids:
-        params = {"now": now, "id": job_id, "node": node_id}
+        params = {"now": now, "id": job_id, "node": node_id, "error": error}
         released += cur.execute(q.RELEASE, params).fetchall()
-        params["error"] = texts.CANCELLED_RUNNING + texts.CANCEL_NODE_STOPPED
         released += cur.execute(q.RELEASE_CANCELLED, params).fetchall()
     add_counts(cur, rules.count_moves(JobState.RUNNING, released))
     return len(released)
