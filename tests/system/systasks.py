@@ -87,3 +87,10 @@ def deaf(seconds: float) -> str:
     progress(0.5, "not listening")
     time.sleep(seconds)
     return "finished anyway"
+
+
+@app.task(cancel_grace_s=120.0)
+def unheeding(seconds: float) -> str:
+    """Ignores a cancel request for longer than a test lasts."""
+    time.sleep(seconds)
+    return "finished anyway"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from shoal import App, JobHandle
-from shoal.model import Job, JobState, NodeState
+from shoal.model import CancelResult, Job, JobState, NodeState
 from shoal.store import open_store
 from shoal.store.texts import CANCELLED_RUNNING
 
@@ -66,15 +66,12 @@ def test_shoal_cancel_stops_a_running_job_that_then_ends_cancelled(
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_a_task_that_ignores_the_cancel_is_stopped_after_its_grace_and_never_succeeds(
-    cluster: Cluster, pool: str, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, pool: str
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # `shoal status` tables wide enough to read
     app = started_app(cluster, "--pool", pool)
     handle = app.tasks["deaf"].submit(7.0)
     running(handle)
-    assert handle.cancel() is not None
-    status = shoal("status", "--db", cluster.url)
-    assert "cancel requested" in status.stdout, status.stdout
+    assert handle.cancel() is CancelResult.REQUESTED
     job = ended(handle)
     assert job.state is JobState.CANCELLED and job.attempts == 1
     killed = "process was killed" if pool == "process" else "thread was abandoned"
@@ -87,6 +84,23 @@ def test_a_task_that_ignores_the_cancel_is_stopped_after_its_grace_and_never_suc
     assert later.wait(timeout_s=30) == 2
     assert handle.refresh().state is JobState.CANCELLED
     assert handle.refresh().result is None
+
+
+def test_status_and_job_show_a_running_job_being_cancelled(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # `shoal status` tables wide enough to read
+    app = started_app(cluster)
+    handle = app.tasks["unheeding"].submit(60.0)  # its grace outlasts the test
+    job_id = str(running(handle).id)
+    assert handle.cancel(by="ops") is CancelResult.REQUESTED
+    status = shoal("status", "--db", cluster.url)
+    assert "cancel requested" in status.stdout, status.stdout
+    shown = json.loads(shoal("job", job_id, "--json", "--db", cluster.url).stdout)
+    assert shown["state"] == "running" and shown["cancel_requested_by"] == "ops"
+    assert shown["cancel_requested_at"] is not None
+    again = shoal("cancel", job_id, "--db", cluster.url)
+    assert again.returncode == 0 and "was already asked to cancel by ops" in again.stdout
 
 
 def test_cancel_of_an_unknown_job_is_a_clear_error(cluster: Cluster) -> None:
