@@ -192,3 +192,34 @@ def test_a_cancel_racing_an_outcome_never_leaves_a_requested_job_succeeded(
         assert answers[job.id] in (CancelResult.FINISHED, CancelResult.REQUESTED)
         assert state is (expected or JobState.CANCELLED), (job.id, answers[job.id])
     assert_counts_match(store, "race")
+
+
+def test_a_cancel_racing_a_claim_either_cancels_or_asks_the_claimer(
+    store: Store, db_url: str
+) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(60))
+    answers: dict[int, CancelResult] = {}
+    canceller = open_store(db_url)
+    start = threading.Barrier(2)
+
+    def cancel_all() -> None:
+        start.wait()
+        for job_id in ids:
+            answers[job_id] = canceller.cancel_job(job_id)
+
+    thread = threading.Thread(target=cancel_all)
+    thread.start()
+    start.wait()
+    claimed = {j.id for _ in range(30) for j in store.claim_jobs(node.id, 2)}
+    thread.join()
+    canceller.close()
+    requested = {r.job_id for r in store.read_cancel_requests(node.id)}
+    for job_id in ids:
+        job = read(store, job_id)
+        if answers[job_id] is CancelResult.CANCELLED:
+            assert job.state is JobState.CANCELLED and job_id not in claimed
+        else:
+            assert answers[job_id] is CancelResult.REQUESTED, answers[job_id]
+            assert job.state is JobState.RUNNING and job_id in claimed and job_id in requested
+    assert_counts_match(store, "cancels racing claims")

@@ -107,3 +107,5 @@ def test_cancel_of_an_unknown_job_is_a_clear_error(cluster: Cluster) -> None:
     said = shoal("cancel", "424242", "--db", cluster.url)
     assert said.returncode == 1 and "no job with id 424242" in said.stderr
     assert "Traceback" not in said.stderr
+    blank = shoal("cancel", "1", "--by", "", "--db", cluster.url)
+    assert blank.returncode == 1 and "--by takes 1 to 200 characters" in blank.stderr
