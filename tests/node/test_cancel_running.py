@@ -5,6 +5,7 @@ killed, or its worker thread abandoned), and either way the job ends cancelled, 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from shoal.app import App, JobHandle
 from shoal.errors import NotFound
 from shoal.model import CancelResult, Job, JobState, NewJob
 from shoal.node import Node, NodeConfig
+from shoal.node.runner import COROUTINE_CANCELLED
 from shoal.store.sqlite import SqliteStore
 from shoal.store.texts import CANCEL_FINISHED_ANYWAY, CANCELLED_RUNNING
 
@@ -57,6 +59,11 @@ def cancel_app(sqlite_store: SqliteStore, release: threading.Event) -> App:
     def deaf() -> str:
         release.wait()  # blocked in C: an exception raised in its thread waits until it returns
         return "done"
+
+    @app.task(retries=3)
+    async def sleepy() -> str:
+        await asyncio.sleep(60)
+        return "woke"
 
     @app.task
     def quick() -> int:
@@ -110,6 +117,17 @@ def test_a_task_that_returns_after_the_request_never_succeeds(
     job = ended(handle)
     assert job.state is JobState.CANCELLED and job.result is None
     assert job.error == CANCELLED_RUNNING + CANCEL_FINISHED_ANYWAY
+
+
+def test_an_async_task_is_cancelled_at_its_next_await(
+    node: Node, sqlite_store: SqliteStore
+) -> None:
+    handle = started_job(sqlite_store, "sleepy")
+    asked = time.monotonic()
+    assert handle.cancel()
+    job = ended(handle)
+    assert time.monotonic() - asked < 2.0
+    assert job.state is JobState.CANCELLED and job.error == CANCELLED_RUNNING + COROUTINE_CANCELLED
 
 
 def test_a_thread_that_ignores_the_request_is_abandoned_after_its_grace(

@@ -16,7 +16,7 @@ import json
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +106,8 @@ def execute(
         kwargs = json.loads(work.kwargs_json) if work.kwargs_json != "{}" else {}
         with job_context(JobContext(work.job_id, work.attempt, send, is_cancelled)):
             if task.is_async:
-                value = asyncio.run(_run_async(task.fn, args, kwargs, work.timeout_s))
+                call = task.fn(*args, **kwargs)
+                value = asyncio.run(_run_async(call, work.timeout_s, is_cancelled))
             else:
                 value = task.fn(*args, **kwargs)
     except BaseException as exc:  # the one broad catch: the attempt's outcome records it
@@ -114,6 +115,8 @@ def execute(
             error = timed_out(work.timeout_s)
         elif isinstance(exc, Cancelled):
             error = str(exc)  # "the task stopped on a cancel request": its class says no more
+        elif isinstance(exc, asyncio.CancelledError) and is_cancelled():
+            error = COROUTINE_CANCELLED
         else:
             error = describe(exc)
         return Finished(
@@ -189,10 +192,23 @@ def progress_text(message: str | None) -> str | None:
     return storable_text(message[:MAX_PROGRESS_MESSAGE])
 
 
+# How often an async task's event loop looks whether its job was asked to cancel.
+CANCEL_POLL_S = 0.05
+COROUTINE_CANCELLED = "the task stopped on a cancel request (its coroutine was cancelled)"
+
+
 async def _run_async(
-    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], timeout_s: float | None
+    call: Coroutine[Any, Any, Any], timeout_s: float | None, is_cancelled: Callable[[], bool]
 ) -> Any:
-    return await asyncio.wait_for(fn(*args, **kwargs), timeout_s)
+    """Await the task's coroutine under its time limit. Once its job is asked to cancel, the
+    coroutine is cancelled as asyncio code expects: CancelledError at its next await."""
+    main = asyncio.ensure_future(asyncio.wait_for(call, timeout_s))
+    while not main.done():
+        if is_cancelled():
+            main.cancel()
+            break
+        await asyncio.wait({main}, timeout=CANCEL_POLL_S)
+    return await main
 
 
 def type_name(cls: type) -> str:
