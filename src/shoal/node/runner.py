@@ -6,7 +6,9 @@ is not is a failure of the attempt, never a lost job. Nothing a task hands back 
 code raise instead: an exception whose message cannot be read, a result nested too deeply to
 encode, a progress message the datastore could not hold each end as text someone can read.
 Whether a failed attempt runs again, and when, is one pure decision (`retry_decision`) from the
-task's retry options.
+task's retry options; an attempt whose job was asked to cancel never does (`cancelled_outcome`).
+Inside an attempt `shoal.cancelled()` asks the executor's flag; an async task's coroutine is
+cancelled at its next await once the flag is up.
 """
 
 from __future__ import annotations
