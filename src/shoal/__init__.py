@@ -5,8 +5,9 @@ sequential id whose partition decides which node runs it. The public API is re-e
 """
 
 from shoal.app import App, JobHandle, Progress, Task
-from shoal.context import current_job, progress
+from shoal.context import cancelled, current_job, progress
 from shoal.errors import (
+    Cancelled,
     ConfigError,
     DatastoreUnavailable,
     JobFailed,
@@ -20,11 +21,13 @@ from shoal.errors import (
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import Job, JobState, NodeRecord, NodeState
+from shoal.model import CancelResult, Job, JobState, NodeRecord, NodeState
 from shoal.store.rules import Retention
 
 __all__ = [
     "App",
+    "CancelResult",
+    "Cancelled",
     "ConfigError",
     "DatastoreUnavailable",
     "Job",
@@ -45,6 +48,7 @@ __all__ = [
     "Task",
     "UnknownTask",
     "WaitTimeout",
+    "cancelled",
     "current_job",
     "progress",
 ]

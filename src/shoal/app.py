@@ -11,11 +11,13 @@ its finished jobs are kept; the node reads them from the registry.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import importlib
 import inspect
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,13 +34,16 @@ from shoal.errors import (
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import Job, JobState, NewJob
+from shoal.model import CancelResult, Job, JobState, NewJob
 from shoal.store import Store, open_store, resolve_url
 from shoal.store.rules import Retention
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 1.0
+# How long a task asked to cancel may take to stop on its own before its node stops it: enough
+# to finish a step and clean up, short enough that a cancel visibly takes effect.
+DEFAULT_CANCEL_GRACE_S = 10.0
 # A job that failed a thousand times is failing for good; the cap also keeps attempt counts far
 # from the datastores' 64-bit integer limit, which a typo such as --retries 10**20 would pass.
 MAX_RETRIES = 1000
@@ -146,6 +151,8 @@ class TaskOptions:
     keep_succeeded_s: float | None = None
     keep_failed_s: float | None = None
     keep_cancelled_s: float | None = None
+    # How long an attempt asked to cancel may run on before its node stops it.
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
 
     def __post_init__(self) -> None:
         """ValueError for a retry_on that is not exception classes, or a negative or NaN age."""
@@ -163,6 +170,9 @@ class TaskOptions:
             value = getattr(self, what)
             if value is not None and not value >= 0:  # NaN fails too
                 raise ValueError(f"{what} must be seconds >= 0, not {value}")
+        grace_s = self.cancel_grace_s
+        if not (isinstance(grace_s, int | float) and 0 <= grace_s < math.inf):
+            raise ValueError(f"cancel_grace_s must be finite seconds >= 0, not {grace_s}")
 
     def retention(self, default: Retention) -> Retention:
         """`default` with this task's own ages in place of its."""
@@ -305,6 +315,21 @@ class JobHandle:
     def error(self) -> str | None:
         return self.refresh().error
 
+    def cancel(self, by: str | None = None) -> CancelResult:
+        """Cancel the job; `by` is recorded as who asked (default: this user and host).
+
+        A queued job ends cancelled at once (CANCELLED). A running one is asked to stop
+        (REQUESTED, or ALREADY_REQUESTED): its task sees `shoal.cancelled()` turn True, and the
+        job ends cancelled when the attempt ends, or when its node stops it after the task's
+        `cancel_grace_s`; never succeeded, never retried. A job that has already ended is left
+        as it is (FINISHED). The result is True as a bool when the job was changed. Raises
+        NotFound if there is no job with this id.
+        """
+        result = self.store.cancel_job(self.id, by or requester())
+        if result is CancelResult.NOT_FOUND:
+            raise NotFound(f"no job with id {self.id}")
+        return result
+
     def wait(self, timeout_s: float | None = None) -> Any:
         """Block until the job ends; return its result.
 
@@ -327,6 +352,15 @@ class JobHandle:
             pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
             delay = min(delay * 1.5, 0.25)
+
+
+def requester() -> str:
+    """Who asks for a cancel, as the job records it: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container, say)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 class App:
@@ -382,6 +416,7 @@ class App:
         keep_succeeded_s: float | None = ...,
         keep_failed_s: float | None = ...,
         keep_cancelled_s: float | None = ...,
+        cancel_grace_s: float = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -397,6 +432,7 @@ class App:
         keep_succeeded_s: float | None = None,
         keep_failed_s: float | None = None,
         keep_cancelled_s: float | None = None,
+        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
@@ -405,9 +441,10 @@ class App:
         the node's `max_backoff_s`); `retry_on` limits retries to these exception types (and
         their subclasses), others fail at once. `timeout_s` stops an attempt that runs longer.
         `keep_*_s` override the app's retention for this task's finished jobs (`math.inf`: for
-        ever). Raises ValueError if the name is already registered, for retries outside
-        0..MAX_RETRIES, a time limit that is not a finite number above 0, a `retry_on` that is
-        not exception classes, and a negative delay or age.
+        ever). `cancel_grace_s` is how long an attempt asked to cancel may run on before its node
+        stops it (see `shoal.cancelled`). Raises ValueError if the name is already registered,
+        for retries outside 0..MAX_RETRIES, a time limit that is not a finite number above 0, a
+        `retry_on` that is not exception classes, and a negative delay, age or grace.
         """
 
         def register(f: Callable[..., Any]) -> Task:
@@ -422,6 +459,7 @@ class App:
                 keep_succeeded_s,
                 keep_failed_s,
                 keep_cancelled_s,
+                cancel_grace_s,
             )
             try:
                 check_schedule(retries, timeout_s, 0.0)

@@ -33,9 +33,10 @@ from shoal.app import (
     build_job,
     check_text,
     load_app,
+    requester,
 )
 from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, UnknownTask
-from shoal.model import Job, JobState
+from shoal.model import CancelResult, Job, JobState
 from shoal.observer.format import printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status
@@ -432,6 +433,8 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         "created_at": found.created_at,
         "started_at": found.started_at,
         "finished_at": found.finished_at,
+        "cancel_requested_at": found.cancel_requested_at,
+        "cancel_requested_by": found.cancel_requested_by,
     }
     if as_json:
         click.echo(json.dumps(fields, indent=2))
@@ -465,17 +468,52 @@ def resume(db: str | None, node_ref: str) -> None:
     echo_data(f"resume requested for node {record.name} (id {record.id})")
 
 
+MAX_REQUESTER_CHARS = 200  # a name with a host, or a ticket reference: not a document
+
+
 @cli.command()
 @db_option
 @click.argument("job_id", type=int)
-def cancel(db: str | None, job_id: int) -> None:
-    """Cancel a job that has not started yet."""
+@click.option("--by", metavar="TEXT", help="Who asks, as the job records it (default USER@HOST).")
+def cancel(db: str | None, job_id: int, by: str | None) -> None:
+    """Cancel a job: a queued one at once, a running one once its task stops.
+
+    A running job's task sees `shoal.cancelled()` turn True within a fraction of a second; if it
+    has not stopped after its cancel grace, its node stops it. Either way it ends cancelled,
+    never succeeded and never retried. A job that has already ended is left as it is.
+    """
+    if by is not None:
+        check_text(by, "--by", ConfigError)
+        if not 0 < len(by) <= MAX_REQUESTER_CHARS:
+            raise ConfigError(f"--by takes 1 to {MAX_REQUESTER_CHARS} characters")
     store = open_existing(db)
     if not 0 < job_id <= MAX_JOB_ID:
         raise NotFound(f"no job with id {job_id}")
-    if not store.cancel_job(job_id):
-        raise click.ClickException(f"job {job_id} is not queued (see `shoal job {job_id}`)")
-    click.echo(f"job {job_id} cancelled")
+    result = store.cancel_job(job_id, by or requester())
+    if result is CancelResult.NOT_FOUND:
+        raise NotFound(f"no job with id {job_id}")
+    job = _find_job(store, job_id)
+    if result is CancelResult.FINISHED:
+        raise click.ClickException(
+            f"job {job_id} already {job.state.value}; there is nothing to cancel"
+        )
+    echo_data(_cancel_said(job, result))
+
+
+def _cancel_said(job: Job, result: CancelResult) -> str:
+    """What `shoal cancel` tells about a cancel that was done or is under way."""
+    if result is CancelResult.CANCELLED or job.state is JobState.CANCELLED:
+        return f"job {job.id} cancelled"
+    where = f"running on node {job.claimer}"
+    if result is CancelResult.ALREADY_REQUESTED:
+        return (
+            f"job {job.id} ({where}) was already asked to cancel by "
+            f"{job.cancel_requested_by or 'someone'}; it ends cancelled once its task stops"
+        )
+    return (
+        f"cancel requested for job {job.id} ({where}); it ends cancelled once its task stops, "
+        "or its node stops it after the task's cancel grace"
+    )
 
 
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

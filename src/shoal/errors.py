@@ -76,3 +76,17 @@ class Retry(ShoalError):
         self.reason = reason
         said = f": {reason}" if reason else ""
         super().__init__(f"the task asked to be retried in {self.in_s:g}s{said}")
+
+
+class Cancelled(ShoalError):
+    """Raised by a task that stops because its job was asked to cancel (`shoal.cancelled()`).
+
+    The job then ends `cancelled`, never retried. Raised without a cancel request, it is an
+    error like any other. A task that outlasts its cancel grace on a worker thread gets it raised
+    inside it as its thread is abandoned.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        said = f": {reason}" if reason else ""
+        super().__init__(f"the task stopped on a cancel request{said}")

@@ -74,6 +74,10 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    # When a cancel was asked for (datastore time) and by whom: set on a running job while its
+    # node stops it, and kept on the cancelled job.
+    cancel_requested_at: float | None = None
+    cancel_requested_by: str | None = None
 
     @property
     def args(self) -> list[Any]:
@@ -123,6 +127,29 @@ class Heartbeat:
     section: tuple[int, ...]
     pause_requested: bool
     state: NodeState
+
+
+class CancelResult(StrEnum):
+    """What a cancel did. True (as a bool) when it changed the job."""
+
+    CANCELLED = "cancelled"  # the job was queued: it ended cancelled at once
+    REQUESTED = "requested"  # the job was running: its node stops it, and it ends cancelled
+    ALREADY_REQUESTED = "already_requested"  # running, and a cancel was asked for before
+    FINISHED = "finished"  # the job had already ended: nothing changed
+    NOT_FOUND = "not_found"  # there is no such job
+
+    def __bool__(self) -> bool:
+        return self in (CancelResult.CANCELLED, CancelResult.REQUESTED)
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """A cancel asked for a job running under a node, as the node reads it."""
+
+    job_id: int
+    attempt: int
+    requested_at: float
+    requested_by: str | None
 
 
 @dataclass(frozen=True)

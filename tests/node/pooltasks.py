@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from shoal import App, progress
+from shoal import App, Cancelled, cancelled, progress
 
 app = App()
 
@@ -15,3 +15,23 @@ def nap(seconds: float) -> str:
     progress(0.0, str(os.getpid()))  # which worker runs it, for a test to signal
     time.sleep(seconds)
     return "rested"
+
+
+@app.task
+def patient(limit_s: float) -> str:
+    """Cooperative: stops when its job is asked to cancel (or gives up after `limit_s`)."""
+    progress(0.0, str(os.getpid()))
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if cancelled():
+            raise Cancelled("saw the request")
+        time.sleep(0.01)
+    return "never asked"
+
+
+@app.task(cancel_grace_s=0.3)
+def stubborn(seconds: float) -> str:
+    """Not cooperative: ignores a cancel request, so its worker is stopped after the grace."""
+    progress(0.0, str(os.getpid()))
+    time.sleep(seconds)
+    return "finished anyway"

@@ -272,3 +272,21 @@ def test_partition_map_and_timeline_show_backlog_loans_and_load_moves(
     timeline = client.get("/api/timeline", params={"range": "15m"}).json()
     kinds = [e["kind"] for e in timeline["events"]]
     assert "load_move" in kinds and "rebalance" in kinds
+
+
+def test_a_running_job_being_cancelled_is_marked_in_the_api_and_on_its_pages(
+    obs_store: Store, cluster: Cluster, client: TestClient
+):
+    alpha = cluster.start("alpha", concurrency=2)
+    submit(obs_store, "resize", "a.png", count=2, width=1)
+    asked, other = cluster.running(alpha, 2)
+    assert obs_store.cancel_job(asked.id, by=HOSTILE)
+
+    running = {j["id"]: j for j in client.get("/api/overview").json()["running_jobs"]}
+    assert running[asked.id]["cancel_requested"] and not running[other.id]["cancel_requested"]
+    detail = client.get(f"/api/jobs/{asked.id}").json()
+    assert detail["cancel_requested_by"] == HOSTILE and detail["cancel_requested_at"] > 0
+    page = client.get(f"/jobs/{asked.id}").text
+    assert 'id="job-cancelling">cancel requested' in page and HOSTILE not in page  # escaped
+    listed = client.get("/jobs").text
+    assert listed.count("cancel requested") == 1

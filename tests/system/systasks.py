@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from shoal import App, progress
+from shoal import App, Cancelled, cancelled, progress
 
 app = App()
 
@@ -68,3 +68,29 @@ def hold(marker: str, limit_s: float = 60.0) -> str:
     while not os.path.exists(marker) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "held"
+
+
+@app.task(retries=2)
+def obedient(limit_s: float) -> str:
+    """Stops as soon as its job is asked to cancel; left alone, returns after `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if cancelled():
+            raise Cancelled("stopped between two steps")
+        time.sleep(0.01)
+    return "never asked"
+
+
+@app.task(retries=2, cancel_grace_s=5.0)
+def deaf(seconds: float) -> str:
+    """Ignores a cancel request: its node stops it once the grace has passed."""
+    progress(0.5, "not listening")
+    time.sleep(seconds)
+    return "finished anyway"
+
+
+@app.task(cancel_grace_s=120.0)
+def unheeding(seconds: float) -> str:
+    """Ignores a cancel request for longer than a test lasts."""
+    time.sleep(seconds)
+    return "finished anyway"

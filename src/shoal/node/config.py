@@ -41,6 +41,10 @@ class NodeConfig:
     # How often a node with an idle worker checks whether jobs waiting behind busy nodes should
     # move to it (sections that follow the load; see shoal/load.py). 0 turns it off.
     load_check_s: float = 0.25
+    # How often a node running jobs asks whether any of them was asked to cancel: one probe of
+    # an index that holds only the jobs being cancelled, so a request takes effect within about
+    # this long on any datastore, without a channel of its own.
+    cancel_check_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -49,5 +53,7 @@ class NodeConfig:
             raise ConfigError("--pool must be 'thread' or 'process'")
         if not self.name or len(self.name) > 200:
             raise ConfigError("a node name must be 1 to 200 characters")
+        if not self.cancel_check_s > 0:
+            raise ConfigError("cancel_check_s must be above 0 seconds")
         if self.heartbeat_s * 2 > self.lease_s:
             raise ConfigError("the lease must be at least two heartbeats long")

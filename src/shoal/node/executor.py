@@ -3,9 +3,12 @@
 The node's main thread submits work and reads events (progress, finished) from the queue; the
 workers never touch the datastore. A worker stuck past its job's time limit gets a JobTimeout
 raised inside it and is abandoned: a fresh thread takes its slot so the node keeps its capacity,
-and whatever the stuck thread returns later is ignored. A task blocked in C code never sees the
-JobTimeout, so abandoned threads are counted: past a cap the executor offers no free slots (the
-node stops claiming, and says why) until some of them return. Every attempt a worker takes
+and whatever the stuck thread returns later is ignored. An attempt whose job was asked to cancel
+sees `shoal.cancelled()` turn True; one still running past its cancel grace is abandoned the same
+way, with `Cancelled` raised inside it (a thread cannot be killed); one no worker has started is
+withdrawn at once. A task blocked in C code never sees the exception raised in it, so abandoned
+threads are counted: past a cap the executor offers no free slots (the node stops claiming, and
+says why) until some of them return. Every attempt a worker takes
 ends in a report, whatever fails on the way, and a worker thread that ends for any reason but
 a shutdown or an abandonment is replaced: no slot is ever lost.
 """
@@ -22,14 +25,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.app import App
+from shoal.errors import Cancelled
 from shoal.node.eventqueue import EventQueue
 from shoal.node.runner import (
+    NOT_STARTED,
     Finished,
     JobTimeout,
     ProgressEvent,
     Work,
     describe,
     execute,
+    not_stopped,
     timed_out,
 )
 
@@ -53,7 +59,14 @@ class Executor(Protocol):
     def longest_running_s(self) -> float: ...
     def running(self) -> list[int]: ...
     def expire(self, now_mono: float) -> list[Finished]: ...
+    def cancel(self, job_id: int, grace_s: float) -> None: ...
     def shutdown(self) -> None: ...
+
+
+# What a thread left running is told as it is abandoned.
+_ABANDONED = "its worker thread was abandoned (a thread cannot be killed)"
+# Exceptions raised inside a worker thread from outside it, as its attempt is abandoned.
+_RAISED_IN = (JobTimeout, Cancelled)
 
 
 @dataclass
@@ -64,6 +77,20 @@ class _Slot:
     started_at: float = 0.0  # monotonic: when a worker took it (0 while it waits)
     thread: int = 0
     abandoned: bool = field(default=False)
+    cancel: threading.Event = field(default_factory=threading.Event)  # asked to cancel
+    cancel_deadline: float | None = None  # past it, the attempt is abandoned
+    cancel_grace_s: float = 0.0
+
+    def overrun(self, now_mono: float) -> tuple[type[BaseException], str] | None:
+        """What to raise in a started attempt past its cancel grace or time limit, and its
+        error; None while it may run on."""
+        if not self.thread:
+            return None
+        if self.cancel_deadline is not None and now_mono > self.cancel_deadline:
+            return Cancelled, not_stopped(self.cancel_grace_s, _ABANDONED)
+        if self.deadline is not None and now_mono > self.deadline:
+            return JobTimeout, timed_out(self.work.timeout_s)
+        return None
 
 
 # Abandoned threads a node tolerates, per worker slot, before it stops claiming: each holds
@@ -137,30 +164,20 @@ class ThreadExecutor:
             return list(self._slots)
 
     def expire(self, now_mono: float) -> list[Finished]:
-        """Stop attempts past their time limit; return their failure reports."""
+        """Abandon attempts past their time limit or cancel grace; return their reports."""
         out = []
         with self._lock:
-            late = [
-                s
-                for s in self._slots.values()
-                if s.deadline is not None and now_mono > s.deadline and s.thread
-            ]
-            for slot in late:
+            late = [(s, why) for s in self._slots.values() if (why := s.overrun(now_mono))]
+            for slot, (raised, error) in late:
                 del self._slots[slot.work.job_id]
                 slot.abandoned = True
                 self._abandoned += 1
-                _raise_in_thread(slot.thread)
-                out.append(
-                    Finished(
-                        slot.work.job_id,
-                        slot.work.attempt,
-                        False,
-                        error=timed_out(slot.work.timeout_s),
-                    )
-                )
+                _raise_in_thread(slot.thread, raised)
+                out.append(Finished(slot.work.job_id, slot.work.attempt, False, error=error))
             abandoned = self._abandoned
-        for _ in late:
-            log.warning("a task ran past its time limit; its worker thread was replaced")
+        for _, (raised, _) in late:
+            limit = "cancel grace" if raised is Cancelled else "time limit"
+            log.warning("a task ran past its %s; its worker thread was replaced", limit)
             self._spawn()
         if late and abandoned >= self.max_abandoned:
             log.error(
@@ -170,6 +187,21 @@ class ThreadExecutor:
                 self.max_abandoned,
             )
         return out
+
+    def cancel(self, job_id: int, grace_s: float) -> None:
+        """Tell the job's attempt it was asked to cancel; it is abandoned if still running
+        `grace_s` later. An attempt no worker has started is withdrawn and reported at once."""
+        with self._lock:
+            slot = self._slots.get(job_id)
+            if slot is None or slot.cancel.is_set():
+                return
+            slot.cancel.set()
+            if slot.thread:
+                slot.cancel_grace_s = grace_s
+                slot.cancel_deadline = time.monotonic() + grace_s
+                return
+            del self._slots[job_id]  # the worker that takes it finds no slot and skips it
+        self.events.put(Finished(job_id, slot.work.attempt, False, error=NOT_STARTED, final=True))
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -202,13 +234,13 @@ class ThreadExecutor:
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s
             try:
-                finished = _attempt(self.app, work, self.events.put)
+                finished = _attempt(self.app, work, self.events.put, slot.cancel.is_set)
                 with self._lock:
                     if slot.abandoned:
                         self._abandoned -= 1
                         return False  # a replacement thread took this slot
                     self._slots.pop(work.job_id, None)
-            except JobTimeout:
+            except _RAISED_IN:
                 # Raised by expire() just as the attempt ended; it is already reported.
                 with self._lock:
                     self._abandoned -= 1
@@ -216,12 +248,17 @@ class ThreadExecutor:
             self.events.put(finished)
 
 
-def _attempt(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
+def _attempt(
+    app: App,
+    work: Work,
+    report: Callable[[ProgressEvent], None],
+    is_cancelled: Callable[[], bool],
+) -> Finished:
     """`execute`, which never raises for what a task does; if the machinery around it fails
     anyway, the attempt still ends failed with the reason, and the worker goes on."""
     try:
-        return execute(app, work, report)
-    except JobTimeout:
+        return execute(app, work, report, is_cancelled)
+    except _RAISED_IN:
         raise
     except BaseException as exc:
         log.exception("job %d: the worker failed outside the task", work.job_id)
@@ -230,8 +267,6 @@ def _attempt(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> F
         )
 
 
-def _raise_in_thread(thread_id: int) -> None:
-    """Raise JobTimeout inside a thread at its next Python instruction."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(JobTimeout)
-    )
+def _raise_in_thread(thread_id: int, raised: type[BaseException]) -> None:
+    """Raise `raised` inside a thread at its next Python instruction."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(raised))

@@ -1,8 +1,9 @@
 """A processor node's life: register, take a section, claim and run jobs, leave or be declared dead.
 
 The loop is a step function: `Node.step(now)` does one turn (write finished outcomes in batches,
-flush progress, heartbeat when due, claim for free slots, move between states, drain and leave
-when stopping) and says how long to wait for worker events before the next. One thread runs
+flush progress, heartbeat when due, pass cancel requests on to the attempts, claim for free
+slots, move between states, drain and leave when stopping) and says how long to wait for worker
+events before the next. One thread runs
 the steps and makes every datastore call; workers only run tasks and report events. `run`
 steps on the calling thread, `start`/`stop` on a background one; neither touches signals, which
 belong to whoever owns the process (the CLI). A node that finds itself declared dead stops
@@ -175,6 +176,7 @@ class Node:
     def _turn(self, loop: NodeLoop, now: float) -> float:
         cfg = self.config
         loop.take_events(block_s=0.0)
+        loop.check_cancels(now)
         loop.outcomes.extend(loop.finish(f) for f in loop.executor.expire(now))
         loop.write_outcomes()
         if now - loop.last_flush >= cfg.progress_flush_s:

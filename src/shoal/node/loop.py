@@ -2,9 +2,10 @@
 
 A `NodeLoop` lives for one registration: jobs held, outcomes and progress not yet written,
 timers, whether a pause is draining. Its methods do the job side of a turn (take worker
-events, write outcomes in batches, flush progress, claim for free slots, reconcile with the
-datastore); `Node.step` decides when each runs. A node declared dead drops its loop whole and
-starts a new one when it registers again, so nothing of the old registration leaks into the new.
+events, write outcomes in batches, flush progress, claim for free slots, pass cancel requests
+on to the attempts, reconcile with the datastore); `Node.step` decides when each runs. A node
+declared dead drops its loop whole and starts a new one when it registers again, so nothing of
+the old registration leaks into the new.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 
-from shoal.app import App
+from shoal.app import DEFAULT_CANCEL_GRACE_S, App
 from shoal.errors import DatastoreUnavailable
 from shoal.model import Job, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
@@ -25,6 +26,7 @@ from shoal.node.runner import (
     ProgressEvent,
     RetryPolicy,
     Work,
+    cancelled_outcome,
     outcome_for,
     progress_text,
 )
@@ -71,6 +73,8 @@ class Backoff:
 class Held:
     job: Job
     retry: RetryPolicy
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+    cancel_requested: bool = False  # its attempt was told; it ends cancelled, never retried
 
 
 @dataclass
@@ -94,6 +98,7 @@ class NodeLoop:
     recent: RecentOutcomes = field(default_factory=RecentOutcomes)
     avg_run_s: float | None = None
     last_load_check: float = 0.0
+    last_cancel_check: float = 0.0
     # While the datastore refuses writes (down, a full disk): a pause doubling up to
     # RETRY_MAX_S between tries, so a refused write is neither retried nor logged thousands
     # of times a second.
@@ -127,6 +132,15 @@ class NodeLoop:
 
     def finish(self, finished: Finished) -> Outcome:
         held = self.held[finished.job_id]
+        if held.cancel_requested:
+            log.info(
+                "job %d (%s) attempt %d ended after a cancel request: %s",
+                finished.job_id,
+                held.job.task,
+                finished.attempt,
+                finished.error or "the task finished",
+            )
+            return cancelled_outcome(finished)
         outcome = outcome_for(
             finished, held.job.max_attempts, held.retry, self.config.max_backoff_s
         )
@@ -144,8 +158,11 @@ class NodeLoop:
         return outcome
 
     def wait_s(self) -> float:
-        """How long an idle turn may wait: at once with outcomes to write, unless backing off."""
+        """How long an idle turn may wait: at once with outcomes to write, unless backing off;
+        while jobs run here, no longer than the next look for cancel requests."""
         if not self.outcomes:
+            if self.held:
+                return min(self.idle_poll_s, self.config.cancel_check_s)
             return self.idle_poll_s
         if self.outcome_backoff.active():
             return min(self.idle_poll_s, self.outcome_backoff.remaining_s())
@@ -189,6 +206,31 @@ class NodeLoop:
             return
         self.progress_backoff.succeeded()
         self.progress.clear()
+
+    def check_cancels(self, now: float) -> None:
+        """While jobs run here, at most every `cancel_check_s`: read their cancel requests and
+        tell each attempt once (its grace counts from then)."""
+        if not self.held or now - self.last_cancel_check < self.config.cancel_check_s:
+            return
+        self.last_cancel_check = now
+        try:
+            requests = self.store.read_cancel_requests(self.node_id)
+        except DatastoreUnavailable as exc:
+            log.debug("cannot read cancel requests yet (%s)", exc)
+            return
+        for request in requests:
+            held = self.held.get(request.job_id)
+            if held is None or held.cancel_requested or held.job.attempts != request.attempt:
+                continue
+            held.cancel_requested = True
+            log.info(
+                "job %d (%s): cancel requested by %s; stopping it (grace %gs)",
+                request.job_id,
+                held.job.task,
+                request.requested_by or "someone",
+                held.cancel_grace_s,
+            )
+            self.executor.cancel(request.job_id, held.cancel_grace_s)
 
     def reconcile(self) -> bool:
         """Set right what the datastore has running under this node and the node does not hold.
@@ -273,7 +315,8 @@ class NodeLoop:
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
-            self.held[job.id] = Held(job, RetryPolicy.of(options))
+            grace_s = options.cancel_grace_s if options else DEFAULT_CANCEL_GRACE_S
+            self.held[job.id] = Held(job, RetryPolicy.of(options), grace_s)
             self.executor.submit(Work.of(job, options.timeout_s if options else None))
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state

@@ -4,7 +4,9 @@ Each worker is a separate Python process (spawned, not forked, so it never inher
 datastore connection) that imports the app by its 'module:attribute' reference and runs one
 attempt at a time. Only plain values cross the pipe: the job's JSON text in, JSON text out. A
 worker past its job's time limit is killed and replaced; one that dies on its own is reported as a
-failed attempt and replaced.
+failed attempt and replaced. A cancel request reaches the running task through a shared integer
+(the id of the job asked to cancel), which `shoal.cancelled()` in the worker compares with its
+own job; a worker still running that job past its cancel grace is killed and replaced.
 
 Workers ignore SIGTERM and SIGINT: a service manager signals the node's whole process group, and
 the node, not the signal, decides when they stop (they drain with it). They are started with both
@@ -22,12 +24,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
 from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Event
-from shoal.node.runner import Finished, ProgressEvent, Work, execute
+from shoal.node.runner import Finished, ProgressEvent, Work, execute, not_stopped
 
 log = logging.getLogger("shoal.node")
 
@@ -36,7 +39,14 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SHUTDOWN_WAIT_S = 2.0  # how long idle workers get to exit when the pool shuts down
 
 
-def _worker_main(app_spec: str, conn: Connection) -> None:
+KILLED = "its worker process was killed"
+
+
+def _asked_to_cancel(cancel: Any, job_id: int) -> bool:
+    return bool(cancel.value == job_id)
+
+
+def _worker_main(app_spec: str, conn: Connection, cancel: Any) -> None:
     from shoal.app import load_app
 
     # The node handles SIGINT/SIGTERM and decides when workers stop.
@@ -53,7 +63,7 @@ def _worker_main(app_spec: str, conn: Connection) -> None:
         if message is None:
             return
         work = Work(*message)
-        f = execute(app, work, report)
+        f = execute(app, work, report, partial(_asked_to_cancel, cancel, work.job_id))
         conn.send(("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final))
 
 
@@ -61,8 +71,22 @@ def _worker_main(app_spec: str, conn: Connection) -> None:
 class _Worker:
     process: Any  # multiprocessing.Process (spawn context)
     conn: Connection
+    cancel: Any  # a shared integer: the id of the job asked to cancel, 0 for none
     work: Work | None = None
     deadline: float | None = None
+    cancel_deadline: float | None = None  # past it, the worker is killed
+    cancel_grace_s: float = 0.0
+
+    def overrun(self, now_mono: float) -> str | None:
+        """The error of a running attempt past its cancel grace or time limit; None while it
+        may run on."""
+        if self.work is None:
+            return None
+        if self.cancel_deadline is not None and now_mono > self.cancel_deadline:
+            return not_stopped(self.cancel_grace_s, KILLED)
+        if self.deadline is not None and now_mono > self.deadline:
+            return f"timed out after {self.work.timeout_s}s (worker process killed)"
+        return None
 
 
 class ProcessExecutor:
@@ -84,8 +108,12 @@ class ProcessExecutor:
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
+        cancel = self._ctx.Value("q", 0, lock=False)
         process = self._ctx.Process(
-            target=_worker_main, args=(self.app_spec, child), name="shoal-worker", daemon=True
+            target=_worker_main,
+            args=(self.app_spec, child, cancel),
+            name="shoal-worker",
+            daemon=True,
         )
         # The child inherits the blocked mask across exec, and so cannot die of a stop signal
         # sent before it has set its own dispositions.
@@ -95,7 +123,7 @@ class ProcessExecutor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
-        worker = _Worker(process, parent)
+        worker = _Worker(process, parent, cancel)
         threading.Thread(target=self._read, args=(worker,), daemon=True).start()
         return worker
 
@@ -106,6 +134,7 @@ class ProcessExecutor:
             worker = next(w for w in self._workers if w.work is None)
             worker.work = work
             worker.deadline = None if work.timeout_s is None else time.monotonic() + work.timeout_s
+            worker.cancel_deadline = None
         worker.conn.send(
             (work.job_id, work.attempt, work.task, work.args_json, work.kwargs_json, work.timeout_s)
         )
@@ -135,22 +164,29 @@ class ProcessExecutor:
             return [w.work.job_id for w in self._workers if w.work is not None]
 
     def expire(self, now_mono: float) -> list[Finished]:
+        """Kill and replace workers past their job's time limit or cancel grace; return the
+        reports of their attempts."""
         out = []
         with self._lock:
             for w in list(self._workers):
-                if w.work is not None and w.deadline is not None and now_mono > w.deadline:
-                    out.append(
-                        Finished(
-                            w.work.job_id,
-                            w.work.attempt,
-                            False,
-                            error=f"timed out after {w.work.timeout_s}s (worker process killed)",
-                        )
-                    )
-                    w.work = None
-                    w.process.kill()
-                    self._replace(w)
+                error = w.overrun(now_mono)
+                if w.work is None or error is None:
+                    continue
+                out.append(Finished(w.work.job_id, w.work.attempt, False, error=error))
+                w.work = None
+                w.process.kill()
+                self._replace(w)
         return out
+
+    def cancel(self, job_id: int, grace_s: float) -> None:
+        """Tell the worker running the job that it was asked to cancel; kill it if it still
+        runs the job `grace_s` later. Nothing waits locally, so there is nothing to withdraw."""
+        with self._lock:
+            for w in self._workers:
+                if w.work is not None and w.work.job_id == job_id and w.cancel_deadline is None:
+                    w.cancel.value = job_id
+                    w.cancel_grace_s = grace_s
+                    w.cancel_deadline = time.monotonic() + grace_s
 
     def shutdown(self) -> None:
         """Stop every worker: idle ones are asked to exit, busy ones (their jobs are released or
@@ -190,16 +226,21 @@ class ProcessExecutor:
             with self._lock:
                 worker.work = None
                 worker.deadline = None
+                worker.cancel_deadline = None
             self.events.put(Finished(*message[1:]))
 
     def _on_exit(self, worker: _Worker) -> None:
         with self._lock:
-            if worker not in self._workers or self._closing:
-                return  # killed on purpose (time limit) or shutting down
-            work, worker.work = worker.work, None
-            self._replace(worker)
-            replaced = not self._idle
-        worker.process.join(timeout=1)
+            if self._closing:
+                return  # shutting down: `shutdown` reaps the workers
+            killed = worker not in self._workers  # on purpose: a time limit, a cancel grace
+            if not killed:
+                work, worker.work = worker.work, None
+                self._replace(worker)
+                replaced = not self._idle
+        worker.process.join(timeout=1)  # reap it: no zombie left behind
+        if killed:
+            return
         log.warning(
             "a worker process exited (code %s)%s",
             worker.process.exitcode,

@@ -6,7 +6,9 @@ is not is a failure of the attempt, never a lost job. Nothing a task hands back 
 code raise instead: an exception whose message cannot be read, a result nested too deeply to
 encode, a progress message the datastore could not hold each end as text someone can read.
 Whether a failed attempt runs again, and when, is one pure decision (`retry_decision`) from the
-task's retry options.
+task's retry options; an attempt whose job was asked to cancel never does (`cancelled_outcome`).
+Inside an attempt `shoal.cancelled()` asks the executor's flag; an async task's coroutine is
+cancelled at its next await once the flag is up.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import json
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from shoal.app import App, TaskOptions, encode_json
 from shoal.context import JobContext, job_context
-from shoal.errors import Retry, ShoalError
+from shoal.errors import Cancelled, Retry, ShoalError
 from shoal.model import Job, Outcome
 
 
@@ -75,7 +77,17 @@ class Finished:
     retry_in_s: float | None = None  # the task raised Retry(in_s=...)
 
 
-def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
+def _never() -> bool:
+    return False
+
+
+def execute(
+    app: App,
+    work: Work,
+    report: Callable[[ProgressEvent], None],
+    is_cancelled: Callable[[], bool] = _never,
+) -> Finished:
+    """Run one attempt; `is_cancelled` is what `shoal.cancelled()` asks inside it."""
     task = app.tasks.get(work.task)
     if task is None:
         known = ", ".join(sorted(app.tasks)) or "none"
@@ -94,14 +106,19 @@ def execute(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Fi
     try:
         args = json.loads(work.args_json) if work.args_json != "[]" else []
         kwargs = json.loads(work.kwargs_json) if work.kwargs_json != "{}" else {}
-        with job_context(JobContext(work.job_id, work.attempt, send)):
+        with job_context(JobContext(work.job_id, work.attempt, send, is_cancelled)):
             if task.is_async:
-                value = asyncio.run(_run_async(task.fn, args, kwargs, work.timeout_s))
+                call = task.fn(*args, **kwargs)
+                value = asyncio.run(_run_async(call, work.timeout_s, is_cancelled))
             else:
                 value = task.fn(*args, **kwargs)
     except BaseException as exc:  # the one broad catch: the attempt's outcome records it
         if isinstance(exc, TimeoutError | JobTimeout):
             error = timed_out(work.timeout_s)
+        elif isinstance(exc, Cancelled):
+            error = str(exc)  # "the task stopped on a cancel request": its class says no more
+        elif isinstance(exc, asyncio.CancelledError) and is_cancelled():
+            error = COROUTINE_CANCELLED
         else:
             error = describe(exc)
         return Finished(
@@ -139,6 +156,16 @@ def timed_out(timeout_s: float | None) -> str:
     return f"timed out after {timeout_s}s"
 
 
+# The ends of attempts asked to cancel that the node itself brought about; the datastore records
+# each after "cancelled while running: ".
+NOT_STARTED = "no worker had started it yet"
+
+
+def not_stopped(grace_s: float, what: str) -> str:
+    """The error of an attempt that outlasted its cancel grace and was stopped (`what`)."""
+    return f"the task did not stop within {grace_s:g}s of the request; {what}"
+
+
 def describe(exc: BaseException) -> str:
     """`Type: message` for an exception, even one whose `__str__` raises or never returns text."""
     name = type(exc).__name__
@@ -167,10 +194,23 @@ def progress_text(message: str | None) -> str | None:
     return storable_text(message[:MAX_PROGRESS_MESSAGE])
 
 
+# How often an async task's event loop looks whether its job was asked to cancel.
+CANCEL_POLL_S = 0.05
+COROUTINE_CANCELLED = "the task stopped on a cancel request (its coroutine was cancelled)"
+
+
 async def _run_async(
-    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], timeout_s: float | None
+    call: Coroutine[Any, Any, Any], timeout_s: float | None, is_cancelled: Callable[[], bool]
 ) -> Any:
-    return await asyncio.wait_for(fn(*args, **kwargs), timeout_s)
+    """Await the task's coroutine under its time limit. Once its job is asked to cancel, the
+    coroutine is cancelled as asyncio code expects: CancelledError at its next await."""
+    main = asyncio.ensure_future(asyncio.wait_for(call, timeout_s))
+    while not main.done():
+        if is_cancelled():
+            main.cancel()
+            break
+        await asyncio.wait({main}, timeout=CANCEL_POLL_S)
+    return await main
 
 
 def type_name(cls: type) -> str:
@@ -261,6 +301,18 @@ def outcome_for(
         error=storable_text(error),
         traceback=storable_text(finished.traceback),
         retry_in_s=decision.retry_in_s,
+    )
+
+
+def cancelled_outcome(finished: Finished) -> Outcome:
+    """The outcome of an attempt whose job was asked to cancel: never retried, whatever it says.
+    The datastore ends the job cancelled (discarding a result)."""
+    return Outcome(
+        finished.job_id,
+        finished.attempt,
+        finished.ok,
+        error=storable_text(finished.error),
+        traceback=storable_text(finished.traceback),
     )
 
 

@@ -21,7 +21,7 @@ from rich.text import Text
 from shoal.errors import ShoalError
 from shoal.model import ClusterView, Job, JobState, NodeState
 from shoal.observer.format import brief_ranges, format_age, printable
-from shoal.observer.views import NodeView, Status, read_status, status_of
+from shoal.observer.views import NodeView, RunningJob, Status, read_status, status_of
 from shoal.store.port import Store
 
 STATE_STYLES: dict[NodeState, str] = {
@@ -145,6 +145,14 @@ def _nodes_table(status: Status) -> Table:
     return table
 
 
+def _running_message(job: RunningJob) -> Text:
+    """The progress message, after a mark when the job is being cancelled."""
+    message = data(job.progress_message or "", style="dim")
+    if not job.cancel_requested:
+        return message
+    return Text.assemble(Text("cancel requested ", style="bold red"), message)
+
+
 def _running_table(status: Status) -> Table:
     names = {node.id: node.name for node in status.nodes}
     table = Table(title="Running jobs", title_justify="left", expand=True, show_edge=False)
@@ -163,7 +171,7 @@ def _running_table(status: Status) -> Table:
             data(node),
             ProgressBar(total=1.0, completed=job.progress),
             f"{job.progress:4.0%}",
-            data(job.progress_message or "", style="dim"),
+            _running_message(job),
         )
     if len(running) > MAX_RUNNING_SHOWN:
         more = len(running) - MAX_RUNNING_SHOWN

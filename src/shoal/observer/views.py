@@ -69,6 +69,7 @@ class RunningJob:
     attempts: int
     max_attempts: int
     running_s: float
+    cancel_requested: bool = False  # its node is stopping it; it ends cancelled
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ def running_job(job: Job, now: float) -> RunningJob:
         attempts=job.attempts,
         max_attempts=job.max_attempts,
         running_s=max(now - job.started_at, 0.0) if job.started_at is not None else 0.0,
+        cancel_requested=job.cancel_requested_at is not None,
     )
 
 
@@ -492,6 +494,7 @@ class JobSummary:
     finished_at: float | None
     args_preview: str
     error_preview: str | None
+    cancel_requested: bool = False  # a cancel was asked for (while queued or running)
 
 
 @dataclass(frozen=True)
@@ -521,6 +524,8 @@ class JobDetail:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    cancel_requested_at: float | None = None
+    cancel_requested_by: str | None = None
 
 
 def read_jobs(
@@ -549,6 +554,7 @@ def job_summary(job: Job) -> JobSummary:
         finished_at=job.finished_at,
         args_preview=_preview(_call_text(job)),
         error_preview=_preview(job.error) if job.error else None,
+        cancel_requested=job.cancel_requested_at is not None,
     )
 
 
@@ -594,4 +600,6 @@ def job_detail(job: Job) -> JobDetail:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        cancel_requested_at=job.cancel_requested_at,
+        cancel_requested_by=job.cancel_requested_by,
     )

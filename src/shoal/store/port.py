@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from shoal import load, states
 from shoal.load import LoadPolicy, Move
 from shoal.model import (
+    CancelRequest,
+    CancelResult,
     ClusterView,
     Heartbeat,
     HistoryEvent,
@@ -110,8 +112,22 @@ class Store(ABC):
         """Jobs matching `where`, newest id first, at most `limit`, ids below `before_id`."""
 
     @abstractmethod
-    def cancel_job(self, job_id: int) -> bool:
-        """Cancel a queued job. Return False (and change nothing) if it is not queued."""
+    def cancel_job(self, job_id: int, by: str | None = None) -> CancelResult:
+        """Cancel a job, in one transaction; `by` says who asked (kept on the job).
+
+        A queued job ends cancelled at once (CANCELLED). A running job gets a cancel request
+        (REQUESTED; ALREADY_REQUESTED if it had one): its node reads it (`read_cancel_requests`)
+        and stops the attempt, and from then on every way the attempt can end, a success
+        included, ends the job cancelled, never retried. A job that has ended is left as it is
+        (FINISHED); NOT_FOUND for an id no job has. A cancel and an outcome racing each other
+        are ordered: either the outcome is recorded first and the cancel answers FINISHED, or
+        the request is and the job ends cancelled.
+        """
+
+    @abstractmethod
+    def read_cancel_requests(self, node_id: int) -> list[CancelRequest]:
+        """The cancel requests of the jobs running under the node, by id. Cheap enough to ask
+        a few times a second: an index holds only the running jobs asked to cancel."""
 
     @abstractmethod
     def known_tasks(self) -> set[str]:
@@ -189,8 +205,8 @@ class Store(ABC):
         """Declare dead every non-dead node whose lease expired in datastore time.
 
         In one transaction: state -> dead (history), each of their running jobs back to queued
-        (the attempt counts: a job with no attempts left becomes failed with the reason), and a
-        rebalance. Returns the ids declared dead.
+        (the attempt counts: a job with no attempts left becomes failed with the reason; a job
+        with a cancel request ends cancelled), and a rebalance. Returns the ids declared dead.
         """
 
     @abstractmethod
@@ -248,15 +264,19 @@ class Store(ABC):
         """Record outcomes in one transaction; each applies only if still fenced.
 
         Success -> succeeded with result. Failure with retry_in_s -> queued again after the delay
-        (error kept, claimer cleared). Failure without -> failed. Updates the node's processed and
-        failed counters. Returns, per outcome, whether it applied.
+        (error kept, claimer cleared). Failure without -> failed. A job with a cancel request
+        ends cancelled whatever the outcome says, its error `texts.CANCELLED_RUNNING` followed by
+        the attempt's error (or, for a success, that its result was discarded). Updates the
+        node's processed and failed counters (failed: every applied outcome but a success).
+        Returns, per outcome, whether it applied.
         """
 
     @abstractmethod
     def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
         """Put jobs still held by the node back to queued without counting the attempt.
 
-        Used by a node that stops before its jobs finish. Returns how many were released.
+        Used by a node that stops before its jobs finish. A job with a cancel request ends
+        cancelled instead. Returns how many the node gave up either way.
         """
 
     @abstractmethod

@@ -21,7 +21,15 @@ from typing import Any
 from shoal import assignment, states
 from shoal.errors import ConfigError, NotFound
 from shoal.load import Backlog, Move, NodeLoad, apply_moves
-from shoal.model import EventKind, HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
+from shoal.model import (
+    CancelResult,
+    EventKind,
+    HistoryEvent,
+    JobFilter,
+    JobState,
+    NodeRecord,
+    NodeState,
+)
 from shoal.store import texts
 
 # A node that died stays in the cluster view (now or at a past moment) this long, so that people
@@ -31,7 +39,7 @@ DEAD_WINDOW_S = 600.0
 JOB_COLUMNS = (
     "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after,"
     " claimer, progress, progress_message, result, error, traceback, created_at, started_at,"
-    " finished_at"
+    " finished_at, cancel_requested_at, cancel_requested_by"
 )
 
 # `state IN ('waiting', 'working')`, from the state machine's own table (in the enum's order).
@@ -53,6 +61,22 @@ def could_be_job_id(job_id: int) -> bool:
     """Whether `job_id` could name a job at all: ids start at 1 and fit in 64 bits. Reads and
     cancels of any other number answer "no such job" instead of a driver's overflow error."""
     return 1 <= job_id <= MAX_JOB_ID
+
+
+# -- cancelling -----------------------------------------------------------------------------------
+
+
+def cancel_verdict(state: str | None, requested: bool) -> CancelResult:
+    """What a cancel does to a job found in `state` (None: no such job), `requested` saying
+    whether a cancel was asked for already: a queued job is cancelled, a running one gets the
+    request once, any other is left as it is."""
+    if state is None:
+        return CancelResult.NOT_FOUND
+    if state == JobState.QUEUED.value:
+        return CancelResult.CANCELLED
+    if state == JobState.RUNNING.value:
+        return CancelResult.ALREADY_REQUESTED if requested else CancelResult.REQUESTED
+    return CancelResult.FINISHED
 
 
 # -- rebalancing ----------------------------------------------------------------------------------

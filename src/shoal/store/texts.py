@@ -143,3 +143,12 @@ def declared_dead(names: list[str]) -> str:
 
 
 REPAIR = "repair"
+
+
+# -- cancelling ---------------------------------------------------------------------------------
+
+CANCELLED_QUEUED = "cancelled before it started"
+# A running job that ends cancelled records this, followed by how its attempt ended.
+CANCELLED_RUNNING = "cancelled while running: "
+CANCEL_FINISHED_ANYWAY = "the task finished after the request; its result was discarded"
+CANCEL_NODE_STOPPED = "its node stopped before the task did"

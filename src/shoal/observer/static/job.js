@@ -34,6 +34,9 @@ export function followJob() {
     setText("job-started", stamp(job.started_at));
     setText("job-finished", stamp(job.finished_at));
     setText("job-node", job.node_id === null ? "—" : String(job.node_id));
+    const asked = job.cancel_requested_at !== null;
+    setText("job-cancel", asked ? `${stamp(job.cancel_requested_at)} by ${job.cancel_requested_by || "someone"}` : "—");
+    document.getElementById("job-cancelling").hidden = !(asked && job.state === "running");
     if (FINAL.has(job.state)) {
       setText("job-result", job.result === null ? "—" : pretty(job.result));
       setText("job-error", job.error || "—");

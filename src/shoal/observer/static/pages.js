@@ -85,7 +85,9 @@ function runningJob(job) {
     el("span", { class: "task" }, job.task),
     el("span", { class: "num" }, `${Math.round(job.progress * 100)}%`),
     el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(job.progress * 100) }, bar),
-    el("span", { class: "msg" }, job.progress_message || `running ${formatAge(job.running_s)}, attempt ${job.attempts} of ${job.max_attempts}`),
+    el("span", { class: "msg" },
+      job.cancel_requested ? el("span", { class: "badge s-cancelling" }, "cancel requested") : null,
+      job.progress_message || `running ${formatAge(job.running_s)}, attempt ${job.attempts} of ${job.max_attempts}`),
   );
 }
 

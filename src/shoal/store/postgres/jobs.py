@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shoal.errors import SchemaError
-from shoal.model import Job, JobState, NewJob, Outcome, ProgressUpdate
-from shoal.store import texts
+from shoal.errors import DatastoreUnavailable, SchemaError
+from shoal.model import CancelRequest, CancelResult, Job, JobState, NewJob, Outcome, ProgressUpdate
+from shoal.store import rules, texts
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, exists, job_from_row, scalar
 
@@ -36,13 +36,43 @@ def submit(
     return ids
 
 
-def cancel(conn: Conn, retried: bool, job_id: int) -> bool:
-    if scalar(conn, q.CANCEL, {"id": job_id}) == 1:
-        return True
-    if retried:  # an earlier try may have cancelled it before its connection broke
-        row = conn.execute(q.JOB_STATE, (job_id,)).fetchone()
-        return row is not None and row[0] == JobState.CANCELLED.value
-    return False
+# How often a cancel looks again at a job that changed state under it (claimed as it was about
+# to be cancelled, say): each look finds it in a new state, so a few always suffice.
+CANCEL_LOOKS = 5
+
+
+def cancel(conn: Conn, retried: bool, job_id: int, by: str | None) -> CancelResult:
+    """Cancel a queued job, or record the request on a running one (see `Store.cancel_job`).
+
+    Each write re-checks the state the look found (a row lock orders it with a concurrent claim
+    or outcome); when it changed nothing, the job moved on, and the cancel looks again.
+    """
+    params = {"id": job_id, "by": by, "error": texts.CANCELLED_QUEUED}
+    for _ in range(CANCEL_LOOKS):
+        row = conn.execute(q.CANCEL_STATE, (job_id,)).fetchone()
+        verdict = rules.cancel_verdict(None if row is None else row[0], bool(row and row[1]))
+        if retried and row is not None and by is not None and row[2] == by:
+            # An earlier try whose connection broke may have done it already.
+            if verdict is CancelResult.ALREADY_REQUESTED:
+                return CancelResult.REQUESTED
+            if row[0] == JobState.CANCELLED.value:
+                return CancelResult.CANCELLED
+        if verdict is CancelResult.CANCELLED:
+            if scalar(conn, q.CANCEL, params) == 1:
+                return verdict
+        elif verdict is CancelResult.REQUESTED:
+            if exists(conn, q.REQUEST_CANCEL, params):
+                return verdict
+        else:
+            return verdict
+    raise DatastoreUnavailable(f"job {job_id} kept changing state while being cancelled; try again")
+
+
+def cancel_requests(conn: Conn, node_id: int) -> list[CancelRequest]:
+    return [
+        CancelRequest(int(r[0]), int(r[1]), float(r[2]), r[3])
+        for r in conn.execute(q.CANCEL_REQUESTS, (node_id,))
+    ]
 
 
 def claim(conn: Conn, retried: bool, params: dict[str, Any], busy: bool) -> list[Job]:
@@ -81,17 +111,29 @@ def finish(conn: Conn, retried: bool, node_id: int, outcomes: Sequence[Outcome])
         "node": node_id,
         "shard": q.counter_shard(node_id),
         "batch": q.outcome_batch(outcomes),
+        "head": texts.CANCELLED_RUNNING,
+        "anyway": texts.CANCEL_FINISHED_ANYWAY,
     }
     applied = {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISH, params)}
+    rest = [o for o in outcomes if (o.job_id, o.attempt) not in applied]
+    if rest:  # asked to cancel, or no longer held: one more statement only then
+        cancelled = {**params, "batch": q.outcome_batch(rest)}
+        applied |= {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISH_CANCELLED, cancelled)}
     if retried:  # outcomes an earlier, lost try already recorded count as applied
         applied |= {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISHED_AS_SENT, params)}
     return [(o.job_id, o.attempt) in applied for o in outcomes]
 
 
 def release(conn: Conn, node_id: int, job_ids: Sequence[int]) -> int:
-    params = {"node": node_id, "shard": q.counter_shard(node_id), "ids": list(job_ids)}
+    params = {
+        "node": node_id,
+        "shard": q.counter_shard(node_id),
+        "ids": list(job_ids),
+        "error": texts.CANCELLED_RUNNING + texts.CANCEL_NODE_STOPPED,
+    }
     row = conn.execute(q.RELEASE, params).fetchone()
-    return 0 if row is None else int(row[0])
+    released = 0 if row is None else int(row[0])
+    return released + int(scalar(conn, q.RELEASE_CANCELLED, params))
 
 
 def record_sample(conn: Conn, interval_s: float) -> bool:

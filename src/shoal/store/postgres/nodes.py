@@ -133,7 +133,8 @@ def mark_dead(conn: Conn) -> list[int]:
 
 
 def requeue_running(conn: Conn, node_id: int, reason: str) -> None:
-    """Give a departed node's running jobs back to the queue, counting the attempt."""
+    """Give a departed node's running jobs back to the queue, counting the attempt; those asked
+    to cancel end cancelled."""
     args = {
         "node": node_id,
         "shard": q.counter_shard(node_id),
@@ -145,6 +146,8 @@ def requeue_running(conn: Conn, node_id: int, reason: str) -> None:
     }
     if scalar(conn, q.REQUEUE_ORPHANS, args):
         conn.execute(q.WAKE_ALL)
+    args["error"] = texts.CANCELLED_RUNNING + reason
+    conn.execute(q.CANCEL_ORPHANS, args)
 
 
 def rebalance(conn: Conn, why: str) -> bool:

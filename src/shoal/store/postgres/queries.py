@@ -214,12 +214,14 @@ def held_rows(rows: str) -> str:
 
     Every writer of a node's running jobs other than the node itself (a declaration of death, a
     requeue) locks that node's row first; so does `me`, and `held` is empty if the node is dead by
-    the time it holds the lock. Each row finds its job by one primary-key lookup, whatever the
-    statistics say: a LATERAL subquery with LIMIT is never turned into a join, and `state || ''`
-    matches no partial index. (With statistics taken while the table was empty, the planner once
-    scanned the node's running jobs once per outcome: a finish of a thousand outcomes took 700 ms
-    instead of 10.) An update joins `held` on `j.ctid = held.tid AND j.id = held.id` and adds no
-    selective condition of its own, so the planner has no reason to drive it from a scan of `jobs`.
+    the time it holds the lock. A cancel request is the exception: it only marks the job's row, and
+    the statement that ends such a job (FINISH_CANCELLED) runs afresh and finds the new row. Each
+    row finds its job by one primary-key lookup, whatever the statistics say: a LATERAL subquery
+    with LIMIT is never turned into a join, and `state || ''` matches no partial index. (With
+    statistics taken while the table was empty, the planner once scanned the node's running jobs
+    once per outcome: a finish of a thousand outcomes took 700 ms instead of 10.) An update joins
+    `held` on `j.ctid = held.tid AND j.id = held.id` and adds no selective condition of its own, so
+    the planner has no reason to drive it from a scan of `jobs`.
     """
     return f"""
 me AS (
@@ -232,6 +234,18 @@ me AS (
         LIMIT 1
     ) t
     WHERE EXISTS (SELECT 1 FROM me)
+)"""
+
+
+def _counted(done: str) -> str:
+    """CTEs counting the finished jobs of `done` out of running, and into the node's processed
+    and failed counters (failed: every outcome but a success)."""
+    return f"""tallied AS (
+    {add_counts(_moved_from("running", done), "%(shard)s")}
+), counted AS (
+    UPDATE nodes SET processed = processed + (SELECT count(*) FROM {done}),
+                     failed = failed + (SELECT count(*) FROM {done} WHERE state <> 'succeeded')
+    WHERE id = %(node)s AND EXISTS (SELECT 1 FROM {done})
 )"""
 
 
@@ -253,15 +267,26 @@ WITH {held_rows(OUTCOMES)}, done AS (
                          THEN {NOW} + o.retry_in_s ELSE j.run_after END,
         finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
     FROM held o
-    WHERE j.ctid = o.tid AND j.id = o.id
+    WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.attempts, j.state, j.task
-), tallied AS (
-    {add_counts(_moved_from("running", "done"), "%(shard)s")}
-), counted AS (
-    UPDATE nodes SET processed = processed + (SELECT count(*) FROM done),
-                     failed = failed + (SELECT count(*) FROM done WHERE state <> 'succeeded')
-    WHERE id = %(node)s AND EXISTS (SELECT 1 FROM done)
-)
+), {_counted("done")}
+SELECT id, attempts FROM done
+"""
+
+# The outcomes of attempts whose job was asked to cancel, fenced and planned as FINISH is: the
+# job ends cancelled however the attempt ended, and a result is discarded. Run after FINISH for
+# the outcomes it did not apply: a new statement, so it also sees a request that committed while
+# FINISH ran (whose new row version FINISH, looking by ctid, no longer finds).
+FINISH_CANCELLED = f"""
+WITH {held_rows(OUTCOMES)}, done AS (
+    UPDATE jobs j SET
+        state = 'cancelled', claim_token = NULL, finished_at = {NOW},
+        error = %(head)s || CASE WHEN o.ok THEN %(anyway)s ELSE coalesce(o.error, '') END,
+        traceback = CASE WHEN o.ok THEN NULL ELSE o.traceback END
+    FROM held o
+    WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NOT NULL
+    RETURNING j.id, j.attempts, j.state, j.task
+), {_counted("done")}
 SELECT id, attempts FROM done
 """
 
@@ -274,7 +299,8 @@ WHERE j.attempts = o.attempt AND (
     OR (NOT o.ok AND o.retry_in_s IS NULL AND j.state = 'failed' AND j.claimer = %(node)s
         AND j.error IS NOT DISTINCT FROM o.error)
     OR (NOT o.ok AND o.retry_in_s IS NOT NULL AND j.state = 'queued' AND j.claimer IS NULL
-        AND j.error IS NOT DISTINCT FROM o.error))
+        AND j.error IS NOT DISTINCT FROM o.error)
+    OR (j.state = 'cancelled' AND j.claimer = %(node)s AND j.cancel_requested_at IS NOT NULL))
 """
 
 # Progress of running jobs, fenced and planned as FINISH is.
@@ -296,21 +322,52 @@ WITH released AS (
                     attempts = attempts - 1, run_after = {NOW}, progress = 0,
                     progress_message = NULL
     WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'running'
+      AND cancel_requested_at IS NULL
     RETURNING task, state
 ), tallied AS (
     {add_counts(_moved_from("running", "released"), "%(shard)s")}
 )
 SELECT count(*), pg_notify('shoal_jobs', '*') FROM released HAVING count(*) > 0
 """
+# Run after RELEASE: a job asked to cancel is never released to run again, it ends cancelled.
+RELEASE_CANCELLED = f"""
+WITH ended AS (
+    UPDATE jobs SET state = 'cancelled', claim_token = NULL, finished_at = {NOW},
+                    error = %(error)s
+    WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'running'
+      AND cancel_requested_at IS NOT NULL
+    RETURNING task, state
+), tallied AS (
+    {add_counts(_moved_from("running", "ended"), "%(shard)s")}
+)
+SELECT count(*) FROM ended
+"""
 
+# A cancel: a queued job ends cancelled at once; a running one gets the request, which its node
+# reads (CANCEL_REQUESTS) and every statement that ends the attempt honours (the *_CANCELLED
+# ones). Each statement re-checks the state it expects, so a claim or an outcome in between
+# makes it change nothing, and the caller looks again.
+CANCEL_STATE = "SELECT state, cancel_requested_at, cancel_requested_by FROM jobs WHERE id = %s"
 CANCEL = f"""
 WITH cancelled AS (
-    UPDATE jobs SET state = 'cancelled', finished_at = {NOW} WHERE id = %(id)s AND state = 'queued'
+    UPDATE jobs SET state = 'cancelled', finished_at = {NOW}, error = %(error)s,
+                    cancel_requested_at = {NOW}, cancel_requested_by = %(by)s
+    WHERE id = %(id)s AND state = 'queued'
     RETURNING task, state
 ), tallied AS (
     {add_counts(_moved_from("queued", "cancelled"), str(SUBMITTER_SHARD))}
 )
 SELECT count(*) FROM cancelled
+"""
+REQUEST_CANCEL = f"""
+UPDATE jobs SET cancel_requested_at = {NOW}, cancel_requested_by = %(by)s
+WHERE id = %(id)s AND state = 'running' AND cancel_requested_at IS NULL
+RETURNING id
+"""
+# On index jobs_cancel_requested, which holds only the running jobs being stopped.
+CANCEL_REQUESTS = """
+SELECT id, attempts, cancel_requested_at, cancel_requested_by FROM jobs
+WHERE state = 'running' AND claimer = %s AND cancel_requested_at IS NOT NULL ORDER BY id
 """
 
 HEARTBEAT = f"""
@@ -370,12 +427,24 @@ WITH orphans AS (
         error = %(reason)s || replace(replace(
             CASE WHEN attempts >= max_attempts THEN %(failed_tail)s ELSE %(requeued_tail)s END,
             %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
-    WHERE state = 'running' AND claimer = %(node)s
+    WHERE state = 'running' AND claimer = %(node)s AND cancel_requested_at IS NULL
     RETURNING task, state
 ), tallied AS (
     {add_counts(_moved_from("running", "orphans"), "%(shard)s")}
 )
 SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
+"""
+# Run after REQUEUE_ORPHANS: a departed node's jobs asked to cancel end cancelled, never requeued.
+CANCEL_ORPHANS = f"""
+WITH ended AS (
+    UPDATE jobs SET state = 'cancelled', claim_token = NULL, traceback = NULL,
+                    finished_at = {NOW}, error = %(error)s
+    WHERE state = 'running' AND claimer = %(node)s AND cancel_requested_at IS NOT NULL
+    RETURNING task, state
+), tallied AS (
+    {add_counts(_moved_from("running", "ended"), "%(shard)s")}
+)
+SELECT count(*) FROM ended
 """
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
@@ -511,7 +580,6 @@ NODE_STATE = "SELECT state FROM nodes WHERE id = %s"
 # -- jobs, off the hot paths ----------------------------------------------------------------------
 
 JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = %s"
-JOB_STATE = "SELECT state FROM jobs WHERE id = %s"
 CLAIMED_BY_TOKENS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE state = 'running' AND claimer = %s AND claim_token = ANY (%s)

@@ -101,10 +101,13 @@ class PostgresStore(Store):
     ) -> list[model.Job]:
         return self._db.run("list jobs", lambda c, _: reads.list_jobs(c, where, limit, before_id))
 
-    def cancel_job(self, job_id: int) -> bool:
+    def cancel_job(self, job_id: int, by: str | None = None) -> model.CancelResult:
         if not rules.could_be_job_id(job_id):
-            return False
-        return self._db.run("cancel job", lambda c, r: jobs.cancel(c, r, job_id))
+            return model.CancelResult.NOT_FOUND
+        return self._db.run("cancel job", lambda c, r: jobs.cancel(c, r, job_id, by))
+
+    def read_cancel_requests(self, node_id: int) -> list[model.CancelRequest]:
+        return self._db.run("read cancel requests", lambda c, _: jobs.cancel_requests(c, node_id))
 
     def known_tasks(self) -> set[str]:
         return self._db.run("read known tasks", lambda c, _: reads.known_tasks(c))

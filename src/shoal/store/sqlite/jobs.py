@@ -11,8 +11,17 @@ import sqlite3
 from collections.abc import Sequence
 
 from shoal import assignment
-from shoal.model import Job, JobState, NewJob, NodeState, Outcome, ProgressUpdate
-from shoal.store import rules
+from shoal.model import (
+    CancelRequest,
+    CancelResult,
+    Job,
+    JobState,
+    NewJob,
+    NodeState,
+    Outcome,
+    ProgressUpdate,
+)
+from shoal.store import rules, texts
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.nodes import add_counts, move_node
 from shoal.store.sqlite.reads import count_by_state, job_from_row, oldest_queued_age
@@ -43,10 +52,25 @@ def submit(cur: sqlite3.Cursor, now: float, jobs: Sequence[NewJob]) -> list[int]
     return ids
 
 
-def cancel(cur: sqlite3.Cursor, now: float, job_id: int) -> bool:
-    rows = cur.execute(q.CANCEL, {"now": now, "id": job_id}).fetchall()
-    add_counts(cur, rules.count_moves(JobState.QUEUED, rows))
-    return len(rows) == 1
+def cancel(cur: sqlite3.Cursor, now: float, job_id: int, by: str | None) -> CancelResult:
+    """Cancel a queued job, or record the request on a running one (see `Store.cancel_job`).
+    The one writer at a time sees the job as it is, so one look decides."""
+    row = cur.execute(q.CANCEL_STATE, (job_id,)).fetchone()
+    verdict = rules.cancel_verdict(None if row is None else row[0], bool(row and row[1]))
+    params = {"now": now, "id": job_id, "by": by, "error": texts.CANCELLED_QUEUED}
+    if verdict is CancelResult.CANCELLED:
+        rows = cur.execute(q.CANCEL, params).fetchall()
+        add_counts(cur, rules.count_moves(JobState.QUEUED, rows))
+    elif verdict is CancelResult.REQUESTED:
+        cur.execute(q.REQUEST_CANCEL, params)
+    return verdict
+
+
+def cancel_requests(cur: sqlite3.Cursor, node_id: int) -> list[CancelRequest]:
+    return [
+        CancelRequest(int(r[0]), int(r[1]), float(r[2]), r[3])
+        for r in cur.execute(q.CANCEL_REQUESTS, (node_id,)).fetchall()
+    ]
 
 
 def any_claimable(cur: sqlite3.Cursor, now: float, node_id: int) -> bool:
@@ -77,35 +101,39 @@ def finish(
     applied = []
     finished: list[tuple[str, str]] = []
     for o in outcomes:
-        row = cur.execute(
-            q.FINISH,
-            {
-                "ok": o.succeeded,
-                "result": o.result_json,
-                "error": o.error,
-                "traceback": o.traceback,
-                "retry_in_s": o.retry_in_s,
-                "now": now,
-                "id": o.job_id,
-                "node": node_id,
-                "attempt": o.attempt,
-            },
-        ).fetchone()
+        params = {
+            "ok": o.succeeded,
+            "result": o.result_json,
+            "error": o.error,
+            "traceback": o.traceback,
+            "retry_in_s": o.retry_in_s,
+            "now": now,
+            "id": o.job_id,
+            "node": node_id,
+            "attempt": o.attempt,
+            "head": texts.CANCELLED_RUNNING,
+            "anyway": texts.CANCEL_FINISHED_ANYWAY,
+        }
+        row = cur.execute(q.FINISH, params).fetchone()
+        if row is None:  # asked to cancel, or no longer held
+            row = cur.execute(q.FINISH_CANCELLED, params).fetchone()
         applied.append(row is not None)
         if row is not None:
             finished.append((row[0], row[1]))
     add_counts(cur, rules.count_moves(JobState.RUNNING, finished))
-    done = sum(applied)
-    failed = sum(1 for o, ok in zip(outcomes, applied, strict=True) if ok and not o.succeeded)
-    if done:
-        cur.execute(q.COUNT_FINISHES, (done, failed, node_id))
+    failed = sum(1 for _, state in finished if state != JobState.SUCCEEDED.value)
+    if finished:
+        cur.execute(q.COUNT_FINISHES, (len(finished), failed, node_id))
     return applied
 
 
 def release(cur: sqlite3.Cursor, now: float, node_id: int, job_ids: Sequence[int]) -> int:
     released = []
+    error = texts.CANCELLED_RUNNING + texts.CANCEL_NODE_STOPPED
     for job_id in job_ids:
-        released += cur.execute(q.RELEASE, {"now": now, "id": job_id, "node": node_id}).fetchall()
+        params = {"now": now, "id": job_id, "node": node_id, "error": error}
+        released += cur.execute(q.RELEASE, params).fetchall()
+        released += cur.execute(q.RELEASE_CANCELLED, params).fetchall()
     add_counts(cur, rules.count_moves(JobState.RUNNING, released))
     return len(released)
 

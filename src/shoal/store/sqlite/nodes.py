@@ -121,7 +121,8 @@ def mark_dead(cur: sqlite3.Cursor, now: float) -> list[int]:
 
 
 def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str) -> None:
-    """Give a departed node's running jobs back to the queue, counting the attempt."""
+    """Give a departed node's running jobs back to the queue, counting the attempt; those asked
+    to cancel end cancelled."""
     rows = cur.execute(
         q.REQUEUE_ORPHANS,
         {
@@ -134,6 +135,8 @@ def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str) 
             "max_mark": texts.MAX_ATTEMPTS_MARK,
         },
     ).fetchall()
+    error = texts.CANCELLED_RUNNING + reason
+    rows += cur.execute(q.CANCEL_ORPHANS, {"now": now, "node": node_id, "error": error}).fetchall()
     add_counts(cur, rules.count_moves(JobState.RUNNING, rows))
 
 

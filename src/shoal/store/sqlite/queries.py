@@ -21,9 +21,22 @@ SUBMIT = (
     " timeout_s, run_after, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
 )
 
+# A cancel: a queued job ends cancelled at once; a running one gets the request, which its node
+# reads (CANCEL_REQUESTS) and every statement that ends the attempt honours (the *_CANCELLED ones).
+CANCEL_STATE = "SELECT state, cancel_requested_at, cancel_requested_by FROM jobs WHERE id = ?"
 CANCEL = (
-    "UPDATE jobs SET state = 'cancelled', finished_at = :now"
+    "UPDATE jobs SET state = 'cancelled', finished_at = :now, error = :error,"
+    " cancel_requested_at = :now, cancel_requested_by = :by"
     " WHERE id = :id AND state = 'queued' RETURNING task, state"
+)
+REQUEST_CANCEL = (
+    "UPDATE jobs SET cancel_requested_at = :now, cancel_requested_by = :by"
+    " WHERE id = :id AND state = 'running' AND cancel_requested_at IS NULL RETURNING id"
+)
+# On index jobs_cancel_requested, which holds only the running jobs being stopped.
+CANCEL_REQUESTS = (
+    "SELECT id, attempts, cancel_requested_at, cancel_requested_by FROM jobs"
+    " WHERE state = 'running' AND claimer = ? AND cancel_requested_at IS NOT NULL ORDER BY id"
 )
 
 # The runnable queued jobs of the node's section, oldest first.
@@ -62,6 +75,20 @@ UPDATE jobs SET
                      ELSE run_after END,
     finished_at = CASE WHEN :ok OR :retry_in_s IS NULL THEN :now ELSE finished_at END
 WHERE id = :id AND claimer = :node AND attempts = :attempt AND state = 'running'
+  AND cancel_requested_at IS NULL
+RETURNING task, state
+"""
+
+# The outcome of an attempt whose job was asked to cancel, fenced as FINISH is: the job ends
+# cancelled however the attempt ended, and a result is discarded.
+FINISH_CANCELLED = """
+UPDATE jobs SET
+    state = 'cancelled',
+    error = :head || CASE WHEN :ok THEN :anyway ELSE coalesce(:error, '') END,
+    traceback = CASE WHEN :ok THEN NULL ELSE :traceback END,
+    finished_at = :now
+WHERE id = :id AND claimer = :node AND attempts = :attempt AND state = 'running'
+  AND cancel_requested_at IS NOT NULL
 RETURNING task, state
 """
 
@@ -70,7 +97,14 @@ COUNT_FINISHES = "UPDATE nodes SET processed = processed + ?, failed = failed + 
 RELEASE = (
     "UPDATE jobs SET state = 'queued', claimer = NULL, attempts = attempts - 1,"
     " run_after = :now, progress = 0, progress_message = NULL"
-    " WHERE id = :id AND claimer = :node AND state = 'running' RETURNING task, state"
+    " WHERE id = :id AND claimer = :node AND state = 'running' AND cancel_requested_at IS NULL"
+    " RETURNING task, state"
+)
+# A job asked to cancel is never released to run again: it ends cancelled.
+RELEASE_CANCELLED = (
+    "UPDATE jobs SET state = 'cancelled', finished_at = :now, error = :error"
+    " WHERE id = :id AND claimer = :node AND state = 'running'"
+    " AND cancel_requested_at IS NOT NULL RETURNING task, state"
 )
 
 RUNNING_ATTEMPTS = (
@@ -136,7 +170,13 @@ UPDATE jobs SET
     error = :reason || replace(replace(
         CASE WHEN attempts >= max_attempts THEN :failed_tail ELSE :requeued_tail END,
         :attempt_mark, attempts), :max_mark, max_attempts)
-WHERE state = 'running' AND claimer = :node
+WHERE state = 'running' AND claimer = :node AND cancel_requested_at IS NULL
+RETURNING task, state
+"""
+# A departed node's jobs that were asked to cancel end cancelled, never requeued.
+CANCEL_ORPHANS = """
+UPDATE jobs SET state = 'cancelled', finished_at = :now, traceback = NULL, error = :error
+WHERE state = 'running' AND claimer = :node AND cancel_requested_at IS NOT NULL
 RETURNING task, state
 """
 

@@ -159,6 +159,8 @@ def job_from_row(r: sqlite3.Row) -> model.Job:
         created_at=r["created_at"],
         started_at=r["started_at"],
         finished_at=r["finished_at"],
+        cancel_requested_at=r["cancel_requested_at"],
+        cancel_requested_by=r["cancel_requested_by"],
     )
 
 

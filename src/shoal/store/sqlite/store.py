@@ -84,10 +84,14 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return reads.list_jobs(cur, where, limit, before_id)
 
-    def cancel_job(self, job_id: int) -> bool:
+    def cancel_job(self, job_id: int, by: str | None = None) -> model.CancelResult:
         if not rules.could_be_job_id(job_id):
-            return False
-        return self.file.run(lambda cur: jobs.cancel(cur, now(cur), job_id))
+            return model.CancelResult.NOT_FOUND
+        return self.file.run(lambda cur: jobs.cancel(cur, now(cur), job_id, by))
+
+    def read_cancel_requests(self, node_id: int) -> list[model.CancelRequest]:
+        with self.file.read() as cur:
+            return jobs.cancel_requests(cur, node_id)
 
     def known_tasks(self) -> set[str]:
         with self.file.read() as cur:

@@ -1,0 +1,8 @@
+-- Shoal schema, migration to version 5, SQLite dialect: cancelling running jobs.
+-- A cancel asked for a running job is recorded on it (when, and by whom); its node reads the
+-- requests for its running jobs through the partial index, which holds only the few jobs being
+-- stopped, and the job ends cancelled however its attempt ends.
+ALTER TABLE jobs ADD COLUMN cancel_requested_at REAL;
+ALTER TABLE jobs ADD COLUMN cancel_requested_by TEXT;
+CREATE INDEX jobs_cancel_requested ON jobs (claimer)
+    WHERE state = 'running' AND cancel_requested_at IS NOT NULL;
