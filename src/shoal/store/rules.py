@@ -21,7 +21,16 @@ from typing import Any
 from shoal import assignment, states
 from shoal.errors import ConfigError, NotFound
 from shoal.load import Backlog, Move, NodeLoad, apply_moves
-from shoal.model import EventKind, HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
+from shoal.model import (
+    EventKind,
+    HistoryEvent,
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Submitted,
+)
 from shoal.store import texts
 
 # A node that died stays in the cluster view (now or at a past moment) this long, so that people
@@ -31,7 +40,7 @@ DEAD_WINDOW_S = 600.0
 JOB_COLUMNS = (
     "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after,"
     " claimer, progress, progress_message, result, error, traceback, created_at, started_at,"
-    " finished_at"
+    " finished_at, priority, key"
 )
 
 # `state IN ('waiting', 'working')`, from the state machine's own table (in the enum's order).
@@ -53,6 +62,37 @@ def could_be_job_id(job_id: int) -> bool:
     """Whether `job_id` could name a job at all: ids start at 1 and fit in 64 bits. Reads and
     cancels of any other number answer "no such job" instead of a driver's overflow error."""
     return 1 <= job_id <= MAX_JOB_ID
+
+
+# -- submitting ----------------------------------------------------------------------------------
+
+
+def collapse_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int]]:
+    """The jobs of a batch with each key kept once (its first job), and for each job of the batch
+    the position of the kept job it stands for. Jobs without a key are all kept."""
+    unique: list[NewJob] = []
+    positions: list[int] = []
+    by_key: dict[str, int] = {}
+    for job in jobs:
+        if job.key is not None and job.key in by_key:
+            positions.append(by_key[job.key])
+            continue
+        if job.key is not None:
+            by_key[job.key] = len(unique)
+        positions.append(len(unique))
+        unique.append(job)
+    return unique, positions
+
+
+def spread_submitted(done: Sequence[Submitted], positions: Sequence[int]) -> list[Submitted]:
+    """What each job of a batch became, from what its kept jobs became (`collapse_keys`): a
+    later job of a key points at the same job, never as its creator."""
+    seen: set[int] = set()
+    spread = []
+    for u in positions:
+        spread.append(Submitted(done[u].job_id, done[u].created and u not in seen))
+        seen.add(u)
+    return spread
 
 
 # -- rebalancing ----------------------------------------------------------------------------------

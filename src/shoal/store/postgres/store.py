@@ -75,9 +75,7 @@ class PostgresStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
-        if not new:
-            return []
+    def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
         ids: list[int] = []
         url = self.url_for_display
         try:
