@@ -492,6 +492,7 @@ class JobSummary:
     finished_at: float | None
     args_preview: str
     error_preview: str | None
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -521,6 +522,8 @@ class JobDetail:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    priority: int = 0
+    key: str | None = None
 
 
 def read_jobs(
@@ -549,6 +552,7 @@ def job_summary(job: Job) -> JobSummary:
         finished_at=job.finished_at,
         args_preview=_preview(_call_text(job)),
         error_preview=_preview(job.error) if job.error else None,
+        priority=job.priority,
     )
 
 
@@ -594,4 +598,6 @@ def job_detail(job: Job) -> JobDetail:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        priority=job.priority,
+        key=job.key,
     )
