@@ -249,7 +249,10 @@ class Store(ABC):
 
     @abstractmethod
     def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
-        """Claim up to `limit` runnable queued jobs of the node's own section, oldest id first.
+        """Claim up to `limit` runnable queued jobs of the node's own section: the highest
+        priority first, then the oldest id (`rules.claim_order`, also the order returned).
+        Approximate across partitions only among equal priorities: no job is claimed while one
+        of a higher priority is runnable in the section.
 
         Succeeds only while the node is eligible (waiting/working, no pause requested) and for
         partitions it owns. Each claimed job becomes running with claimer = node_id and

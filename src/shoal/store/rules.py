@@ -24,6 +24,7 @@ from shoal.load import Backlog, Move, NodeLoad, apply_moves
 from shoal.model import (
     EventKind,
     HistoryEvent,
+    Job,
     JobFilter,
     JobState,
     NewJob,
@@ -93,6 +94,11 @@ def spread_submitted(done: Sequence[Submitted], positions: Sequence[int]) -> lis
         spread.append(Submitted(done[u].job_id, done[u].created and u not in seen))
         seen.add(u)
     return spread
+
+
+def claim_order(job: Job) -> tuple[int, int]:
+    """The order in which a section's queued jobs are claimed: highest priority, then oldest."""
+    return -job.priority, job.id
 
 
 # -- rebalancing ----------------------------------------------------------------------------------

@@ -34,17 +34,24 @@ def submit(
     if not ids:
         rows = conn.execute(q.ALLOCATE_IDS, (len(jobs),)).fetchall()
         ids.extend(sorted(int(r[0]) for r in rows))
-    held = _take_keys(conn, ids, jobs)
-    new = [(i, j) for i, j in zip(ids, jobs, strict=True) if j.key not in held]
-    if new:
-        batch = q.submit_batch([i for i, _ in new], [j for _, j in new])
-        row = conn.execute(q.SUBMIT, {"batch": batch}).fetchone()
-        if row is None or row[0] != len(new):
-            raise SchemaError(texts.no_cluster_row(url))
+    if not any(j.key for j in jobs):  # one statement, so no transaction to open
+        _insert(conn, ids, jobs, url)
+        return [Submitted(i, True) for i in ids]
+    with conn.transaction():
+        held = _take_keys(conn, ids, jobs)
+        new = [(i, j) for i, j in zip(ids, jobs, strict=True) if j.key not in held]
+        if new:
+            _insert(conn, [i for i, _ in new], [j for _, j in new], url)
     return [
         Submitted(i, True) if j.key not in held else Submitted(held[j.key], False)
         for i, j in zip(ids, jobs, strict=True)
     ]
+
+
+def _insert(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], url: str) -> None:
+    row = conn.execute(q.SUBMIT, {"batch": q.submit_batch(ids, jobs)}).fetchone()
+    if row is None or row[0] != len(jobs):
+        raise SchemaError(texts.no_cluster_row(url))
 
 
 def _take_keys(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob]) -> dict[str | None, int]:

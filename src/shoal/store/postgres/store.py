@@ -132,7 +132,7 @@ class PostgresStore(Store):
             self._busy.add(node_id)
         else:
             self._busy.discard(node_id)
-        return sorted(recovered + claimed, key=lambda j: j.id)
+        return sorted(recovered + claimed, key=rules.claim_order)
 
     def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
         tokens = self._lost_claims.pop(node_id, [])

@@ -69,7 +69,7 @@ def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job
     if rows:
         move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
         add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
-    return sorted((job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.id))
+    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
 
 
 def record_progress(cur: sqlite3.Cursor, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
