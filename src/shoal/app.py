@@ -341,6 +341,8 @@ class Task:
         of their handles points at it (only the first, if any, has `created` True).
         """
         items = list(items)
+        if priority is not None:
+            check_priority(priority)  # once for the batch, not as a fault of its first item
         if keys is not None and len(keys) != len(items):
             raise SubmitError(f"{len(keys)} keys for {len(items)} items: give one key per item")
         jobs = []

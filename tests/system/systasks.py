@@ -68,3 +68,9 @@ def hold(marker: str, limit_s: float = 60.0) -> str:
     while not os.path.exists(marker) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "held"
+
+
+@app.task
+def stamp(n: int) -> int:
+    """The moment it ran, on the host's monotonic clock: one node's run order, read back."""
+    return time.monotonic_ns()
