@@ -396,6 +396,42 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
     assert len(store.claim_jobs(node.id, 200)) == 200
 
 
+def index_scans(plan: dict[str, Any], index: str) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan that scans `index`."""
+    found = [plan] if plan.get("Index Name") == index else []
+    for child in plan.get("Plans", []):
+        found += index_scans(child, index)
+    return found
+
+
+def test_a_claim_by_priority_reads_a_few_rows_per_partition_of_a_large_backlog(
+    store: PostgresStore, url: str
+) -> None:
+    node = start_node(store, "a")
+    start_node(store, "b")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
+            " run_after, created_at, priority)"
+            " SELECT i, i % 128, 't', '[]', '{}', 'queued', 4, 0, 0, i % 7 - 3"
+            " FROM generate_series(1, 60000) i"
+        )
+        conn.execute("ANALYZE jobs")
+        section = store.read_node(node.id).section  # type: ignore[union-attr]
+        params = {"node": node.id, "shard": 1, "limit": 200, "token": 1, "why": "x"}
+        with conn.transaction(force_rollback=True):  # ANALYZE runs the claim: undo it
+            [[explained]] = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + q.CLAIM, params
+            ).fetchall()
+    scans = index_scans(explained[0]["Plan"], "jobs_queued_partition")
+    cap = max(4, -(-2 * 200 // len(section)))
+    assert len(scans) == 1 and scans[0]["Actual Loops"] == len(section)
+    assert scans[0]["Actual Rows"] <= cap  # per loop: the first few of each partition
+    batch = store.claim_jobs(node.id, 200)
+    assert len(batch) == 200 and {j.priority for j in batch} == {3}
+    assert [j.id for j in batch] == sorted(j.id for j in batch)
+
+
 @pytest.mark.parametrize(
     "where",
     [
