@@ -24,7 +24,15 @@ import psycopg
 import pytest
 
 from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
-from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
+from shoal.model import (
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    Submitted,
+)
 from shoal.store import open_store
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
 from shoal.store.postgres import queries as q
@@ -313,6 +321,19 @@ def test_retried_submit_does_not_insert_twice(store: PostgresStore) -> None:
     ids = store.submit_jobs(new_jobs(50))
     assert store.read_cluster().job_counts[JobState.QUEUED] == 50
     assert ids == list(range(ids[0], ids[0] + 50))
+
+
+def test_retried_keyed_submit_reports_what_the_first_try_did(store: PostgresStore) -> None:
+    [held] = store.submit([NewJob("t", "[]", "{}", key="held")])
+    run_twice(store)
+    done = store.submit(
+        [NewJob("t", "[1]", "{}", key="new"), NewJob("t", "[2]", "{}", key="held"), *new_jobs(2)]
+    )
+    assert [s.created for s in done] == [True, False, True, True]
+    assert done[1] == Submitted(held.job_id, False)
+    assert store.read_cluster().job_counts[JobState.QUEUED] == 4
+    all_held = store.submit([NewJob("t", "[]", "{}", key="new")])  # writes nothing: done again
+    assert all_held == [Submitted(done[0].job_id, False)]
 
 
 def test_retried_claim_returns_the_jobs_it_took_and_takes_no_more(store: PostgresStore) -> None:
