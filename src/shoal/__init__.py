@@ -4,7 +4,7 @@ Processor nodes share one datastore (SQLite embedded, PostgreSQL distributed); e
 sequential id whose partition decides which node runs it. The public API is re-exported here.
 """
 
-from shoal.app import App, JobHandle, Progress, Task
+from shoal.app import MAX_KEY_CHARS, MAX_PRIORITY, MIN_PRIORITY, App, JobHandle, Progress, Task
 from shoal.context import cancelled, current_job, progress
 from shoal.errors import (
     Cancelled,
@@ -25,6 +25,9 @@ from shoal.model import CancelResult, Job, JobState, NodeRecord, NodeState
 from shoal.store.rules import Retention
 
 __all__ = [
+    "MAX_KEY_CHARS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "App",
     "CancelResult",
     "Cancelled",

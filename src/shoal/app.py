@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -47,6 +48,15 @@ DEFAULT_CANCEL_GRACE_S = 10.0
 # A job that failed a thousand times is failing for good; the cap also keeps attempt counts far
 # from the datastores' 64-bit integer limit, which a typo such as --retries 10**20 would pass.
 MAX_RETRIES = 1000
+# Within a section a node claims the highest priority first, then the oldest job. A small range
+# (it fits SQL's smallint, as the PostgreSQL column is) is all an ordering needs: a few levels
+# (say -10, 0, 10) read better than a wide scale whose values nobody can compare.
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+DEFAULT_PRIORITY = 0
+# A key names a piece of work ("invoice-42"), not a payload: keys over this are refused rather
+# than stored, and the index on them stays small.
+MAX_KEY_CHARS = 200
 
 
 def encode_json(value: Any, what: str, max_bytes: int) -> str:
@@ -92,16 +102,22 @@ def build_job(
     retries: int,
     timeout_s: float | None,
     delay_s: float,
+    priority: int = DEFAULT_PRIORITY,
+    key: str | None = None,
+    key_window_s: float = 0.0,
 ) -> NewJob:
     """A job checked as every submitter checks it; raises SubmitError before anything is written.
 
     `what` names the arguments and keyword arguments in messages (`--args`, `--kwargs` on the
     command line). The size cap applies to both together. Raises SubmitError for a task name that
     is not valid Unicode (non-UTF-8 bytes), a delay or time limit that is negative or not finite,
-    and retries outside 0..MAX_RETRIES; PayloadError for arguments that are not JSON or too large.
+    retries outside 0..MAX_RETRIES, a priority outside MIN_PRIORITY..MAX_PRIORITY, and a key
+    refused by `check_key`; PayloadError for arguments that are not JSON or too large.
     """
     check_text(task, "the task name")
     check_schedule(retries, timeout_s, delay_s)
+    check_priority(priority)
+    check_key(key, key_window_s)
     cap = max_payload_bytes
     args_json, args_size = encode_json_sized(list(args), what[0], cap)
     kwargs_json, kwargs_size = encode_json_sized(dict(kwargs), what[1], cap)
@@ -117,7 +133,45 @@ def build_job(
         max_attempts=retries + 1,
         timeout_s=timeout_s,
         delay_s=delay_s,
+        priority=priority,
+        key=key,
+        key_window_s=key_window_s,
     )
+
+
+def check_priority(priority: int) -> None:
+    """SubmitError unless `priority` is an integer in MIN_PRIORITY..MAX_PRIORITY."""
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise SubmitError(f"priority must be an integer, not {priority!r}")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise SubmitError(
+            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY} (higher runs first), "
+            f"not {priority}"
+        )
+
+
+def check_key(key: str | None, key_window_s: float) -> None:
+    """SubmitError for a key that is not text, empty, longer than MAX_KEY_CHARS, not valid UTF-8
+    or holding control characters; for a window that is negative or not finite, or given
+    without a key."""
+    if not (math.isfinite(key_window_s) and key_window_s >= 0):
+        raise SubmitError(
+            f"key_window_s must be a finite number of seconds, 0 or more, not {key_window_s}"
+        )
+    if key is None:
+        if key_window_s:
+            raise SubmitError("key_window_s needs a key: it is how long a finished job keeps it")
+        return
+    if not isinstance(key, str) or not key:
+        raise SubmitError(f"a key must be non-empty text, not {key!r}")
+    check_text(key, "the key")
+    if len(key) > MAX_KEY_CHARS:
+        raise SubmitError(
+            f"a key must be at most {MAX_KEY_CHARS} characters, not {len(key)}; derive a short "
+            "one (an id, or a hash of the parts that make the work unique)"
+        )
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        raise SubmitError(f"a key must not hold control characters: {key!r}")
 
 
 def check_text(text: str, what: str, error: type[ShoalError] = SubmitError) -> None:
@@ -153,6 +207,7 @@ class TaskOptions:
     keep_cancelled_s: float | None = None
     # How long an attempt asked to cancel may run on before its node stops it.
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
+    priority: int = DEFAULT_PRIORITY  # of its jobs, unless a submit gives its own
 
     def __post_init__(self) -> None:
         """ValueError for a retry_on that is not exception classes, or a negative or NaN age."""
@@ -221,10 +276,13 @@ class Task:
         *,
         retries: int | None = None,
         timeout_s: float | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        key_window_s: float = 0.0,
     ) -> NewJob:
         """A validated job for these arguments; raises SubmitError before anything is written.
 
-        `retries` and `timeout_s` override the task's own for this job (`shoal submit --app`).
+        `retries`, `timeout_s` and `priority` override the task's own for this job.
         """
         try:
             if self.signature is not None:
@@ -240,38 +298,91 @@ class Task:
             retries=self.options.retries if retries is None else retries,
             timeout_s=self.options.timeout_s if timeout_s is None else timeout_s,
             delay_s=delay_s,
+            priority=self.options.priority if priority is None else priority,
+            key=key,
+            key_window_s=key_window_s,
         )
 
     def submit(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Queue one job and return its handle."""
-        [job_id] = self.app.store.submit_jobs([self.new_job(args, kwargs)])
-        return JobHandle(self.app.store, job_id)
+        return self._submit([self.new_job(args, kwargs)])[0]
 
     def submit_later(self, delay_s: float, *args: Any, **kwargs: Any) -> JobHandle:
         """Queue one job that no node starts before `delay_s` seconds have passed."""
-        [job_id] = self.app.store.submit_jobs([self.new_job(args, kwargs, delay_s)])
-        return JobHandle(self.app.store, job_id)
+        return self._submit([self.new_job(args, kwargs, delay_s)])[0]
 
-    def submit_many(self, items: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[JobHandle]:
+    def submit_with(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        key: str | None = None,
+        key_window_s: float = 0.0,
+        delay_s: float = 0.0,
+    ) -> JobHandle:
+        """Queue one job with options of its own; return its handle.
+
+        `priority` (MIN_PRIORITY..MAX_PRIORITY, default the task's): within a section, higher
+        runs first. `key`: while a job with this key is queued or running, or finished less than
+        its `key_window_s` ago, no job is created and the handle is that job's
+        (`handle.created` is False); the arguments and options given here are then unused.
+        Raises SubmitError (PayloadError for the arguments) before anything is written.
+        """
+        new = self.new_job(
+            args, kwargs or {}, delay_s, priority=priority, key=key, key_window_s=key_window_s
+        )
+        return self._submit([new])[0]
+
+    def submit_many(
+        self,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        *,
+        priority: int | None = None,
+        keys: Sequence[str | None] | None = None,
+        key_window_s: float = 0.0,
+    ) -> list[JobHandle]:
         """Queue many jobs in one transaction. Each item is a tuple or list of positional
         arguments or a dict of keyword arguments. All are validated first: one bad item
-        rejects the whole batch and nothing is written."""
+        rejects the whole batch and nothing is written.
+
+        `priority` applies to every job of the batch. `keys`, one per item (None: no key), work
+        as in `submit_with`; items of the batch with the same key make one job, and every one
+        of their handles points at it (only the first, if any, has `created` True).
+        """
+        items = list(items)
+        if priority is not None:
+            check_priority(priority)  # once for the batch, not as a fault of its first item
+        if keys is not None and len(keys) != len(items):
+            raise SubmitError(f"{len(keys)} keys for {len(items)} items: give one key per item")
         jobs = []
         for index, item in enumerate(items):
+            key = None if keys is None else keys[index]
             try:
                 if isinstance(item, Mapping):
-                    jobs.append(self.new_job((), item))
+                    args: Sequence[Any] = ()
+                    kwargs: Mapping[str, Any] = item
                 elif isinstance(item, (list, tuple)):
-                    jobs.append(self.new_job(item, {}))
+                    args, kwargs = item, {}
                 else:
                     raise PayloadError(
                         f"expected a tuple of arguments or a dict of keyword arguments, "
                         f"got {type(item).__name__}"
                     )
-            except PayloadError as exc:
-                raise PayloadError(f"item {index} of the batch: {exc}") from None
-        ids = self.app.store.submit_jobs(jobs)
-        return [JobHandle(self.app.store, i) for i in ids]
+                jobs.append(
+                    self.new_job(
+                        args, kwargs, priority=priority, key=key, key_window_s=key_window_s
+                    )
+                )
+            except SubmitError as exc:
+                raise type(exc)(f"item {index} of the batch: {exc}") from None
+        return self._submit(jobs)
+
+    def _submit(self, jobs: Sequence[NewJob]) -> list[JobHandle]:
+        return [
+            JobHandle(self.app.store, s.job_id, created=s.created)
+            for s in self.app.store.submit(jobs)
+        ]
 
 
 @dataclass(frozen=True)
@@ -281,11 +392,16 @@ class Progress:
 
 
 class JobHandle:
-    """A job by id. Every property reads the datastore afresh."""
+    """A job by id. Every property reads the datastore afresh.
 
-    def __init__(self, store: Store, job_id: int) -> None:
+    `created` says what the submit that returned the handle did: True if it queued a new job,
+    False if it found a job already holding its key (and for handles from `App.job`).
+    """
+
+    def __init__(self, store: Store, job_id: int, *, created: bool = False) -> None:
         self.store = store
         self.id = job_id
+        self.created = created
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id}>"
@@ -417,6 +533,7 @@ class App:
         keep_failed_s: float | None = ...,
         keep_cancelled_s: float | None = ...,
         cancel_grace_s: float = ...,
+        priority: int = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -433,6 +550,7 @@ class App:
         keep_failed_s: float | None = None,
         keep_cancelled_s: float | None = None,
         cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+        priority: int = DEFAULT_PRIORITY,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
@@ -442,9 +560,12 @@ class App:
         their subclasses), others fail at once. `timeout_s` stops an attempt that runs longer.
         `keep_*_s` override the app's retention for this task's finished jobs (`math.inf`: for
         ever). `cancel_grace_s` is how long an attempt asked to cancel may run on before its node
-        stops it (see `shoal.cancelled`). Raises ValueError if the name is already registered,
-        for retries outside 0..MAX_RETRIES, a time limit that is not a finite number above 0, a
-        `retry_on` that is not exception classes, and a negative delay, age or grace.
+        stops it (see `shoal.cancelled`). `priority` (MIN_PRIORITY..MAX_PRIORITY, default 0)
+        orders this task's jobs within a section, higher first; `submit_with` and `submit_many`
+        can override it per job. Raises ValueError if the name is already registered, for
+        retries outside 0..MAX_RETRIES, a priority outside its range, a time limit that is not a
+        finite number above 0, a `retry_on` that is not exception classes, and a negative delay,
+        age or grace.
         """
 
         def register(f: Callable[..., Any]) -> Task:
@@ -460,9 +581,11 @@ class App:
                 keep_failed_s,
                 keep_cancelled_s,
                 cancel_grace_s,
+                priority,
             )
             try:
                 check_schedule(retries, timeout_s, 0.0)
+                check_priority(priority)
             except SubmitError as exc:
                 raise ValueError(str(exc)) from None
             if options.name in self.tasks:

@@ -28,8 +28,11 @@ from rich.console import Console
 
 from shoal.app import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_PRIORITY,
     DEFAULT_RETRIES,
+    MAX_PRIORITY,
     MAX_RETRIES,
+    MIN_PRIORITY,
     build_job,
     check_text,
     load_app,
@@ -331,6 +334,30 @@ def _parse_json(text: str | None, what: str, kind: type) -> Any:
     callback=finite,
     help="Start no sooner.",
 )
+@click.option(
+    "--priority",
+    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    default=None,
+    help=(
+        "Higher runs first within a section. Default: the task's own with --app; else "
+        f"{DEFAULT_PRIORITY}."
+    ),
+)
+@click.option(
+    "--key",
+    default=None,
+    help=(
+        "Unique key: while a job with this key is queued or running (or finished within its "
+        "--key-window-s), print that job's id instead of queueing another."
+    ),
+)
+@click.option(
+    "--key-window-s",
+    type=click.FloatRange(0.0),
+    default=0.0,
+    callback=finite,
+    help="How long after finishing this job still holds --key.",
+)
 @click.option("--force", is_flag=True, help="Submit even if no live node registers TASK.")
 def submit(
     db: str | None,
@@ -341,18 +368,31 @@ def submit(
     retries: int | None,
     timeout_s: float | None,
     delay_s: float,
+    priority: int | None,
+    key: str | None,
+    key_window_s: float,
     force: bool,
 ) -> None:
     """Queue a job of TASK and print its id.
 
-    With --app, the job is checked against the task (name, arguments) and takes its retries and
-    time limit; without it, against the task names live nodes register.
+    With --app, the job is checked against the task (name, arguments) and takes its retries,
+    time limit and priority; without it, against the task names live nodes register. With --key,
+    the id printed may be that of an existing job (a note on standard error says so).
     """
     args = _parse_json(args_text, "--args", list)
     kwargs = _parse_json(kwargs_text, "--kwargs", dict)
     if app_spec:
         registered = load_app(app_spec).get_task(task)
-        new = registered.new_job(args, kwargs, delay_s, retries=retries, timeout_s=timeout_s)
+        new = registered.new_job(
+            args,
+            kwargs,
+            delay_s,
+            retries=retries,
+            timeout_s=timeout_s,
+            priority=priority,
+            key=key,
+            key_window_s=key_window_s,
+        )
     else:
         new = build_job(
             task,
@@ -363,12 +403,17 @@ def submit(
             retries=DEFAULT_RETRIES if retries is None else retries,
             timeout_s=timeout_s,
             delay_s=delay_s,
+            priority=DEFAULT_PRIORITY if priority is None else priority,
+            key=key,
+            key_window_s=key_window_s,
         )
     store = open_store(db)
     if not app_spec:
         _check_registered(store, task, force)
-    [job_id] = store.submit_jobs([new])
-    click.echo(job_id)
+    [done] = store.submit([new])
+    if not done.created:
+        echo_data(f"job {done.job_id} already holds key {key!r}: no new job queued", err=True)
+    click.echo(done.job_id)
 
 
 def _check_registered(store: Store, task: str, force: bool) -> None:
@@ -422,6 +467,8 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         "args": found.args,
         "kwargs": found.kwargs,
         "partition": found.partition,
+        "priority": found.priority,
+        "key": found.key,
         "attempts": found.attempts,
         "max_attempts": found.max_attempts,
         "node": found.claimer,

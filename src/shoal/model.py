@@ -43,7 +43,12 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class NewJob:
-    """A validated job ready to insert: arguments already encoded as JSON text."""
+    """A validated job ready to insert: arguments already encoded as JSON text.
+
+    `priority`: within a section, queued jobs of a higher priority are claimed first. `key`: while
+    a job with the same key is queued or running, or finished less than that job's `key_window_s`
+    ago, submitting this one returns that job instead (see `Store.submit`).
+    """
 
     task: str
     args_json: str
@@ -51,6 +56,18 @@ class NewJob:
     max_attempts: int = 4
     timeout_s: float | None = None
     delay_s: float = 0.0
+    priority: int = 0
+    key: str | None = None
+    key_window_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What one submit did: the job's id, and whether it created the job (False: a job with the
+    same key already existed and `job_id` is that job's)."""
+
+    job_id: int
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,8 @@ class Job:
     # node stops it, and kept on the cancelled job.
     cancel_requested_at: float | None = None
     cancel_requested_by: str | None = None
+    priority: int = 0
+    key: str | None = None
 
     @property
     def args(self) -> list[Any]:

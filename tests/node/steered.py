@@ -96,6 +96,11 @@ class Steered:
         with self._lock:
             return self.started.issuperset(attempts)
 
+    def started_jobs(self) -> set[int]:
+        """The ids of the jobs a worker has begun an attempt of."""
+        with self._lock:
+            return {job_id for job_id, _ in self.started}
+
     def report(self, job_id: int, fraction: float, message: str | None = None) -> None:
         self._send(job_id, Report(fraction, message))
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shoal.model import JobState
+from shoal.model import JobState, NewJob
 from shoal.observer.server import create_app
 from shoal.store import Store
 
@@ -144,6 +144,17 @@ def test_job_detail_and_missing_job(obs_store: Store, cluster: Cluster, client: 
     assert body["traceback"].startswith("Traceback")
     assert client.get("/api/jobs/999999").status_code == 404
     assert client.get("/jobs/999999").status_code == 404
+
+
+def test_job_detail_shows_priority_and_key(obs_store: Store, client: TestClient):
+    new = NewJob("resize", '["a.png"]', "{}", priority=-7, key="<b>invoice-42</b>")
+    [job_id] = obs_store.submit_jobs([new])
+    body = client.get(f"/api/jobs/{job_id}").json()
+    assert (body["priority"], body["key"]) == (-7, "<b>invoice-42</b>")
+    assert client.get("/api/jobs").json()["jobs"][0]["priority"] == -7
+    page = client.get(f"/jobs/{job_id}").text
+    assert '<dd id="job-priority">-7</dd>' in page
+    assert "&lt;b&gt;invoice-42&lt;/b&gt;" in page and "<b>invoice-42" not in page
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/{id}"])

@@ -24,7 +24,15 @@ import psycopg
 import pytest
 
 from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
-from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
+from shoal.model import (
+    JobFilter,
+    JobState,
+    NewJob,
+    NodeRecord,
+    NodeState,
+    Outcome,
+    Submitted,
+)
 from shoal.store import open_store
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
 from shoal.store.postgres import queries as q
@@ -315,6 +323,19 @@ def test_retried_submit_does_not_insert_twice(store: PostgresStore) -> None:
     assert ids == list(range(ids[0], ids[0] + 50))
 
 
+def test_retried_keyed_submit_reports_what_the_first_try_did(store: PostgresStore) -> None:
+    [held] = store.submit([NewJob("t", "[]", "{}", key="held")])
+    run_twice(store)
+    done = store.submit(
+        [NewJob("t", "[1]", "{}", key="new"), NewJob("t", "[2]", "{}", key="held"), *new_jobs(2)]
+    )
+    assert [s.created for s in done] == [True, False, True, True]
+    assert done[1] == Submitted(held.job_id, False)
+    assert store.read_cluster().job_counts[JobState.QUEUED] == 4
+    all_held = store.submit([NewJob("t", "[]", "{}", key="new")])  # writes nothing: done again
+    assert all_held == [Submitted(done[0].job_id, False)]
+
+
 def test_retried_claim_returns_the_jobs_it_took_and_takes_no_more(store: PostgresStore) -> None:
     node = start_node(store, "a")
     ids = store.submit_jobs(new_jobs(10))
@@ -394,6 +415,42 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
     assert "jobs_queued_partition" in plan
     assert "Seq Scan on jobs" not in plan
     assert len(store.claim_jobs(node.id, 200)) == 200
+
+
+def index_scans(plan: dict[str, Any], index: str) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan that scans `index`."""
+    found = [plan] if plan.get("Index Name") == index else []
+    for child in plan.get("Plans", []):
+        found += index_scans(child, index)
+    return found
+
+
+def test_a_claim_by_priority_reads_a_few_rows_per_partition_of_a_large_backlog(
+    store: PostgresStore, url: str
+) -> None:
+    node = start_node(store, "a")
+    start_node(store, "b")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
+            " run_after, created_at, priority)"
+            " SELECT i, i % 128, 't', '[]', '{}', 'queued', 4, 0, 0, i % 7 - 3"
+            " FROM generate_series(1, 60000) i"
+        )
+        conn.execute("ANALYZE jobs")
+        section = store.read_node(node.id).section  # type: ignore[union-attr]
+        params = {"node": node.id, "shard": 1, "limit": 200, "token": 1, "why": "x"}
+        with conn.transaction(force_rollback=True):  # ANALYZE runs the claim: undo it
+            [[explained]] = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + q.CLAIM, params
+            ).fetchall()
+    scans = index_scans(explained[0]["Plan"], "jobs_queued_partition")
+    cap = max(4, -(-2 * 200 // len(section)))
+    assert len(scans) == 1 and scans[0]["Actual Loops"] == len(section)
+    assert scans[0]["Actual Rows"] <= cap  # per loop: the first few of each partition
+    batch = store.claim_jobs(node.id, 200)
+    assert len(batch) == 200 and {j.priority for j in batch} == {3}
+    assert [j.id for j in batch] == sorted(j.id for j in batch)
 
 
 @pytest.mark.parametrize(

@@ -94,3 +94,9 @@ def unheeding(seconds: float) -> str:
     """Ignores a cancel request for longer than a test lasts."""
     time.sleep(seconds)
     return "finished anyway"
+
+
+@app.task
+def stamp(n: int) -> int:
+    """The moment it ran, on the host's monotonic clock: one node's run order, read back."""
+    return time.monotonic_ns()

@@ -232,6 +232,13 @@ def test_a_job_id_beyond_64_bits_names_no_job(sqlite_url: str, command: str) -> 
         (["--delay-s", "inf"], "inf is not a finite number"),
         (["--timeout-s", "inf"], "inf is not a finite number"),
         (["--retries", "99999999999999999999"], "0<=x<=1000"),
+        (["--priority", "101"], "-100<=x<=100"),
+        (["--priority", "high"], "'high' is not a valid integer"),
+        (["--key", "x" * 201], "a key must be at most 200 characters, not 201"),
+        (["--key", "a\x1b[31mb"], "a key must not hold control characters"),
+        (["--key", ""], "a key must be non-empty text"),
+        (["--key", "k", "--key-window-s", "inf"], "inf is not a finite number"),
+        (["--key-window-s", "5"], "key_window_s needs a key"),
         (["--args", '["a\udcffb"]'], "not valid Unicode"),
         (
             ["--args", '["' + "x" * 600_000 + '"]', "--kwargs", '{"k": "' + "x" * 600_000 + '"}'],

@@ -495,6 +495,7 @@ class JobSummary:
     args_preview: str
     error_preview: str | None
     cancel_requested: bool = False  # a cancel was asked for (while queued or running)
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -526,6 +527,8 @@ class JobDetail:
     finished_at: float | None
     cancel_requested_at: float | None = None
     cancel_requested_by: str | None = None
+    priority: int = 0
+    key: str | None = None
 
 
 def read_jobs(
@@ -555,6 +558,7 @@ def job_summary(job: Job) -> JobSummary:
         args_preview=_preview(_call_text(job)),
         error_preview=_preview(job.error) if job.error else None,
         cancel_requested=job.cancel_requested_at is not None,
+        priority=job.priority,
     )
 
 
@@ -602,4 +606,6 @@ def job_detail(job: Job) -> JobDetail:
         finished_at=job.finished_at,
         cancel_requested_at=job.cancel_requested_at,
         cancel_requested_by=job.cancel_requested_by,
+        priority=job.priority,
+        key=job.key,
     )

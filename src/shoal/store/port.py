@@ -43,7 +43,9 @@ from shoal.model import (
     Outcome,
     ProgressUpdate,
     Sample,
+    Submitted,
 )
+from shoal.store import rules
 from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
 
 DEFAULT_PARTITIONS = 128
@@ -92,13 +94,28 @@ class Store(ABC):
 
     # -- submitting and reading jobs ----------------------------------------------------------
 
-    @abstractmethod
     def submit_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
-        """Insert all jobs in one transaction (all or none) and return their sequential ids.
+        """`submit`, returning only the ids."""
+        return [s.job_id for s in self.submit(jobs)]
+
+    def submit(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """Insert all jobs in one transaction (all or none); say for each what it became.
 
         Ids are assigned in order; each job's partition is `id % P`. Jobs start `queued` with
-        run_after = now + delay_s.
+        run_after = now + delay_s. A job with a `key` creates nothing while another job holds
+        that key (queued or running, or finished less than its `key_window_s` ago): it gets that
+        job's id with `created` False. Jobs of one batch with the same key collapse into the
+        first. Two submitters of one key at once, from any processes, make one job. Only created
+        jobs are counted.
         """
+        if not jobs:
+            return []
+        unique, positions = rules.collapse_keys(jobs)
+        return rules.spread_submitted(self.insert_jobs(unique), positions)
+
+    @abstractmethod
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """`submit`'s write for a batch whose keys are distinct, in one transaction."""
 
     @abstractmethod
     def read_job(self, job_id: int) -> Job | None:
@@ -248,7 +265,10 @@ class Store(ABC):
 
     @abstractmethod
     def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
-        """Claim up to `limit` runnable queued jobs of the node's own section, oldest id first.
+        """Claim up to `limit` runnable queued jobs of the node's own section: the highest
+        priority first, then the oldest id (`rules.claim_order`, also the order returned).
+        Approximate across partitions only among equal priorities: no job is claimed while one
+        of a higher priority is runnable in the section.
 
         Succeeds only while the node is eligible (waiting/working, no pause requested) and for
         partitions it owns. Each claimed job becomes running with claimer = node_id and

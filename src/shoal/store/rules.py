@@ -25,10 +25,13 @@ from shoal.model import (
     CancelResult,
     EventKind,
     HistoryEvent,
+    Job,
     JobFilter,
     JobState,
+    NewJob,
     NodeRecord,
     NodeState,
+    Submitted,
 )
 from shoal.store import texts
 
@@ -39,7 +42,7 @@ DEAD_WINDOW_S = 600.0
 JOB_COLUMNS = (
     "id, partition, task, args, kwargs, state, attempts, max_attempts, timeout_s, run_after,"
     " claimer, progress, progress_message, result, error, traceback, created_at, started_at,"
-    " finished_at, cancel_requested_at, cancel_requested_by"
+    " finished_at, cancel_requested_at, cancel_requested_by, priority, key"
 )
 
 # `state IN ('waiting', 'working')`, from the state machine's own table (in the enum's order).
@@ -77,6 +80,42 @@ def cancel_verdict(state: str | None, requested: bool) -> CancelResult:
     if state == JobState.RUNNING.value:
         return CancelResult.ALREADY_REQUESTED if requested else CancelResult.REQUESTED
     return CancelResult.FINISHED
+
+
+# -- submitting ----------------------------------------------------------------------------------
+
+
+def collapse_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int]]:
+    """The jobs of a batch with each key kept once (its first job), and for each job of the batch
+    the position of the kept job it stands for. Jobs without a key are all kept."""
+    unique: list[NewJob] = []
+    positions: list[int] = []
+    by_key: dict[str, int] = {}
+    for job in jobs:
+        if job.key is not None and job.key in by_key:
+            positions.append(by_key[job.key])
+            continue
+        if job.key is not None:
+            by_key[job.key] = len(unique)
+        positions.append(len(unique))
+        unique.append(job)
+    return unique, positions
+
+
+def spread_submitted(done: Sequence[Submitted], positions: Sequence[int]) -> list[Submitted]:
+    """What each job of a batch became, from what its kept jobs became (`collapse_keys`): a
+    later job of a key points at the same job, never as its creator."""
+    seen: set[int] = set()
+    spread = []
+    for u in positions:
+        spread.append(Submitted(done[u].job_id, done[u].created and u not in seen))
+        seen.add(u)
+    return spread
+
+
+def claim_order(job: Job) -> tuple[int, int]:
+    """The order in which a section's queued jobs are claimed: highest priority, then oldest."""
+    return -job.priority, job.id
 
 
 # -- rebalancing ----------------------------------------------------------------------------------

@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from shoal.errors import DatastoreUnavailable, SchemaError
-from shoal.model import CancelRequest, CancelResult, Job, JobState, NewJob, Outcome, ProgressUpdate
+from shoal.model import (
+    CancelRequest,
+    CancelResult,
+    Job,
+    JobState,
+    NewJob,
+    Outcome,
+    ProgressUpdate,
+    Submitted,
+)
 from shoal.store import rules, texts
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, exists, job_from_row, scalar
@@ -21,19 +30,79 @@ from shoal.store.postgres.reads import Conn, exists, job_from_row, scalar
 
 def submit(
     conn: Conn, retried: bool, ids: list[int], jobs: Sequence[NewJob], url: str
-) -> list[int]:
-    """Insert the batch under ids reserved first (filled into `ids` on the first try)."""
+) -> list[Submitted]:
+    """Insert the batch under ids reserved first (filled into `ids` on the first try); a job
+    whose key another job holds is not inserted and gets the holder's id. Keys are distinct."""
     # Ids are reserved first (sequences never roll back), so a retry after a lost commit can tell
-    # whether the batch went in: the batch is all-or-none, so its first id says.
-    if ids and retried and exists(conn, q.JOB_EXISTS, (ids[0],)):
-        return ids
+    # whether the batch went in: the batch is all-or-none, so any of its ids says. (A batch that
+    # found every key held wrote nothing, and doing it again finds the same.)
+    if ids and retried:
+        present = {int(r[0]) for r in conn.execute(q.JOBS_PRESENT, (ids,))}
+        if present:
+            return _as_recorded(conn, ids, jobs, present)
     if not ids:
         rows = conn.execute(q.ALLOCATE_IDS, (len(jobs),)).fetchall()
         ids.extend(sorted(int(r[0]) for r in rows))
+    if not any(j.key for j in jobs):  # one statement, so no transaction to open
+        _insert(conn, ids, jobs, url)
+        return [Submitted(i, True) for i in ids]
+    with conn.transaction():
+        held = _take_keys(conn, ids, jobs)
+        new = [(i, j) for i, j in zip(ids, jobs, strict=True) if j.key not in held]
+        if new:
+            _insert(conn, [i for i, _ in new], [j for _, j in new], url)
+    return [
+        Submitted(i, True) if j.key not in held else Submitted(held[j.key], False)
+        for i, j in zip(ids, jobs, strict=True)
+    ]
+
+
+def _insert(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], url: str) -> None:
     row = conn.execute(q.SUBMIT, {"batch": q.submit_batch(ids, jobs)}).fetchone()
     if row is None or row[0] != len(jobs):
         raise SchemaError(texts.no_cluster_row(url))
-    return ids
+
+
+def _take_keys(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob]) -> dict[str | None, int]:
+    """Take the batch's keys for its jobs; the keys another job holds, with that job's id."""
+    pending = sorted((j.key, i, j.key_window_s) for i, j in zip(ids, jobs, strict=True) if j.key)
+    held: dict[str | None, int] = {}
+    while pending:
+        fresh = {r[0] for r in conn.execute(q.TAKE_NEW_KEYS, _key_rows(pending))}
+        existing = [row for row in pending if row[0] not in fresh]
+        if not existing:
+            break
+        holders: dict[str, int] = dict(
+            conn.execute(q.LOCK_KEYS, {"keys": [r[0] for r in existing]}).fetchall()
+        )
+        freed = [row for row in existing if row[0] in holders]
+        taken = {r[0] for r in conn.execute(q.TAKE_FREED_KEYS, _key_rows(freed))}
+        held.update((k, int(i)) for k, i in holders.items() if k not in taken)
+        # A key whose job was pruned between the two looks is gone: insert it again.
+        pending = [row for row in existing if row[0] not in holders]
+    return held
+
+
+def _key_rows(rows: Sequence[tuple[str, int, float]]) -> dict[str, list[Any]]:
+    return {
+        "keys": [r[0] for r in rows],
+        "ids": [r[1] for r in rows],
+        "windows": [r[2] for r in rows],
+    }
+
+
+def _as_recorded(
+    conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], present: set[int]
+) -> list[Submitted]:
+    """What a batch that did commit made of each job, read back after its outcome was lost."""
+    keys = [j.key for i, j in zip(ids, jobs, strict=True) if i not in present and j.key]
+    holders: dict[str | None, int] = {}
+    if keys:
+        holders.update(conn.execute(q.KEY_HOLDERS, (keys,)).fetchall())
+    return [
+        Submitted(i, True) if i in present else Submitted(int(holders.get(j.key, i)), False)
+        for i, j in zip(ids, jobs, strict=True)
+    ]
 
 
 # How often a cancel looks again at a job that changed state under it (claimed as it was about

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from shoal.model import NewJob, Outcome
 from shoal.store.rules import ASSIGNMENT_EVENTS_SQL, ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
@@ -72,12 +73,13 @@ ALLOCATE_IDS = "SELECT nextval('jobs_id_seq') FROM generate_series(1, %s)"
 def submit_batch(ids: Sequence[int], jobs: Sequence[NewJob]) -> str:
     """The JSON document SUBMIT reads: one row per job (see OUTCOMES for why JSON)."""
     return json.dumps(
-        [
-            [i, j.task, j.args_json, j.kwargs_json, j.max_attempts, j.timeout_s, j.delay_s]
-            for i, j in zip(ids, jobs, strict=True)
-        ],
-        separators=(",", ":"),
+        [_submit_row(i, j) for i, j in zip(ids, jobs, strict=True)], separators=(",", ":")
     )
+
+
+def _submit_row(i: int, j: NewJob) -> list[Any]:
+    return [i, j.task, j.args_json, j.kwargs_json, j.max_attempts, j.timeout_s, j.delay_s,
+            j.priority, j.key]  # fmt: skip
 
 
 # One statement: insert the batch with its preallocated ids and notify the touched partitions
@@ -86,13 +88,13 @@ def submit_batch(ids: Sequence[int], jobs: Sequence[NewJob]) -> str:
 SUBMIT = f"""
 WITH ins AS (
     INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts, timeout_s,
-                      run_after, created_at)
+                      run_after, created_at, priority, key)
     SELECT b.id, b.id %% c.partitions, b.task, b.args, b.kwargs, 'queued', b.max_attempts,
-           b.timeout_s, {NOW} + b.delay_s, {NOW}
+           b.timeout_s, {NOW} + b.delay_s, {NOW}, b.priority, b.key
     FROM (
         SELECT (e->>0)::bigint AS id, e->>1 AS task, e->>2 AS args, e->>3 AS kwargs,
                (e->>4)::int AS max_attempts, (e->>5)::float8 AS timeout_s,
-               (e->>6)::float8 AS delay_s
+               (e->>6)::float8 AS delay_s, (e->>7)::smallint AS priority, e->>8 AS key
         FROM jsonb_array_elements(%(batch)s::jsonb) AS e
     ) b
     CROSS JOIN cluster c
@@ -108,15 +110,45 @@ SELECT (SELECT count(*) FROM ins),
 FROM touched
 """
 
+# Keys are taken in three statements, in one transaction (see migration 0007). A new key goes in
+# at once; the insert of a key that another transaction is inserting waits for it to end.
+# Batches insert and lock keys in key order, so two batches sharing keys wait, never deadlock.
+TAKE_NEW_KEYS = """
+INSERT INTO job_keys (key, job_id, window_s)
+SELECT * FROM unnest(%(keys)s::text[], %(ids)s::bigint[], %(windows)s::float8[]) ORDER BY 1
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+"""
+# The keys that exist: locked, with their holder as last committed.
+LOCK_KEYS = """
+SELECT key, job_id FROM job_keys WHERE key = ANY (%(keys)s::text[]) ORDER BY key FOR UPDATE
+"""
+# A locked key whose holder let it go (finished past its window, or pruned) passes to the new
+# job. A statement of its own, so that its snapshot, taken after the locks were granted, sees
+# the holder's job as committed by whoever held the key before (a subquery in the statement that
+# waited for the lock would read jobs as they were before the wait).
+TAKE_FREED_KEYS = f"""
+UPDATE job_keys k SET job_id = v.job_id, window_s = v.window_s
+FROM unnest(%(keys)s::text[], %(ids)s::bigint[], %(windows)s::float8[]) AS v(key, job_id, window_s)
+WHERE k.key = v.key AND NOT EXISTS (
+    SELECT 1 FROM jobs j WHERE j.id = k.job_id
+      AND (j.state IN ('queued', 'running') OR j.finished_at + k.window_s > {NOW}))
+RETURNING k.key
+"""
+# After a submit whose commit outcome was lost: which of its reserved ids went in.
+JOBS_PRESENT = "SELECT id FROM jobs WHERE id = ANY (%s::bigint[])"
+KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
+
 # Claim a batch in one statement. The node row is locked first, so a claim and a concurrent
 # declaration of death are ordered: either the claim sees the node dead and takes nothing, or the
 # death (which locks the node row before requeueing) waits and then requeues what was claimed.
 # The section comes from that locked row, which every rebalance updates with `partitions`.
-# Candidates are the oldest few queued jobs of each owned partition (index jobs_queued_partition),
-# so a claim costs the same whether or not other sections have a backlog older than ours; the
-# batch is the oldest `limit` of them. `cap` is generous enough that with ids spread round-robin
-# over partitions the batch is exactly the section's oldest runnable jobs. The claimed jobs are
-# counted from queued to running in the node's counter shard.
+# Candidates are the first few queued jobs of each owned partition in claim order, highest
+# priority first and then oldest (index jobs_queued_partition), so a claim costs the same whether
+# or not other sections have a backlog older than ours; the batch is the first `limit` of them.
+# `cap` is generous enough that with ids spread round-robin over partitions the batch is exactly
+# the section's first runnable jobs. The claimed jobs are counted from queued to running in the
+# node's counter shard.
 CLAIM = f"""
 WITH me AS (
     SELECT section,
@@ -126,22 +158,32 @@ WITH me AS (
     WHERE id = %(node)s AND {ELIGIBLE_SQL}
     FOR NO KEY UPDATE
 ), candidates AS MATERIALIZED (
-    -- The oldest few runnable jobs of each owned partition, computed once. Materialised so the
+    -- The first few runnable jobs of each owned partition, computed once. Materialised so the
     -- planner cannot re-run this per row of the queue: with statistics gathered before a burst
     -- of submits it once did, and a claim over a 1M-row table took 37 s instead of milliseconds.
-    SELECT c.id FROM me CROSS JOIN unnest(me.section) AS s(partition)
+    SELECT s.partition, c.id, c.priority FROM me CROSS JOIN unnest(me.section) AS s(partition)
     CROSS JOIN LATERAL (
-        SELECT q.id FROM jobs q
+        SELECT q.id, q.priority FROM jobs q
         WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
-        ORDER BY q.partition, q.id LIMIT me.cap
+        ORDER BY q.partition, q.priority DESC, q.id LIMIT me.cap
     ) c
+), floor AS (
+    -- A partition that filled its `cap` may hold more jobs, at its lowest candidate priority or
+    -- below; candidates of a lower priority than that are left, so no job starts while one of a
+    -- higher priority waits in the section (the batch may come out smaller). With one priority
+    -- throughout, nothing is left.
+    SELECT max(low) AS priority FROM (
+        SELECT min(priority) AS low FROM candidates GROUP BY partition
+        HAVING count(*) >= (SELECT cap FROM me)
+    ) full_partitions
 ), picked AS (
     -- Re-checked through the primary key: `state || ''` matches no partial index, so stale
     -- statistics cannot turn this into a scan of the whole queue.
     SELECT j.id FROM jobs j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM candidates))
+    WHERE j.id = ANY(ARRAY(SELECT c.id FROM candidates c, floor f
+                           WHERE f.priority IS NULL OR c.priority >= f.priority))
       AND j.state || '' = 'queued' AND j.run_after <= {NOW}
-    ORDER BY j.id
+    ORDER BY j.priority DESC, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
 ), claimed AS (
@@ -160,7 +202,7 @@ WITH me AS (
     INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
     SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
 )
-SELECT {JOB_COLUMNS} FROM claimed ORDER BY id
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
 """
 
 # Idle nodes poll: look without locking anything before claiming. One probe per owned partition
@@ -657,8 +699,8 @@ SELECT greatest((SELECT at FROM samples ORDER BY bucket LIMIT 1),
 
 # What the load rule looks at: each partition's owner, home and how long ago it last moved; each
 # eligible node's slots and running jobs; and each partition's runnable backlog (at most
-# 64 jobs counted, one probe per partition through jobs_queued_partition, so the
-# read costs the same however long the queue is).
+# 64 jobs counted, one probe per partition through jobs_queued_partition in its order, the
+# next jobs to run, so the read costs the same however long the queue is).
 LOAD_PARTITIONS = f"""
 SELECT owner, home, {NOW} - moved_at FROM partitions ORDER BY partition
 """
@@ -673,7 +715,7 @@ CROSS JOIN LATERAL (
     SELECT count(*) AS n, {NOW} - min(greatest(q.created_at, q.run_after)) AS waited
     FROM (SELECT j.created_at, j.run_after FROM jobs j
           WHERE j.partition = p.partition AND j.state = 'queued' AND j.run_after <= {NOW}
-          ORDER BY j.partition, j.id LIMIT 64) q
+          ORDER BY j.partition, j.priority DESC, j.id LIMIT 64) q
 ) b
 WHERE b.n > 0
 """

@@ -153,7 +153,7 @@ JOB_STATES = {state.value: state for state in model.JobState}
 
 def job_from_row(r: Sequence[Any]) -> model.Job:
     """A Job from a row of JOB_COLUMNS (positional: claims turn thousands of rows a second)."""
-    return model.Job(r[0], r[1], r[2], r[3], r[4], JOB_STATES[r[5]], *r[6:21])
+    return model.Job(r[0], r[1], r[2], r[3], r[4], JOB_STATES[r[5]], *r[6:23])
 
 
 def node_from_row(r: Sequence[Any]) -> model.NodeRecord:

@@ -75,9 +75,7 @@ class PostgresStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
-        if not new:
-            return []
+    def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
         ids: list[int] = []
         url = self.url_for_display
         try:
@@ -137,7 +135,7 @@ class PostgresStore(Store):
             self._busy.add(node_id)
         else:
             self._busy.discard(node_id)
-        return sorted(recovered + claimed, key=lambda j: j.id)
+        return sorted(recovered + claimed, key=rules.claim_order)
 
     def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
         tokens = self._lost_claims.pop(node_id, [])

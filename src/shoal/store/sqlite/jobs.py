@@ -20,6 +20,7 @@ from shoal.model import (
     NodeState,
     Outcome,
     ProgressUpdate,
+    Submitted,
 )
 from shoal.store import rules, texts
 from shoal.store.sqlite import queries as q
@@ -27,29 +28,37 @@ from shoal.store.sqlite.nodes import add_counts, move_node
 from shoal.store.sqlite.reads import count_by_state, job_from_row, oldest_queued_age
 
 
-def submit(cur: sqlite3.Cursor, now: float, jobs: Sequence[NewJob]) -> list[int]:
+def submit(cur: sqlite3.Cursor, now: float, jobs: Sequence[NewJob]) -> list[Submitted]:
+    """Insert the jobs whose key no job holds (all without a key), taking their keys; the others
+    get the holder's id. Keys of the batch are distinct (`rules.collapse_keys`)."""
     partitions, first = cur.execute(q.NEXT_IDS).fetchone()
-    ids = list(range(first, first + len(jobs)))
-    cur.executemany(
-        q.SUBMIT,
-        [
-            (
-                i,
-                assignment.partition_of(i, partitions),
-                j.task,
-                j.args_json,
-                j.kwargs_json,
-                j.max_attempts,
-                j.timeout_s,
-                now + j.delay_s,
-                now,
-            )
-            for i, j in zip(ids, jobs, strict=True)
-        ],
+    done: list[Submitted] = []
+    rows: list[tuple[object, ...]] = []
+    keys: list[tuple[str, int, float]] = []
+    for j in jobs:
+        holder = None if j.key is None else key_holder(cur, now, j.key)
+        if holder is not None:
+            done.append(Submitted(holder, False))
+            continue
+        i = first + len(rows)
+        done.append(Submitted(i, True))
+        partition = assignment.partition_of(i, partitions)
+        row = (i, partition, j.task, j.args_json, j.kwargs_json, j.max_attempts, j.timeout_s)
+        rows.append((*row, now + j.delay_s, now, j.priority, j.key))
+        if j.key is not None:
+            keys.append((j.key, i, j.key_window_s))
+    cur.executemany(q.SUBMIT, rows)
+    cur.executemany(q.TAKE_KEY, keys)
+    cur.execute(q.SET_NEXT_ID, (first + len(rows),))
+    add_counts(
+        cur, rules.count_submits(j.task for j, s in zip(jobs, done, strict=True) if s.created)
     )
-    cur.execute(q.SET_NEXT_ID, (first + len(jobs),))
-    add_counts(cur, rules.count_submits(j.task for j in jobs))
-    return ids
+    return done
+
+
+def key_holder(cur: sqlite3.Cursor, now: float, key: str) -> int | None:
+    row = cur.execute(q.KEY_HOLDER, {"key": key, "now": now}).fetchone()
+    return None if row is None else int(row[0])
 
 
 def cancel(cur: sqlite3.Cursor, now: float, job_id: int, by: str | None) -> CancelResult:
@@ -85,7 +94,7 @@ def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job
     if rows:
         move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
         add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
-    return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
 
 
 def record_progress(cur: sqlite3.Cursor, node_id: int, updates: Sequence[ProgressUpdate]) -> int:

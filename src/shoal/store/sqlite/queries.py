@@ -18,7 +18,19 @@ SET_NEXT_ID = "UPDATE cluster SET next_job_id = ? WHERE id = 1"
 
 SUBMIT = (
     "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
-    " timeout_s, run_after, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
+    " timeout_s, run_after, created_at, priority, key)"
+    " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
+)
+
+# The job that holds a key: queued or running, or finished less than the key's window ago (see
+# migration 0005). The write lock is held, so nothing changes between this look and TAKE_KEY.
+KEY_HOLDER = (
+    "SELECT k.job_id FROM job_keys k JOIN jobs j ON j.id = k.job_id WHERE k.key = :key"
+    " AND (j.state IN ('queued', 'running') OR j.finished_at + k.window_s > :now)"
+)
+TAKE_KEY = (
+    "INSERT INTO job_keys (key, job_id, window_s) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, window_s = excluded.window_s"
 )
 
 # A cancel: a queued job ends cancelled at once; a running one gets the request, which its node
@@ -39,11 +51,12 @@ CANCEL_REQUESTS = (
     " WHERE state = 'running' AND claimer = ? AND cancel_requested_at IS NOT NULL ORDER BY id"
 )
 
-# The runnable queued jobs of the node's section, oldest first.
+# The runnable queued jobs of the node's section, highest priority first, then oldest: a walk
+# of jobs_queued_priority in its order that stops after the batch.
 PICK = (
     "SELECT id FROM jobs WHERE state = 'queued' AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
-    " ORDER BY id LIMIT :limit"
+    " ORDER BY priority DESC, id LIMIT :limit"
 )
 # Idle nodes poll: look before taking the write lock.
 ANY_CLAIMABLE = PICK

@@ -158,6 +158,8 @@ def job_from_row(r: sqlite3.Row) -> model.Job:
         traceback=r["traceback"],
         created_at=r["created_at"],
         started_at=r["started_at"],
+        priority=r["priority"],
+        key=r["key"],
         finished_at=r["finished_at"],
         cancel_requested_at=r["cancel_requested_at"],
         cancel_requested_by=r["cancel_requested_by"],

@@ -67,9 +67,7 @@ class SqliteStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
-        if not new:
-            return []
+    def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
         return self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
 
     def read_job(self, job_id: int) -> model.Job | None:
