@@ -1,0 +1,92 @@
+"""A node's share of periodic schedules: declaring its app's schedules, firing their due ticks.
+
+No leader: every node that declares a schedule and has its task registered looks, at each
+heartbeat, whether a tick is due at the datastore's `now`, and if so fires the round that
+`schedule.plan_ticks` gives. The datastore applies a round only from the point it was planned
+from, so of the nodes that plan the same round one records it and the others find it gone; a
+node that dies, pauses or restarts leaves the next round to whichever node looks next. A node
+fires only what its own app declares, from the definition the datastore holds (the one last
+declared), with its own task options for retries and time limits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shoal.app import App
+from shoal.errors import ScheduleError
+from shoal.model import NewJob, ScheduledJob, ScheduleRecord
+from shoal.schedule import MISSED_AFTER_S, Plan, Timetable, plan_ticks, timetable_of
+from shoal.store import Store
+
+log = logging.getLogger("shoal.node")
+
+
+class Scheduler:
+    """Fires the due ticks of `app`'s schedules; `run_once(now)` at every heartbeat."""
+
+    def __init__(self, store: Store, app: App, missed_after_s: float = MISSED_AFTER_S) -> None:
+        self.store = store
+        self.app = app
+        self.missed_after_s = missed_after_s
+        self.declared = False
+        self._timetables: dict[tuple[str | None, float | None, str], Timetable] = {}
+
+    def run_once(self, now: float) -> list[int]:
+        """Declare the app's schedules (first time only), then fire every round due at datastore
+        time `now`; returns the ids of the jobs submitted. Raises DatastoreUnavailable if the
+        datastore cannot be reached (the caller tries again at its next heartbeat)."""
+        if not self.app.schedules:
+            return []
+        if not self.declared:
+            self.store.declare_schedules(list(self.app.schedules.values()))
+            self.declared = True
+        submitted: list[int] = []
+        for record in self.store.read_schedules():
+            if record.spec.name in self.app.schedules and record.spec.task in self.app.tasks:
+                submitted += self.fire_due(record, now)
+        return submitted
+
+    def fire_due(self, record: ScheduleRecord, now: float) -> list[int]:
+        spec = record.spec
+        try:
+            timetable = self.timetable(record)
+        except ScheduleError as exc:  # stored by a node of another version that accepted it
+            log.warning("schedule %r cannot fire here: %s", spec.name, exc)
+            return []
+        plan = plan_ticks(timetable, record.fired_through, now, spec.missed, self.missed_after_s)
+        if plan.through == record.fired_through:
+            return []
+        job = self.job_of(record)
+        fired = [ScheduledJob(t.at, job, t.catch_up) for t in plan.ticks]
+        ids = self.store.fire_schedule(spec.name, record.fired_through, fired, plan.through)
+        if ids is not None:
+            self.log_round(record, plan, ids)
+        return ids or []
+
+    def timetable(self, record: ScheduleRecord) -> Timetable:
+        spec = record.spec
+        key = (spec.cron, spec.every_s, spec.tz)
+        if key not in self._timetables:
+            self._timetables[key] = timetable_of(spec)
+        return self._timetables[key]
+
+    def job_of(self, record: ScheduleRecord) -> NewJob:
+        """The job a tick submits: the stored arguments, this app's options for the task."""
+        options = self.app.tasks[record.spec.task].options
+        return NewJob(
+            task=record.spec.task,
+            args_json=record.spec.args_json,
+            kwargs_json=record.spec.kwargs_json,
+            max_attempts=options.retries + 1,
+            timeout_s=options.timeout_s,
+        )
+
+    def log_round(self, record: ScheduleRecord, plan: Plan, ids: list[int]) -> None:
+        name = record.spec.name
+        if not plan.ticks:
+            log.warning("schedule %r: skipped the ticks missed (missed='skip')", name)
+        elif plan.ticks[0].catch_up and ids:
+            log.warning("schedule %r: job %d catches up on the ticks missed", name, ids[0])
+        for job_id in ids:
+            log.debug("schedule %r submitted job %d", name, job_id)
