@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FAST
 
+from conftest import FAST
 from shoal.app import App
 from shoal.model import JobFilter, JobState
 from shoal.node import Node, NodeConfig
