@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shoal.model import JobState
+from shoal.model import JobState, NewJob, ScheduledJob, ScheduleSpec
 from shoal.observer.server import create_app
 from shoal.store import Store
 
@@ -272,3 +272,34 @@ def test_partition_map_and_timeline_show_backlog_loans_and_load_moves(
     timeline = client.get("/api/timeline", params={"range": "15m"}).json()
     kinds = [e["kind"] for e in timeline["events"]]
     assert "load_move" in kinds and "rebalance" in kinds
+
+
+def test_schedules_show_each_declared_schedule_with_its_last_and_next_run(
+    obs_store: Store, client: TestClient
+):
+    every = ScheduleSpec("beat", "resize", None, 5.0, "UTC", '["a.png"]', "{}")
+    nightly = ScheduleSpec("nightly", "report", "0 3 * * *", None, "Europe/Paris", "[]", "{}")
+    obs_store.declare_schedules([every, nightly])
+    start = obs_store.read_schedules()[0].fired_through
+    later(obs_store)
+    tick = start + 0.001
+    [job_id] = obs_store.fire_schedule(
+        "beat", start, [ScheduledJob(tick, NewJob("resize", '["a.png"]', "{}"))], tick
+    ) or [0]
+
+    body = client.get("/api/schedules").json()
+
+    beat, night = body["schedules"]
+    assert (beat["name"], beat["when"], beat["last_tick"], beat["last_job_id"]) == (
+        "beat",
+        "every 5s",
+        tick,
+        job_id,
+    )
+    assert beat["last_job_state"] == "queued" and beat["next_tick"] % 5 == 0
+    assert beat["next_tick"] > tick and not beat["has_live_node"]
+    assert (night["tz"], night["last_tick"], night["when"]) == (
+        "Europe/Paris",
+        None,
+        "0 3 * * * (Europe/Paris)",
+    )
