@@ -15,7 +15,7 @@ from shoal.store import Store
 from cluster import HOSTILE, Cluster, later, submit
 from served import ServerThread
 
-PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs"]
+PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs", "/schedules"]
 
 
 def test_overview_counts_nodes_jobs_and_running_progress(
@@ -303,3 +303,15 @@ def test_schedules_show_each_declared_schedule_with_its_last_and_next_run(
         None,
         "0 3 * * * (Europe/Paris)",
     )
+
+
+def test_schedules_page_shows_hostile_names_as_text(obs_store: Store, client: TestClient):
+    hostile = "<script>alert(1)</script>"
+    spec = ScheduleSpec(hostile, "t<b>", "0 3 * * *", None, "Europe/Paris", "[]", "{}")
+    obs_store.declare_schedules([spec])
+
+    html = client.get("/schedules").text
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and hostile not in html
+    assert "t&lt;b&gt;" in html and "0 3 * * * (Europe/Paris)" in html and "never" in html
+    assert "03:00:00 CE" in html  # the next run, in the schedule's own zone
