@@ -218,7 +218,7 @@ def moments(draw: st.DrawFn) -> tuple[str, float]:
     return zone, draw(st.floats(at("UTC", 2025, 1, 1), at("UTC", 2027, 12, 1)))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(expressions, moments())
 def test_next_tick_is_the_first_matching_moment_after_t(expr: str, moment: tuple) -> None:  # type: ignore[type-arg]
     zone, t = moment
