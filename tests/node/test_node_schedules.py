@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST
 from shoal.app import App
 from shoal.model import JobFilter, JobState
 from shoal.node import Node, NodeConfig
 from shoal.node.schedules import Scheduler
 from shoal.store import Store
 from shoal.store.sqlite import SqliteStore
+
+# Fast timers (as tests/node/conftest.py has them), with a lease no busy machine outlasts.
+FAST = {"heartbeat_s": 0.02, "lease_s": 30.0, "poll_s": 0.005, "progress_flush_s": 0.01}
 
 
 def wait_for(condition: object, timeout_s: float = 20.0) -> None:
@@ -140,3 +142,18 @@ def test_a_node_asked_to_pause_leaves_the_ticks_to_others(stores: list[SqliteSto
         wait_for(lambda: len(fired_ticks(store)) >= count + 2)
     finally:
         node.stop(grace_s=0)
+
+
+def test_a_schedule_forgotten_while_still_declared_comes_back_as_new(
+    stores: list[SqliteStore],
+) -> None:
+    store = stores[0]
+    app = beat_app(store, every_s=1)
+    scheduler = Scheduler(store, app)
+    scheduler.run_once(store.now())
+    first = store.read_schedules()[0].fired_through
+    assert store.forget_schedule("beat")
+    wait_for(lambda: store.now() > first + 0.01)
+    scheduler.run_once(store.now())
+    [record] = store.read_schedules()
+    assert record.spec == app.schedules["beat"] and record.fired_through > first

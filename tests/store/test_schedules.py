@@ -226,3 +226,16 @@ def test_a_tick_already_recorded_never_gets_a_second_job(db_url: str) -> None:
         assert store.read_cluster().job_counts[JobState.QUEUED] == 1
     finally:
         store.close()
+
+
+def test_forgetting_a_schedule_deletes_it_and_its_ticks_but_not_its_jobs(store: Store) -> None:
+    start = settled_in_the_past(store, BEAT)
+    store.declare_schedules([SPEC])
+    [job_id] = store.fire_schedule("beat", start, [ScheduledJob(start + 0.01, job())], start + 0.01)
+    assert store.forget_schedule("beat")
+    assert [r.spec.name for r in store.read_schedules()] == ["nightly"]
+    assert store.list_schedule_ticks("beat") == []
+    assert store.read_job(job_id) is not None
+    assert not store.forget_schedule("beat")
+    again = declared(store, BEAT)["beat"]
+    assert again > start + 0.01  # declared anew: it starts at now

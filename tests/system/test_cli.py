@@ -304,3 +304,8 @@ def test_schedules_print_hostile_names_as_text(
     assert "t[u]" in shown and "never" in shown and "no live node" in shown
     empty = shoal("schedules", "--db", sqlite_url, "--json", check=True)
     assert json.loads(empty.stdout)["schedules"][0]["name"] == hostile
+    forgot = shoal("schedules", "--db", sqlite_url, "--forget", hostile, check=True).stdout
+    assert "forgot schedule" in forgot and "\x1b" not in forgot
+    missing = shoal("schedules", "--db", sqlite_url, "--forget", hostile)
+    assert missing.returncode != 0 and "no schedule named" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -38,11 +38,15 @@ class Scheduler:
         datastore cannot be reached (the caller tries again at its next heartbeat)."""
         if not self.app.schedules:
             return []
-        if not self.declared:
+        records = [] if not self.declared else self.store.read_schedules()
+        if not self.app.schedules.keys() <= {r.spec.name for r in records}:
+            # First time, or a schedule was forgotten (`shoal schedules --forget`) while this
+            # app still declares it: declare again; what was missing starts at its next tick.
             self.store.declare_schedules(list(self.app.schedules.values()))
             self.declared = True
+            records = self.store.read_schedules()
         submitted: list[int] = []
-        for record in self.store.read_schedules():
+        for record in records:
             if record.spec.name in self.app.schedules and record.spec.task in self.app.tasks:
                 submitted += self.fire_due(record, now)
         return submitted

@@ -304,6 +304,13 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def forget_schedule(self, name: str) -> bool:
+        """Delete a stored schedule and its tick rows (its jobs stay). False if there is none.
+
+        A node whose app still declares it declares it again, as new: it starts at its next tick.
+        """
+
+    @abstractmethod
     def list_schedule_ticks(self, name: str, limit: int = 100) -> list[ScheduleTick]:
         """The schedule's recorded firings, latest tick first, at most `limit`."""
 

@@ -671,3 +671,5 @@ LIST_TICKS = (
     "SELECT schedule, tick, job_id, catch_up, fired_at FROM schedule_ticks"
     " WHERE schedule = %s ORDER BY tick DESC LIMIT %s"
 )
+FORGET_TICKS = "DELETE FROM schedule_ticks WHERE schedule = %s"
+FORGET_SCHEDULE = "DELETE FROM schedules WHERE name = %s"

@@ -52,6 +52,12 @@ def fire(
         return ids
 
 
+def forget(conn: Conn, name: str) -> bool:
+    with conn.transaction():
+        conn.execute(q.FORGET_TICKS, (name,))
+        return conn.execute(q.FORGET_SCHEDULE, (name,)).rowcount == 1
+
+
 def list_ticks(conn: Conn, name: str, limit: int) -> list[ScheduleTick]:
     return [
         ScheduleTick(str(r[0]), float(r[1]), int(r[2]), bool(r[3]), float(r[4]))

@@ -224,6 +224,10 @@ class PostgresStore(Store):
             lambda c, _: schedules.fire(c, name, expected_through, fired, through, url),
         )
 
+    def forget_schedule(self, name: str) -> bool:
+        # A retry after a lost commit finds nothing left and says False: the row is gone either way.
+        return self._db.run("forget schedule", lambda c, _: schedules.forget(c, name))
+
     def list_schedule_ticks(self, name: str, limit: int = 100) -> list[model.ScheduleTick]:
         return self._db.run(
             "list schedule ticks", lambda c, _: schedules.list_ticks(c, name, limit)

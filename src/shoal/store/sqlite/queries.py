@@ -318,3 +318,5 @@ LIST_TICKS = (
     "SELECT schedule, tick, job_id, catch_up, fired_at FROM schedule_ticks"
     " WHERE schedule = ? ORDER BY tick DESC LIMIT ?"
 )
+FORGET_TICKS = "DELETE FROM schedule_ticks WHERE schedule = ?"
+FORGET_SCHEDULE = "DELETE FROM schedules WHERE name = ?"

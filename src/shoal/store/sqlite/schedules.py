@@ -50,6 +50,11 @@ def fire(
     return ids
 
 
+def forget(cur: sqlite3.Cursor, name: str) -> bool:
+    cur.execute(q.FORGET_TICKS, (name,))
+    return cur.execute(q.FORGET_SCHEDULE, (name,)).rowcount == 1
+
+
 def list_ticks(cur: sqlite3.Cursor, name: str, limit: int) -> list[ScheduleTick]:
     return [
         ScheduleTick(str(r[0]), float(r[1]), int(r[2]), bool(r[3]), float(r[4]))

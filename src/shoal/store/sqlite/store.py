@@ -176,6 +176,9 @@ class SqliteStore(Store):
             lambda cur: schedules.fire(cur, now(cur), name, expected_through, fired, through)
         )
 
+    def forget_schedule(self, name: str) -> bool:
+        return self.file.run(lambda cur: schedules.forget(cur, name))
+
     def list_schedule_ticks(self, name: str, limit: int = 100) -> list[model.ScheduleTick]:
         with self.file.read() as cur:
             return schedules.list_ticks(cur, name, limit)
