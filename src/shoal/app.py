@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, overload
 
 from shoal.errors import (
@@ -385,7 +386,7 @@ class App:
         keep_succeeded_s: float | None = ...,
         keep_failed_s: float | None = ...,
         keep_cancelled_s: float | None = ...,
-        schedule: str | float | None = ...,
+        schedule: str | float | timedelta | None = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -401,7 +402,7 @@ class App:
         keep_succeeded_s: float | None = None,
         keep_failed_s: float | None = None,
         keep_cancelled_s: float | None = None,
-        schedule: str | float | None = None,
+        schedule: str | float | timedelta | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
@@ -411,7 +412,8 @@ class App:
         their subclasses), others fail at once. `timeout_s` stops an attempt that runs longer.
         `keep_*_s` override the app's retention for this task's finished jobs (`math.inf`: for
         ever). `schedule` also runs the task periodically with no arguments: a cron expression
-        (in UTC) or an interval in seconds, as `app.schedule(task, cron=...)` or `every_s=...`.
+        (in UTC) or an interval (seconds or a timedelta), as `app.schedule(task, cron=...)` or
+        `every_s=...`.
         Raises ValueError if the name is already registered, for retries outside 0..MAX_RETRIES,
         a time limit that is not a finite number above 0, a `retry_on` that is not exception
         classes, and a negative delay or age; ScheduleError for a malformed `schedule`.
@@ -452,7 +454,7 @@ class App:
         task: Task | str,
         *,
         cron: str | None = None,
-        every_s: float | None = None,
+        every_s: float | timedelta | None = None,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         tz: str | None = None,
@@ -462,13 +464,13 @@ class App:
         """Run `task` (a registered task or its name) periodically, with these arguments.
 
         The timing is a cron expression (`cron="*/5 * * * *"`, evaluated in `tz`, an IANA zone,
-        UTC by default) or a fixed interval (`every_s=30`: every multiple of 30 s since the
-        epoch). Whichever live node with the task registered sees a tick due first submits its
-        job; the datastore records each tick once, so the cluster fires it exactly once. A new
-        schedule starts with its next tick. `missed` says what happens to ticks that no node
-        could fire in time (the whole cluster was down): `"once"` submits one catch-up job for
-        them, `"skip"` none. `name` (default: the task's name) identifies the schedule in the
-        datastore; a second schedule of one task needs its own.
+        UTC by default) or a fixed interval (`every_s=30` or a `timedelta`: every multiple of
+        30 s since the epoch). Whichever live node with the task registered sees a tick due
+        first submits its job; the datastore records each tick once, so the cluster fires it
+        exactly once. A new schedule starts with its next tick. `missed` says what happens to
+        ticks that no node could fire in time (the whole cluster was down): `"once"` submits one
+        catch-up job for them, `"skip"` none. `name` (default: the task's name) identifies the
+        schedule in the datastore; a second schedule of one task needs its own.
 
         Raises ScheduleError, before anything is declared, for an unknown task, a name already
         used, a cron expression or zone that is malformed, an interval under MIN_EVERY_S, and
@@ -500,7 +502,7 @@ class App:
         self,
         task: Task,
         name: str,
-        timing: str | float | tuple[str | None, float | None],
+        timing: str | float | timedelta | tuple[str | None, float | timedelta | None],
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         tz: str | None = None,
@@ -513,6 +515,8 @@ class App:
             cron, every_s = timing, None
         else:
             cron, every_s = None, timing
+        if isinstance(every_s, timedelta):
+            every_s = every_s.total_seconds()
         zone, policy = check_timing(cron, every_s, tz, missed)
         try:
             job = task.new_job(args, kwargs or {})

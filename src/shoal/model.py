@@ -230,7 +230,7 @@ class ScheduleSpec:
         """The timetable as people read it: the cron expression and zone, or the interval."""
         if self.cron is not None:
             return f"{self.cron} ({self.tz})"
-        return f"every {self.every_s:g}s"
+        return f"every {self.every_s:.15g}s"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ catch-up job or none; intervals tick on multiples of themselves; declarations ar
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -141,3 +142,5 @@ def test_a_task_declared_with_a_bad_schedule_is_not_registered() -> None:
     def beat() -> None: ...
 
     assert app.schedules["beat"].every_s == 30.0 and app.schedules["beat"].task == "beat"
+    spec = app.schedule(beat, every_s=timedelta(hours=1), name="hourly")
+    assert spec.every_s == 3600.0 and spec.when == "every 3600s"
