@@ -5,13 +5,17 @@ Pure: no storage, no clock. A schedule's timetable is a cron expression in a tim
 node computes the same ticks. `plan_ticks` is the rule every node applies at datastore time `now`
 to a schedule settled up to `fired_through`: each tick that is due and at most MISSED_AFTER_S
 late gets its own job; older ticks were missed, and the schedule's `missed` policy says whether
-they get one catch-up job (`once`) or none (`skip`). The datastore makes sure only one node's plan
-for a given starting point is ever recorded.
+they get one catch-up job (`once`) or none (`skip`). `is_my_turn` spreads the work: a tick is
+first the turn of the node owning the partition it hashes to, then, TURN_GRACE_S later, of any
+node. The datastore makes sure only one node's plan for a given starting point is ever recorded,
+whoever's turn it was.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +29,9 @@ MISSED_AFTER_S = 10.0
 MIN_EVERY_S = 1.0  # nodes look for due ticks once a heartbeat: a shorter interval cannot be kept
 MAX_EVERY_S = 366 * 86400.0 * 10
 MAX_TICKS_PER_ROUND = 100  # on-time ticks fired in one transaction; the rest wait a heartbeat
+# Whose turn a tick is: the node owning the tick's partition fires it at once; any other node
+# only once it is this late, which covers an owner that died, froze or is between heartbeats.
+TURN_GRACE_S = 2.0
 # A missed stretch is searched backwards from its end in windows of growing size, so finding the
 # latest missed tick costs the ticks of one window, not of the whole outage.
 FIRST_WINDOW_S = 3600.0
@@ -63,6 +70,20 @@ class Plan:
 
     ticks: tuple[Tick, ...]
     through: float
+
+
+def turn_partition(name: str, tick: float, partitions: int) -> int:
+    """The partition whose owner fires this tick first: spread over the partitions by a stable
+    hash, so that no one node fires every schedule."""
+    return zlib.crc32(f"{name}@{float(tick)!r}".encode()) % partitions
+
+
+def is_my_turn(
+    name: str, tick: float, now: float, section: Collection[int], partitions: int
+) -> bool:
+    """Whether a node owning `section` should fire `tick` at datastore time `now`: it owns the
+    tick's partition, or the tick is TURN_GRACE_S late (whoever's turn it was did not)."""
+    return now - tick >= TURN_GRACE_S or turn_partition(name, tick, partitions) in section
 
 
 def check_timing(

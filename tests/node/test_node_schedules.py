@@ -13,6 +13,7 @@ from shoal.app import App
 from shoal.model import JobFilter, JobState
 from shoal.node import Node, NodeConfig
 from shoal.node.schedules import Scheduler
+from shoal.schedule import TURN_GRACE_S, Every, turn_partition
 from shoal.store import Store
 from shoal.store.sqlite import SqliteStore
 
@@ -157,3 +158,26 @@ def test_a_schedule_forgotten_while_still_declared_comes_back_as_new(
     scheduler.run_once(store.now())
     [record] = store.read_schedules()
     assert record.spec == app.schedules["beat"] and record.fired_through > first
+
+
+def test_a_tick_is_first_its_partition_owners_then_anyones_once_late(
+    stores: list[SqliteStore],
+) -> None:
+    store = stores[0]
+    app = beat_app(store, every_s=1)
+    owner, other = Scheduler(store, app), Scheduler(store, app)
+    owner.run_once(store.now(), ())  # declares; nothing is due
+    partitions = store.read_cluster().partitions
+    tick = Every(1).next_after(store.read_schedules()[0].fired_through)
+    turn = turn_partition("beat", tick, partitions)
+    everyone_else = [p for p in range(partitions) if p != turn]
+    wait_for(lambda: store.now() >= tick)
+    now = store.now()
+    assert now - tick < TURN_GRACE_S, "the machine is too slow for this test"
+    assert other.run_once(now, everyone_else) == []
+    assert len(owner.run_once(now, [turn])) >= 1
+    late = Every(1).next_after(store.read_schedules()[0].fired_through)
+    wait_for(lambda: store.now() >= late + TURN_GRACE_S)
+    assert other.run_once(store.now(), []) != []  # a node owning nothing stands in once late
+    fired = fired_ticks(store)
+    assert fired == [fired[0] + i for i in range(len(fired))]

@@ -4,6 +4,7 @@ catch-up job or none; intervals tick on multiples of themselves; declarations ar
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,16 @@ from shoal import App
 from shoal.cron import parse
 from shoal.errors import ScheduleError
 from shoal.model import Missed
-from shoal.schedule import MISSED_AFTER_S, Every, Plan, Tick, plan_ticks
+from shoal.schedule import (
+    MISSED_AFTER_S,
+    TURN_GRACE_S,
+    Every,
+    Plan,
+    Tick,
+    is_my_turn,
+    plan_ticks,
+    turn_partition,
+)
 
 T0 = 1_800_000_000.0  # a multiple of 1, 5 and 60
 
@@ -144,3 +154,19 @@ def test_a_task_declared_with_a_bad_schedule_is_not_registered() -> None:
     assert app.schedules["beat"].every_s == 30.0 and app.schedules["beat"].task == "beat"
     spec = app.schedule(beat, every_s=timedelta(hours=1), name="hourly")
     assert spec.every_s == 3600.0 and spec.when == "every 3600s"
+
+
+@given(st.text(min_size=1, max_size=20), st.floats(0, 4e9), st.integers(1, 512))
+def test_each_tick_is_the_turn_of_exactly_one_partition_owner_until_it_is_late(
+    name: str, tick: float, partitions: int
+) -> None:
+    sections = [range(i, partitions, 3) for i in range(3)]  # three nodes share the partitions
+    on_time = [is_my_turn(name, tick, tick + 0.5, s, partitions) for s in sections]
+    assert on_time.count(True) == 1
+    late = tick + TURN_GRACE_S + 0.01
+    assert all(is_my_turn(name, tick, late, s, partitions) for s in [*sections, ()])
+
+
+def test_turns_spread_over_the_partitions() -> None:
+    owners = Counter(turn_partition("beat", float(t), 8) for t in range(800))
+    assert len(owners) == 8 and max(owners.values()) < 2 * min(owners.values())

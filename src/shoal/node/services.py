@@ -81,6 +81,6 @@ class Housekeeping:
         if beat.state not in states.SECTION_STATES:
             return
         try:
-            self.scheduler.run_once(beat.now)
+            self.scheduler.run_once(beat.now, beat.section)
         except ShoalError as exc:  # a tick can wait a heartbeat; the lease and the jobs cannot
             log.warning("firing schedules failed (%s); trying again at the next heartbeat", exc)
