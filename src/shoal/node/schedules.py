@@ -4,11 +4,11 @@ No leader: every node that declares a schedule and has its task registered looks
 heartbeat, whether a tick is due at the datastore's `now`, and if so fires the round that
 `schedule.plan_ticks` gives — at once if the tick is its turn (it owns the tick's partition),
 else once the tick is TURN_GRACE_S late, so that one node normally writes and any other stands
-in for it. The datastore applies a round only from the point it was planned
-from, so of the nodes that plan the same round one records it and the others find it gone; a
-node that dies, pauses or restarts leaves the next round to whichever node looks next. A node
-fires only what its own app declares, from the definition the datastore holds (the one last
-declared), with its own task options for retries and time limits.
+in for it. The datastore applies a round only from the point it was planned from, so of the
+nodes that plan the same round one records it and the others find it gone; a node that dies,
+pauses or restarts leaves the next round to whichever node looks next. A node fires only what
+its own app declares, from the definition the datastore holds (the one last declared), with its
+own task options for retries and time limits.
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ class Scheduler:
         self._timetables: dict[tuple[str | None, float | None, str], Timetable] = {}
 
     def run_once(self, now: float, section: Collection[int] | None = None) -> list[int]:
-        """Declare the app's schedules (first time only), then fire every round due at datastore
-        time `now` that is this node's turn (with `section`, the partitions it owns; None: every
-        round is); returns the ids of the jobs submitted. Raises DatastoreUnavailable if the
-        datastore cannot be reached (the caller tries again at its next heartbeat)."""
+        """Declare the app's schedules (the first time, and again if one has gone missing), then
+        fire every round due at datastore time `now` that is this node's turn (with `section`,
+        the partitions it owns; None: every round is); returns the ids of the jobs submitted.
+        Raises DatastoreUnavailable if the datastore cannot be reached (the caller tries again
+        at its next heartbeat)."""
         if not self.app.schedules:
             return []
         if section is not None and self.partitions is None:
