@@ -23,6 +23,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, overload
 
 from shoal.errors import (
@@ -30,12 +31,14 @@ from shoal.errors import (
     JobFailed,
     NotFound,
     PayloadError,
+    ScheduleError,
     ShoalError,
     SubmitError,
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import CancelResult, Job, JobState, NewJob
+from shoal.model import CancelResult, Job, JobState, NewJob, ScheduleSpec
+from shoal.schedule import check_timing
 from shoal.store import Store, open_store, resolve_url
 from shoal.store.rules import Retention
 
@@ -499,6 +502,7 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.retention = Retention() if retention is None else retention
         self.tasks: dict[str, Task] = {}
+        self.schedules: dict[str, ScheduleSpec] = {}
         self._store: Store | None = None
 
     @property
@@ -534,6 +538,7 @@ class App:
         keep_cancelled_s: float | None = ...,
         cancel_grace_s: float = ...,
         priority: int = ...,
+        schedule: str | float | timedelta | None = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -551,6 +556,7 @@ class App:
         keep_cancelled_s: float | None = None,
         cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
         priority: int = DEFAULT_PRIORITY,
+        schedule: str | float | timedelta | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
@@ -562,10 +568,12 @@ class App:
         ever). `cancel_grace_s` is how long an attempt asked to cancel may run on before its node
         stops it (see `shoal.cancelled`). `priority` (MIN_PRIORITY..MAX_PRIORITY, default 0)
         orders this task's jobs within a section, higher first; `submit_with` and `submit_many`
-        can override it per job. Raises ValueError if the name is already registered, for
-        retries outside 0..MAX_RETRIES, a priority outside its range, a time limit that is not a
-        finite number above 0, a `retry_on` that is not exception classes, and a negative delay,
-        age or grace.
+        can override it per job. `schedule` also runs the task periodically with no arguments:
+        a cron expression (in UTC) or an interval (seconds or a timedelta), as
+        `app.schedule(task, cron=...)` or `every_s=...`. Raises ValueError if the name is already
+        registered, for retries outside 0..MAX_RETRIES, a priority outside its range, a time
+        limit that is not a finite number above 0, a `retry_on` that is not exception classes,
+        and a negative delay, age or grace; ScheduleError for a malformed `schedule`.
         """
 
         def register(f: Callable[..., Any]) -> Task:
@@ -591,10 +599,93 @@ class App:
             if options.name in self.tasks:
                 raise ValueError(f"a task named {options.name!r} is already registered")
             task = Task(self, f, options)
+            if schedule is not None:  # checked before the task is registered: all or nothing
+                self._check_schedule_name(options.name)
+                spec = self._schedule_spec(task, options.name, schedule)
             self.tasks[options.name] = task
+            if schedule is not None:
+                self.schedules[spec.name] = spec
             return task
 
         return register(fn) if fn is not None else register
+
+    def schedule(
+        self,
+        task: Task | str,
+        *,
+        cron: str | None = None,
+        every_s: float | timedelta | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tz: str | None = None,
+        missed: str = "once",
+        name: str | None = None,
+    ) -> ScheduleSpec:
+        """Run `task` (a registered task or its name) periodically, with these arguments.
+
+        The timing is a cron expression (`cron="*/5 * * * *"`, evaluated in `tz`, an IANA zone,
+        UTC by default) or a fixed interval (`every_s=30` or a `timedelta`: every multiple of
+        30 s since the epoch). Whichever live node with the task registered sees a tick due
+        first submits its job; the datastore records each tick once, so the cluster fires it
+        exactly once. A new schedule starts with its next tick. `missed` says what happens to
+        ticks that no node could fire in time (the whole cluster was down): `"once"` submits one
+        catch-up job for them, `"skip"` none. `name` (default: the task's name) identifies the
+        schedule in the datastore; a second schedule of one task needs its own.
+
+        Raises ScheduleError, before anything is declared, for an unknown task, a name already
+        used, a cron expression or zone that is malformed, an interval under MIN_EVERY_S, and
+        arguments that do not fit the task or are not JSON.
+        """
+        found = self.tasks.get(task) if isinstance(task, str) else task
+        if not isinstance(found, Task) or self.tasks.get(found.name) is not found:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise ScheduleError(
+                f"cannot schedule {task!r}: it is not a task of this app (registered: {known}); "
+                "register it with @app.task first"
+            )
+        label = found.name if name is None else name
+        self._check_schedule_name(label)
+        spec = self._schedule_spec(found, label, (cron, every_s), args, kwargs or {}, tz, missed)
+        self.schedules[spec.name] = spec
+        return spec
+
+    def _check_schedule_name(self, name: str) -> None:
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise ScheduleError(f"a schedule name must be 1 to 200 characters, not {name!r}")
+        check_text(name, "the schedule name", ScheduleError)
+        if name in self.schedules:
+            raise ScheduleError(
+                f"a schedule named {name!r} is already declared; give this one name='...'"
+            )
+
+    def _schedule_spec(
+        self,
+        task: Task,
+        name: str,
+        timing: str | float | timedelta | tuple[str | None, float | timedelta | None],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tz: str | None = None,
+        missed: str = "once",
+    ) -> ScheduleSpec:
+        """The checked declaration; `timing` is (cron, every_s), or one of them (`schedule=`)."""
+        if isinstance(timing, tuple):
+            cron, every_s = timing
+        elif isinstance(timing, str):
+            cron, every_s = timing, None
+        else:
+            cron, every_s = None, timing
+        if isinstance(every_s, timedelta):
+            every_s = every_s.total_seconds()
+        zone, policy = check_timing(cron, every_s, tz, missed)
+        try:
+            job = task.new_job(args, kwargs or {})
+        except SubmitError as exc:
+            raise ScheduleError(f"schedule {name!r}: {exc}") from None
+        every = None if every_s is None else float(every_s)
+        return ScheduleSpec(
+            name, task.name, cron, every, zone, job.args_json, job.kwargs_json, policy
+        )
 
     def get_task(self, name: str) -> Task:
         try:

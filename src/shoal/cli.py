@@ -446,6 +446,40 @@ def status(db: str | None, as_json: bool) -> None:
     Console().print(render_status(view, title=f"Shoal · {view.datastore}"))
 
 
+@cli.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--forget",
+    metavar="NAME",
+    help="Delete a stored schedule and its firings (its jobs stay); one still declared by a "
+    "running node comes back as new.",
+)
+def schedules(db: str | None, as_json: bool, forget: str | None) -> None:
+    """Periodic schedules: task, timing, zone, last run (tick, job, state) and next run.
+
+    Read from the datastore alone: nodes store the schedules their app declares.
+    """
+    from shoal.observer.schedules import (
+        read_schedules_view,
+        render_schedules,
+        schedules_document,
+    )
+
+    store = open_existing(db)
+    if forget is not None:
+        check_text(forget, "the schedule name", ConfigError)
+        if not store.forget_schedule(forget):
+            raise NotFound(f"no schedule named {forget!r}; `shoal schedules` lists them")
+        echo_data(f"forgot schedule {forget!r}")
+        return
+    view = read_schedules_view(store)
+    if as_json:
+        click.echo(json.dumps(schedules_document(view), indent=2))
+        return
+    Console().print(render_schedules(view))
+
+
 def _find_job(store: Store, job_id: int) -> Job:
     found = store.read_job(job_id) if 0 < job_id <= MAX_JOB_ID else None
     if found is None:

@@ -15,6 +15,10 @@ class ConfigError(ShoalError):
     """A setting is malformed: a datastore URL, an `--app` reference, an option value."""
 
 
+class ScheduleError(ConfigError):
+    """A periodic schedule is malformed: its cron expression, time zone, interval or arguments."""
+
+
 class DatastoreUnavailable(ShoalError):
     """The datastore cannot be reached or refused the connection."""
 

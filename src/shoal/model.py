@@ -248,3 +248,67 @@ class JobFilter:
     node_id: int | None = None
     min_id: int | None = None
     max_id: int | None = None
+
+
+class Missed(StrEnum):
+    """What a schedule does about ticks that passed while no node could fire them."""
+
+    ONCE = "once"  # one catch-up job for all of them, then on as usual
+    SKIP = "skip"  # none: on with the next tick
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A periodic schedule as an app declares it: exactly one of `cron` and `every_s` is set;
+    arguments already encoded as JSON text."""
+
+    name: str
+    task: str
+    cron: str | None
+    every_s: float | None
+    tz: str
+    args_json: str
+    kwargs_json: str
+    missed: Missed = Missed.ONCE
+
+    @property
+    def when(self) -> str:
+        """The timetable as people read it: the cron expression and zone, or the interval."""
+        if self.cron is not None:
+            return f"{self.cron} ({self.tz})"
+        return f"every {self.every_s:.15g}s"
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    """A schedule as the datastore holds it. `fired_through` is the datastore time up to which
+    its ticks are settled (fired, or skipped as missed); ticks after it are still to come. The
+    last firing is its latest tick row, with the state its job has now (None once pruned)."""
+
+    spec: ScheduleSpec
+    declared_at: float
+    fired_through: float
+    last_tick: float | None = None
+    last_job_id: int | None = None
+    last_catch_up: bool = False
+    last_job_state: JobState | None = None
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One firing to record: the tick it is for and the job it submits."""
+
+    tick: float
+    job: NewJob
+    catch_up: bool = False  # stands for every tick missed up to and including this one
+
+
+@dataclass(frozen=True)
+class ScheduleTick:
+    """One recorded firing of a schedule."""
+
+    schedule: str
+    tick: float
+    job_id: int
+    catch_up: bool
+    fired_at: float

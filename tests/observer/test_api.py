@@ -8,14 +8,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shoal.model import JobState, NewJob
+from shoal.model import JobState, NewJob, ScheduledJob, ScheduleSpec
 from shoal.observer.server import create_app
 from shoal.store import Store
 
 from cluster import HOSTILE, Cluster, later, submit
 from served import ServerThread
 
-PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs"]
+PAGES = ["/", "/partitions", "/nodes", "/timeline", "/jobs", "/schedules"]
 
 
 def test_overview_counts_nodes_jobs_and_running_progress(
@@ -301,3 +301,46 @@ def test_a_running_job_being_cancelled_is_marked_in_the_api_and_on_its_pages(
     assert 'id="job-cancelling">cancel requested' in page and HOSTILE not in page  # escaped
     listed = client.get("/jobs").text
     assert listed.count("cancel requested") == 1
+
+
+def test_schedules_show_each_declared_schedule_with_its_last_and_next_run(
+    obs_store: Store, client: TestClient
+):
+    every = ScheduleSpec("beat", "resize", None, 5.0, "UTC", '["a.png"]', "{}")
+    nightly = ScheduleSpec("nightly", "report", "0 3 * * *", None, "Europe/Paris", "[]", "{}")
+    obs_store.declare_schedules([every, nightly])
+    start = obs_store.read_schedules()[0].fired_through
+    later(obs_store)
+    tick = start + 0.001
+    [job_id] = obs_store.fire_schedule(
+        "beat", start, [ScheduledJob(tick, NewJob("resize", '["a.png"]', "{}"))], tick
+    ) or [0]
+
+    body = client.get("/api/schedules").json()
+
+    beat, night = body["schedules"]
+    assert (beat["name"], beat["when"], beat["last_tick"], beat["last_job_id"]) == (
+        "beat",
+        "every 5s",
+        tick,
+        job_id,
+    )
+    assert beat["last_job_state"] == "queued" and beat["next_tick"] % 5 == 0
+    assert beat["next_tick"] > tick and not beat["has_live_node"]
+    assert (night["tz"], night["last_tick"], night["when"]) == (
+        "Europe/Paris",
+        None,
+        "0 3 * * * (Europe/Paris)",
+    )
+
+
+def test_schedules_page_shows_hostile_names_as_text(obs_store: Store, client: TestClient):
+    hostile = "<script>alert(1)</script>"
+    spec = ScheduleSpec(hostile, "t<b>", "0 3 * * *", None, "Europe/Paris", "[]", "{}")
+    obs_store.declare_schedules([spec])
+
+    html = client.get("/schedules").text
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and hostile not in html
+    assert "t&lt;b&gt;" in html and "0 3 * * * (Europe/Paris)" in html and "never" in html
+    assert "03:00:00 CE" in html  # the next run, in the schedule's own zone

@@ -61,7 +61,9 @@ class Cluster:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)  # all, for clean-up
 
-    def start(self, name: str, *extra: str, lease_s: float = 2.0) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *extra: str, lease_s: float = 2.0, app: str = "systasks:app"
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             [
@@ -70,7 +72,7 @@ class Cluster:
                 "shoal",
                 "node",
                 "--app",
-                "systasks:app",
+                app,
                 "--db",
                 self.url,
                 "--name",

@@ -294,3 +294,25 @@ def test_submit_with_the_app_takes_the_tasks_retries_and_without_it_the_document
     assert attempts == [3, 1, DEFAULT_RETRIES + 1]
     help_text = " ".join(run("submit", "--help").output.split())
     assert f"without --app, {DEFAULT_RETRIES}" in help_text
+
+
+def test_schedules_print_hostile_names_as_text(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.model import ScheduleSpec
+
+    monkeypatch.setenv("COLUMNS", "200")  # one line per schedule
+    store = open_store(sqlite_url)
+    hostile = "[bold red]x[/]\x1b]0;owned\x07"
+    store.declare_schedules([ScheduleSpec(hostile, "t[u]", None, 60.0, "UTC", "[]", "{}")])
+    store.close()
+    shown = shoal("schedules", "--db", sqlite_url, check=True).stdout
+    assert "[bold red]x[/]" in shown and "\x1b" not in shown and "\x07" not in shown
+    assert "t[u]" in shown and "never" in shown and "no live node" in shown
+    empty = shoal("schedules", "--db", sqlite_url, "--json", check=True)
+    assert json.loads(empty.stdout)["schedules"][0]["name"] == hostile
+    forgot = shoal("schedules", "--db", sqlite_url, "--forget", hostile, check=True).stdout
+    assert "forgot schedule" in forgot and "\x1b" not in forgot
+    missing = shoal("schedules", "--db", sqlite_url, "--forget", hostile)
+    assert missing.returncode != 0 and "no schedule named" in missing.stderr
+    assert "Traceback" not in missing.stderr

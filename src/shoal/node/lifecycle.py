@@ -38,6 +38,7 @@ from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Executor, ThreadExecutor, Wake
 from shoal.node.loop import NodeLoop
 from shoal.node.retention import Pruner
+from shoal.node.schedules import Scheduler
 from shoal.node.services import Housekeeping
 from shoal.store import Store
 from shoal.store.deadline import Deadline, retrying_until
@@ -261,6 +262,7 @@ class Node:
                 self.config,
                 self.section,
                 Pruner.for_app(self.store, self.app, self.node_id),
+                Scheduler(self.store, self.app),
             ),
             idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
             interruptions_seen=self.store.interruptions,

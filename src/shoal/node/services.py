@@ -1,6 +1,7 @@
 """A node's housekeeping, done every heartbeat: renew the lease, declare expired nodes dead,
-write a cluster sample when one is due, repair the assignment now and then, and prune what
-retention says is past its age (`retention.Pruner`).
+write a cluster sample when one is due, repair the assignment now and then, fire the periodic
+schedules' due ticks (`schedules.Scheduler`) and prune what retention says is past its age
+(`retention.Pruner`).
 
 Any live node does the reaping and sampling; the datastore serialises competing attempts, so
 no leader is needed. `run_once` is what the loop calls and what tests call directly.
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import logging
 
+from shoal import states
 from shoal.assignment import format_section
 from shoal.errors import ShoalError
 from shoal.model import Heartbeat
 from shoal.node.config import NodeConfig
 from shoal.node.retention import Pruner
+from shoal.node.schedules import Scheduler
 from shoal.store import Store
 
 log = logging.getLogger("shoal.node")
@@ -29,6 +32,7 @@ class Housekeeping:
         config: NodeConfig,
         section: tuple[int, ...] = (),
         pruner: Pruner | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.store = store
         self.node_id = node_id
@@ -36,6 +40,7 @@ class Housekeeping:
         self.turn = 0
         self.section = section
         self.pruner = pruner
+        self.scheduler = scheduler
 
     def run_once(self) -> Heartbeat | None:
         """One round. Returns None if this node has been declared dead (it must stop writing).
@@ -50,6 +55,7 @@ class Housekeeping:
         for dead in self.store.mark_dead_nodes():
             log.warning("declared node %d dead (lease expired); its jobs were requeued", dead)
         self.store.record_sample(self.config.sample_interval_s)
+        self.fire_schedules(beat)
         if self.pruner is not None:
             try:
                 self.pruner.run_once(beat.now)
@@ -66,3 +72,15 @@ class Housekeeping:
             )
             self.section = beat.section
         return beat
+
+    def fire_schedules(self, beat: Heartbeat) -> None:
+        """Fire due ticks at the heartbeat's datastore time, while this node may take work: a
+        node asked to pause leaves them to the others."""
+        if self.scheduler is None or beat.pause_requested:
+            return
+        if beat.state not in states.SECTION_STATES:
+            return
+        try:
+            self.scheduler.run_once(beat.now, beat.section)
+        except ShoalError as exc:  # a tick can wait a heartbeat; the lease and the jobs cannot
+            log.warning("firing schedules failed (%s); trying again at the next heartbeat", exc)

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from shoal.errors import ShoalError
 from shoal.model import JobFilter, JobState
 from shoal.observer import views
+from shoal.observer.schedules import SchedulesView, read_schedules_view
 from shoal.store.port import Store
 
 EVENT_INTERVAL_S = 1.0
@@ -119,6 +120,11 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
         if found is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
         return views.job_detail(found)
+
+    @router.get("/schedules")
+    def schedules() -> SchedulesView:
+        """Every periodic schedule: task, timing, zone, last firing and its job, next tick."""
+        return read_schedules_view(store)
 
     @router.get("/events", response_class=StreamingResponse)
     async def events(request: Request) -> StreamingResponse:

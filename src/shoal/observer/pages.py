@@ -1,10 +1,10 @@
-"""The HTML pages: `/`, `/partitions`, `/nodes`, `/timeline`, `/jobs`, `/jobs/{id}`, `/login`
-and `/logout`.
+"""The HTML pages: `/`, `/partitions`, `/nodes`, `/timeline`, `/jobs`, `/jobs/{id}`,
+`/schedules`, `/login` and `/logout`.
 
 The live pages (overview, partitions, nodes, timeline) are shells that the static scripts fill
-from the JSON API and the event stream, building the DOM with `textContent` only. The job list
-and the job page are rendered here with Jinja's autoescaping, so they read without JavaScript and
-any HTML in a job's arguments or error shows as text.
+from the JSON API and the event stream, building the DOM with `textContent` only. The job list,
+the job page and the schedules are rendered here with Jinja's autoescaping, so they read without
+JavaScript and any HTML in a job's arguments or error, or in a schedule's name, shows as text.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from shoal.model import JobFilter, JobState
 from shoal.observer import views
 from shoal.observer.api import MAX_ID
 from shoal.observer.format import format_age
+from shoal.observer.schedules import local_time, read_schedules_view
 from shoal.observer.security import (
     Sessions,
     clear_session_cookie,
@@ -108,6 +109,17 @@ def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRoute
             return render("missing.html", status=404, page="jobs", title="No such job", id=job_id)
         detail = views.job_detail(found)
         return render("job.html", page="job", title=f"Job {job_id}", job=detail)
+
+    @router.get("/schedules", response_class=HTMLResponse)
+    def schedules() -> HTMLResponse:
+        view = read_schedules_view(store)
+        return render(
+            "schedules.html",
+            page="schedules",
+            title="Schedules",
+            schedules=view.schedules,
+            local_time=local_time,
+        )
 
     @router.get("/login", response_class=HTMLResponse)
     def login_form(target: Annotated[str, Query(alias="next")] = "/") -> HTMLResponse:

@@ -43,6 +43,10 @@ from shoal.model import (
     Outcome,
     ProgressUpdate,
     Sample,
+    ScheduledJob,
+    ScheduleRecord,
+    ScheduleSpec,
+    ScheduleTick,
     Submitted,
 )
 from shoal.store import rules
@@ -306,6 +310,49 @@ class Store(ABC):
         A node compares this with what it holds to find outcomes the datastore lost (a failover
         to a standby that had not yet received them) and jobs it never knew it held.
         """
+
+    # -- periodic schedules -------------------------------------------------------------------
+
+    @abstractmethod
+    def declare_schedules(self, specs: Sequence[ScheduleSpec]) -> None:
+        """Record the schedules an app declares, in one transaction, stamped `declared_at` now.
+
+        A schedule not yet stored starts settled up to now (`fired_through` = now): its first
+        tick is the next one, nothing before is fired. One whose task, timing, zone, arguments or
+        policy changed takes the new definition and starts afresh the same way; an unchanged one
+        keeps where it is. Several nodes may declare at once; each stays one row.
+        """
+
+    @abstractmethod
+    def read_schedules(self) -> list[ScheduleRecord]:
+        """Every stored schedule by name, each with its latest firing and that job's state now."""
+
+    @abstractmethod
+    def fire_schedule(
+        self, name: str, expected_through: float, fired: Sequence[ScheduledJob], through: float
+    ) -> list[int] | None:
+        """Submit the jobs of one planned round of a schedule, in one transaction.
+
+        Applies only while the schedule is still settled up to `expected_through` exactly and
+        `through` is not after the datastore's now; it then moves `fired_through` to `through`,
+        and for each firing inserts a tick row keyed by (schedule, tick) together with its job
+        (queued now). A tick already recorded gets no second job: the key makes a double firing
+        impossible whatever the callers do. Returns the new job ids, or None when the round no
+        longer applies (another node fired it first, or no such schedule is stored: nothing was
+        written). Keeps the latest `rules.TICKS_KEPT` tick rows of the schedule and deletes older
+        ones. ValueError for a firing outside (expected_through, through].
+        """
+
+    @abstractmethod
+    def forget_schedule(self, name: str) -> bool:
+        """Delete a stored schedule and its tick rows (its jobs stay). False if there is none.
+
+        A node whose app still declares it declares it again, as new: it starts at its next tick.
+        """
+
+    @abstractmethod
+    def list_schedule_ticks(self, name: str, limit: int = 100) -> list[ScheduleTick]:
+        """The schedule's recorded firings, latest tick first, at most `limit`."""
 
     # -- capabilities -------------------------------------------------------------------------
 

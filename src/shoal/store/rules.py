@@ -28,9 +28,13 @@ from shoal.model import (
     Job,
     JobFilter,
     JobState,
+    Missed,
     NewJob,
     NodeRecord,
     NodeState,
+    ScheduledJob,
+    ScheduleRecord,
+    ScheduleSpec,
     Submitted,
 )
 from shoal.store import texts
@@ -455,3 +459,62 @@ class Pruned:
     @property
     def job_count(self) -> int:
         return sum(self.jobs.values())
+
+
+# -- periodic schedules ---------------------------------------------------------------------------
+
+# Tick rows kept per schedule, newest first: what `shoal schedules` shows of the past. Older ones
+# are deleted as new ones are fired; `fired_through` alone keeps ticks from firing twice.
+TICKS_KEPT = 1000
+
+# The columns both dialects read a schedule with, its latest firing and that job's state.
+SCHEDULE_COLUMNS = (
+    "s.name, s.task, s.cron, s.every_s, s.tz, s.args, s.kwargs, s.missed, s.declared_at,"
+    " s.fired_through, t.tick, t.job_id, t.catch_up, j.state"
+)
+
+
+def check_firings(expected_through: float, fired: Sequence[ScheduledJob], through: float) -> None:
+    """ValueError unless every firing's tick is in (expected_through, through], each once."""
+    ticks = [f.tick for f in fired]
+    if through < expected_through or any(not expected_through < t <= through for t in ticks):
+        raise ValueError(f"firings {ticks} are not all within ({expected_through}, {through}]")
+    if len(set(ticks)) != len(ticks):
+        raise ValueError(f"firings {ticks} name a tick twice")
+
+
+def schedule_record(row: Sequence[Any]) -> ScheduleRecord:
+    """A stored schedule from a row of SCHEDULE_COLUMNS (either dialect)."""
+    spec = ScheduleSpec(
+        name=str(row[0]),
+        task=str(row[1]),
+        cron=None if row[2] is None else str(row[2]),
+        every_s=None if row[3] is None else float(row[3]),
+        tz=str(row[4]),
+        args_json=str(row[5]),
+        kwargs_json=str(row[6]),
+        missed=Missed(row[7]),
+    )
+    return ScheduleRecord(
+        spec=spec,
+        declared_at=float(row[8]),
+        fired_through=float(row[9]),
+        last_tick=None if row[10] is None else float(row[10]),
+        last_job_id=None if row[11] is None else int(row[11]),
+        last_catch_up=bool(row[12]),
+        last_job_state=None if row[13] is None else JobState(row[13]),
+    )
+
+
+def schedule_row(spec: ScheduleSpec) -> dict[str, Any]:
+    """The parameters both dialects declare a schedule with."""
+    return {
+        "name": spec.name,
+        "task": spec.task,
+        "cron": spec.cron,
+        "every_s": spec.every_s,
+        "tz": spec.tz,
+        "args": spec.args_json,
+        "kwargs": spec.kwargs_json,
+        "missed": spec.missed.value,
+    }

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from shoal.model import NewJob, Outcome
-from shoal.store.rules import ASSIGNMENT_EVENTS_SQL, ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
+from shoal.store.rules import (
+    ASSIGNMENT_EVENTS_SQL,
+    ELIGIBLE_SQL,
+    JOB_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SECTION_STATES_SQL,
+)
 
 # Datastore time as epoch seconds. statement_timestamp() is fixed for one statement (every row
 # of a batch gets the same time) but fresh for each statement of a transaction, so a statement
@@ -726,3 +732,54 @@ VALUES ({NOW}, 'load_move', %s, %s, %s)
 RECENT_LOAD_MOVES = f"""
 SELECT count(*) FROM history WHERE kind = 'load_move' AND at >= {NOW} - 60
 """
+
+# -- periodic schedules ---------------------------------------------------------------------------
+
+# A new schedule, or a changed one, starts settled up to now; an unchanged one keeps its place.
+DECLARE_SCHEDULE = f"""
+INSERT INTO schedules AS s (name, task, cron, every_s, tz, args, kwargs, missed, declared_at,
+                            fired_through)
+VALUES (%(name)s, %(task)s, %(cron)s, %(every_s)s, %(tz)s, %(args)s, %(kwargs)s, %(missed)s,
+        {NOW}, {NOW})
+ON CONFLICT (name) DO UPDATE SET
+    fired_through = CASE
+        WHEN (s.task, s.cron, s.every_s, s.tz, s.args, s.kwargs, s.missed) IS DISTINCT FROM
+             (excluded.task, excluded.cron, excluded.every_s, excluded.tz, excluded.args,
+              excluded.kwargs, excluded.missed)
+        THEN greatest(s.fired_through, excluded.fired_through) ELSE s.fired_through END,
+    task = excluded.task, cron = excluded.cron, every_s = excluded.every_s, tz = excluded.tz,
+    args = excluded.args, kwargs = excluded.kwargs, missed = excluded.missed,
+    declared_at = excluded.declared_at
+"""
+READ_SCHEDULES = f"""
+SELECT {SCHEDULE_COLUMNS} FROM schedules s
+LEFT JOIN schedule_ticks t ON t.schedule = s.name
+    AND t.tick = (SELECT max(m.tick) FROM schedule_ticks m WHERE m.schedule = s.name)
+LEFT JOIN jobs j ON j.id = t.job_id
+ORDER BY s.name
+"""
+# The round applies only from where the caller planned it, and never ahead of the clock. The
+# update locks the row: a concurrent firing waits, then finds `fired_through` moved and applies
+# nothing.
+ADVANCE_SCHEDULE = f"""
+UPDATE schedules SET fired_through = %(through)s
+WHERE name = %(name)s AND fired_through = %(expected)s AND %(through)s <= {NOW}
+RETURNING 1
+"""
+INSERT_TICK = f"""
+INSERT INTO schedule_ticks (schedule, tick, job_id, catch_up, fired_at)
+VALUES (%(name)s, %(tick)s, %(job)s, %(catch_up)s, {NOW})
+ON CONFLICT (schedule, tick) DO NOTHING
+RETURNING 1
+"""
+TRIM_TICKS = """
+DELETE FROM schedule_ticks WHERE schedule = %(name)s AND tick <= (
+    SELECT tick FROM schedule_ticks WHERE schedule = %(name)s ORDER BY tick DESC
+    LIMIT 1 OFFSET %(keep)s)
+"""
+LIST_TICKS = (
+    "SELECT schedule, tick, job_id, catch_up, fired_at FROM schedule_ticks"
+    " WHERE schedule = %s ORDER BY tick DESC LIMIT %s"
+)
+FORGET_TICKS = "DELETE FROM schedule_ticks WHERE schedule = %s"
+FORGET_SCHEDULE = "DELETE FROM schedules WHERE name = %s"

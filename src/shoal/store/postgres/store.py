@@ -21,7 +21,7 @@ from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
 from shoal.load import Move
 from shoal.store import rules, texts
 from shoal.store.port import NewNode, Store
-from shoal.store.postgres import jobs, nodes, reads, retention, schema
+from shoal.store.postgres import jobs, nodes, reads, retention, schedules, schema
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector, Listener
 
@@ -201,6 +201,38 @@ class PostgresStore(Store):
         # Safe to retry after a lost commit: a move already applied no longer has its source
         # as owner, so the re-check drops it.
         return self._db.run("move partitions", lambda c, _: nodes.move_partitions(c, moves))
+
+    # -- periodic schedules ---------------------------------------------------------------------
+
+    def declare_schedules(self, specs: Sequence[model.ScheduleSpec]) -> None:
+        if specs:
+            self._db.run("declare schedules", lambda c, _: schedules.declare(c, specs))
+
+    def read_schedules(self) -> list[model.ScheduleRecord]:
+        return self._db.run("read schedules", lambda c, _: schedules.read_all(c))
+
+    def fire_schedule(
+        self,
+        name: str,
+        expected_through: float,
+        fired: Sequence[model.ScheduledJob],
+        through: float,
+    ) -> list[int] | None:
+        rules.check_firings(expected_through, fired, through)
+        url = self.url_for_display
+        return self._db.run(
+            "fire schedule",
+            lambda c, _: schedules.fire(c, name, expected_through, fired, through, url),
+        )
+
+    def forget_schedule(self, name: str) -> bool:
+        # A retry after a lost commit finds nothing left and says False: the row is gone either way.
+        return self._db.run("forget schedule", lambda c, _: schedules.forget(c, name))
+
+    def list_schedule_ticks(self, name: str, limit: int = 100) -> list[model.ScheduleTick]:
+        return self._db.run(
+            "list schedule ticks", lambda c, _: schedules.list_ticks(c, name, limit)
+        )
 
     # -- capabilities ---------------------------------------------------------------------------
 

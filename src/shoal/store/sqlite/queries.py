@@ -7,7 +7,13 @@ time is SQLite's own clock (`NOW`), read once per transaction and passed in as `
 
 from __future__ import annotations
 
-from shoal.store.rules import ASSIGNMENT_EVENTS_SQL, ELIGIBLE_SQL, JOB_COLUMNS, SECTION_STATES_SQL
+from shoal.store.rules import (
+    ASSIGNMENT_EVENTS_SQL,
+    ELIGIBLE_SQL,
+    JOB_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SECTION_STATES_SQL,
+)
 
 # Datastore time as epoch seconds: on one host every node reads the same clock.
 NOW = "SELECT (julianday('now') - 2440587.5) * 86400.0"
@@ -323,3 +329,47 @@ LOAD_MOVE_EVENT = (
     "INSERT INTO history (at, kind, epoch, owners, reason) VALUES (?, 'load_move', ?, ?, ?)"
 )
 RECENT_LOAD_MOVES = "SELECT count(*) FROM history WHERE kind = 'load_move' AND at >= ?"
+
+# -- periodic schedules ---------------------------------------------------------------------------
+
+# A new schedule, or a changed one, starts settled up to now; an unchanged one keeps its place.
+DECLARE_SCHEDULE = """
+INSERT INTO schedules (name, task, cron, every_s, tz, args, kwargs, missed, declared_at,
+                       fired_through)
+VALUES (:name, :task, :cron, :every_s, :tz, :args, :kwargs, :missed, :now, :now)
+ON CONFLICT (name) DO UPDATE SET
+    fired_through = CASE WHEN task IS NOT excluded.task OR cron IS NOT excluded.cron
+        OR every_s IS NOT excluded.every_s OR tz IS NOT excluded.tz OR args IS NOT excluded.args
+        OR kwargs IS NOT excluded.kwargs OR missed IS NOT excluded.missed
+        THEN max(fired_through, excluded.fired_through) ELSE fired_through END,
+    task = excluded.task, cron = excluded.cron, every_s = excluded.every_s, tz = excluded.tz,
+    args = excluded.args, kwargs = excluded.kwargs, missed = excluded.missed,
+    declared_at = excluded.declared_at
+"""
+READ_SCHEDULES = f"""
+SELECT {SCHEDULE_COLUMNS} FROM schedules s
+LEFT JOIN schedule_ticks t ON t.schedule = s.name
+    AND t.tick = (SELECT max(m.tick) FROM schedule_ticks m WHERE m.schedule = s.name)
+LEFT JOIN jobs j ON j.id = t.job_id
+ORDER BY s.name
+"""
+# The round applies only from where the caller planned it, and never ahead of the clock.
+ADVANCE_SCHEDULE = (
+    "UPDATE schedules SET fired_through = :through"
+    " WHERE name = :name AND fired_through = :expected AND :through <= :now"
+)
+INSERT_TICK = (
+    "INSERT INTO schedule_ticks (schedule, tick, job_id, catch_up, fired_at)"
+    " VALUES (:name, :tick, :job, :catch_up, :now) ON CONFLICT (schedule, tick) DO NOTHING"
+)
+TRIM_TICKS = """
+DELETE FROM schedule_ticks WHERE schedule = :name AND tick <= (
+    SELECT tick FROM schedule_ticks WHERE schedule = :name ORDER BY tick DESC
+    LIMIT 1 OFFSET :keep)
+"""
+LIST_TICKS = (
+    "SELECT schedule, tick, job_id, catch_up, fired_at FROM schedule_ticks"
+    " WHERE schedule = ? ORDER BY tick DESC LIMIT ?"
+)
+FORGET_TICKS = "DELETE FROM schedule_ticks WHERE schedule = ?"
+FORGET_SCHEDULE = "DELETE FROM schedules WHERE name = ?"

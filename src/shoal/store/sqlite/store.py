@@ -15,7 +15,7 @@ from shoal.errors import DatastoreUnavailable, SchemaError
 from shoal.load import Move
 from shoal.store import rules, texts
 from shoal.store.port import NewNode, Store
-from shoal.store.sqlite import jobs, nodes, reads, retention, schema
+from shoal.store.sqlite import jobs, nodes, reads, retention, schedules, schema
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
 
@@ -155,6 +155,35 @@ class SqliteStore(Store):
 
     def apply_load_moves(self, moves: Sequence[Move]) -> int:
         return self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
+
+    # -- periodic schedules ---------------------------------------------------------------------
+
+    def declare_schedules(self, specs: Sequence[model.ScheduleSpec]) -> None:
+        if specs:
+            self.file.run(lambda cur: schedules.declare(cur, now(cur), specs))
+
+    def read_schedules(self) -> list[model.ScheduleRecord]:
+        with self.file.read() as cur:
+            return schedules.read_all(cur)
+
+    def fire_schedule(
+        self,
+        name: str,
+        expected_through: float,
+        fired: Sequence[model.ScheduledJob],
+        through: float,
+    ) -> list[int] | None:
+        rules.check_firings(expected_through, fired, through)
+        return self.file.run(
+            lambda cur: schedules.fire(cur, now(cur), name, expected_through, fired, through)
+        )
+
+    def forget_schedule(self, name: str) -> bool:
+        return self.file.run(lambda cur: schedules.forget(cur, name))
+
+    def list_schedule_ticks(self, name: str, limit: int = 100) -> list[model.ScheduleTick]:
+        with self.file.read() as cur:
+            return schedules.list_ticks(cur, name, limit)
 
     # -- history and views ----------------------------------------------------------------------
 
