@@ -17,10 +17,11 @@ from shoal.errors import (
     SchemaError,
     ShoalError,
     SubmitError,
+    TaskDeclarationError,
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import Job, JobState, NodeRecord, NodeState
+from shoal.model import Job, JobState, NodeRecord, NodeState, TaskLimit
 from shoal.store.rules import Retention
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "ShoalError",
     "SubmitError",
     "Task",
+    "TaskDeclarationError",
+    "TaskLimit",
     "UnknownTask",
     "WaitTimeout",
     "current_job",

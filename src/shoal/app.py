@@ -29,11 +29,13 @@ from shoal.errors import (
     PayloadError,
     ShoalError,
     SubmitError,
+    TaskDeclarationError,
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import Job, JobState, NewJob
+from shoal.model import Job, JobState, NewJob, TaskLimit
 from shoal.store import Store, open_store, resolve_url
+from shoal.store.limits import MAX_PER_S, MAX_RUNNING
 from shoal.store.rules import Retention
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
@@ -146,9 +148,14 @@ class TaskOptions:
     keep_succeeded_s: float | None = None
     keep_failed_s: float | None = None
     keep_cancelled_s: float | None = None
+    # Cluster-wide limits, kept by the datastore (see `store/limits.py`); None: no limit.
+    max_running: int | None = None
+    max_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        """ValueError for a retry_on that is not exception classes, or a negative or NaN age."""
+        """ValueError for a retry_on that is not exception classes, a negative or NaN age, or a
+        limit that is not a number above 0 (TaskDeclarationError, a ValueError, for those)."""
+        check_limits(self.name, self.max_running, self.max_per_s)
         if self.retry_on is not None and not all(
             isinstance(c, type) and issubclass(c, BaseException) for c in self.retry_on
         ):
@@ -164,6 +171,14 @@ class TaskOptions:
             if value is not None and not value >= 0:  # NaN fails too
                 raise ValueError(f"{what} must be seconds >= 0, not {value}")
 
+    @property
+    def limit(self) -> TaskLimit | None:
+        """The task's limits as the datastore keeps them; None if it has none."""
+        if self.max_running is None and self.max_per_s is None:
+            return None
+        rate = None if self.max_per_s is None else float(self.max_per_s)
+        return TaskLimit(self.name, self.max_running, rate)
+
     def retention(self, default: Retention) -> Retention:
         """`default` with this task's own ages in place of its."""
         return dataclasses.replace(
@@ -171,6 +186,32 @@ class TaskOptions:
             succeeded_s=_or(self.keep_succeeded_s, default.succeeded_s),
             failed_s=_or(self.keep_failed_s, default.failed_s),
             cancelled_s=_or(self.keep_cancelled_s, default.cancelled_s),
+        )
+
+
+def check_limits(task: str, max_running: object, max_per_s: object) -> None:
+    """TaskDeclarationError unless each limit is None or a number in its range: `max_running`
+    a whole number from 1 to MAX_RUNNING, `max_per_s` a finite number above 0, at most
+    MAX_PER_S."""
+    if max_running is not None and not (
+        isinstance(max_running, int)
+        and not isinstance(max_running, bool)
+        and 1 <= max_running <= MAX_RUNNING
+    ):
+        raise TaskDeclarationError(
+            f"task {task!r}: max_running must be a whole number from 1 to {MAX_RUNNING} "
+            f"(how many of its jobs may run at once across the cluster), not {max_running!r}; "
+            "leave it out for no limit"
+        )
+    if max_per_s is not None and not (
+        isinstance(max_per_s, int | float)
+        and not isinstance(max_per_s, bool)
+        and 0 < max_per_s <= MAX_PER_S  # NaN fails too
+    ):
+        raise TaskDeclarationError(
+            f"task {task!r}: max_per_s must be a number of starts per second above 0 and at "
+            f"most {MAX_PER_S:g} (0.5 is one start every 2 seconds), not {max_per_s!r}; "
+            "leave it out for no limit"
         )
 
 
@@ -382,6 +423,8 @@ class App:
         keep_succeeded_s: float | None = ...,
         keep_failed_s: float | None = ...,
         keep_cancelled_s: float | None = ...,
+        max_running: int | None = ...,
+        max_per_s: float | None = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -397,6 +440,8 @@ class App:
         keep_succeeded_s: float | None = None,
         keep_failed_s: float | None = None,
         keep_cancelled_s: float | None = None,
+        max_running: int | None = None,
+        max_per_s: float | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
@@ -405,35 +450,49 @@ class App:
         the node's `max_backoff_s`); `retry_on` limits retries to these exception types (and
         their subclasses), others fail at once. `timeout_s` stops an attempt that runs longer.
         `keep_*_s` override the app's retention for this task's finished jobs (`math.inf`: for
-        ever). Raises ValueError if the name is already registered, for retries outside
-        0..MAX_RETRIES, a time limit that is not a finite number above 0, a `retry_on` that is
-        not exception classes, and a negative delay or age.
+        ever). `max_running` caps how many of its jobs run at once across the cluster, and
+        `max_per_s` how many start per second; the datastore enforces both, whatever the number
+        of nodes (see the README's "Concurrency and rate limits").
+
+        Raises TaskDeclarationError (a ShoalError and a ValueError) if the name is already
+        registered, for retries outside 0..MAX_RETRIES, a time limit that is not a finite number
+        above 0, a `retry_on` that is not exception classes, a negative delay or age, and a
+        limit that is not a number in its range.
         """
 
         def register(f: Callable[..., Any]) -> Task:
             classes = (retry_on,) if isinstance(retry_on, type) else retry_on
-            options = TaskOptions(
-                name or f.__name__,
-                retries,
-                timeout_s,
-                backoff_s,
-                None if classes is None else tuple(classes),
-                max_backoff_s,
-                keep_succeeded_s,
-                keep_failed_s,
-                keep_cancelled_s,
-            )
             try:
+                options = TaskOptions(
+                    name or f.__name__,
+                    retries,
+                    timeout_s,
+                    backoff_s,
+                    None if classes is None else tuple(classes),
+                    max_backoff_s,
+                    keep_succeeded_s,
+                    keep_failed_s,
+                    keep_cancelled_s,
+                    max_running,
+                    max_per_s,
+                )
                 check_schedule(retries, timeout_s, 0.0)
-            except SubmitError as exc:
-                raise ValueError(str(exc)) from None
+            except (SubmitError, ValueError) as exc:
+                if isinstance(exc, TaskDeclarationError):
+                    raise
+                raise TaskDeclarationError(str(exc)) from None
             if options.name in self.tasks:
-                raise ValueError(f"a task named {options.name!r} is already registered")
+                raise TaskDeclarationError(f"a task named {options.name!r} is already registered")
             task = Task(self, f, options)
             self.tasks[options.name] = task
             return task
 
         return register(fn) if fn is not None else register
+
+    def task_limits(self) -> list[TaskLimit]:
+        """The limits of every task that declares any, by task name."""
+        found = (t.options.limit for _, t in sorted(self.tasks.items()))
+        return [limit for limit in found if limit is not None]
 
     def get_task(self, name: str) -> Task:
         try:

@@ -15,6 +15,10 @@ class ConfigError(ShoalError):
     """A setting is malformed: a datastore URL, an `--app` reference, an option value."""
 
 
+class TaskDeclarationError(ConfigError, ValueError):
+    """`@app.task` was given an option it cannot take (a ValueError too, as it always was)."""
+
+
 class DatastoreUnavailable(ShoalError):
     """The datastore cannot be reached or refused the connection."""
 

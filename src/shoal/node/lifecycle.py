@@ -280,6 +280,7 @@ class Node:
                 self.config.concurrency,
                 sorted(self.app.tasks),
                 self.config.lease_s,
+                self.app.task_limits(),
             )
         )
         self.node_id, self.state = record.id, NodeState.INITIALIZING

@@ -9,6 +9,7 @@ running jobs back to the queue. A registration or state change retried after its
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import psycopg.errors as pgerr
@@ -16,11 +17,13 @@ import psycopg.errors as pgerr
 from shoal import states
 from shoal.errors import NodeNameTaken
 from shoal.load import Backlog, Move, NodeLoad
-from shoal.model import Heartbeat, NodeState
-from shoal.store import rules, texts
+from shoal.model import Heartbeat, NodeState, TaskLimit
+from shoal.store import limits, rules, texts
 from shoal.store.port import NewNode
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, homes, owners, scalar
+
+log = logging.getLogger("shoal.store.postgres")
 
 
 def register(conn: Conn, retried: bool, new: NewNode) -> int:
@@ -46,7 +49,34 @@ def register(conn: Conn, retried: bool, new: NewNode) -> int:
             raise NodeNameTaken(texts.name_taken(new.name)) from None
         event = (node_id, new.name, None, NodeState.INITIALIZING.value, texts.REGISTERED)
         conn.execute(q.NODE_STATE_EVENT, event)
+        write_limits(conn, new)
         return node_id
+
+
+def write_limits(conn: Conn, new: NewNode) -> None:
+    """Make the node's declared limits the cluster's (the latest registration wins, see
+    `limits.declared`), inside the registration's transaction."""
+    limited, cleared = limits.declared(new.tasks, new.limits)
+    rows = conn.execute(q.STORED_LIMITS, (list(new.tasks),)).fetchall()
+    stored = {str(r[0]): TaskLimit(str(r[0]), r[1], r[2]) for r in rows}
+    changed = limits.changes(stored, limited, cleared)
+    if not changed:
+        return
+    if any(lim.task not in stored for lim in limited):
+        conn.execute(q.LOCK_JOBS)  # a first limit counts the running jobs: see LOCK_JOBS
+    if limited:
+        conn.execute(
+            q.UPSERT_LIMITS,
+            {
+                "tasks": [lim.task for lim in limited],
+                "max_running": [lim.max_running for lim in limited],
+                "max_per_s": [lim.max_per_s for lim in limited],
+            },
+        )
+    if cleared:
+        conn.execute(q.CLEAR_LIMITS, (cleared,))
+    for task, before, after in changed:
+        log.info("%s", texts.limits_changed(task, before, after, new.name))
 
 
 def apply_state(
