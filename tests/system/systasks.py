@@ -68,3 +68,10 @@ def hold(marker: str, limit_s: float = 60.0) -> str:
     while not os.path.exists(marker) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "held"
+
+
+@app.task(max_running=2)
+def narrow(n: int, sleep_s: float = 0.05) -> int:
+    """At most two of these run at once across the cluster, however many nodes there are."""
+    time.sleep(sleep_s)
+    return n

@@ -206,7 +206,7 @@ def test_orphan_tails_carry_the_marks_sql_fills_in() -> None:
 
 
 def test_each_dialect_owns_its_schema_version_from_its_numbered_files() -> None:
-    assert sqlite.SCHEMA_VERSION == 4 and postgres.SCHEMA_VERSION == 6
+    assert sqlite.SCHEMA_VERSION == 5 and postgres.SCHEMA_VERSION == 7
     names = [m.name for m in load_migrations("shoal.store.postgres")]
     assert names == [
         "0001_initial.sql",
@@ -215,8 +215,9 @@ def test_each_dialect_owns_its_schema_version_from_its_numbered_files() -> None:
         "0004_running_by_id.sql",
         "0005_prune_by_age.sql",
         "0006_homes.sql",
+        "0007_task_limits.sql",
     ]
-    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2, 3, 4]
+    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2, 3, 4, 5]
 
 
 def make_package(root: Path, name: str, files: list[str]) -> None:
