@@ -192,3 +192,40 @@ def test_read_task_limits_shows_use(store: Store) -> None:
     [use] = store.read_task_limits()
     assert (use.limit, use.running, use.recent_starts) == (TaskLimit("t", 5, 100.0), 3, 3)
     until(lambda: store.read_task_limits()[0].recent_starts == 0, timeout_s=5)
+
+
+def test_a_first_limit_while_jobs_move_counts_them_exactly(db_url: str) -> None:
+    """A node limits a task while another node claims and finishes its jobs as fast as it can:
+    once the dust settles, the count the limit keeps is the number of jobs running."""
+    setup = open_store(db_url)
+    free = start_limited(setup, "free", [])
+    setup.submit_jobs(new_jobs(400))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        store = open_store(db_url)
+        rng = random.Random(7)
+        held: list[tuple[int, int]] = []
+        try:
+            while not stop.is_set():
+                held += [(j.id, j.attempts) for j in store.claim_jobs(free.id, rng.randint(1, 4))]
+                rng.shuffle(held)
+                cut = rng.randint(0, len(held))
+                store.finish_jobs(free.id, [ok(i, a) for i, a in held[:cut]])
+                held = held[cut:]
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    until(lambda: running_of(setup) > 0)
+    start_limited(setup, "limiter", [TaskLimit("t", 1000)])
+    until(lambda: limits_of(setup) and time.sleep(0.2) is None)
+    stop.set()
+    thread.join()
+    assert not errors, errors
+    assert limits_of(setup)["t"][1] == running_of(setup)
+    setup.close()

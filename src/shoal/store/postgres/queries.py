@@ -453,6 +453,18 @@ ORDER BY u.task
 ON CONFLICT (task) DO UPDATE SET max_running = excluded.max_running,
                                  max_per_s = excluded.max_per_s
 """
+# New limits for tasks that all have a row already: no row is created without the count above
+# (a row lifted meanwhile by another registration stays lifted: that one came later).
+UPDATE_LIMITS = """
+WITH locked AS MATERIALIZED (
+    SELECT task FROM task_limits WHERE task = ANY (%(tasks)s::text[]) ORDER BY task
+    FOR NO KEY UPDATE
+)
+UPDATE task_limits l SET max_running = u.max_running, max_per_s = u.max_per_s
+FROM unnest(%(tasks)s::text[], %(max_running)s::int[], %(max_per_s)s::float8[])
+     AS u(task, max_running, max_per_s)
+WHERE l.task = u.task AND l.task IN (SELECT task FROM locked)
+"""
 # Limits lifted: the rows go, locked in task order first as every writer locks them.
 CLEAR_LIMITS = """
 DELETE FROM task_limits WHERE task IN (
