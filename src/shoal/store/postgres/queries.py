@@ -210,7 +210,9 @@ WITH me AS (
     CROSS JOIN LATERAL (
         SELECT q.id, q.task FROM jobs q
         WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
-          AND q.task <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
+          -- [limits] `task || ''` has no statistics: with one task in the queue the planner
+          -- took `task <> ALL` to match nothing and read every job of each partition.
+          AND (q.task || '') <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
         ORDER BY q.partition, q.id LIMIT me.cap
     ) c
 ), within AS (
@@ -279,7 +281,7 @@ SELECT 1 FROM nodes n CROSS JOIN unnest(n.section) AS s(partition)
 CROSS JOIN LATERAL (
     SELECT 1 FROM jobs j
     WHERE j.partition = s.partition AND j.state = 'queued' AND j.run_after <= {NOW}
-      AND j.task <> ALL ({FULL_TASKS})
+      AND (j.task || '') <> ALL ({FULL_TASKS})  -- no statistics, as in CLAIM
     LIMIT 1
 ) found
 WHERE n.id = %s
