@@ -393,6 +393,8 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
         plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + q.CLAIM, params))
     assert "jobs_queued_partition" in plan
     assert "Seq Scan on jobs" not in plan
+    # A probe in id order per partition, not a read of every queued job of it and a sort.
+    assert "Bitmap Heap Scan on jobs q" not in plan
     assert len(store.claim_jobs(node.id, 200)) == 200
 
 
