@@ -5,7 +5,9 @@ everything before anything is written: the task must be registered, arguments mu
 under the size cap together, delays and time limits finite, retries at most MAX_RETRIES.
 `build_job` is that check, shared with `shoal submit`. Jobs of one `submit_many` call go in one
 transaction, all or none. A task's options also say which exceptions are retried and how long
-its finished jobs are kept; the node reads them from the registry.
+its finished jobs are kept; the node reads them from the registry. Its cluster-wide limits
+(`max_running`, `max_per_s`) travel with the node's registration to the datastore, which
+enforces them (`store/limits.py`).
 """
 
 from __future__ import annotations
