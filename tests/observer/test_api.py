@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shoal.model import JobState
+from shoal.model import JobState, NodeState, TaskLimit
 from shoal.observer.server import create_app
 from shoal.store import Store
 
@@ -272,3 +272,19 @@ def test_partition_map_and_timeline_show_backlog_loans_and_load_moves(
     timeline = client.get("/api/timeline", params={"range": "15m"}).json()
     kinds = [e["kind"] for e in timeline["events"]]
     assert "load_move" in kinds and "rebalance" in kinds
+
+
+def test_overview_lists_task_limits_and_their_use(obs_store: Store, client: TestClient):
+    limits = [TaskLimit("resize", 3, 2.5)]
+    node = obs_store.register_node("alpha", "host", 1, 4, ["resize"], 30.0, limits)
+    assert obs_store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+
+    body = client.get("/api/overview").json()
+
+    assert body["limits"] == [
+        {
+            "limit": {"task": "resize", "max_running": 3, "max_per_s": 2.5},
+            "running": 0,
+            "recent_starts": 0,
+        }
+    ]

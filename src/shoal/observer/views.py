@@ -115,6 +115,8 @@ class Overview:
     events: list[Event]
     # Where the stored history begins (retention deletes what is older); None: no history yet.
     history_from: float | None = None
+    # Each task with cluster-wide limits, with its use now.
+    limits: list[TaskLimitUse] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ def read_overview(store: Store) -> Overview:
         ),
         events=events_with_moves(store, history)[-MAX_EVENTS:][::-1],
         history_from=store.read_history_start(),
+        limits=store.read_task_limits(),
     )
 
 
