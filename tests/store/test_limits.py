@@ -229,3 +229,18 @@ def test_a_first_limit_while_jobs_move_counts_them_exactly(db_url: str) -> None:
     assert not errors, errors
     assert limits_of(setup)["t"][1] == running_of(setup)
     setup.close()
+
+
+def test_a_limit_lifted_and_declared_again_counts_afresh(store: Store) -> None:
+    a = start_limited(store, "a", [TaskLimit("t", 2)])
+    store.submit_jobs(new_jobs(10))
+    first = store.claim_jobs(a.id, 10)
+    assert len(first) == 2
+    b = start_limited(store, "b", [])  # lifted: claims are not held back, nor counted
+    more = store.claim_jobs(a.id, 3) + store.claim_jobs(b.id, 3)
+    assert len(more) == 6
+    assert store.finish_jobs(a.id, [ok(first[0].id)]) == [True]
+    assert store.read_task_limits() == []
+    start_limited(store, "c", [TaskLimit("t", 8)])
+    assert limits_of(store)["t"][1] == running_of(store) == 7
+    assert len(store.claim_jobs(a.id, 10) + store.claim_jobs(b.id, 10)) == 1

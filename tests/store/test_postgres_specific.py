@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from shoal.errors import ConfigError, DatastoreUnavailable, SchemaError
-from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome
+from shoal.model import JobFilter, JobState, NewJob, NodeRecord, NodeState, Outcome, TaskLimit
 from shoal.store import open_store
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
 from shoal.store.postgres import queries as q
@@ -492,6 +492,10 @@ def test_documented_roles_can_do_their_jobs_and_no_more(url: str) -> None:
         jobs = node_store.claim_jobs(node.id, 3)
         assert node_store.finish_jobs(node.id, [Outcome(j.id, 1, True, "1") for j in jobs])
         node_store.request_pause("a", True)
+        # A first limit locks the jobs table to count; a later registration lifts it.
+        node_store.register_node("b", "host", 1, 4, ["t"], 30.0, [TaskLimit("t", 2)])
+        node_store.register_node("c", "host", 1, 4, ["t"], 30.0)
+        assert node_store.read_task_limits() == []
         node_store.record_sample(60.0)
         node_store.mark_dead_nodes()
         assert node_store.wait_for_work(node.id, 0.01)

@@ -88,8 +88,8 @@ def declared(
     the node's tasks it declares no limit for, whose stored limits are cleared).
 
     The latest registration wins: a deploy that changes a limit takes effect as soon as its
-    first node registers. A task's row, once created, stays (its limits cleared), so that its
-    running count stays exact if a later registration limits it again.
+    first node registers. A task limited again after its limits were lifted counts its running
+    jobs afresh, as a task limited for the first time does.
     """
     limited = sorted((lim for lim in limits if lim.max_running or lim.max_per_s), key=_task)
     named = {lim.task for lim in limited}

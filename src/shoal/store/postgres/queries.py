@@ -79,6 +79,13 @@ def _rate_window_s(row: str) -> str:
     return f"({_rate_k(row)} / {row}.max_per_s)"
 
 
+def is_limited(row: str) -> str:
+    """Whether the limits row `row` limits its task. A row whose limits were lifted stays,
+    dormant (nodes need no DELETE grant): nothing counts into it or locks it until a later
+    registration limits the task again and counts its running jobs afresh."""
+    return f"({row}.max_running IS NOT NULL OR {row}.max_per_s IS NOT NULL)"
+
+
 def limit_room(row: str) -> str:
     """How many more jobs of the limits row `row`'s task may start now (`limits.room`)."""
     return f"""least(
@@ -113,7 +120,8 @@ def give_back_room(moved: str) -> str:
     """
     return f"""
 freeing AS MATERIALIZED (
-    SELECT l.task FROM task_limits l WHERE l.task IN (SELECT task FROM {moved})
+    SELECT l.task FROM task_limits l
+    WHERE l.task IN (SELECT task FROM {moved}) AND {is_limited("l")}
     ORDER BY l.task
     FOR NO KEY UPDATE
 ), freed AS (
@@ -201,7 +209,7 @@ WITH me AS (
     -- [limits] Each limited task's room as this statement's snapshot sees it, without a lock
     -- (the exact room is read under the lock in `gate`). A task with none has no candidates,
     -- so a backlog of its jobs holds up no younger job of another task.
-    SELECT l.task, {limit_room("l")} AS room FROM task_limits l
+    SELECT l.task, {limit_room("l")} AS room FROM task_limits l WHERE {is_limited("l")}
 ), candidates AS MATERIALIZED (
     -- The oldest few runnable jobs of each owned partition, computed once. Materialised so the
     -- planner cannot re-run this per row of the queue: with statistics gathered before a burst
@@ -237,7 +245,7 @@ WITH me AS (
     -- this waited for is read as its latest committed version (READ COMMITTED re-reads a row
     -- it had to wait to lock), so `running` and `starts`, and so the room, are exact.
     SELECT l.task, {limit_room("l")} AS room FROM task_limits l
-    WHERE l.task IN (SELECT task FROM picked)
+    WHERE l.task IN (SELECT task FROM picked) AND {is_limited("l")}
     ORDER BY l.task
     FOR NO KEY UPDATE
 ), admitted AS (
@@ -442,9 +450,12 @@ RETURNING id
 # A registration's limits (see `nodes.write_limits`). A task limited for the first time counts
 # the jobs of it running now, under LOCK_JOBS (below): no statement that moves a job into or out
 # of `running` is in flight then, so the count is exact, and every later one sees the row.
-STORED_LIMITS = "SELECT task, max_running, max_per_s FROM task_limits WHERE task = ANY (%s)"
+STORED_LIMITS = f"""
+SELECT l.task, l.max_running, l.max_per_s FROM task_limits l
+WHERE l.task = ANY (%s) AND {is_limited("l")}
+"""
 LOCK_JOBS = "LOCK TABLE jobs IN SHARE MODE"
-UPSERT_LIMITS = """
+UPSERT_LIMITS = f"""
 INSERT INTO task_limits AS l (task, max_running, max_per_s, running)
 SELECT u.task, u.max_running, u.max_per_s,
        (SELECT coalesce(sum(c.n), 0) FROM job_counts c WHERE c.task = u.task
@@ -452,14 +463,18 @@ SELECT u.task, u.max_running, u.max_per_s,
 FROM unnest(%(tasks)s::text[], %(max_running)s::int[], %(max_per_s)s::float8[])
      AS u(task, max_running, max_per_s)
 ORDER BY u.task
-ON CONFLICT (task) DO UPDATE SET max_running = excluded.max_running,
-                                 max_per_s = excluded.max_per_s
+ON CONFLICT (task) DO UPDATE SET
+    max_running = excluded.max_running, max_per_s = excluded.max_per_s,
+    -- a dormant row (see `is_limited`) starts counting afresh
+    running = CASE WHEN {is_limited("l")} THEN l.running ELSE excluded.running END,
+    starts = CASE WHEN {is_limited("l")} THEN l.starts ELSE '{{}}' END
 """
 # New limits for tasks that all have a row already: no row is created without the count above
 # (a row lifted meanwhile by another registration stays lifted: that one came later).
-UPDATE_LIMITS = """
+UPDATE_LIMITS = f"""
 WITH locked AS MATERIALIZED (
-    SELECT task FROM task_limits WHERE task = ANY (%(tasks)s::text[]) ORDER BY task
+    SELECT l.task FROM task_limits l WHERE l.task = ANY (%(tasks)s::text[]) AND {is_limited("l")}
+    ORDER BY l.task
     FOR NO KEY UPDATE
 )
 UPDATE task_limits l SET max_running = u.max_running, max_per_s = u.max_per_s
@@ -467,10 +482,11 @@ FROM unnest(%(tasks)s::text[], %(max_running)s::int[], %(max_per_s)s::float8[])
      AS u(task, max_running, max_per_s)
 WHERE l.task = u.task AND l.task IN (SELECT task FROM locked)
 """
-# Limits lifted: the rows go, locked in task order first as every writer locks them.
+# Limits lifted: the rows go dormant (see `is_limited`), locked in task order first as every
+# writer locks them.
 CLEAR_LIMITS = """
-DELETE FROM task_limits WHERE task IN (
-    SELECT task FROM task_limits WHERE task = ANY (%s) ORDER BY task FOR UPDATE)
+UPDATE task_limits SET max_running = NULL, max_per_s = NULL, running = 0, starts = '{}'
+WHERE task IN (SELECT task FROM task_limits WHERE task = ANY (%s) ORDER BY task FOR UPDATE)
 """
 
 NODE_STATE_EVENT = f"""
@@ -645,7 +661,7 @@ SECTION_OF_NODE = "SELECT section FROM nodes WHERE id = %s"
 READ_TASK_LIMITS = f"""
 SELECT l.task, l.max_running, l.max_per_s, l.running,
        (SELECT count(*) FROM unnest(l.starts) AS x WHERE x > {NOW} - {_rate_window_s("l")})
-FROM task_limits l ORDER BY l.task
+FROM task_limits l WHERE {is_limited("l")} ORDER BY l.task
 """
 
 # -- nodes ----------------------------------------------------------------------------------------
