@@ -18,10 +18,11 @@ from shoal.errors import (
     SchemaError,
     ShoalError,
     SubmitError,
+    TaskDeclarationError,
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import CancelResult, Job, JobState, NodeRecord, NodeState
+from shoal.model import CancelResult, Job, JobState, NodeRecord, NodeState, TaskLimit
 from shoal.store.rules import Retention
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "ShoalError",
     "SubmitError",
     "Task",
+    "TaskDeclarationError",
+    "TaskLimit",
     "UnknownTask",
     "WaitTimeout",
     "cancelled",

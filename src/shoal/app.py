@@ -5,7 +5,9 @@ everything before anything is written: the task must be registered, arguments mu
 under the size cap together, delays and time limits finite, retries at most MAX_RETRIES.
 `build_job` is that check, shared with `shoal submit`. Jobs of one `submit_many` call go in one
 transaction, all or none. A task's options also say which exceptions are retried and how long
-its finished jobs are kept; the node reads them from the registry.
+its finished jobs are kept; the node reads them from the registry. Its cluster-wide limits
+(`max_running`, `max_per_s`) travel with the node's registration to the datastore, which
+enforces them (`store/limits.py`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from shoal.errors import (
     ScheduleError,
     ShoalError,
     SubmitError,
+    TaskDeclarationError,
     UnknownTask,
     WaitTimeout,
 )
-from shoal.model import CancelResult, Job, JobState, NewJob, ScheduleSpec
+from shoal.model import CancelResult, Job, JobState, NewJob, ScheduleSpec, TaskLimit
 from shoal.schedule import check_timing
 from shoal.store import Store, open_store, resolve_url
+from shoal.store.limits import MAX_PER_S, MAX_RUNNING
 from shoal.store.rules import Retention
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
@@ -211,9 +215,14 @@ class TaskOptions:
     # How long an attempt asked to cancel may run on before its node stops it.
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
     priority: int = DEFAULT_PRIORITY  # of its jobs, unless a submit gives its own
+    # Cluster-wide limits, kept by the datastore (see `store/limits.py`); None: no limit.
+    max_running: int | None = None
+    max_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        """ValueError for a retry_on that is not exception classes, or a negative or NaN age."""
+        """ValueError for a retry_on that is not exception classes, a negative or NaN age, or a
+        limit that is not a number above 0 (TaskDeclarationError, a ValueError, for those)."""
+        check_limits(self.name, self.max_running, self.max_per_s)
         if self.retry_on is not None and not all(
             isinstance(c, type) and issubclass(c, BaseException) for c in self.retry_on
         ):
@@ -232,6 +241,14 @@ class TaskOptions:
         if not (isinstance(grace_s, int | float) and 0 <= grace_s < math.inf):
             raise ValueError(f"cancel_grace_s must be finite seconds >= 0, not {grace_s}")
 
+    @property
+    def limit(self) -> TaskLimit | None:
+        """The task's limits as the datastore keeps them; None if it has none."""
+        if self.max_running is None and self.max_per_s is None:
+            return None
+        rate = None if self.max_per_s is None else float(self.max_per_s)
+        return TaskLimit(self.name, self.max_running, rate)
+
     def retention(self, default: Retention) -> Retention:
         """`default` with this task's own ages in place of its."""
         return dataclasses.replace(
@@ -239,6 +256,32 @@ class TaskOptions:
             succeeded_s=_or(self.keep_succeeded_s, default.succeeded_s),
             failed_s=_or(self.keep_failed_s, default.failed_s),
             cancelled_s=_or(self.keep_cancelled_s, default.cancelled_s),
+        )
+
+
+def check_limits(task: str, max_running: object, max_per_s: object) -> None:
+    """TaskDeclarationError unless each limit is None or a number in its range: `max_running`
+    a whole number from 1 to MAX_RUNNING, `max_per_s` a finite number above 0, at most
+    MAX_PER_S."""
+    if max_running is not None and not (
+        isinstance(max_running, int)
+        and not isinstance(max_running, bool)
+        and 1 <= max_running <= MAX_RUNNING
+    ):
+        raise TaskDeclarationError(
+            f"task {task!r}: max_running must be a whole number from 1 to {MAX_RUNNING} "
+            f"(how many of its jobs may run at once across the cluster), not {max_running!r}; "
+            "leave it out for no limit"
+        )
+    if max_per_s is not None and not (
+        isinstance(max_per_s, int | float)
+        and not isinstance(max_per_s, bool)
+        and 0 < max_per_s <= MAX_PER_S  # NaN fails too
+    ):
+        raise TaskDeclarationError(
+            f"task {task!r}: max_per_s must be a number of starts per second above 0 and at "
+            f"most {MAX_PER_S:g} (0.5 is one start every 2 seconds), not {max_per_s!r}; "
+            "leave it out for no limit"
         )
 
 
@@ -539,6 +582,8 @@ class App:
         cancel_grace_s: float = ...,
         priority: int = ...,
         schedule: str | float | timedelta | None = ...,
+        max_running: int | None = ...,
+        max_per_s: float | None = ...,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -557,6 +602,8 @@ class App:
         cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
         priority: int = DEFAULT_PRIORITY,
         schedule: str | float | timedelta | None = None,
+        max_running: int | None = None,
+        max_per_s: float | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a function as a task: `@app.task` or `@app.task(name=..., retries=...)`.
 
@@ -574,30 +621,40 @@ class App:
         registered, for retries outside 0..MAX_RETRIES, a priority outside its range, a time
         limit that is not a finite number above 0, a `retry_on` that is not exception classes,
         and a negative delay, age or grace; ScheduleError for a malformed `schedule`.
+        `max_running` caps how many of its jobs run at once across the cluster, and `max_per_s`
+        how many start per second; the datastore enforces both, whatever the number of nodes
+        (see the README's "Concurrency and rate limits").
+
+        The errors other than ScheduleError are TaskDeclarationError (a ShoalError and a
+        ValueError); a limit that is not a number in its range is one too.
         """
 
         def register(f: Callable[..., Any]) -> Task:
             classes = (retry_on,) if isinstance(retry_on, type) else retry_on
-            options = TaskOptions(
-                name or f.__name__,
-                retries,
-                timeout_s,
-                backoff_s,
-                None if classes is None else tuple(classes),
-                max_backoff_s,
-                keep_succeeded_s,
-                keep_failed_s,
-                keep_cancelled_s,
-                cancel_grace_s,
-                priority,
-            )
             try:
+                options = TaskOptions(
+                    name or f.__name__,
+                    retries,
+                    timeout_s,
+                    backoff_s,
+                    None if classes is None else tuple(classes),
+                    max_backoff_s,
+                    keep_succeeded_s,
+                    keep_failed_s,
+                    keep_cancelled_s,
+                    cancel_grace_s,
+                    priority,
+                    max_running,
+                    max_per_s,
+                )
                 check_schedule(retries, timeout_s, 0.0)
                 check_priority(priority)
-            except SubmitError as exc:
-                raise ValueError(str(exc)) from None
+            except (SubmitError, ValueError) as exc:
+                if isinstance(exc, TaskDeclarationError):
+                    raise
+                raise TaskDeclarationError(str(exc)) from None
             if options.name in self.tasks:
-                raise ValueError(f"a task named {options.name!r} is already registered")
+                raise TaskDeclarationError(f"a task named {options.name!r} is already registered")
             task = Task(self, f, options)
             if schedule is not None:  # checked before the task is registered: all or nothing
                 self._check_schedule_name(options.name)
@@ -686,6 +743,11 @@ class App:
         return ScheduleSpec(
             name, task.name, cron, every, zone, job.args_json, job.kwargs_json, policy
         )
+
+    def task_limits(self) -> list[TaskLimit]:
+        """The limits of every task that declares any, by task name."""
+        found = (t.options.limit for _, t in sorted(self.tasks.items()))
+        return [limit for limit in found if limit is not None]
 
     def get_task(self, name: str) -> Task:
         try:

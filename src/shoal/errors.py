@@ -19,6 +19,10 @@ class ScheduleError(ConfigError):
     """A periodic schedule is malformed: its cron expression, time zone, interval or arguments."""
 
 
+class TaskDeclarationError(ConfigError, ValueError):
+    """`@app.task` was given an option it cannot take (a ValueError too, as it always was)."""
+
+
 class DatastoreUnavailable(ShoalError):
     """The datastore cannot be reached or refused the connection."""
 

@@ -42,6 +42,29 @@ class EventKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class TaskLimit:
+    """A task's cluster-wide limits, as a node declares them when it registers.
+
+    `max_running`: at most this many of its jobs running at once across the cluster (claimed
+    jobs count, prefetched or started). `max_per_s`: at most this many starts per second (see
+    `store.rules.rate_window` for the exact window). None: no such limit.
+    """
+
+    task: str
+    max_running: int | None = None
+    max_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskLimitUse:
+    """A task's limits as the datastore holds them, with their current use."""
+
+    limit: TaskLimit
+    running: int  # its jobs running now
+    recent_starts: int  # starts within the rate window ending now (0 without a rate limit)
+
+
+@dataclass(frozen=True)
 class NewJob:
     """A validated job ready to insert: arguments already encoded as JSON text.
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shoal.model import JobState, NewJob, ScheduledJob, ScheduleSpec
+from shoal.model import JobState, NewJob, NodeState, ScheduledJob, ScheduleSpec, TaskLimit
 from shoal.observer.server import create_app
 from shoal.store import Store
 
@@ -344,3 +344,19 @@ def test_schedules_page_shows_hostile_names_as_text(obs_store: Store, client: Te
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and hostile not in html
     assert "t&lt;b&gt;" in html and "0 3 * * * (Europe/Paris)" in html and "never" in html
     assert "03:00:00 CE" in html  # the next run, in the schedule's own zone
+
+
+def test_overview_lists_task_limits_and_their_use(obs_store: Store, client: TestClient):
+    limits = [TaskLimit("resize", 3, 2.5)]
+    node = obs_store.register_node("alpha", "host", 1, 4, ["resize"], 30.0, limits)
+    assert obs_store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+
+    body = client.get("/api/overview").json()
+
+    assert body["limits"] == [
+        {
+            "limit": {"task": "resize", "max_running": 3, "max_per_s": 2.5},
+            "running": 0,
+            "recent_starts": 0,
+        }
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from shoal.model import JobFilter, JobState, NodeState
+from shoal.model import JobFilter, JobState, NewJob, NodeState, TaskLimit
 from shoal.observer import terminal
 from shoal.observer.format import compact_ranges, format_age
 from shoal.observer.views import read_status
@@ -111,3 +111,27 @@ def test_top_and_status_draw_one_view(obs_store: Store):
         viewed.state.value,
     )
     assert document["jobs"] == status.jobs_by_state
+
+
+def test_status_shows_each_task_limit_and_its_use(obs_store: Store):
+    limits = [TaskLimit("x[/red]\x1b[2J", 2, None), TaskLimit("mail", None, 5.0)]
+    node = obs_store.register_node("alpha", "host", 1, 4, ["mail", "x[/red]\x1b[2J"], 30.0, limits)
+    assert obs_store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    obs_store.submit_jobs([NewJob("mail", "[]", "{}") for _ in range(3)])
+    assert len(obs_store.claim_jobs(node.id, 4)) == 3
+    status = read_status(obs_store)
+    console = Console(width=140, record=True, color_system=None)
+    console.print(terminal.render_status(status))
+    text = console.export_text()
+    assert "Task limits" in text and "3 / 5" in text and "0 / 2" in text
+    assert "x[/red]\\x1b[2J" in text and "\x1b" not in text  # a task name is data, not markup
+    assert terminal.status_document(status)["limits"] == [
+        {"task": "mail", "max_running": None, "max_per_s": 5.0, "running": 3, "recent_starts": 3},
+        {
+            "task": "x[/red]\x1b[2J",
+            "max_running": 2,
+            "max_per_s": None,
+            "running": 0,
+            "recent_starts": 0,
+        },
+    ]

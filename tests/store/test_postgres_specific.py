@@ -32,6 +32,7 @@ from shoal.model import (
     NodeState,
     Outcome,
     Submitted,
+    TaskLimit,
 )
 from shoal.store import open_store
 from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
@@ -414,6 +415,8 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
         plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + q.CLAIM, params))
     assert "jobs_queued_partition" in plan
     assert "Seq Scan on jobs" not in plan
+    # A probe in id order per partition, not a read of every queued job of it and a sort.
+    assert "Bitmap Heap Scan on jobs q" not in plan
     assert len(store.claim_jobs(node.id, 200)) == 200
 
 
@@ -547,6 +550,10 @@ def test_documented_roles_can_do_their_jobs_and_no_more(url: str) -> None:
         jobs = node_store.claim_jobs(node.id, 3)
         assert node_store.finish_jobs(node.id, [Outcome(j.id, 1, True, "1") for j in jobs])
         node_store.request_pause("a", True)
+        # A first limit locks the jobs table to count; a later registration lifts it.
+        node_store.register_node("b", "host", 1, 4, ["t"], 30.0, [TaskLimit("t", 2)])
+        node_store.register_node("c", "host", 1, 4, ["t"], 30.0)
+        assert node_store.read_task_limits() == []
         node_store.record_sample(60.0)
         node_store.mark_dead_nodes()
         assert node_store.wait_for_work(node.id, 0.01)

@@ -100,3 +100,10 @@ def unheeding(seconds: float) -> str:
 def stamp(n: int) -> int:
     """The moment it ran, on the host's monotonic clock: one node's run order, read back."""
     return time.monotonic_ns()
+
+
+@app.task(max_running=2)
+def narrow(n: int, sleep_s: float = 0.05) -> int:
+    """At most two of these run at once across the cluster, however many nodes there are."""
+    time.sleep(sleep_s)
+    return n

@@ -22,6 +22,9 @@ class NodeConfig:
     heartbeat_s: float = 1.0
     poll_s: float = 0.02  # how often an idle node looks for work (without notifications)
     notified_poll_s: float = 1.0  # the fallback poll when the datastore sends wake-ups
+    # The longest an idle node waits between looks while its app declares a rate limit: a rate
+    # window reopens as time passes, which no wake-up announces.
+    rate_poll_s: float = 0.25
     grace_s: float = 30.0  # how long SIGTERM waits for in-flight jobs before releasing them
     idle_grace_s: float = 1.0  # idle this long before working -> waiting (no flapping per job)
     progress_flush_s: float = 0.25

@@ -264,7 +264,7 @@ class Node:
                 Pruner.for_app(self.store, self.app, self.node_id),
                 Scheduler(self.store, self.app),
             ),
-            idle_poll_s=self.config.notified_poll_s if notified else self.config.poll_s,
+            idle_poll_s=self._idle_poll_s(notified),
             interruptions_seen=self.store.interruptions,
             last_flush=now,
             last_beat=now,
@@ -274,6 +274,13 @@ class Node:
         if notified:
             self._start_waker(executor)
         self.loop = loop
+
+    def _idle_poll_s(self, notified: bool) -> float:
+        """How long an idle turn waits for events: shorter while a task has a rate limit."""
+        poll_s = self.config.notified_poll_s if notified else self.config.poll_s
+        if any(limit.max_per_s is not None for limit in self.app.task_limits()):
+            poll_s = min(poll_s, self.config.rate_poll_s)
+        return poll_s
 
     def _register(self) -> Executor:
         """Register, make the workers, move to waiting; returns the workers."""
@@ -285,6 +292,7 @@ class Node:
                 self.config.concurrency,
                 sorted(self.app.tasks),
                 self.config.lease_s,
+                self.app.task_limits(),
             )
         )
         self.node_id, self.state = record.id, NodeState.INITIALIZING

@@ -65,7 +65,10 @@ def render_status(status: Status, title: str = "Shoal") -> RenderableType:
         f"  {status.partitions} partitions · epoch {status.epoch} · {live} live node",
         "" if live == 1 else "s",
     )
-    return Group(header, _nodes_table(status), _running_table(status), _queue_line(status))
+    parts: list[RenderableType] = [header, _nodes_table(status), _running_table(status)]
+    if status.limits:
+        parts.append(_limits_table(status))
+    return Group(*parts, _queue_line(status))
 
 
 def status_document(status: Status) -> dict[str, Any]:
@@ -75,6 +78,16 @@ def status_document(status: Status) -> dict[str, Any]:
         "epoch": status.epoch,
         "nodes": [_node_document(node) for node in status.nodes],
         "jobs": status.jobs_by_state,
+        "limits": [
+            {
+                "task": use.limit.task,
+                "max_running": use.limit.max_running,
+                "max_per_s": use.limit.max_per_s,
+                "running": use.running,
+                "recent_starts": use.recent_starts,
+            }
+            for use in status.limits
+        ],
     }
 
 
@@ -151,6 +164,21 @@ def _running_message(job: RunningJob) -> Text:
     if not job.cancel_requested:
         return message
     return Text.assemble(Text("cancel requested ", style="bold red"), message)
+
+
+def _limits_table(status: Status) -> Table:
+    """Each limited task: its limits and how much of them is in use now."""
+    table = Table(title="Task limits", title_justify="left", expand=True, show_edge=False)
+    table.add_column("task", no_wrap=True, max_width=28)
+    table.add_column("running / max", justify="right", no_wrap=True)
+    table.add_column("starts in window / max per s", justify="right", no_wrap=True)
+    for use in status.limits:
+        limit = use.limit
+        full = limit.max_running is not None and use.running >= limit.max_running
+        running = f"{use.running} / {limit.max_running if limit.max_running else '—'}"
+        rate = "—" if limit.max_per_s is None else f"{use.recent_starts} / {limit.max_per_s:g}"
+        table.add_row(data(limit.task), Text(running, style="yellow" if full else ""), rate)
+    return table
 
 
 def _running_table(status: Status) -> Table:

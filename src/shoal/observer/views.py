@@ -8,10 +8,11 @@ one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.assignment import moved
@@ -26,6 +27,7 @@ from shoal.model import (
     NodeRecord,
     NodeState,
     Sample,
+    TaskLimitUse,
 )
 from shoal.observer.format import compact_ranges
 from shoal.store.port import Store
@@ -114,6 +116,8 @@ class Overview:
     events: list[Event]
     # Where the stored history begins (retention deletes what is older); None: no history yet.
     history_from: float | None = None
+    # Each task with cluster-wide limits, with its use now.
+    limits: list[TaskLimitUse] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,15 +132,18 @@ class Status:
     jobs_by_state: dict[str, int]
     oldest_queued_age_s: float | None
     running_jobs: list[RunningJob]
+    # Each task with cluster-wide limits, with its use now (a read of a table of a few rows).
+    limits: list[TaskLimitUse] = field(default_factory=list)
 
 
 def read_status(store: Store, running_limit: int = MAX_RUNNING_JOBS) -> Status:
-    """Three short reads: the cluster row with its nodes and counts, the running jobs, and the
-    runnable backlog per partition."""
+    """Four short reads: the cluster row with its nodes and counts, the running jobs, the
+    runnable backlog per partition, and the task limits with their use."""
     view = store.read_cluster()
     running = store.list_jobs(JobFilter(state=JobState.RUNNING), limit=running_limit)
     waiting = backlog_by_node(view, store.read_load().backlog)
-    return status_of(view, running, store.url_for_display, waiting)
+    status = status_of(view, running, store.url_for_display, waiting)
+    return dataclasses.replace(status, limits=store.read_task_limits())
 
 
 def backlog_by_node(view: ClusterView, backlog: Mapping[int, Backlog]) -> dict[int, int]:
@@ -202,6 +209,7 @@ def read_overview(store: Store) -> Overview:
         ),
         events=events_with_moves(store, history)[-MAX_EVENTS:][::-1],
         history_from=store.read_history_start(),
+        limits=store.read_task_limits(),
     )
 
 

@@ -48,6 +48,8 @@ from shoal.model import (
     ScheduleSpec,
     ScheduleTick,
     Submitted,
+    TaskLimit,
+    TaskLimitUse,
 )
 from shoal.store import rules
 from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
@@ -65,6 +67,7 @@ class NewNode:
     concurrency: int
     tasks: tuple[str, ...]
     lease_s: float
+    limits: tuple[TaskLimit, ...] = ()  # the limits its tasks declare, by task
 
 
 class Store(ABC):
@@ -164,12 +167,17 @@ class Store(ABC):
         concurrency: int,
         tasks: Sequence[str],
         lease_s: float,
+        limits: Sequence[TaskLimit] = (),
     ) -> NodeRecord:
         """Add a node in state `initializing` with a fresh id and a lease of `lease_s`.
 
-        Raises NodeNameTaken if a node with this name is not dead. Records history.
+        Raises NodeNameTaken if a node with this name is not dead. Records history. In the same
+        transaction, the node's `limits` become the cluster's limits of those tasks, and its
+        other `tasks` lose any stored limit: the latest registration wins (`limits.declared`).
+        A task limited for the first time gets its running count from the jobs running now.
         """
-        new = NewNode(name, host, pid, concurrency, tuple(sorted(tasks)), lease_s)
+        ordered = tuple(sorted(limits, key=lambda lim: lim.task))
+        new = NewNode(name, host, pid, concurrency, tuple(sorted(tasks)), lease_s, ordered)
         return self.read_written_node(self.insert_node(new))
 
     @abstractmethod
@@ -277,6 +285,13 @@ class Store(ABC):
         Succeeds only while the node is eligible (waiting/working, no pause requested) and for
         partitions it owns. Each claimed job becomes running with claimer = node_id and
         attempts + 1. Moves the node waiting -> working (with history) when it claims any.
+
+        A job of a task with limits is claimed only while they leave room, counted over the
+        whole cluster (every node's claims of that task are serialised): never more than
+        `max_running` of its jobs running, never more starts than `max_per_s` allows in its
+        window. A job skipped for a limit stays queued and does not hold up younger jobs of
+        other tasks. Every way a job leaves `running` (finish, retry, release, the requeue of
+        a dead node's jobs) gives its room back in the same transaction.
         """
 
     @abstractmethod
@@ -414,6 +429,10 @@ class Store(ABC):
 
     @abstractmethod
     def read_samples(self, since: float, until: float | None = None) -> list[Sample]: ...
+
+    @abstractmethod
+    def read_task_limits(self) -> list[TaskLimitUse]:
+        """Every task with a limit, by name, with its running jobs and recent starts now."""
 
     @abstractmethod
     def count_jobs_by_task(self) -> dict[tuple[str, JobState], int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from shoal.load import Move, MoveKind
+from shoal.model import TaskLimit
 
 # The parts of a requeued or failed job's error that SQL fills in per row: the markers stand for
 # the job's attempt number and its maximum (see `orphan_failed_tail`).
@@ -152,3 +153,20 @@ CANCELLED_QUEUED = "cancelled before it started"
 CANCELLED_RUNNING = "cancelled while running: "
 CANCEL_FINISHED_ANYWAY = "the task finished after the request; its result was discarded"
 CANCEL_NODE_STOPPED = "its node stopped before the task did"
+
+
+def limits_changed(task: str, before: TaskLimit | None, after: TaskLimit | None, node: str) -> str:
+    """The log line for a registration that changed a task's cluster-wide limits."""
+    was, now = _limits(before), _limits(after)
+    return f"node {node!r} changed the limits of task {task!r}: {was} -> {now}"
+
+
+def _limits(limit: TaskLimit | None) -> str:
+    if limit is None or (limit.max_running is None and limit.max_per_s is None):
+        return "none"
+    parts = []
+    if limit.max_running is not None:
+        parts.append(f"max_running={limit.max_running}")
+    if limit.max_per_s is not None:
+        parts.append(f"max_per_s={limit.max_per_s:g}")
+    return ", ".join(parts)

@@ -9,6 +9,7 @@ running jobs back to the queue. A registration or state change retried after its
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import psycopg.errors as pgerr
@@ -16,11 +17,13 @@ import psycopg.errors as pgerr
 from shoal import states
 from shoal.errors import NodeNameTaken
 from shoal.load import Backlog, Move, NodeLoad
-from shoal.model import Heartbeat, NodeState
-from shoal.store import rules, texts
+from shoal.model import Heartbeat, NodeState, TaskLimit
+from shoal.store import limits, rules, texts
 from shoal.store.port import NewNode
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, homes, owners, scalar
+
+log = logging.getLogger("shoal.store.postgres")
 
 
 def register(conn: Conn, retried: bool, new: NewNode) -> int:
@@ -30,6 +33,13 @@ def register(conn: Conn, retried: bool, new: NewNode) -> int:
         if row is not None:
             return int(row[0])
     with conn.transaction():
+        stored = read_stored_limits(conn, new)
+        first = any(lim.task not in stored for lim in limits.declared(new.tasks, new.limits)[0])
+        if first:
+            # A first limit counts the task's running jobs with no job write in flight (see
+            # LOCK_JOBS), locked after the cluster row, as every change of membership locks them.
+            conn.execute(q.LOCK_CLUSTER)
+            conn.execute(q.LOCK_JOBS)
         # A node that crashed under this name frees it once its lease has expired.
         if conn.execute(q.ANY_EXPIRED).fetchone():
             conn.execute(q.LOCK_CLUSTER)
@@ -46,7 +56,36 @@ def register(conn: Conn, retried: bool, new: NewNode) -> int:
             raise NodeNameTaken(texts.name_taken(new.name)) from None
         event = (node_id, new.name, None, NodeState.INITIALIZING.value, texts.REGISTERED)
         conn.execute(q.NODE_STATE_EVENT, event)
+        write_limits(conn, new, stored, first)
         return node_id
+
+
+def read_stored_limits(conn: Conn, new: NewNode) -> dict[str, TaskLimit]:
+    rows = conn.execute(q.STORED_LIMITS, (list(new.tasks),)).fetchall()
+    return {str(r[0]): TaskLimit(str(r[0]), r[1], r[2]) for r in rows}
+
+
+def write_limits(conn: Conn, new: NewNode, stored: dict[str, TaskLimit], first: bool) -> None:
+    """Make the node's declared limits the cluster's (the latest registration wins, see
+    `limits.declared`), inside the registration's transaction; `stored` is what it found, and
+    `first` whether it holds LOCK_JOBS to create rows."""
+    limited, cleared = limits.declared(new.tasks, new.limits)
+    changed = limits.changes(stored, limited, cleared)
+    if not changed:
+        return
+    if limited:
+        conn.execute(
+            q.UPSERT_LIMITS if first else q.UPDATE_LIMITS,
+            {
+                "tasks": [lim.task for lim in limited],
+                "max_running": [lim.max_running for lim in limited],
+                "max_per_s": [lim.max_per_s for lim in limited],
+            },
+        )
+    if cleared:
+        conn.execute(q.CLEAR_LIMITS, (cleared,))
+    for task, before, after in changed:
+        log.info("%s", texts.limits_changed(task, before, after, new.name))
 
 
 def apply_state(

@@ -70,6 +70,80 @@ def _moved_from(old: str, moved: str) -> str:
     return f"SELECT task, state, 1 FROM {moved} UNION ALL SELECT task, '{old}', -1 FROM {moved}"
 
 
+# -- task limits (see store/limits.py for the rules these state in SQL) --------------------------
+
+# A room larger than any batch: what a limit that is not set leaves.
+_NO_LIMIT = "2147483647"
+
+
+def _rate_k(row: str) -> str:
+    """`limits.rate_window`'s k for the limits row `row` (NULL without a rate limit; at least
+    1, as max_per_s > 0: not `greatest(1, ...)`, which would turn NULL into 1)."""
+    return f"ceil({row}.max_per_s)"
+
+
+def _rate_window_s(row: str) -> str:
+    return f"({_rate_k(row)} / {row}.max_per_s)"
+
+
+def is_limited(row: str) -> str:
+    """Whether the limits row `row` limits its task. A row whose limits were lifted stays,
+    dormant (nodes need no DELETE grant): nothing counts into it or locks it until a later
+    registration limits the task again and counts its running jobs afresh."""
+    return f"({row}.max_running IS NOT NULL OR {row}.max_per_s IS NOT NULL)"
+
+
+def limit_room(row: str) -> str:
+    """How many more jobs of the limits row `row`'s task may start now (`limits.room`)."""
+    return f"""least(
+        coalesce({row}.max_running - {row}.running, {_NO_LIMIT}),
+        coalesce({_rate_k(row)}::int - (SELECT count(*) FROM unnest({row}.starts) AS x
+                                       WHERE x > {NOW} - {_rate_window_s(row)}), {_NO_LIMIT}))"""
+
+
+def record_starts(row: str, n: str) -> str:
+    """The starts the limits row `row` keeps after `n` more now (`limits.record_starts`)."""
+    return f"""CASE WHEN {row}.max_per_s IS NULL THEN '{{}}'::float8[] ELSE ARRAY(
+        SELECT x FROM (SELECT x FROM unnest({row}.starts || array_fill({NOW}, ARRAY[{n}::int])) x
+                       WHERE x > {NOW} - {_rate_window_s(row)}
+                       ORDER BY x DESC LIMIT {_rate_k(row)}) kept
+        ORDER BY x) END"""
+
+
+# The tasks whose limits leave no room now, as this statement's snapshot sees them (no lock).
+FULL_TASKS = f"ARRAY(SELECT l.task FROM task_limits l WHERE {limit_room('l')} <= 0)"
+
+
+def give_back_room(moved: str) -> str:
+    """CTEs that give back the room of the jobs in CTE `moved` (column task) that have left
+    `running`, then `left_running`: `moved`'s rows, for the job counters.
+
+    The limits rows are locked in task order, as every claim locks them, before any counter
+    row: `left_running` reads only once `freeing` has locked them all, and the counters are
+    written from it. With every writer taking limits rows before counter rows, and each kind
+    in one order, two statements never wait for each other in a circle. A task whose running
+    count falls below its limit wakes every node (its queued jobs may be anywhere). Tasks
+    without limits have no row: nothing is locked for them.
+    """
+    return f"""
+freeing AS MATERIALIZED (
+    SELECT l.task FROM task_limits l
+    WHERE l.task IN (SELECT task FROM {moved}) AND {is_limited("l")}
+    ORDER BY l.task
+    FOR NO KEY UPDATE
+), freed AS (
+    UPDATE task_limits l SET running = l.running - g.n
+    FROM (SELECT task, count(*) AS n FROM {moved} GROUP BY task) g
+    WHERE l.task = g.task AND l.task IN (SELECT task FROM freeing)
+    RETURNING l.running < l.max_running AND l.running + g.n >= l.max_running AS reopened
+), woken AS (
+    SELECT pg_notify('shoal_jobs', '*') FROM freed WHERE reopened LIMIT 1
+), left_running AS (
+    SELECT m.task, m.state FROM {moved} m
+    WHERE (SELECT count(*) FROM freeing) >= 0 AND (SELECT count(*) FROM woken) >= 0
+)"""
+
+
 COUNT_BY_STATE = "SELECT state, sum(n) FROM job_counts GROUP BY state"
 COUNT_BY_TASK = "SELECT task, state, sum(n) FROM job_counts GROUP BY task, state HAVING sum(n) <> 0"
 
@@ -155,6 +229,12 @@ KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
 # `cap` is generous enough that with ids spread round-robin over partitions the batch is exactly
 # the section's first runnable jobs. The claimed jobs are counted from queued to running in the
 # node's counter shard.
+#
+# Task limits are one step of their own (`seen`, `within`; `gate`, `admitted`, `started`):
+# candidates leave out the tasks with no room as the snapshot sees them, and at most each
+# limited task's room of its jobs; the picked jobs' limits rows are then locked and the batch cut
+# to the room they leave; the claimed jobs count into those rows. Jobs of tasks without limits
+# lock no limits row (they have none).
 CLAIM = f"""
 WITH me AS (
     SELECT section,
@@ -163,14 +243,23 @@ WITH me AS (
     FROM nodes
     WHERE id = %(node)s AND {ELIGIBLE_SQL}
     FOR NO KEY UPDATE
+), seen AS MATERIALIZED (
+    -- [limits] Each limited task's room as this statement's snapshot sees it, without a lock
+    -- (the exact room is read under the lock in `gate`). A task with none has no candidates,
+    -- so a backlog of its jobs holds up no younger job of another task.
+    SELECT l.task, {limit_room("l")} AS room FROM task_limits l WHERE {is_limited("l")}
 ), candidates AS MATERIALIZED (
     -- The first few runnable jobs of each owned partition, computed once. Materialised so the
     -- planner cannot re-run this per row of the queue: with statistics gathered before a burst
     -- of submits it once did, and a claim over a 1M-row table took 37 s instead of milliseconds.
-    SELECT s.partition, c.id, c.priority FROM me CROSS JOIN unnest(me.section) AS s(partition)
+    SELECT s.partition, c.id, c.priority, c.task
+    FROM me CROSS JOIN unnest(me.section) AS s(partition)
     CROSS JOIN LATERAL (
-        SELECT q.id, q.priority FROM jobs q
+        SELECT q.id, q.priority, q.task FROM jobs q
         WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+          -- [limits] `task || ''` has no statistics: with one task in the queue the planner
+          -- took `task <> ALL` to match nothing and read every job of each partition.
+          AND (q.task || '') <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
         ORDER BY q.partition, q.priority DESC, q.id LIMIT me.cap
     ) c
 ), floor AS (
@@ -182,22 +271,53 @@ WITH me AS (
         SELECT min(priority) AS low FROM candidates GROUP BY partition
         HAVING count(*) >= (SELECT cap FROM me)
     ) full_partitions
+), within AS (
+    -- [limits] At most each limited task's room (as seen) of its candidates above the floor,
+    -- in claim order.
+    SELECT r.id FROM (
+        SELECT c.id, c.task,
+               row_number() OVER (PARTITION BY c.task ORDER BY c.priority DESC, c.id) AS nth
+        FROM candidates c, floor f
+        WHERE f.priority IS NULL OR c.priority >= f.priority
+    ) r LEFT JOIN seen ON seen.task = r.task
+    WHERE seen.task IS NULL OR r.nth <= seen.room
 ), picked AS (
     -- Re-checked through the primary key: `state || ''` matches no partial index, so stale
     -- statistics cannot turn this into a scan of the whole queue.
-    SELECT j.id FROM jobs j
-    WHERE j.id = ANY(ARRAY(SELECT c.id FROM candidates c, floor f
-                           WHERE f.priority IS NULL OR c.priority >= f.priority))
+    SELECT j.id, j.task, j.priority FROM jobs j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM within))
       AND j.state || '' = 'queued' AND j.run_after <= {NOW}
     ORDER BY j.priority DESC, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
+), gate AS MATERIALIZED (
+    -- [limits] The picked jobs' limits rows, locked in task order (as every writer of them
+    -- locks them): claims of one limited task apply one at a time across the cluster. A row
+    -- this waited for is read as its latest committed version (READ COMMITTED re-reads a row
+    -- it had to wait to lock), so `running` and `starts`, and so the room, are exact.
+    SELECT l.task, {limit_room("l")} AS room FROM task_limits l
+    WHERE l.task IN (SELECT task FROM picked) AND {is_limited("l")}
+    ORDER BY l.task
+    FOR NO KEY UPDATE
+), admitted AS (
+    -- [limits] The picked jobs that fit: all of tasks without limits, the room of the others.
+    SELECT r.id FROM (
+        SELECT p.id, p.task,
+               row_number() OVER (PARTITION BY p.task ORDER BY p.priority DESC, p.id) AS nth
+        FROM picked p
+    ) r LEFT JOIN gate g ON g.task = r.task
+    WHERE g.task IS NULL OR r.nth <= g.room
 ), claimed AS (
     UPDATE jobs j
     SET state = 'running', claimer = %(node)s, claim_token = %(token)s,
         attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
-    FROM picked WHERE j.id = picked.id
+    FROM admitted WHERE j.id = admitted.id
     RETURNING j.*
+), started AS (
+    -- [limits] The claimed jobs count into their limits rows (locked above).
+    UPDATE task_limits l SET running = l.running + c.n, starts = {record_starts("l", "c.n")}
+    FROM (SELECT task, count(*) AS n FROM claimed GROUP BY task) c
+    WHERE l.task = c.task AND l.task IN (SELECT task FROM gate)
 ), tallied AS (
     {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
 ), flipped AS (
@@ -214,11 +334,14 @@ SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
 # Idle nodes poll: look without locking anything before claiming. One probe per owned partition
 # (a LATERAL with LIMIT stays a probe whatever the statistics say: with statistics taken while
 # no job was queued, the planner once hashed every queued job of the table on each look).
+# Jobs of tasks whose limits leave no room do not count: a node does not claim in vain, again
+# and again, while they wait (a finish that makes room wakes the nodes, see `give_back_room`).
 ANY_CLAIMABLE = f"""
 SELECT 1 FROM nodes n CROSS JOIN unnest(n.section) AS s(partition)
 CROSS JOIN LATERAL (
     SELECT 1 FROM jobs j
     WHERE j.partition = s.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+      AND (j.task || '') <> ALL ({FULL_TASKS})  -- no statistics, as in CLAIM
     LIMIT 1
 ) found
 WHERE n.id = %s
@@ -288,8 +411,8 @@ me AS (
 def _counted(done: str) -> str:
     """CTEs counting the finished jobs of `done` out of running, and into the node's processed
     and failed counters (failed: every outcome but a success)."""
-    return f"""tallied AS (
-    {add_counts(_moved_from("running", done), "%(shard)s")}
+    return f"""{give_back_room(done)}, tallied AS (
+    {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
 ), counted AS (
     UPDATE nodes SET processed = processed + (SELECT count(*) FROM {done}),
                      failed = failed + (SELECT count(*) FROM {done} WHERE state <> 'succeeded')
@@ -372,8 +495,8 @@ WITH released AS (
     WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'running'
       AND cancel_requested_at IS NULL
     RETURNING task, state
-), tallied AS (
-    {add_counts(_moved_from("running", "released"), "%(shard)s")}
+), {give_back_room("released")}, tallied AS (
+    {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
 )
 SELECT count(*), pg_notify('shoal_jobs', '*') FROM released HAVING count(*) > 0
 """
@@ -385,8 +508,8 @@ WITH ended AS (
     WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'running'
       AND cancel_requested_at IS NOT NULL
     RETURNING task, state
-), tallied AS (
-    {add_counts(_moved_from("running", "ended"), "%(shard)s")}
+), {give_back_room("ended")}, tallied AS (
+    {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
 )
 SELECT count(*) FROM ended
 """
@@ -433,6 +556,48 @@ VALUES (%(name)s, 'initializing', %(host)s, %(pid)s, %(concurrency)s, %(tasks)s,
 RETURNING id
 """
 
+# A registration's limits (see `nodes.write_limits`). A task limited for the first time counts
+# the jobs of it running now, under LOCK_JOBS (below): no statement that moves a job into or out
+# of `running` is in flight then, so the count is exact, and every later one sees the row.
+STORED_LIMITS = f"""
+SELECT l.task, l.max_running, l.max_per_s FROM task_limits l
+WHERE l.task = ANY (%s) AND {is_limited("l")}
+"""
+LOCK_JOBS = "LOCK TABLE jobs IN SHARE MODE"
+UPSERT_LIMITS = f"""
+INSERT INTO task_limits AS l (task, max_running, max_per_s, running)
+SELECT u.task, u.max_running, u.max_per_s,
+       (SELECT coalesce(sum(c.n), 0) FROM job_counts c WHERE c.task = u.task
+                                                        AND c.state = 'running')
+FROM unnest(%(tasks)s::text[], %(max_running)s::int[], %(max_per_s)s::float8[])
+     AS u(task, max_running, max_per_s)
+ORDER BY u.task
+ON CONFLICT (task) DO UPDATE SET
+    max_running = excluded.max_running, max_per_s = excluded.max_per_s,
+    -- a dormant row (see `is_limited`) starts counting afresh
+    running = CASE WHEN {is_limited("l")} THEN l.running ELSE excluded.running END,
+    starts = CASE WHEN {is_limited("l")} THEN l.starts ELSE '{{}}' END
+"""
+# New limits for tasks that all have a row already: no row is created without the count above
+# (a row lifted meanwhile by another registration stays lifted: that one came later).
+UPDATE_LIMITS = f"""
+WITH locked AS MATERIALIZED (
+    SELECT l.task FROM task_limits l WHERE l.task = ANY (%(tasks)s::text[]) AND {is_limited("l")}
+    ORDER BY l.task
+    FOR NO KEY UPDATE
+)
+UPDATE task_limits l SET max_running = u.max_running, max_per_s = u.max_per_s
+FROM unnest(%(tasks)s::text[], %(max_running)s::int[], %(max_per_s)s::float8[])
+     AS u(task, max_running, max_per_s)
+WHERE l.task = u.task AND l.task IN (SELECT task FROM locked)
+"""
+# Limits lifted: the rows go dormant (see `is_limited`), locked in task order first as every
+# writer locks them.
+CLEAR_LIMITS = """
+UPDATE task_limits SET max_running = NULL, max_per_s = NULL, running = 0, starts = '{}'
+WHERE task IN (SELECT task FROM task_limits WHERE task = ANY (%s) ORDER BY task FOR UPDATE)
+"""
+
 NODE_STATE_EVENT = f"""
 INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
 VALUES ({NOW}, 'node_state', %s, %s, %s, %s, %s)
@@ -477,8 +642,8 @@ WITH orphans AS (
             %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
     WHERE state = 'running' AND claimer = %(node)s AND cancel_requested_at IS NULL
     RETURNING task, state
-), tallied AS (
-    {add_counts(_moved_from("running", "orphans"), "%(shard)s")}
+), {give_back_room("orphans")}, tallied AS (
+    {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
 )
 SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
 """
@@ -489,8 +654,8 @@ WITH ended AS (
                     finished_at = {NOW}, error = %(error)s
     WHERE state = 'running' AND claimer = %(node)s AND cancel_requested_at IS NOT NULL
     RETURNING task, state
-), tallied AS (
-    {add_counts(_moved_from("running", "ended"), "%(shard)s")}
+), {give_back_room("ended")}, tallied AS (
+    {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
 )
 SELECT count(*) FROM ended
 """
@@ -614,6 +779,11 @@ LIST_FINISHED = (
     f"SELECT {JOB_COLUMNS} FROM jobs WHERE finished_at >= %s ORDER BY finished_at, id LIMIT %s"
 )
 SECTION_OF_NODE = "SELECT section FROM nodes WHERE id = %s"
+READ_TASK_LIMITS = f"""
+SELECT l.task, l.max_running, l.max_per_s, l.running,
+       (SELECT count(*) FROM unnest(l.starts) AS x WHERE x > {NOW} - {_rate_window_s("l")})
+FROM task_limits l WHERE {is_limited("l")} ORDER BY l.task
+"""
 
 # -- nodes ----------------------------------------------------------------------------------------
 

@@ -115,6 +115,13 @@ def running_attempts(conn: Conn, node_id: int) -> list[tuple[int, int]]:
     return [(int(r[0]), int(r[1])) for r in conn.execute(q.RUNNING_ATTEMPTS, (node_id,))]
 
 
+def read_task_limits(conn: Conn) -> list[model.TaskLimitUse]:
+    return [
+        model.TaskLimitUse(model.TaskLimit(str(r[0]), r[1], r[2]), int(r[3]), int(r[4]))
+        for r in conn.execute(q.READ_TASK_LIMITS)
+    ]
+
+
 def section_of_node(conn: Conn, node_id: int) -> frozenset[int]:
     row = conn.execute(q.SECTION_OF_NODE, (node_id,)).fetchone()
     return frozenset(row[0]) if row else frozenset()

@@ -300,6 +300,9 @@ class PostgresStore(Store):
     def read_samples(self, since: float, until: float | None = None) -> list[model.Sample]:
         return self._db.run("read samples", lambda c, _: reads.read_samples(c, since, until))
 
+    def read_task_limits(self) -> list[model.TaskLimitUse]:
+        return self._db.run("read task limits", lambda c, _: reads.read_task_limits(c))
+
     def count_jobs_by_task(self) -> dict[tuple[str, model.JobState], int]:
         return self._db.run("count jobs by task", lambda c, _: reads.count_jobs_by_task(c))
 

@@ -7,6 +7,7 @@ transaction whose statements are small and indexed, so the single writer holds t
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -22,7 +23,8 @@ from shoal.model import (
     ProgressUpdate,
     Submitted,
 )
-from shoal.store import rules, texts
+from shoal.store import limits, rules, texts
+from shoal.store.sqlite import limits as task_limits
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.nodes import add_counts, move_node
 from shoal.store.sqlite.reads import count_by_state, job_from_row, oldest_queued_age
@@ -83,18 +85,45 @@ def cancel_requests(cur: sqlite3.Cursor, node_id: int) -> list[CancelRequest]:
 
 
 def any_claimable(cur: sqlite3.Cursor, now: float, node_id: int) -> bool:
-    return (
-        cur.execute(q.ANY_CLAIMABLE, {"now": now, "node": node_id, "limit": 1}).fetchone()
-        is not None
-    )
+    """Whether the node could claim a job now; jobs of tasks whose limits leave no room do not
+    count, so an idle node does not take the write lock for them again and again."""
+    stored = task_limits.read_limits(cur)
+    if not stored:
+        params = {"now": now, "node": node_id, "limit": 1}
+        return cur.execute(q.ANY_CLAIMABLE, params).fetchone() is not None
+    full = task_limits.full_tasks(task_limits.rooms(cur, now, stored))
+    looked = cur.execute(q.ANY_CLAIMABLE_WITHIN_LIMITS, {"now": now, "node": node_id, "full": full})
+    return looked.fetchone() is not None
 
 
 def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job]:
-    rows = cur.execute(q.CLAIM, {"node": node_id, "now": now, "limit": limit}).fetchall()
+    stored = task_limits.read_limits(cur)
+    if stored:
+        rows = claim_within_limits(cur, now, node_id, limit, stored)
+    else:
+        rows = cur.execute(q.CLAIM, {"node": node_id, "now": now, "limit": limit}).fetchall()
     if rows:
         move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
         add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
     return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
+
+
+def claim_within_limits(
+    cur: sqlite3.Cursor, now: float, node_id: int, limit: int, stored: task_limits.Stored
+) -> list[sqlite3.Row]:
+    """The claim when some task has limits: the section's runnable jobs in claim order, at most
+    each limited task's room of them, and their starts noted. This write transaction is the
+    only writer, so the room it counts is exact."""
+    room_of = task_limits.rooms(cur, now, stored)
+    params = {"now": now, "node": node_id, "full": task_limits.full_tasks(room_of)}
+    candidates = ((int(r[0]), str(r[1])) for r in cur.execute(q.PICK_WITHIN_LIMITS, params))
+    ids = limits.pick_within_limits(candidates, room_of, limit)
+    if not ids:
+        return []
+    rows = cur.execute(q.CLAIM_IDS, {"node": node_id, "now": now, "ids": json.dumps(ids)})
+    claimed = rows.fetchall()
+    task_limits.record_starts(cur, now, stored, (str(r["task"]) for r in claimed))
+    return claimed
 
 
 def record_progress(cur: sqlite3.Cursor, node_id: int, updates: Sequence[ProgressUpdate]) -> int:

@@ -20,6 +20,7 @@ from shoal.model import Heartbeat, JobState, NodeState
 from shoal.store import rules, texts
 from shoal.store.port import NewNode
 from shoal.store.sqlite import queries as q
+from shoal.store.sqlite.limits import write_limits
 from shoal.store.sqlite.reads import homes, owners, section_of, section_text
 
 
@@ -36,6 +37,7 @@ def register(cur: sqlite3.Cursor, now: float, new: NewNode) -> int:
     )
     node_id = int(cur.lastrowid or 0)
     record_state(cur, now, node_id, new.name, None, NodeState.INITIALIZING, texts.REGISTERED)
+    write_limits(cur, new)
     return node_id
 
 

@@ -75,6 +75,37 @@ CLAIM = (
     f" RETURNING {JOB_COLUMNS}"
 )
 
+# -- task limits (see store/limits.py) ------------------------------------------------------------
+
+# The claim of a node when some task has limits: the runnable queued jobs of its section in claim
+# order, leaving out the tasks with no room (:full, a JSON array); read until the batch is full.
+PICK_WITHIN_LIMITS = (
+    "SELECT id, task FROM jobs WHERE state = 'queued' AND run_after <= :now"
+    " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
+    " AND task NOT IN (SELECT value FROM json_each(:full)) ORDER BY priority DESC, id"
+)
+ANY_CLAIMABLE_WITHIN_LIMITS = f"{PICK_WITHIN_LIMITS} LIMIT 1"
+CLAIM_IDS = (
+    "UPDATE jobs SET state = 'running', claimer = :node, attempts = attempts + 1,"
+    " started_at = :now, progress = 0, progress_message = NULL"
+    " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"
+    f" AND EXISTS (SELECT 1 FROM nodes WHERE id = :node AND {ELIGIBLE_SQL})"
+    f" RETURNING {JOB_COLUMNS}"
+)
+READ_LIMITS = "SELECT task, max_running, max_per_s, starts FROM task_limits ORDER BY task"
+# Running jobs per task, from the counters: exact inside a write transaction.
+RUNNING_BY_TASK = (
+    "SELECT task, sum(n) FROM job_counts WHERE state = 'running'"
+    " AND task IN (SELECT value FROM json_each(?)) GROUP BY task"
+)
+SET_STARTS = "UPDATE task_limits SET starts = ? WHERE task = ?"
+UPSERT_LIMIT = (
+    "INSERT INTO task_limits (task, max_running, max_per_s) VALUES (?, ?, ?)"
+    " ON CONFLICT (task) DO UPDATE SET max_running = excluded.max_running,"
+    " max_per_s = excluded.max_per_s"
+)
+CLEAR_LIMIT = "DELETE FROM task_limits WHERE task = ?"
+
 PROGRESS = (
     "UPDATE jobs SET progress = ?, progress_message = ? WHERE id = ? AND claimer = ?"
     " AND attempts = ? AND state = 'running'"

@@ -15,7 +15,7 @@ from shoal.errors import DatastoreUnavailable, SchemaError
 from shoal.load import Move
 from shoal.store import rules, texts
 from shoal.store.port import NewNode, Store
-from shoal.store.sqlite import jobs, nodes, reads, retention, schedules, schema
+from shoal.store.sqlite import jobs, limits, nodes, reads, retention, schedules, schema
 from shoal.store.sqlite import queries as q
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
 
@@ -217,6 +217,10 @@ class SqliteStore(Store):
     def read_samples(self, since: float, until: float | None = None) -> list[model.Sample]:
         with self.file.read() as cur:
             return reads.read_samples(cur, since, until)
+
+    def read_task_limits(self) -> list[model.TaskLimitUse]:
+        with self.file.read() as cur:
+            return limits.read_task_limits(cur, now(cur))
 
     def count_jobs_by_task(self) -> dict[tuple[str, model.JobState], int]:
         with self.file.read() as cur:
