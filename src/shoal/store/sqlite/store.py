@@ -3,11 +3,16 @@
 The class opens the file and runs each operation as one transaction on it (`file.SqliteFile`),
 delegating what happens inside to the plain functions of `jobs`, `nodes` and `reads`, which take
 the open cursor. The schema is created and migrated on first open (zero set-up), by `schema`.
+After a commit that may have made work claimable it rings the waiting nodes (`doorbell`), and a
+node's store waits on its own doorbell, polling as before when it cannot have one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 
 from shoal import model
@@ -17,7 +22,14 @@ from shoal.store import rules, texts
 from shoal.store.port import NewNode, Store
 from shoal.store.sqlite import jobs, nodes, reads, retention, schema
 from shoal.store.sqlite import queries as q
+from shoal.store.sqlite.doorbell import Doorbell, Ringer, directory_for
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
+
+log = logging.getLogger("shoal.store.sqlite")
+
+
+# How often a node looks for work when it cannot bind a doorbell (a filesystem without sockets).
+POLL_WITHOUT_DOORBELL_S = 0.02
 
 
 class SqliteStore(Store):
@@ -27,6 +39,10 @@ class SqliteStore(Store):
         self.path = path
         self.url_for_display = f"sqlite:///{path}"
         self.file = SqliteFile(path)
+        self._ringer = Ringer(directory_for(path))
+        self._bell: Doorbell | None = None
+        self._bell_failed = False
+        self._bell_lock = threading.Lock()
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -54,11 +70,17 @@ class SqliteStore(Store):
 
     def initialize(self, partitions: int | None = None) -> None:
         self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
+        self._ringer.ring()  # P may have grown: sections changed
 
     def check_schema(self) -> None:
         schema.check(self.schema_version(), self.path, self.url_for_display)
 
     def close(self) -> None:
+        self._ringer.close()
+        with self._bell_lock:
+            if self._bell is not None:
+                self._bell.close()
+                self._bell = None
         self.file.close()
 
     def now(self) -> float:
@@ -70,7 +92,9 @@ class SqliteStore(Store):
     def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
         if not new:
             return []
-        return self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
+        ids = self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
+        self._ringer.ring()  # after the commit: a node woken now finds the jobs
+        return ids
 
     def read_job(self, job_id: int) -> model.Job | None:
         if not rules.could_be_job_id(job_id):
@@ -98,7 +122,10 @@ class SqliteStore(Store):
             # Look before taking the write lock: idle nodes poll, and must not queue up writers.
             if not jobs.any_claimable(cur, now(cur), node_id):
                 return []
-        return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit))
+        # Not durable: a claim that a power loss takes back only returns its jobs to the queue,
+        # where they run again (at-least-once), and it cannot outlive an outcome of its jobs,
+        # which commits durably after it in the same log. One disk sync less to the start.
+        return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit), durable=False)
 
     def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:
@@ -113,7 +140,10 @@ class SqliteStore(Store):
     def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
         if not job_ids:
             return 0
-        return self.file.run(lambda cur: jobs.release(cur, now(cur), node_id, job_ids))
+        released = self.file.run(lambda cur: jobs.release(cur, now(cur), node_id, job_ids))
+        if released:
+            self._ringer.ring()
+        return released
 
     def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
         with self.file.read() as cur:
@@ -127,9 +157,12 @@ class SqliteStore(Store):
     def apply_node_state(
         self, node_id: int, expected: model.NodeState, new: model.NodeState, reason: str
     ) -> bool:
-        return self.file.run(
+        moved = self.file.run(
             lambda cur: nodes.apply_state(cur, now(cur), node_id, expected, new, reason)
         )
+        if moved:
+            self._ringer.ring()  # membership may have changed, and with it the sections
+        return moved
 
     def heartbeat(self, node_id: int, lease_s: float) -> model.Heartbeat | None:
         return self.file.run(lambda cur: nodes.heartbeat(cur, now(cur), node_id, lease_s))
@@ -142,17 +175,62 @@ class SqliteStore(Store):
             # Cheap check outside a write transaction: most calls find nobody expired.
             if cur.execute(q.ANY_EXPIRED).fetchone() is None:
                 return []
-        return self.file.run(lambda cur: nodes.mark_dead(cur, now(cur)))
+        dead = self.file.run(lambda cur: nodes.mark_dead(cur, now(cur)))
+        if dead:
+            self._ringer.ring()  # their jobs are queued again, their sections moved
+        return dead
 
     def rebalance(self) -> bool:
-        return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+        changed = self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+        if changed:
+            self._ringer.ring()
+        return changed
 
     def read_load(self) -> rules.LoadSnapshot:
         with self.file.read() as cur:
             return nodes.read_load(cur, now(cur))
 
     def apply_load_moves(self, moves: Sequence[Move]) -> int:
-        return self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
+        moved = self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
+        if moved:
+            self._ringer.ring()
+        return moved
+
+    # -- capabilities ---------------------------------------------------------------------------
+
+    @property
+    def supports_wakeups(self) -> bool:
+        return True
+
+    def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
+        """Block until a store on this host rings after a commit that may have made work
+        claimable (a submit, a release, a requeue, a change of sections), or `timeout_s` passes.
+
+        Every ring wakes every waiting node: the nodes share one host, so they are few, and a
+        needless wake costs one indexed read. Without a doorbell (a filesystem that refuses
+        sockets) this returns True every POLL_WITHOUT_DOORBELL_S: the node polls as it would
+        without wake-ups. One doorbell per store: give each node its own store.
+        """
+        bell = self._doorbell()
+        if bell is None:
+            time.sleep(min(timeout_s, POLL_WITHOUT_DOORBELL_S))
+            return True
+        return bool(bell.wait(timeout_s))
+
+    def _doorbell(self) -> Doorbell | None:
+        with self._bell_lock:
+            if self._bell is None and not self._bell_failed:
+                try:
+                    self._bell = Doorbell(self._ringer.directory)
+                except OSError as exc:
+                    self._bell_failed = True
+                    log.warning(
+                        "no wake-ups for %s (%s): the node polls every %.2fs instead",
+                        self.path,
+                        exc,
+                        POLL_WITHOUT_DOORBELL_S,
+                    )
+            return self._bell
 
     # -- history and views ----------------------------------------------------------------------
 
