@@ -33,7 +33,7 @@ from shoal.errors import (
     WaitTimeout,
 )
 from shoal.model import Job, JobState, NewJob
-from shoal.store import Store, open_store, resolve_url
+from shoal.store import Store, open_store, resolve_url, rules
 from shoal.store.rules import Retention
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
@@ -42,6 +42,7 @@ DEFAULT_BACKOFF_S = 1.0
 # A job that failed a thousand times is failing for good; the cap also keeps attempt counts far
 # from the datastores' 64-bit integer limit, which a typo such as --retries 10**20 would pass.
 MAX_RETRIES = 1000
+WAIT_STEP_S = 5.0  # an awaited result is re-read at least this often, whatever it waits on
 
 
 def encode_json(value: Any, what: str, max_bytes: int) -> str:
@@ -246,6 +247,34 @@ class Task:
         """Queue many jobs in one transaction. Each item is a tuple or list of positional
         arguments or a dict of keyword arguments. All are validated first: one bad item
         rejects the whole batch and nothing is written."""
+        ids = self.app.store.submit_jobs(self.jobs_of(items))
+        return [JobHandle(self.app.store, i) for i in ids]
+
+    # The same for asyncio code: each awaits its commit without blocking the event loop (no
+    # thread per call: see `Store.async_jobs`). Opening the store, on the app's first use, is
+    # the one blocking step.
+
+    async def asubmit(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """`submit`, awaited."""
+        return (await self._asubmit([self.new_job(args, kwargs)]))[0]
+
+    async def asubmit_later(self, delay_s: float, *args: Any, **kwargs: Any) -> JobHandle:
+        """`submit_later`, awaited."""
+        return (await self._asubmit([self.new_job(args, kwargs, delay_s)]))[0]
+
+    async def asubmit_many(
+        self, items: Iterable[Sequence[Any] | Mapping[str, Any]]
+    ) -> list[JobHandle]:
+        """`submit_many`, awaited: one transaction, all or none."""
+        return await self._asubmit(self.jobs_of(items))
+
+    async def _asubmit(self, jobs: Sequence[NewJob]) -> list[JobHandle]:
+        store = self.app.store
+        ids = await store.async_jobs().submit_jobs(jobs)
+        return [JobHandle(store, i) for i in ids]
+
+    def jobs_of(self, items: Iterable[Sequence[Any] | Mapping[str, Any]]) -> list[NewJob]:
+        """The validated jobs of `submit_many`'s items; PayloadError naming the first bad one."""
         jobs = []
         for index, item in enumerate(items):
             try:
@@ -260,8 +289,7 @@ class Task:
                     )
             except PayloadError as exc:
                 raise PayloadError(f"item {index} of the batch: {exc}") from None
-        ids = self.app.store.submit_jobs(jobs)
-        return [JobHandle(self.app.store, i) for i in ids]
+        return jobs
 
 
 @dataclass(frozen=True)
@@ -328,6 +356,48 @@ class JobHandle:
             time.sleep(pause)
             delay = min(delay * 1.5, 0.25)
 
+    # -- asyncio ------------------------------------------------------------------------------
+
+    async def arefresh(self) -> Job:
+        """`refresh`, awaited."""
+        job = None
+        if rules.could_be_job_id(self.id):
+            job = await self.store.async_jobs().read_job(self.id)
+        if job is None:
+            raise NotFound(f"no job with id {self.id}")
+        return job
+
+    async def await_state(self, timeout_s: float | None = None) -> JobState:
+        """Wait, without blocking the event loop, until the job ends; return its final state.
+
+        Raises WaitTimeout if `timeout_s` passes first (the job itself goes on), NotFound if
+        there is no such job. On PostgreSQL the end is heard by LISTEN, not polled for.
+        """
+        return (await self._await_end(timeout_s)).state
+
+    async def aresult(self, timeout_s: float | None = None) -> Any:
+        """`wait`, awaited: the result once the job ends; JobFailed if it failed or was
+        cancelled, WaitTimeout if `timeout_s` passes first."""
+        job = await self._await_end(timeout_s)
+        if job.state is JobState.SUCCEEDED:
+            return job.result
+        raise JobFailed(job.id, job.state.value, job.error, job.traceback)
+
+    async def _await_end(self, timeout_s: float | None) -> Job:
+        jobs = self.store.async_jobs()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = await self.arefresh()
+            if job.state.is_final:
+                return job
+            left = WAIT_STEP_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(
+                    f"job {self.id} still {job.state.value} after {timeout_s}s "
+                    f"(attempt {job.attempts} of {job.max_attempts})"
+                )
+            await jobs.wait_for_end(self.id, min(left, WAIT_STEP_S))
+
 
 class App:
     """A task registry bound to a datastore.
@@ -365,6 +435,12 @@ class App:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    async def aclose(self) -> None:
+        """Close what the asyncio calls of the running event loop opened (a PostgreSQL async
+        pool, its LISTEN connection); call it before the loop ends. The store stays open."""
+        if self._store is not None:
+            await self._store.aclose_async()
 
     @overload
     def task(self, fn: Callable[..., Any]) -> Task: ...

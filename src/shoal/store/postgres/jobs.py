@@ -30,7 +30,8 @@ def submit(
     if not ids:
         rows = conn.execute(q.ALLOCATE_IDS, (len(jobs),)).fetchall()
         ids.extend(sorted(int(r[0]) for r in rows))
-    row = conn.execute(q.SUBMIT, {"batch": q.submit_batch(ids, jobs)}).fetchone()
+    params = {"batch": q.submit_batch(ids, jobs), "shard": q.submitter_shard()}
+    row = conn.execute(q.SUBMIT, params).fetchone()
     if row is None or row[0] != len(jobs):
         raise SchemaError(texts.no_cluster_row(url))
     return ids

@@ -8,6 +8,7 @@ caller's.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
 from shoal.model import NewJob, Outcome
@@ -35,7 +36,15 @@ LOCK_CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1 FOR UPDATE"
 # Slots rather than one shard per node id, because ids grow with every restart and the reads sum
 # every row; two live nodes sharing a slot only wait for each other, as all writers once did.
 COUNTER_SHARDS = 32
-SUBMITTER_SHARD = 0
+SUBMITTER_SHARD = 0  # cancels, and the first of the submitters' shards
+# Submitters count new jobs in shards 0, -1, ... -(SUBMITTER_SHARDS - 1), one per process, so
+# that submitting processes do not queue on one counter row for each other's commits.
+SUBMITTER_SHARDS = 16
+
+
+def submitter_shard() -> int:
+    """The counter shard this process's submits write to."""
+    return SUBMITTER_SHARD - os.getpid() % SUBMITTER_SHARDS
 
 
 def counter_shard(node_id: int) -> int:
@@ -98,7 +107,7 @@ WITH ins AS (
     CROSS JOIN cluster c
     RETURNING partition, task
 ), tallied AS (
-    {add_counts("SELECT task, 'queued', 1 FROM ins", str(SUBMITTER_SHARD))}
+    {add_counts("SELECT task, 'queued', 1 FROM ins", "%(shard)s")}
 ), touched AS (
     SELECT DISTINCT partition FROM ins
 )
@@ -270,8 +279,14 @@ WITH {held_rows(OUTCOMES)}, done AS (
     UPDATE nodes SET processed = processed + (SELECT count(*) FROM done),
                      failed = failed + (SELECT count(*) FROM done WHERE state <> 'succeeded')
     WHERE id = %(node)s AND EXISTS (SELECT 1 FROM done)
+), announced AS MATERIALIZED (
+    -- Whoever waits for a result hears of it at once (`aio.Finishes`): the ids of the jobs that
+    -- ended, or '*' when too many for one notification.
+    SELECT pg_notify('shoal_done', CASE WHEN count(*) > 200 THEN '*'
+                                        ELSE string_agg(id::text, ',') END)
+    FROM done WHERE state <> 'queued' HAVING count(*) > 0
 )
-SELECT id, attempts FROM done
+SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
 """
 
 # For a finish retried after an unknown outcome: the rows as the earlier try would have left them.
@@ -388,6 +403,7 @@ SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
 """
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
+DONE_CHANNEL = "shoal_done"  # FINISH announces the jobs that ended here
 
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"

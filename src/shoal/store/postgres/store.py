@@ -20,9 +20,12 @@ from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
 from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import NewNode, Store
+from shoal.store.batcher import SubmitBatcher
+from shoal.store.loops import PerLoop
+from shoal.store.port import AsyncJobs, NewNode, Store
 from shoal.store.postgres import jobs, nodes, reads, retention, schema
 from shoal.store.postgres import queries as q
+from shoal.store.postgres.aio import PostgresAsyncJobs
 from shoal.store.postgres.conn import Connector, Listener
 
 log = logging.getLogger("shoal.store.postgres")
@@ -42,6 +45,8 @@ class PostgresStore(Store):
         self._sections: dict[int, tuple[frozenset[int], float]] = {}
         # Nodes whose last claim found work: their next claim skips the look-before-locking.
         self._busy: set[int] = set()
+        self._batcher = SubmitBatcher(self._write_jobs)
+        self._async = PerLoop(lambda: PostgresAsyncJobs(connector))
 
     @classmethod
     def open(
@@ -76,8 +81,12 @@ class PostgresStore(Store):
     # -- jobs -----------------------------------------------------------------------------------
 
     def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
+        """Concurrent calls from this process's threads share a transaction (`batcher`)."""
         if not new:
             return []
+        return self._batcher.submit(new)
+
+    def _write_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
         ids: list[int] = []
         url = self.url_for_display
         try:
@@ -95,6 +104,12 @@ class PostgresStore(Store):
         if not rules.could_be_job_id(job_id):
             return None
         return self._db.run("read job", lambda c, _: reads.read_job(c, job_id))
+
+    def async_jobs(self) -> AsyncJobs:
+        return self._async.get()
+
+    async def aclose_async(self) -> None:
+        await self._async.aclose_current()
 
     def list_jobs(
         self, where: model.JobFilter, limit: int = 50, before_id: int | None = None

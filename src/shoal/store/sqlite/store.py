@@ -19,9 +19,12 @@ from shoal import model
 from shoal.errors import DatastoreUnavailable, SchemaError
 from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import NewNode, Store
+from shoal.store.batcher import SubmitBatcher
+from shoal.store.loops import PerLoop
+from shoal.store.port import AsyncJobs, NewNode, Store
 from shoal.store.sqlite import jobs, nodes, reads, retention, schema
 from shoal.store.sqlite import queries as q
+from shoal.store.sqlite.aio import FileThread, SqliteAsyncJobs
 from shoal.store.sqlite.doorbell import Doorbell, Ringer, directory_for
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
 
@@ -43,6 +46,9 @@ class SqliteStore(Store):
         self._bell: Doorbell | None = None
         self._bell_failed = False
         self._bell_lock = threading.Lock()
+        self._batcher = SubmitBatcher(self._write_jobs)
+        self._file_thread = FileThread(self.submit_jobs)
+        self._async = PerLoop(lambda: SqliteAsyncJobs(self._file_thread, self.read_job))
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -76,6 +82,7 @@ class SqliteStore(Store):
         schema.check(self.schema_version(), self.path, self.url_for_display)
 
     def close(self) -> None:
+        self._file_thread.stop()
         self._ringer.close()
         with self._bell_lock:
             if self._bell is not None:
@@ -90,8 +97,12 @@ class SqliteStore(Store):
     # -- jobs -----------------------------------------------------------------------------------
 
     def submit_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
+        """Concurrent calls from this process's threads share a transaction (`batcher`)."""
         if not new:
             return []
+        return self._batcher.submit(new)
+
+    def _write_jobs(self, new: Sequence[model.NewJob]) -> list[int]:
         ids = self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
         self._ringer.ring()  # after the commit: a node woken now finds the jobs
         return ids
@@ -101,6 +112,12 @@ class SqliteStore(Store):
             return None
         with self.file.read() as cur:
             return reads.read_job(cur, job_id)
+
+    def async_jobs(self) -> AsyncJobs:
+        return self._async.get()
+
+    async def aclose_async(self) -> None:
+        await self._async.aclose_current()
 
     def list_jobs(
         self, where: model.JobFilter, limit: int = 50, before_id: int | None = None
