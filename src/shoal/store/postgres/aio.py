@@ -147,7 +147,9 @@ class PostgresAsyncJobs(AsyncJobs):
         try:
             await self._start_listening(min(timeout_s, LISTEN_WAIT_S))
             # Read once more now that this waiter hears notifications: the end may have been
-            # announced between the caller's read and the waiter's registration.
+            # announced between the caller's read and the waiter's registration. What woke it
+            # before this read is answered by the read.
+            event.clear()
             job = await self.read_job(job_id)
             if job is None or job.state.is_final:
                 return
