@@ -43,7 +43,8 @@ class PostgresStore(Store):
         # claim of that node collects their jobs, if they committed, so none stays held forever.
         self._lost_claims: dict[int, list[int]] = {}
         self._sections: dict[int, tuple[frozenset[int], float]] = {}
-        # Nodes whose last claim found work: their next claim skips the look-before-locking.
+        # Nodes whose last claim took all it asked for, or that a notification just woke: their
+        # next claim skips the look-before-locking.
         self._busy: set[int] = set()
         self._batcher = SubmitBatcher(self._write_jobs)
         self._async = PerLoop(lambda: PostgresAsyncJobs(connector))
@@ -145,10 +146,10 @@ class PostgresStore(Store):
         except Exception:
             self._lost_claims.setdefault(node_id, []).append(token)
             raise
-        if claimed:
-            self._busy.add(node_id)
+        if len(claimed) >= params["limit"]:
+            self._busy.add(node_id)  # there may be more: claim again without looking first
         else:
-            self._busy.discard(node_id)
+            self._busy.discard(node_id)  # it took all there was: look before the next claim
         return sorted(recovered + claimed, key=lambda j: j.id)
 
     def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
