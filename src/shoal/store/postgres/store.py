@@ -133,10 +133,11 @@ class PostgresStore(Store):
             self.release_jobs(node_id, [j.id for j in recovered[limit:]])
             return recovered[:limit]
         token = random.getrandbits(62)
+        wanted = limit - len(recovered)
         params = {
             "node": node_id,
             "shard": q.counter_shard(node_id),
-            "limit": limit - len(recovered),
+            "limit": wanted,
             "token": token,
             "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
         }
@@ -146,7 +147,7 @@ class PostgresStore(Store):
         except Exception:
             self._lost_claims.setdefault(node_id, []).append(token)
             raise
-        if len(claimed) >= params["limit"]:
+        if len(claimed) >= wanted:
             self._busy.add(node_id)  # there may be more: claim again without looking first
         else:
             self._busy.discard(node_id)  # it took all there was: look before the next claim

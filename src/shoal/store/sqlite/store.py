@@ -224,30 +224,34 @@ class SqliteStore(Store):
         claimable (a submit, a release, a requeue, a change of sections), or `timeout_s` passes.
 
         Every ring wakes every waiting node: the nodes share one host, so they are few, and a
-        needless wake costs one indexed read. Without a doorbell (a filesystem that refuses
+        needless wake costs one indexed read. True at once on the first call, which binds the
+        doorbell (what rang before was missed). Without a doorbell (a filesystem that refuses
         sockets) this returns True every POLL_WITHOUT_DOORBELL_S: the node polls as it would
         without wake-ups. One doorbell per store: give each node its own store.
         """
-        bell = self._doorbell()
+        with self._bell_lock:
+            made_now = self._bell is None and not self._bell_failed
+            if made_now:
+                self._make_doorbell()
+            bell = self._bell
         if bell is None:
             time.sleep(min(timeout_s, POLL_WITHOUT_DOORBELL_S))
             return True
-        return bool(bell.wait(timeout_s))
+        return made_now or bool(bell.wait(timeout_s))
 
-    def _doorbell(self) -> Doorbell | None:
-        with self._bell_lock:
-            if self._bell is None and not self._bell_failed:
-                try:
-                    self._bell = Doorbell(self._ringer.directory)
-                except OSError as exc:
-                    self._bell_failed = True
-                    log.warning(
-                        "no wake-ups for %s (%s): the node polls every %.2fs instead",
-                        self.path,
-                        exc,
-                        POLL_WITHOUT_DOORBELL_S,
-                    )
-            return self._bell
+    def _make_doorbell(self) -> None:
+        """Bind this store's doorbell (under `_bell_lock`); if the folder beside the file cannot
+        hold it, note that once and for all."""
+        try:
+            self._bell = Doorbell(self._ringer.directory)
+        except OSError as exc:
+            self._bell_failed = True
+            log.warning(
+                "no wake-ups for %s (%s): the node polls every %.2fs instead",
+                self.path,
+                exc,
+                POLL_WITHOUT_DOORBELL_S,
+            )
 
     # -- history and views ----------------------------------------------------------------------
 
