@@ -134,6 +134,8 @@ class Doorbell:
                 messages.append(self._sock.recv(4096).decode(errors="replace"))
             except (BlockingIOError, InterruptedError):
                 return messages
+            except OSError:
+                return messages  # closed under us: the store is closing
 
     def close(self) -> None:
         self._sock.close()
