@@ -32,9 +32,10 @@ EVENT_COLUMNS = "id, at, kind, node_id, node_name, from_state, to_state, epoch, 
 LOCK_CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1 FOR UPDATE"
 
 # Job counts live in job_counts, sharded so that writers do not all queue on one row per
-# (task, state): submitters and cancels write shard 0, each node its own slot of COUNTER_SHARDS.
-# Slots rather than one shard per node id, because ids grow with every restart and the reads sum
-# every row; two live nodes sharing a slot only wait for each other, as all writers once did.
+# (task, state): cancels write shard 0, submitters the shard of their process (below), each node
+# its own slot of COUNTER_SHARDS. Slots rather than one shard per node id, because ids grow with
+# every restart and the reads sum every row; two live nodes sharing a slot only wait for each
+# other, as all writers once did.
 COUNTER_SHARDS = 32
 SUBMITTER_SHARD = 0  # cancels, and the first of the submitters' shards
 # Submitters count new jobs in shards 0, -1, ... -(SUBMITTER_SHARDS - 1), one per process, so
