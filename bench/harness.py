@@ -10,6 +10,7 @@ on the host's shared monotonic clock. Every wait is bounded; a stuck run raises 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -31,6 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 # Paced jobs submitted before the timed ones and left out: the submitting process's first calls
 # open its connections, which a long-lived client pays once, not per job.
 WARMUP = 5
+LANES = 8  # threads (or coroutines) submitting single jobs at once in the last phase
 QUEUES_DIR = BENCH_DIR / "queues"
 
 
@@ -65,9 +67,15 @@ def run_once(system: System, plan: Plan, log_dir: Path) -> Run:
             started = _wait_stamps(stamps_dir, range(first, last), workers)
             singles = adapter.call("singles", last, plan.singles, timeout_s=_limit_s(plan.singles))
             _wait_stamps(stamps_dir, range(last, last + plan.singles), workers)
+            first = last + plan.singles
+            lanes = adapter.call(
+                "lanes", first, plan.singles, LANES, timeout_s=_limit_s(plan.singles)
+            )
+            _wait_stamps(stamps_dir, range(first, first + plan.singles), workers)
         finally:
             workers.stop()
-    return _as_run(plan, spawned, bulk, drained, paced, started, singles)
+    run = _as_run(plan, spawned, bulk, drained, paced, started, singles)
+    return dataclasses.replace(run, lanes_per_s=plan.singles / max(lanes["seconds"], 1e-9))
 
 
 def _as_run(

@@ -22,6 +22,7 @@ class Run:
     latency_p50_ms: float
     latency_p99_ms: float
     results_checked: int  # stored results read back and compared; 0: the system stores none
+    lanes_per_s: float = 0.0  # single submits from 8 threads at once (0: not measured)
 
 
 @dataclass
@@ -54,6 +55,7 @@ FIGURES = (
     ("submit→start p50 ms", "latency_p50_ms", 1),
     ("p99 ms", "latency_p99_ms", 1),
     ("single submits/s", "singles_per_s", 0),
+    ("8 threads/s", "lanes_per_s", 0),
     ("drain cold/s", "drain_cold_per_s", 0),
     ("drain steady/s", "drain_steady_per_s", 0),
 )

@@ -111,7 +111,7 @@ def _heading(args: argparse.Namespace, elapsed_s: float, log_dir: Path) -> str:
         f"$ {command}\n"
         f"bulk load {args.jobs:,} jobs, median of {args.runs} run(s); latency: "
         f"{args.latency_jobs} jobs, one every {args.interval_ms:g} ms, to idle workers; "
-        f"{args.singles:,} single submits from one thread.\n"
+        f"{args.singles:,} single submits from one thread, then {args.singles:,} from 8 at once.\n"
         f"{os.cpu_count()} cores, Python {platform.python_version()}; took {elapsed_s:.0f}s; "
         f"worker logs in {log_dir}\n"
     )

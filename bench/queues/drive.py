@@ -1,12 +1,13 @@
 """The submitting side every adapter shares: one command per call, one JSON line of answer.
 
 An adapter (q_shoal.py, q_celery.py, ...) defines a `Queue` with `open()`, `prepare()`,
-`submit(index)`
-(returns a handle), `submit_bulk(first, count)`, `result(handle, timeout_s)` (the value the
-system stored, or None if it stores none) and `close()`; any of them may be a coroutine. It ends
-with `main(Queue)`. Commands: `prepare`, `bulk FIRST COUNT`, `paced FIRST COUNT INTERVAL_S`
-and `singles FIRST COUNT`. Submit times are read from `stamps.clock()` just before each submit
-call, so they compare with the task's own start; the loops are the same for every system.
+`submit(index)` (returns a handle), `submit_bulk(first, count)`, `result(handle, timeout_s)` (the
+value the system stored, or None if it stores none) and `close()`; any of them may be a
+coroutine. It ends with `main(Queue)`. Commands: `prepare`, `bulk FIRST COUNT`,
+`paced FIRST COUNT INTERVAL_S`, `singles FIRST COUNT` and `lanes FIRST COUNT LANES` (single
+submits from LANES threads at once, or LANES coroutines of one loop for an adapter whose `submit`
+is a coroutine). Submit times are read from `stamps.clock()` just before each submit call, so
+they compare with the task's own start; the loops are the same for every system.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import inspect
 import json
 import sys
+import threading
 from typing import Any
 
 from stamps import clock
@@ -62,6 +64,39 @@ async def singles(queue: Any, first: int, count: int) -> dict[str, Any]:
     return {"seconds": clock() - started}
 
 
+async def lanes(queue: Any, first: int, count: int, lanes: int) -> dict[str, Any]:
+    """Submit `count` jobs one call at a time from `lanes` threads at once (coroutines, for an
+    asyncio adapter), each taking every `lanes`-th index, as fast as they go."""
+    parts = [range(first + k, first + count, lanes) for k in range(lanes)]
+    if inspect.iscoroutinefunction(queue.submit):
+
+        async def lane(indices: range) -> None:
+            for index in indices:
+                await queue.submit(index)
+
+        started = clock()
+        await asyncio.gather(*(lane(part) for part in parts))
+        return {"seconds": clock() - started}
+    errors: list[BaseException] = []
+
+    def work(indices: range) -> None:
+        try:
+            for index in indices:
+                queue.submit(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(part,)) for part in parts]
+    started = clock()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return {"seconds": clock() - started}
+
+
 async def _run(queue_type: Any, argv: list[str]) -> object:
     command, numbers = argv[0], [float(a) for a in argv[1:]]
     queue = queue_type()
@@ -76,6 +111,8 @@ async def _run(queue_type: Any, argv: list[str]) -> object:
             return await paced(queue, int(numbers[0]), int(numbers[1]), numbers[2])
         if command == "singles":
             return await singles(queue, int(numbers[0]), int(numbers[1]))
+        if command == "lanes":
+            return await lanes(queue, int(numbers[0]), int(numbers[1]), int(numbers[2]))
         raise SystemExit(f"unknown command {command!r}")
     finally:
         await _call(queue.close())

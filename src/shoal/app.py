@@ -42,7 +42,7 @@ from shoal.errors import (
 )
 from shoal.model import CancelResult, Job, JobState, NewJob, ScheduleSpec, TaskLimit
 from shoal.schedule import check_timing
-from shoal.store import Store, open_store, resolve_url
+from shoal.store import Store, open_store, resolve_url, rules
 from shoal.store.limits import MAX_PER_S, MAX_RUNNING
 from shoal.store.rules import Retention
 
@@ -64,6 +64,7 @@ DEFAULT_PRIORITY = 0
 # A key names a piece of work ("invoice-42"), not a payload: keys over this are refused rather
 # than stored, and the index on them stays small.
 MAX_KEY_CHARS = 200
+WAIT_STEP_S = 5.0  # an awaited result is re-read at least this often, whatever it waits on
 
 
 def encode_json(value: Any, what: str, max_bytes: int) -> str:
@@ -396,6 +397,46 @@ class Task:
         as in `submit_with`; items of the batch with the same key make one job, and every one
         of their handles points at it (only the first, if any, has `created` True).
         """
+        return self._submit(self.jobs_of(items, priority, keys, key_window_s))
+
+    def _submit(self, jobs: Sequence[NewJob]) -> list[JobHandle]:
+        return [
+            JobHandle(self.app.store, s.job_id, created=s.created)
+            for s in self.app.store.submit(jobs)
+        ]
+
+    # The same for asyncio code: each awaits its commit without blocking the event loop (no
+    # thread per call: see `Store.async_jobs`). Opening the store, on the app's first use, is
+    # the one blocking step. Keys are for the blocking calls (`submit_with`, `submit_many`).
+
+    async def asubmit(self, *args: Any, **kwargs: Any) -> JobHandle:
+        """`submit`, awaited."""
+        return (await self._asubmit([self.new_job(args, kwargs)]))[0]
+
+    async def asubmit_later(self, delay_s: float, *args: Any, **kwargs: Any) -> JobHandle:
+        """`submit_later`, awaited."""
+        return (await self._asubmit([self.new_job(args, kwargs, delay_s)]))[0]
+
+    async def asubmit_many(
+        self, items: Iterable[Sequence[Any] | Mapping[str, Any]], *, priority: int | None = None
+    ) -> list[JobHandle]:
+        """`submit_many`, awaited: one transaction, all or none."""
+        return await self._asubmit(self.jobs_of(items, priority))
+
+    async def _asubmit(self, jobs: Sequence[NewJob]) -> list[JobHandle]:
+        store = self.app.store
+        ids = await store.async_jobs().submit_jobs(jobs)
+        return [JobHandle(store, i, created=True) for i in ids]
+
+    def jobs_of(
+        self,
+        items: Iterable[Sequence[Any] | Mapping[str, Any]],
+        priority: int | None = None,
+        keys: Sequence[str | None] | None = None,
+        key_window_s: float = 0.0,
+    ) -> list[NewJob]:
+        """The validated jobs of `submit_many`'s items; SubmitError (PayloadError for the
+        arguments) naming the first bad one."""
         items = list(items)
         if priority is not None:
             check_priority(priority)  # once for the batch, not as a fault of its first item
@@ -422,13 +463,7 @@ class Task:
                 )
             except SubmitError as exc:
                 raise type(exc)(f"item {index} of the batch: {exc}") from None
-        return self._submit(jobs)
-
-    def _submit(self, jobs: Sequence[NewJob]) -> list[JobHandle]:
-        return [
-            JobHandle(self.app.store, s.job_id, created=s.created)
-            for s in self.app.store.submit(jobs)
-        ]
+        return jobs
 
 
 @dataclass(frozen=True)
@@ -515,6 +550,48 @@ class JobHandle:
             time.sleep(pause)
             delay = min(delay * 1.5, 0.25)
 
+    # -- asyncio ------------------------------------------------------------------------------
+
+    async def arefresh(self) -> Job:
+        """`refresh`, awaited."""
+        job = None
+        if rules.could_be_job_id(self.id):
+            job = await self.store.async_jobs().read_job(self.id)
+        if job is None:
+            raise NotFound(f"no job with id {self.id}")
+        return job
+
+    async def await_state(self, timeout_s: float | None = None) -> JobState:
+        """Wait, without blocking the event loop, until the job ends; return its final state.
+
+        Raises WaitTimeout if `timeout_s` passes first (the job itself goes on), NotFound if
+        there is no such job. On PostgreSQL the end is heard by LISTEN, not polled for.
+        """
+        return (await self._await_end(timeout_s)).state
+
+    async def aresult(self, timeout_s: float | None = None) -> Any:
+        """`wait`, awaited: the result once the job ends; JobFailed if it failed or was
+        cancelled, WaitTimeout if `timeout_s` passes first."""
+        job = await self._await_end(timeout_s)
+        if job.state is JobState.SUCCEEDED:
+            return job.result
+        raise JobFailed(job.id, job.state.value, job.error, job.traceback)
+
+    async def _await_end(self, timeout_s: float | None) -> Job:
+        jobs = self.store.async_jobs()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = await self.arefresh()
+            if job.state.is_final:
+                return job
+            left = WAIT_STEP_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(
+                    f"job {self.id} still {job.state.value} after {timeout_s}s "
+                    f"(attempt {job.attempts} of {job.max_attempts})"
+                )
+            await jobs.wait_for_end(self.id, min(left, WAIT_STEP_S))
+
 
 def requester() -> str:
     """Who asks for a cancel, as the job records it: user@host."""
@@ -562,6 +639,12 @@ class App:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    async def aclose(self) -> None:
+        """Close what the asyncio calls of the running event loop opened (a PostgreSQL async
+        pool, its LISTEN connection); call it before the loop ends. The store stays open."""
+        if self._store is not None:
+            await self._store.aclose_async()
 
     @overload
     def task(self, fn: Callable[..., Any]) -> Task: ...

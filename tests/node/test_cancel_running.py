@@ -218,7 +218,7 @@ def test_a_cooperative_task_in_a_worker_process_stops_and_keeps_its_worker(
     assert job.state is JobState.CANCELLED
     assert job.error == STOPPED + ": saw the request"
     assert is_alive(pid)  # it stopped by itself: its worker goes on
-    again = started_job(sqlite_store, "patient", "[0.05]")
+    again = started_job(sqlite_store, "patient", "[0.5]")  # long enough to report its pid
     assert worker_pid(again) == pid
     assert ended(again).state is JobState.SUCCEEDED
 

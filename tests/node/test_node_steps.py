@@ -42,7 +42,9 @@ def state_of(store: SqliteStore, job_id: int) -> JobState | None:
 
 
 def test_an_idle_turn_says_to_wait_the_poll_interval(make_node: Callable[..., Node]):
-    node = make_node("alpha", poll_s=0.25)
+    # SQLite wakes its nodes (a doorbell), so an idle turn waits the fallback poll of a store
+    # with wake-ups.
+    node = make_node("alpha", notified_poll_s=0.25)
     assert node.step(T0) == 0.0  # registers; the next turn follows at once
     assert node.state is NodeState.WAITING and node.loop is not None
     assert node.step(T0) == 0.25

@@ -70,6 +70,33 @@ class NewNode:
     limits: tuple[TaskLimit, ...] = ()  # the limits its tasks declare, by task
 
 
+class AsyncJobs(ABC):
+    """What asyncio submitters need from a datastore, without a thread per call.
+
+    One instance serves one event loop (`Store.async_jobs` hands out one per running loop).
+    The contracts are those of the `Store` methods of the same names.
+    """
+
+    @abstractmethod
+    async def submit_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
+        """As `Store.submit_jobs`: all or none, returning once committed."""
+
+    @abstractmethod
+    async def read_job(self, job_id: int) -> Job | None: ...
+
+    @abstractmethod
+    async def wait_for_end(self, job_id: int, timeout_s: float) -> None:
+        """Return as soon as the job may have reached a final state (at once if it has, or if
+        there is no such job), or after `timeout_s`.
+
+        The caller reads the job again to know; a spurious return is allowed, a late one only
+        as late as the adapter's fallback poll.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
 class Store(ABC):
     """A connection to one Shoal datastore. Safe to share between threads of one process."""
 
@@ -368,6 +395,15 @@ class Store(ABC):
     @abstractmethod
     def list_schedule_ticks(self, name: str, limit: int = 100) -> list[ScheduleTick]:
         """The schedule's recorded firings, latest tick first, at most `limit`."""
+
+    @abstractmethod
+    def async_jobs(self) -> AsyncJobs:
+        """The asyncio side of this store for the running event loop (made on first use,
+        closed with the store or by `aclose_async`); RuntimeError outside a running loop."""
+
+    @abstractmethod
+    async def aclose_async(self) -> None:
+        """Close the asyncio side made for the running loop, if any (before the loop ends)."""
 
     # -- capabilities -------------------------------------------------------------------------
 

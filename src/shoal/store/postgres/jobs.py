@@ -58,7 +58,8 @@ def submit(
 
 
 def _insert(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], url: str) -> None:
-    row = conn.execute(q.SUBMIT, {"batch": q.submit_batch(ids, jobs)}).fetchone()
+    params = {"batch": q.submit_batch(ids, jobs), "shard": q.submitter_shard()}
+    row = conn.execute(q.SUBMIT, params).fetchone()
     if row is None or row[0] != len(jobs):
         raise SchemaError(texts.no_cluster_row(url))
 

@@ -8,6 +8,7 @@ caller's.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,11 +39,20 @@ EVENT_COLUMNS = "id, at, kind, node_id, node_name, from_state, to_state, epoch, 
 LOCK_CLUSTER = "SELECT partitions, epoch FROM cluster WHERE id = 1 FOR UPDATE"
 
 # Job counts live in job_counts, sharded so that writers do not all queue on one row per
-# (task, state): submitters and cancels write shard 0, each node its own slot of COUNTER_SHARDS.
-# Slots rather than one shard per node id, because ids grow with every restart and the reads sum
-# every row; two live nodes sharing a slot only wait for each other, as all writers once did.
+# (task, state): cancels write shard 0, submitters the shard of their process (below), each node
+# its own slot of COUNTER_SHARDS. Slots rather than one shard per node id, because ids grow with
+# every restart and the reads sum every row; two live nodes sharing a slot only wait for each
+# other, as all writers once did.
 COUNTER_SHARDS = 32
-SUBMITTER_SHARD = 0
+SUBMITTER_SHARD = 0  # cancels, and the first of the submitters' shards
+# Submitters count new jobs in shards 0, -1, ... -(SUBMITTER_SHARDS - 1), one per process, so
+# that submitting processes do not queue on one counter row for each other's commits.
+SUBMITTER_SHARDS = 16
+
+
+def submitter_shard() -> int:
+    """The counter shard this process's submits write to."""
+    return SUBMITTER_SHARD - os.getpid() % SUBMITTER_SHARDS
 
 
 def counter_shard(node_id: int) -> int:
@@ -180,7 +190,7 @@ WITH ins AS (
     CROSS JOIN cluster c
     RETURNING partition, task
 ), tallied AS (
-    {add_counts("SELECT task, 'queued', 1 FROM ins", str(SUBMITTER_SHARD))}
+    {add_counts("SELECT task, 'queued', 1 FROM ins", "%(shard)s")}
 ), touched AS (
     SELECT DISTINCT partition FROM ins
 )
@@ -235,6 +245,14 @@ KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
 # limited task's room of its jobs; the picked jobs' limits rows are then locked and the batch cut
 # to the room they leave; the claimed jobs count into those rows. Jobs of tasks without limits
 # lock no limits row (they have none).
+#
+# The claim's commit does not wait for its WAL to reach the disk (`synchronous_commit` off for
+# this transaction only, set in `me`): a claim lost in a server crash only returns its jobs to the
+# queue, with the attempt uncounted, where they run again (at-least-once). Nothing a claimed job
+# leads to can outlive a lost claim: its outcome commits synchronously, and flushing that commit's
+# WAL flushes the claim's, which comes earlier in the log; a node that ran a job whose claim was
+# lost has its outcome fenced off and releases nothing it does not hold (`node/reconcile.py`).
+# This takes a WAL flush (milliseconds on most disks) off the path from submit to start.
 CLAIM = f"""
 WITH me AS (
     SELECT section,
@@ -242,6 +260,7 @@ WITH me AS (
                                              / greatest(1, cardinality(section)))))::int AS cap
     FROM nodes
     WHERE id = %(node)s AND {ELIGIBLE_SQL}
+      AND set_config('synchronous_commit', 'off', true) IS NOT NULL
     FOR NO KEY UPDATE
 ), seen AS MATERIALIZED (
     -- [limits] Each limited task's room as this statement's snapshot sees it, without a lock
@@ -408,6 +427,17 @@ me AS (
 )"""
 
 
+def _announced(done: str) -> str:
+    """CTE `announced`: whoever waits for a result hears of it at once (`aio.Finishes`): the ids
+    of the jobs of `done` that ended, or '*' when too many for one notification. The statement's
+    final SELECT must read it (a SELECT in WITH runs only when read)."""
+    return f"""announced AS MATERIALIZED (
+    SELECT pg_notify('shoal_done', CASE WHEN count(*) > 200 THEN '*'
+                                        ELSE string_agg(id::text, ',') END)
+    FROM {done} WHERE state <> 'queued' HAVING count(*) > 0
+)"""
+
+
 def _counted(done: str) -> str:
     """CTEs counting the finished jobs of `done` out of running, and into the node's processed
     and failed counters (failed: every outcome but a success)."""
@@ -440,8 +470,8 @@ WITH {held_rows(OUTCOMES)}, done AS (
     FROM held o
     WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.attempts, j.state, j.task
-), {_counted("done")}
-SELECT id, attempts FROM done
+), {_counted("done")}, {_announced("done")}
+SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
 """
 
 # The outcomes of attempts whose job was asked to cancel, fenced and planned as FINISH is: the
@@ -457,8 +487,8 @@ WITH {held_rows(OUTCOMES)}, done AS (
     FROM held o
     WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NOT NULL
     RETURNING j.id, j.attempts, j.state, j.task
-), {_counted("done")}
-SELECT id, attempts FROM done
+), {_counted("done")}, {_announced("done")}
+SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
 """
 
 # For a finish retried after an unknown outcome: the rows as the earlier try would have left them.
@@ -661,6 +691,7 @@ SELECT count(*) FROM ended
 """
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
+DONE_CHANNEL = "shoal_done"  # FINISH announces the jobs that ended here
 
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"

@@ -20,9 +20,12 @@ from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
 from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import NewNode, Store
+from shoal.store.batcher import SubmitBatcher
+from shoal.store.loops import PerLoop
+from shoal.store.port import AsyncJobs, NewNode, Store
 from shoal.store.postgres import jobs, nodes, reads, retention, schedules, schema
 from shoal.store.postgres import queries as q
+from shoal.store.postgres.aio import PostgresAsyncJobs
 from shoal.store.postgres.conn import Connector, Listener
 
 log = logging.getLogger("shoal.store.postgres")
@@ -40,8 +43,11 @@ class PostgresStore(Store):
         # claim of that node collects their jobs, if they committed, so none stays held forever.
         self._lost_claims: dict[int, list[int]] = {}
         self._sections: dict[int, tuple[frozenset[int], float]] = {}
-        # Nodes whose last claim found work: their next claim skips the look-before-locking.
+        # Nodes whose last claim took all it asked for, or that a notification just woke: their
+        # next claim skips the look-before-locking.
         self._busy: set[int] = set()
+        self._batcher = SubmitBatcher(self._write_jobs)
+        self._async = PerLoop(lambda: PostgresAsyncJobs(connector))
 
     @classmethod
     def open(
@@ -76,6 +82,15 @@ class PostgresStore(Store):
     # -- jobs -----------------------------------------------------------------------------------
 
     def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
+        """Concurrent calls from this process's threads share a transaction (`batcher`); a
+        batch with keys goes alone, since the keys of one transaction must be distinct."""
+        if not new:
+            return []
+        if any(job.key is not None for job in new):
+            return self._write_jobs(new)
+        return self._batcher.submit(new)
+
+    def _write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
         ids: list[int] = []
         url = self.url_for_display
         try:
@@ -93,6 +108,12 @@ class PostgresStore(Store):
         if not rules.could_be_job_id(job_id):
             return None
         return self._db.run("read job", lambda c, _: reads.read_job(c, job_id))
+
+    def async_jobs(self) -> AsyncJobs:
+        return self._async.get()
+
+    async def aclose_async(self) -> None:
+        await self._async.aclose_current()
 
     def list_jobs(
         self, where: model.JobFilter, limit: int = 50, before_id: int | None = None
@@ -118,10 +139,11 @@ class PostgresStore(Store):
             self.release_jobs(node_id, [j.id for j in recovered[limit:]])
             return recovered[:limit]
         token = random.getrandbits(62)
+        wanted = limit - len(recovered)
         params = {
             "node": node_id,
             "shard": q.counter_shard(node_id),
-            "limit": limit - len(recovered),
+            "limit": wanted,
             "token": token,
             "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
         }
@@ -131,10 +153,10 @@ class PostgresStore(Store):
         except Exception:
             self._lost_claims.setdefault(node_id, []).append(token)
             raise
-        if claimed:
-            self._busy.add(node_id)
+        if len(claimed) >= wanted:
+            self._busy.add(node_id)  # there may be more: claim again without looking first
         else:
-            self._busy.discard(node_id)
+            self._busy.discard(node_id)  # it took all there was: look before the next claim
         return sorted(recovered + claimed, key=rules.claim_order)
 
     def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
@@ -261,7 +283,12 @@ class PostgresStore(Store):
                 return True
             return any(int(p) in section for p in payload.split(",") if p.isdigit())
 
-        return self._listener.wait(is_relevant, timeout_s)
+        woken = self._listener.wait(is_relevant, timeout_s)
+        if woken:
+            # Work was just announced: the claim that follows goes straight to CLAIM, without
+            # the look an idle node's poll takes first (one round trip less to the start).
+            self._busy.add(node_id)
+        return woken
 
     def _section_for_wakeups(self, node_id: int) -> frozenset[int]:
         """The node's section, re-read at most every SECTION_TTL_S (and after any rebalance)."""

@@ -131,15 +131,24 @@ class SqliteFile:
         # FULL: a commit survives power loss too; a queue must not trade durability away.
         self._conn.execute("PRAGMA synchronous = FULL")
 
-    def run(self, body: Callable[[sqlite3.Cursor], T], *, write: bool = True) -> T:
-        """Run `body` in one transaction, retrying the whole of it while the file is locked."""
+    def run(
+        self, body: Callable[[sqlite3.Cursor], T], *, write: bool = True, durable: bool = True
+    ) -> T:
+        """Run `body` in one transaction, retrying the whole of it while the file is locked.
+
+        A transaction that is not `durable` commits without waiting for the disk (synchronous
+        NORMAL, for it alone): it survives the process dying, and a power loss can take it back
+        only with every later commit, since the next durable commit syncs the log it sits in.
+        """
 
         def transaction() -> T:
             with self._lock:
                 self._bound_busy_wait()
                 cur = self._conn.cursor()
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                if not durable:
+                    cur.execute("PRAGMA synchronous = NORMAL")
                 try:
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     out = body(cur)
                     cur.execute("COMMIT")
                     return out
@@ -147,6 +156,9 @@ class SqliteFile:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
                     raise
+                finally:
+                    if not durable:
+                        cur.execute("PRAGMA synchronous = FULL")
 
         return self._through_locks(transaction, f"SQLite error on {self.path}")
 

@@ -3,21 +3,37 @@
 The class opens the file and runs each operation as one transaction on it (`file.SqliteFile`),
 delegating what happens inside to the plain functions of `jobs`, `nodes` and `reads`, which take
 the open cursor. The schema is created and migrated on first open (zero set-up), by `schema`.
+After a commit that may have made work claimable it rings the waiting nodes (`doorbell`), and a
+node's store waits on its own doorbell, polling as before when it cannot have one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import threading
+import time
 from collections.abc import Sequence
 
 from shoal import model
 from shoal.errors import DatastoreUnavailable, SchemaError
 from shoal.load import Move
 from shoal.store import rules, texts
-from shoal.store.port import NewNode, Store
+from shoal.store.batcher import SubmitBatcher
+from shoal.store.loops import PerLoop
+from shoal.store.port import AsyncJobs, NewNode, Store
 from shoal.store.sqlite import jobs, limits, nodes, reads, retention, schedules, schema
 from shoal.store.sqlite import queries as q
+from shoal.store.sqlite.aio import FileThread, SqliteAsyncJobs
+from shoal.store.sqlite.doorbell import Doorbell, Ringer, directory_for
 from shoal.store.sqlite.file import SqliteFile, check_local_path, now, path_from_url
+
+log = logging.getLogger("shoal.store.sqlite")
+
+
+# How often a node looks for work when it cannot bind a doorbell (a filesystem without sockets).
+POLL_WITHOUT_DOORBELL_S = 0.02
 
 
 class SqliteStore(Store):
@@ -27,6 +43,13 @@ class SqliteStore(Store):
         self.path = path
         self.url_for_display = f"sqlite:///{path}"
         self.file = SqliteFile(path)
+        self._ringer = Ringer(directory_for(path))
+        self._bell: Doorbell | None = None
+        self._bell_failed = False
+        self._bell_lock = threading.Lock()
+        self._batcher = SubmitBatcher(self._write_jobs)
+        self._file_thread = FileThread(self.submit_jobs)
+        self._async = PerLoop(lambda: SqliteAsyncJobs(self._file_thread, self.read_job))
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -54,11 +77,18 @@ class SqliteStore(Store):
 
     def initialize(self, partitions: int | None = None) -> None:
         self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
+        self._ringer.ring()  # P may have grown: sections changed
 
     def check_schema(self) -> None:
         schema.check(self.schema_version(), self.path, self.url_for_display)
 
     def close(self) -> None:
+        self._file_thread.stop()
+        self._ringer.close()
+        with self._bell_lock:
+            if self._bell is not None:
+                self._bell.close()
+                self._bell = None
         self.file.close()
 
     def now(self) -> float:
@@ -68,13 +98,30 @@ class SqliteStore(Store):
     # -- jobs -----------------------------------------------------------------------------------
 
     def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
-        return self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
+        """Concurrent calls from this process's threads share a transaction (`batcher`); a
+        batch with keys goes alone, since the keys of one transaction must be distinct."""
+        if not new:
+            return []
+        if any(job.key is not None for job in new):
+            return self._write_jobs(new)
+        return self._batcher.submit(new)
+
+    def _write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
+        done = self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
+        self._ringer.ring()  # after the commit: a node woken now finds the jobs
+        return done
 
     def read_job(self, job_id: int) -> model.Job | None:
         if not rules.could_be_job_id(job_id):
             return None
         with self.file.read() as cur:
             return reads.read_job(cur, job_id)
+
+    def async_jobs(self) -> AsyncJobs:
+        return self._async.get()
+
+    async def aclose_async(self) -> None:
+        await self._async.aclose_current()
 
     def list_jobs(
         self, where: model.JobFilter, limit: int = 50, before_id: int | None = None
@@ -100,7 +147,10 @@ class SqliteStore(Store):
             # Look before taking the write lock: idle nodes poll, and must not queue up writers.
             if not jobs.any_claimable(cur, now(cur), node_id):
                 return []
-        return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit))
+        # Not durable: a claim that a power loss takes back only returns its jobs to the queue,
+        # where they run again (at-least-once), and it cannot outlive an outcome of its jobs,
+        # which commits durably after it in the same log. One disk sync less to the start.
+        return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit), durable=False)
 
     def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:
@@ -110,12 +160,23 @@ class SqliteStore(Store):
     def finish_jobs(self, node_id: int, outcomes: Sequence[model.Outcome]) -> list[bool]:
         if not outcomes:
             return []
-        return self.file.run(lambda cur: jobs.finish(cur, now(cur), node_id, outcomes))
+
+        def finish(cur: sqlite3.Cursor) -> tuple[list[bool], bool]:
+            applied = jobs.finish(cur, now(cur), node_id, outcomes)
+            return applied, any(applied) and bool(limits.read_limits(cur))
+
+        applied, limited = self.file.run(finish)
+        if limited:
+            self._ringer.ring()  # room may have freed for a limited task's waiting jobs
+        return applied
 
     def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
         if not job_ids:
             return 0
-        return self.file.run(lambda cur: jobs.release(cur, now(cur), node_id, job_ids))
+        released = self.file.run(lambda cur: jobs.release(cur, now(cur), node_id, job_ids))
+        if released:
+            self._ringer.ring()
+        return released
 
     def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
         with self.file.read() as cur:
@@ -129,9 +190,12 @@ class SqliteStore(Store):
     def apply_node_state(
         self, node_id: int, expected: model.NodeState, new: model.NodeState, reason: str
     ) -> bool:
-        return self.file.run(
+        moved = self.file.run(
             lambda cur: nodes.apply_state(cur, now(cur), node_id, expected, new, reason)
         )
+        if moved:
+            self._ringer.ring()  # membership may have changed, and with it the sections
+        return moved
 
     def heartbeat(self, node_id: int, lease_s: float) -> model.Heartbeat | None:
         return self.file.run(lambda cur: nodes.heartbeat(cur, now(cur), node_id, lease_s))
@@ -144,17 +208,66 @@ class SqliteStore(Store):
             # Cheap check outside a write transaction: most calls find nobody expired.
             if cur.execute(q.ANY_EXPIRED).fetchone() is None:
                 return []
-        return self.file.run(lambda cur: nodes.mark_dead(cur, now(cur)))
+        dead = self.file.run(lambda cur: nodes.mark_dead(cur, now(cur)))
+        if dead:
+            self._ringer.ring()  # their jobs are queued again, their sections moved
+        return dead
 
     def rebalance(self) -> bool:
-        return self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+        changed = self.file.run(lambda cur: nodes.rebalance(cur, now(cur), texts.REPAIR))
+        if changed:
+            self._ringer.ring()
+        return changed
 
     def read_load(self) -> rules.LoadSnapshot:
         with self.file.read() as cur:
             return nodes.read_load(cur, now(cur))
 
     def apply_load_moves(self, moves: Sequence[Move]) -> int:
-        return self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
+        moved = self.file.run(lambda cur: nodes.move_partitions(cur, now(cur), moves))
+        if moved:
+            self._ringer.ring()
+        return moved
+
+    # -- capabilities ---------------------------------------------------------------------------
+
+    @property
+    def supports_wakeups(self) -> bool:
+        return True
+
+    def wait_for_work(self, node_id: int, timeout_s: float) -> bool:
+        """Block until a store on this host rings after a commit that may have made work
+        claimable (a submit, a release, a requeue, a change of sections), or `timeout_s` passes.
+
+        Every ring wakes every waiting node: the nodes share one host, so they are few, and a
+        needless wake costs one indexed read. True at once on the first call, which binds the
+        doorbell (what rang before was missed). Without a doorbell (a filesystem that refuses
+        sockets) this returns True every POLL_WITHOUT_DOORBELL_S: the node polls as it would
+        without wake-ups. One doorbell per store: give each node its own store.
+        """
+        with self._bell_lock:
+            made_now = self._bell is None and not self._bell_failed
+            if made_now:
+                self._make_doorbell()
+            bell = self._bell
+        if bell is None:
+            time.sleep(min(timeout_s, POLL_WITHOUT_DOORBELL_S))
+            return True
+        return made_now or bool(bell.wait(timeout_s))
+
+    def _make_doorbell(self) -> None:
+        """Bind this store's doorbell (under `_bell_lock`); if the folder beside the file cannot
+        hold it, note that once and for all."""
+        try:
+            self._bell = Doorbell(self._ringer.directory)
+        except OSError as exc:
+            self._bell_failed = True
+            log.warning(
+                "no wake-ups for %s (%s): the node polls every %.2fs instead",
+                self.path,
+                exc,
+                POLL_WITHOUT_DOORBELL_S,
+            )
 
     # -- periodic schedules ---------------------------------------------------------------------
 
@@ -174,9 +287,12 @@ class SqliteStore(Store):
         through: float,
     ) -> list[int] | None:
         rules.check_firings(expected_through, fired, through)
-        return self.file.run(
+        ids = self.file.run(
             lambda cur: schedules.fire(cur, now(cur), name, expected_through, fired, through)
         )
+        if ids:
+            self._ringer.ring()  # after the commit: a node woken now finds the jobs
+        return ids
 
     def forget_schedule(self, name: str) -> bool:
         return self.file.run(lambda cur: schedules.forget(cur, name))
