@@ -39,7 +39,7 @@ from shoal.model import Job, JobState
 from shoal.observer.format import printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status
-from shoal.store import DEFAULT_PARTITIONS, Store, open_store, redact_url
+from shoal.store import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store, open_store, redact_url
 from shoal.store.rules import Retention
 
 if TYPE_CHECKING:
@@ -124,10 +124,19 @@ def cli() -> None:
         "one a larger P grows it online; P never shrinks."
     ),
 )
-def init(db: str | None, partitions: int | None) -> None:
+@click.option(
+    "--quarantine-after",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help=(
+        f"Fail a job, as quarantined, once the nodes running it have died this many times "
+        f"(default {QUARANTINE_AFTER} for a new datastore); it most likely kills them."
+    ),
+)
+def init(db: str | None, partitions: int | None, quarantine_after: int | None) -> None:
     """Create or migrate the datastore schema, or grow its partition count P online."""
     store = open_store(db)
-    store.initialize(partitions)
+    store.initialize(partitions, quarantine_after)
     actual = store.read_cluster().partitions
     echo_data(f"datastore ready: {store.url_for_display} ({actual} partitions)")
 

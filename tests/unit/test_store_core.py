@@ -206,7 +206,7 @@ def test_orphan_tails_carry_the_marks_sql_fills_in() -> None:
 
 
 def test_each_dialect_owns_its_schema_version_from_its_numbered_files() -> None:
-    assert sqlite.SCHEMA_VERSION == 4 and postgres.SCHEMA_VERSION == 6
+    assert sqlite.SCHEMA_VERSION == 5 and postgres.SCHEMA_VERSION == 7
     names = [m.name for m in load_migrations("shoal.store.postgres")]
     assert names == [
         "0001_initial.sql",

@@ -45,6 +45,10 @@ from shoal.model import (
 from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
 
 DEFAULT_PARTITIONS = 128
+# Deaths of the nodes running a job before it is quarantined (failed instead of requeued): one
+# node dying under a job may be bad luck (a host lost, an operator's SIGKILL); the second in a
+# row points at the job, and the next node it reaches would most likely die too.
+QUARANTINE_AFTER = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,9 @@ class Store(ABC):
     # -- setting up ---------------------------------------------------------------------------
 
     @abstractmethod
-    def initialize(self, partitions: int | None = None) -> None:
+    def initialize(
+        self, partitions: int | None = None, quarantine_after: int | None = None
+    ) -> None:
         """Create the schema (or migrate it to the adapter's version) and the cluster row.
 
         Idempotent. A new cluster gets `partitions` (default DEFAULT_PARTITIONS). On an existing
@@ -75,6 +81,10 @@ class Store(ABC):
         added, the sections rebalanced over them (epoch bump, history row), new jobs take
         `id % P` of the new P and queued jobs keep theirs. A smaller one raises ConfigError
         (`rules.partitions_to_grow`); None or the same leaves P alone.
+
+        `quarantine_after` (when given; ConfigError below 1) sets how many times a job may be
+        running on a node that dies before the requeue fails it as quarantined instead
+        (default QUARANTINE_AFTER for a new cluster; see `mark_dead_nodes`).
         """
 
     @abstractmethod
@@ -190,7 +200,10 @@ class Store(ABC):
 
         In one transaction: state -> dead (history), each of their running jobs back to queued
         (the attempt counts: a job with no attempts left becomes failed with the reason), and a
-        rebalance. Returns the ids declared dead.
+        rebalance. Each such job counts the death; one whose count reaches the cluster's
+        `quarantine_after` is failed instead, its error starting "quarantined" and naming the
+        deaths and the last node's. A node that stops cleanly counts no death. Returns the ids
+        declared dead.
         """
 
     @abstractmethod

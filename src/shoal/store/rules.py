@@ -172,6 +172,12 @@ def partitions_to_grow(current: int, wanted: int | None) -> int | None:
     return wanted
 
 
+def check_quarantine_after(quarantine_after: int | None) -> None:
+    """ConfigError unless `quarantine_after` is None (leave it) or at least 1."""
+    if quarantine_after is not None and quarantine_after < 1:
+        raise ConfigError(texts.QUARANTINE_AT_LEAST_ONE)
+
+
 # -- pausing ------------------------------------------------------------------------------------
 
 

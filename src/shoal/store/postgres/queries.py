@@ -354,29 +354,53 @@ RETURNING n.id, n.name, old.state
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no
 # attempts left fails. The error is `%(reason)s` (the node and why it went) followed by a tail
-# whose marks stand for the job's attempt and maximum (see `texts`). One statement, so the
-# counters are adjusted by one upsert in (task, state) order, in the dead node's shard.
-# Returns how many jobs went back to the queue.
+# whose marks stand for the job's attempt and maximum (see `texts`). When the node died
+# (`%(died)s`, not a clean stop) each job's `node_deaths` grows by one, and a job whose count
+# reaches the cluster's `quarantine_after` fails with `%(quarantine_head)s`, the reason and
+# `%(quarantine_tail)s` instead: it most likely kills the nodes that run it. SET expressions
+# read the row as it was before the update. One statement, so the counters are adjusted by one
+# upsert in (task, state) order, in the dead node's shard. Returns how many jobs went back to
+# the queue.
 REQUEUE_ORPHANS = f"""
 WITH orphans AS (
     UPDATE jobs SET
-        state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-        finished_at = CASE WHEN attempts >= max_attempts THEN {NOW} ELSE finished_at END,
-        claimer = CASE WHEN attempts >= max_attempts THEN claimer END,
-        run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE {NOW} END,
-        progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
-        progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
+        node_deaths = node_deaths + %(died)s::int,
+        state = CASE WHEN attempts >= max_attempts
+                       OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN 'failed'
+                     ELSE 'queued' END,
+        finished_at = CASE WHEN attempts >= max_attempts
+                             OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN {NOW}
+                           ELSE finished_at END,
+        claimer = CASE WHEN attempts >= max_attempts
+                         OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN claimer END,
+        run_after = CASE WHEN attempts >= max_attempts
+                           OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN run_after
+                         ELSE {NOW} END,
+        progress = CASE WHEN attempts >= max_attempts
+                          OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN progress
+                        ELSE 0 END,
+        progress_message = CASE WHEN attempts >= max_attempts
+                                  OR (%(died)s AND node_deaths + 1 >= c.quarantine_after)
+                                THEN progress_message END,
         claim_token = NULL, traceback = NULL,
-        error = %(reason)s || replace(replace(
-            CASE WHEN attempts >= max_attempts THEN %(failed_tail)s ELSE %(requeued_tail)s END,
-            %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
-    WHERE state = 'running' AND claimer = %(node)s
-    RETURNING task, state
+        error = CASE WHEN %(died)s AND node_deaths + 1 >= c.quarantine_after
+                     THEN replace(%(quarantine_head)s, %(deaths_mark)s, (node_deaths + 1)::text)
+                     ELSE '' END
+            || %(reason)s || replace(replace(
+                CASE WHEN %(died)s AND node_deaths + 1 >= c.quarantine_after
+                     THEN %(quarantine_tail)s
+                     WHEN attempts >= max_attempts THEN %(failed_tail)s
+                     ELSE %(requeued_tail)s END,
+                %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
+    FROM cluster c
+    WHERE c.id = 1 AND jobs.state = 'running' AND jobs.claimer = %(node)s
+    RETURNING jobs.task, jobs.state
 ), tallied AS (
     {add_counts(_moved_from("running", "orphans"), "%(shard)s")}
 )
 SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
 """
+SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = %s WHERE id = 1"
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
 

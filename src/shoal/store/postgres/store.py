@@ -56,11 +56,17 @@ class PostgresStore(Store):
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def initialize(self, partitions: int | None = None) -> None:
+    def initialize(
+        self, partitions: int | None = None, quarantine_after: int | None = None
+    ) -> None:
         if partitions is not None and partitions < 1:
             raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
+        rules.check_quarantine_after(quarantine_after)
         self._db.run("migrate schema", lambda conn, _: schema.migrate(conn, self.url_for_display))
-        self._db.run("initialize cluster", lambda conn, _: schema.create_cluster(conn, partitions))
+        self._db.run(
+            "initialize cluster",
+            lambda conn, _: schema.create_cluster(conn, partitions, quarantine_after),
+        )
 
     def check_schema(self) -> None:
         version, has_cluster = self._db.run("check schema", lambda c, _: schema.read_version(c))

@@ -123,22 +123,42 @@ MARK_EXPIRED_DEAD = "UPDATE nodes SET state = 'dead', state_changed_at = ? WHERE
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no
 # attempts left fails. The error is `:reason` followed by a tail whose marks stand for the job's
-# attempt and maximum (see `texts`).
+# attempt and maximum (see `texts`). When the node died (`:died` is 1, not a clean stop) each
+# job's `node_deaths` grows by one, and a job whose count reaches `:quarantine_after` fails
+# with `:quarantine_head`, the reason and `:quarantine_tail` instead: it most likely
+# kills the nodes that run it. SET expressions read the row as it was before the update.
 REQUEUE_ORPHANS = """
 UPDATE jobs SET
-    state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-    finished_at = CASE WHEN attempts >= max_attempts THEN :now ELSE finished_at END,
-    claimer = CASE WHEN attempts >= max_attempts THEN claimer END,
-    run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE :now END,
-    progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
-    progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
+    node_deaths = node_deaths + :died,
+    state = CASE WHEN attempts >= max_attempts
+                   OR (:died AND node_deaths + 1 >= :quarantine_after) THEN 'failed'
+                 ELSE 'queued' END,
+    finished_at = CASE WHEN attempts >= max_attempts
+                         OR (:died AND node_deaths + 1 >= :quarantine_after) THEN :now
+                       ELSE finished_at END,
+    claimer = CASE WHEN attempts >= max_attempts
+                     OR (:died AND node_deaths + 1 >= :quarantine_after) THEN claimer END,
+    run_after = CASE WHEN attempts >= max_attempts
+                       OR (:died AND node_deaths + 1 >= :quarantine_after) THEN run_after
+                     ELSE :now END,
+    progress = CASE WHEN attempts >= max_attempts
+                      OR (:died AND node_deaths + 1 >= :quarantine_after) THEN progress
+                    ELSE 0 END,
+    progress_message = CASE WHEN attempts >= max_attempts
+                              OR (:died AND node_deaths + 1 >= :quarantine_after)
+                            THEN progress_message END,
     traceback = NULL,
-    error = :reason || replace(replace(
-        CASE WHEN attempts >= max_attempts THEN :failed_tail ELSE :requeued_tail END,
-        :attempt_mark, attempts), :max_mark, max_attempts)
+    error = CASE WHEN :died AND node_deaths + 1 >= :quarantine_after
+                 THEN replace(:quarantine_head, :deaths_mark, node_deaths + 1) ELSE '' END
+        || :reason || replace(replace(
+            CASE WHEN :died AND node_deaths + 1 >= :quarantine_after THEN :quarantine_tail
+                 WHEN attempts >= max_attempts THEN :failed_tail ELSE :requeued_tail END,
+            :attempt_mark, attempts), :max_mark, max_attempts)
 WHERE state = 'running' AND claimer = :node
 RETURNING task, state
 """
+QUARANTINE_AFTER = "SELECT quarantine_after FROM cluster WHERE id = 1"
+SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = ? WHERE id = 1"
 
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"

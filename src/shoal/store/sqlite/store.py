@@ -52,8 +52,10 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return schema.version_of(cur)
 
-    def initialize(self, partitions: int | None = None) -> None:
-        self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
+    def initialize(
+        self, partitions: int | None = None, quarantine_after: int | None = None
+    ) -> None:
+        self.file.run(lambda cur: schema.initialize(cur, self.path, partitions, quarantine_after))
 
     def check_schema(self) -> None:
         schema.check(self.schema_version(), self.path, self.url_for_display)
