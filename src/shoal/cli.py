@@ -161,10 +161,14 @@ def init(db: str | None, partitions: int | None, quarantine_after: int | None) -
 @click.option("--name", help="Node name, unique among live nodes (default HOST-PID).")
 @click.option(
     "--pool",
-    type=click.Choice(["thread", "process"]),
+    type=click.Choice(["thread", "inline", "process"]),  # node.config.POOLS
     default="thread",
     show_default=True,
-    help="Run tasks in threads, or in processes for CPU-bound work.",
+    help=(
+        "thread: worker threads in one worker process, so a task that kills its process "
+        "(os._exit, a segfault) cannot take the node down; inline: threads in the node's own "
+        "process; process: a process per slot, for CPU-bound work."
+    ),
 )
 @click.option(
     "--lease-s",

@@ -43,6 +43,14 @@ class Wake:
 Event = ProgressEvent | Finished | Wake
 
 
+class StartMarks(Protocol):
+    """Told when a worker thread starts an attempt and when it ends (a worker process records
+    them where its parent can read them after it died)."""
+
+    def started(self, job_id: int) -> int: ...
+    def ended(self, mark: int) -> None: ...
+
+
 class Executor(Protocol):
     events: queue.SimpleQueue[Event]
 
@@ -68,9 +76,10 @@ ABANDONED_PER_SLOT = 2
 
 
 class ThreadExecutor:
-    def __init__(self, app: App, concurrency: int) -> None:
+    def __init__(self, app: App, concurrency: int, marks: StartMarks | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
+        self.marks = marks
         self.max_abandoned = ABANDONED_PER_SLOT * concurrency
         self._abandoned = 0  # threads given up on at a time limit that have not returned yet
         self._stopping = False
@@ -183,7 +192,7 @@ class ThreadExecutor:
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s
             try:
-                finished = _attempt(self.app, work, self.events.put)
+                finished = _attempt(self.app, work, self.events.put, self.marks)
                 with self._lock:
                     if slot.abandoned:
                         self._abandoned -= 1
@@ -197,10 +206,18 @@ class ThreadExecutor:
             self.events.put(finished)
 
 
-def _attempt(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> Finished:
+def _attempt(
+    app: App,
+    work: Work,
+    report: Callable[[ProgressEvent], None],
+    marks: StartMarks | None = None,
+) -> Finished:
     """`execute`, which never raises for what a task does; if the machinery around it fails
-    anyway, the attempt still ends failed with the reason, and the worker goes on."""
+    anyway, the attempt still ends failed with the reason, and the worker goes on. `marks`, if
+    any, hears of the start and the end."""
+    mark = None
     try:
+        mark = marks.started(work.job_id) if marks is not None else None
         return execute(app, work, report)
     except JobTimeout:
         raise
@@ -209,6 +226,9 @@ def _attempt(app: App, work: Work, report: Callable[[ProgressEvent], None]) -> F
         return Finished(
             work.job_id, work.attempt, False, error=f"the worker failed: {describe(exc)}"
         )
+    finally:
+        if marks is not None and mark is not None:
+            marks.ended(mark)
 
 
 def _raise_in_thread(thread_id: int) -> None:

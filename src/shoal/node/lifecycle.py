@@ -80,6 +80,7 @@ class Node:
         # signal cannot make its timed get endless.
         self._stop_signals: EventQueue[bool] = EventQueue()
         self._thread: threading.Thread | None = None
+        self._warned_inline = False
 
     # -- running it -------------------------------------------------------------------------------
 
@@ -303,14 +304,29 @@ class Node:
         return executor
 
     def _make_executor(self) -> Executor:
-        if self.config.pool == "process":
+        pool = self.config.pool
+        if pool != "inline" and self.app_spec is None:
+            if pool == "process":
+                raise ConfigError("the process pool needs the app as 'module:attribute'")
+            if not self._warned_inline:
+                log.warning(
+                    "node %s runs tasks in its own process (no app given as "
+                    "'module:attribute' to load in a worker process): a task that kills its "
+                    "process takes the node down with it",
+                    self.config.name,
+                )
+                self._warned_inline = True
+            pool = "inline"
+        if pool == "process":
             from shoal.node.procpool import ProcessExecutor
 
-            if self.app_spec is None:
-                raise DatastoreUnavailable("the process pool needs the app as 'module:attribute'")
-            return ProcessExecutor(
-                self.app_spec, self.config.concurrency, self.store.url_for_display
-            )
+            assert self.app_spec is not None
+            return ProcessExecutor(self.app_spec, self.config.concurrency)
+        if pool == "thread":
+            from shoal.node.hosted import HostedExecutor
+
+            assert self.app_spec is not None
+            return HostedExecutor(self.app_spec, self.config.concurrency)
         return ThreadExecutor(self.app, self.config.concurrency)
 
     def _start_waker(self, executor: Executor) -> None:

@@ -228,7 +228,7 @@ class NodeLoop:
 
     def prefetch(self) -> int:
         """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones."""
-        if self.config.pool != "thread" or self.avg_run_s is None:
+        if self.config.pool == "process" or self.avg_run_s is None:
             return 0
         cfg = self.config
         room = cfg.concurrency * cfg.prefetch_budget_s / max(self.avg_run_s, 1e-5)
