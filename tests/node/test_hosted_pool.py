@@ -15,6 +15,8 @@ import pytest
 
 from shoal.model import Job, JobState, NewJob
 from shoal.node import Node, NodeConfig
+from shoal.node.hosted import HostedExecutor
+from shoal.node.runner import Finished, Work
 from shoal.store.sqlite import SqliteStore
 
 from steered import until
@@ -91,3 +93,21 @@ def test_a_worker_process_killed_from_outside_is_replaced(
     until(lambda: [p for p in hosts() if p.pid != host.pid], "a new worker process", DEATH_S)
     assert finished(sqlite_store, submit(sqlite_store, "noop")).state is JobState.SUCCEEDED
     assert node.exit_code is None
+
+
+def test_work_no_thread_had_started_goes_to_the_new_worker_process() -> None:
+    executor = HostedExecutor("pooltasks:app", 1)
+    try:
+        executor.submit(Work(1, 1, "exit_now", "[3]", "{}", None))
+        for job_id in (2, 3, 4):  # queued in the worker process behind the one slot
+            executor.submit(Work(job_id, 1, "noop", "[]", "{}", None))
+        ends: dict[int, Finished] = {}
+        while len(ends) < 4:
+            event = executor.events.get(timeout=DEATH_S)
+            if isinstance(event, Finished):
+                ends[event.job_id] = event
+        assert ends[1].error == "the worker process exited with code 3 while running job 1"
+        assert all(ends[i].ok for i in (2, 3, 4))
+        assert executor.running() == [] and executor.free_slots() == 1
+    finally:
+        executor.shutdown()

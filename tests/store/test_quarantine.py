@@ -1,7 +1,8 @@
 """Conformance, quarantine: a job whose nodes keep dying under it is failed, not passed on.
 
-Each time a node's lease expires while a job runs on it, the requeue counts a death on that job;
-at the cluster's `quarantine_after` deaths (2 unless `initialize` sets another) the job ends
+Each time a node's lease expires while a job runs on it, the requeue counts a death on that job
+(unless the node ran its tasks in a worker process, where they could not have killed it); at
+the cluster's `quarantine_after` deaths (2 unless `initialize` sets another) the job ends
 failed with an error that starts "quarantined" instead of reaching the next node. A clean stop
 counts no death. The counters stay exact through every step.
 """
@@ -23,9 +24,10 @@ def assert_counts_exact(store: Store) -> None:
     assert store.count_jobs_by_task() == {k: n for k, n in direct.items() if n}
 
 
-def die_running(store: Store, name: str, job_id: int) -> None:
+def die_running(store: Store, name: str, job_id: int, isolated: bool = False) -> None:
     """A node with a short lease claims `job_id` (with whatever else it takes) and dies."""
-    node = start_node(store, name, lease_s=0.3)
+    node = store.register_node(name, "host", 1, 4, ["t"], 0.3, isolated=isolated)
+    assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
     claimed = store.claim_jobs(node.id, 100)
     assert job_id in {j.id for j in claimed}
     assert until(store.mark_dead_nodes) == [node.id]
@@ -66,6 +68,21 @@ def test_a_clean_stop_counts_no_death(store: Store) -> None:
     job = read(store, job_id)
     assert job.state is JobState.QUEUED and job.attempts == 4
     assert_counts_exact(store)
+
+
+def test_the_death_of_a_node_whose_tasks_ran_in_a_worker_process_counts_no_death(
+    store: Store,
+) -> None:
+    # Such a node's tasks cannot have killed it: it was lost for some other reason.
+    [job_id] = store.submit_jobs(new_jobs(1, max_attempts=5))
+    for name in ("a", "b", "c"):
+        die_running(store, name, job_id, isolated=True)
+    job = read(store, job_id)
+    assert job.state is JobState.QUEUED and job.attempts == 3
+    die_running(store, "d", job_id)
+    assert read(store, job_id).state is JobState.QUEUED  # the first death that counts
+    die_running(store, "e", job_id)
+    assert (read(store, job_id).error or "").startswith("quarantined (node deaths while it ran: 2")
 
 
 def test_only_the_jobs_that_were_running_count_a_death(store: Store) -> None:

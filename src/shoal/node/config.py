@@ -44,6 +44,10 @@ class NodeConfig:
     # How often a node with an idle worker checks whether jobs waiting behind busy nodes should
     # move to it (sections that follow the load; see shoal/load.py). 0 turns it off.
     load_check_s: float = 0.25
+    # How often a node with an idle worker looks for jobs that wait in other sections for a
+    # task their owner does not register and this node does (old and new nodes side by side
+    # in a rolling deploy). 0 turns it off.
+    stranded_check_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

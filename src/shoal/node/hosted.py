@@ -291,7 +291,7 @@ class HostedExecutor:
                 return
             marked = {int(v) for v in child.slots if v}
             lost, self._inflight, self._unsent = self._inflight, {}, []
-            self._deaths.update(lost)
+            self._deaths.update(lost.keys())
             started = [
                 w
                 for w in lost.values()
@@ -341,9 +341,8 @@ class HostedExecutor:
     def _forward_solo(self, solo: ProcessExecutor) -> None:
         while True:
             event = solo.events.get()
-            if isinstance(event, Finished):
-                if not self._solo_done(event.job_id):
-                    continue
+            if isinstance(event, Finished) and not self._solo_done(event.job_id):
+                continue  # withdrawn or settled meanwhile
             self.events.put(event)
 
     def _solo_done(self, job_id: int) -> bool:

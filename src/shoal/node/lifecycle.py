@@ -197,6 +197,7 @@ class Node:
             self.state = loop.claim(self.state)
             if loop.follow_load(now):
                 self.state = loop.claim(self.state)
+            self.state = loop.claim_stranded(now, self.state)
         self._settle(loop, now)
         return loop.wait_s()
 
@@ -273,6 +274,7 @@ class Node:
 
     def _register(self) -> Executor:
         """Register, make the workers, move to waiting; returns the workers."""
+        pool = self._pool()
         record = self._retrying(
             lambda: self.store.register_node(
                 self.config.name,
@@ -281,10 +283,11 @@ class Node:
                 self.config.concurrency,
                 sorted(self.app.tasks),
                 self.config.lease_s,
+                isolated=pool != "inline",
             )
         )
         self.node_id, self.state = record.id, NodeState.INITIALIZING
-        executor = self._make_executor()
+        executor = self._make_executor(pool)
         self._retrying(
             lambda: self.store.set_node_state(
                 self.node_id, NodeState.INITIALIZING, NodeState.WAITING
@@ -303,7 +306,9 @@ class Node:
         )
         return executor
 
-    def _make_executor(self) -> Executor:
+    def _pool(self) -> str:
+        """The pool this node runs: the configured one, or inline threads for a node that was
+        not given its app as 'module:attribute' (a worker process could not load it)."""
         pool = self.config.pool
         if pool != "inline" and self.app_spec is None:
             if pool == "process":
@@ -317,6 +322,9 @@ class Node:
                 )
                 self._warned_inline = True
             pool = "inline"
+        return pool
+
+    def _make_executor(self, pool: str) -> Executor:
         if pool == "process":
             from shoal.node.procpool import ProcessExecutor
 

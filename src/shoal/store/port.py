@@ -61,6 +61,9 @@ class NewNode:
     concurrency: int
     tasks: tuple[str, ...]
     lease_s: float
+    # Whether its tasks run outside the process that holds its lease (a worker process): then a
+    # task cannot take the node down, so its death counts against none of its jobs.
+    isolated: bool = False
 
 
 class Store(ABC):
@@ -137,12 +140,15 @@ class Store(ABC):
         concurrency: int,
         tasks: Sequence[str],
         lease_s: float,
+        isolated: bool = False,
     ) -> NodeRecord:
         """Add a node in state `initializing` with a fresh id and a lease of `lease_s`.
 
+        `isolated`: its tasks run outside the process that holds its lease, so they cannot kill
+        it; the death of such a node counts against none of its jobs (see `mark_dead_nodes`).
         Raises NodeNameTaken if a node with this name is not dead. Records history.
         """
-        new = NewNode(name, host, pid, concurrency, tuple(sorted(tasks)), lease_s)
+        new = NewNode(name, host, pid, concurrency, tuple(sorted(tasks)), lease_s, isolated)
         return self.read_written_node(self.insert_node(new))
 
     @abstractmethod
@@ -200,7 +206,8 @@ class Store(ABC):
 
         In one transaction: state -> dead (history), each of their running jobs back to queued
         (the attempt counts: a job with no attempts left becomes failed with the reason), and a
-        rebalance. Each such job counts the death; one whose count reaches the cluster's
+        rebalance. Each such job counts the death, unless the node was `isolated` (its tasks ran
+        in a worker process and could not have killed it); one whose count reaches the cluster's
         `quarantine_after` is failed instead, its error starting "quarantined" and naming the
         deaths and the last node's. A node that stops cleanly counts no death. Returns the ids
         declared dead.
@@ -250,6 +257,19 @@ class Store(ABC):
         Succeeds only while the node is eligible (waiting/working, no pause requested) and for
         partitions it owns. Each claimed job becomes running with claimer = node_id and
         attempts + 1. Moves the node waiting -> working (with history) when it claims any.
+        """
+
+    @abstractmethod
+    def claim_stranded(self, node_id: int, limit: int) -> list[Job]:
+        """Claim up to `limit` runnable queued jobs, oldest first, that wait in other nodes'
+        sections for a task their owner does not register and this node does.
+
+        A node claims only jobs of the tasks it registers (`claim_jobs`), so in a rolling deploy
+        (old nodes beside new ones) a job of a new task whose partition an old node owns would
+        wait there for ever; a node with the task takes it this way instead. Claimed as
+        `claim_jobs` claims (attempt, stamp, counters, waiting -> working), and only while this
+        node may own a section. Cheap when no owner lacks a task this node has: the nodes'
+        task lists are read, no job.
         """
 
     @abstractmethod

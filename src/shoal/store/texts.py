@@ -125,7 +125,10 @@ def orphan_failed_tail() -> str:
 def quarantine_head() -> str:
     """What precedes the reason (the last node death) on a job failed because nodes kept dying
     under it; the mark stands for the deaths counted."""
-    return f"quarantined (node deaths while it ran: {DEATHS_MARK}, most likely caused by it; the last: "
+    return (
+        f"quarantined (node deaths while it ran: {DEATHS_MARK}, most likely caused by it; "
+        "the last: "
+    )
 
 
 def quarantine_tail() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from shoal.errors import SchemaError
 from shoal.model import Job, JobState, NewJob, Outcome, ProgressUpdate
-from shoal.store import texts
+from shoal.store import rules, texts
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, exists, job_from_row, scalar
 
@@ -58,6 +58,28 @@ def claim(conn: Conn, retried: bool, params: dict[str, Any], busy: bool) -> list
     elif not busy and not exists(conn, q.ANY_CLAIMABLE, (node_id,)):
         return []  # idle nodes poll: look before locking anything
     return [job_from_row(r) for r in conn.execute(q.CLAIM, params)]
+
+
+def claim_stranded(conn: Conn, retried: bool, params: dict[str, Any]) -> list[Job]:
+    """Claim jobs that wait for a task their owner lacks (see `Store.claim_stranded`), with
+    CLAIM_STRANDED's `params` but the ids; a retry first collects what an earlier try took."""
+    node_id, token, limit = params["node"], params["token"], params["limit"]
+    if retried:
+        found = conn.execute(q.CLAIMED_BY_TOKEN, (node_id, token)).fetchall()
+        if found:
+            return [job_from_row(r) for r in found]
+    mine = conn.execute(q.ELIGIBLE_TASKS, (node_id,)).fetchone()
+    if mine is None:
+        return []
+    owners = {int(r[0]): list(r[1]) for r in conn.execute(q.OWNER_TASKS)}
+    ids: list[int] = []
+    for owner, task in rules.stranded_tasks(node_id, list(mine[0]), owners):
+        args = {"task": task, "owner": owner, "limit": limit}
+        ids += [int(r[0]) for r in conn.execute(q.STRANDED, args)]
+    if not ids:
+        return []
+    args = {**params, "ids": sorted(ids)[:limit]}
+    return [job_from_row(r) for r in conn.execute(q.CLAIM_STRANDED, args)]
 
 
 def collect_lost_claims(conn: Conn, node_id: int, tokens: list[int]) -> list[Job]:

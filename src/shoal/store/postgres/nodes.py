@@ -122,11 +122,12 @@ def repair(conn: Conn) -> bool:
 def mark_dead(conn: Conn) -> list[int]:
     """Declare dead every node whose lease expired, requeue their jobs, rebalance."""
     rows = conn.execute(q.MARK_EXPIRED_DEAD).fetchall()
-    for node_id, name, old in rows:
+    for node_id, name, old, isolated in rows:
         conn.execute(
             q.NODE_STATE_EVENT, (node_id, name, old, NodeState.DEAD.value, texts.LEASE_EXPIRED)
         )
-        requeue_running(conn, node_id, texts.node_died(name), died=True)
+        # Tasks that ran in a worker process could not have killed the node: no death counted.
+        requeue_running(conn, node_id, texts.node_died(name), died=not isolated)
     if rows:
         rebalance(conn, texts.declared_dead([str(r[1]) for r in sorted(rows)]))
     return sorted(int(r[0]) for r in rows)

@@ -115,11 +115,13 @@ FROM touched
 # Candidates are the oldest few queued jobs of each owned partition (index jobs_queued_partition),
 # so a claim costs the same whether or not other sections have a backlog older than ours; the
 # batch is the oldest `limit` of them. `cap` is generous enough that with ids spread round-robin
-# over partitions the batch is exactly the section's oldest runnable jobs. The claimed jobs are
-# counted from queued to running in the node's counter shard.
+# over partitions the batch is exactly the section's oldest runnable jobs. Only jobs of the tasks
+# the node registers are candidates (in a rolling deploy, jobs of a task the owner lacks wait for
+# a node that has it: see STRANDED). The claimed jobs are counted from queued to running in the
+# node's counter shard.
 CLAIM = f"""
 WITH me AS (
-    SELECT section,
+    SELECT section, tasks,
            least(%(limit)s, greatest(4, ceil(%(limit)s * 2.0
                                              / greatest(1, cardinality(section)))))::int AS cap
     FROM nodes
@@ -133,6 +135,7 @@ WITH me AS (
     CROSS JOIN LATERAL (
         SELECT q.id FROM jobs q
         WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+          AND q.task = ANY(me.tasks)
         ORDER BY q.partition, q.id LIMIT me.cap
     ) c
 ), picked AS (
@@ -171,10 +174,57 @@ SELECT 1 FROM nodes n CROSS JOIN unnest(n.section) AS s(partition)
 CROSS JOIN LATERAL (
     SELECT 1 FROM jobs j
     WHERE j.partition = s.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+      AND j.task = ANY(n.tasks)
     LIMIT 1
 ) found
 WHERE n.id = %s
 LIMIT 1
+"""
+
+# Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
+# section, the runnable queued jobs of one task in one owner's section (through
+# jobs_queued_partition, one probe per partition), and the claim of jobs so found, as CLAIM
+# claims (see `Store.claim_stranded`).
+OWNER_TASKS = """
+SELECT id, tasks FROM nodes WHERE id IN (SELECT owner FROM partitions WHERE owner IS NOT NULL)
+"""
+ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = %s AND {ELIGIBLE_SQL}"
+STRANDED = f"""
+SELECT c.id FROM partitions p CROSS JOIN LATERAL (
+    SELECT q.id FROM jobs q
+    WHERE q.partition = p.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+      AND q.task = %(task)s
+    ORDER BY q.partition, q.id LIMIT %(limit)s
+) c
+WHERE p.owner = %(owner)s
+ORDER BY c.id LIMIT %(limit)s
+"""
+CLAIM_STRANDED = f"""
+WITH me AS (
+    SELECT id FROM nodes WHERE id = %(node)s AND {ELIGIBLE_SQL} FOR NO KEY UPDATE
+), picked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state || '' = 'queued'
+      AND EXISTS (SELECT 1 FROM me)
+    ORDER BY j.id
+    FOR UPDATE OF j SKIP LOCKED
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', claimer = %(node)s, claim_token = %(token)s,
+        attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.*
+), tallied AS (
+    {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
+), flipped AS (
+    UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
+    WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
+    RETURNING n.id, n.name
+), noted AS (
+    INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
+    SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
+)
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY id
 """
 
 RUNNING_ATTEMPTS = (
@@ -322,9 +372,9 @@ RETURNING {NOW}, c.epoch, n.section, n.pause_requested, n.state
 
 INSERT_NODE = f"""
 INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at, heartbeat_at,
-                   lease_expires_at, state_changed_at)
+                   lease_expires_at, state_changed_at, isolated)
 VALUES (%(name)s, 'initializing', %(host)s, %(pid)s, %(concurrency)s, %(tasks)s, {NOW}, {NOW},
-        {NOW} + %(lease)s, {NOW})
+        {NOW} + %(lease)s, {NOW}, %(isolated)s)
 RETURNING id
 """
 
@@ -349,7 +399,7 @@ FROM (SELECT id, state FROM nodes
       WHERE state <> 'dead' AND lease_expires_at < {NOW}
       ORDER BY id FOR UPDATE) old
 WHERE n.id = old.id
-RETURNING n.id, n.name, old.state
+RETURNING n.id, n.name, old.state, n.isolated
 """
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no

@@ -142,6 +142,25 @@ class PostgresStore(Store):
             self._busy.discard(node_id)
         return sorted(recovered + claimed, key=lambda j: j.id)
 
+    def claim_stranded(self, node_id: int, limit: int) -> list[model.Job]:
+        if limit < 1:
+            return []
+        token = random.getrandbits(62)
+        params = {
+            "node": node_id,
+            "shard": q.counter_shard(node_id),
+            "limit": limit,
+            "token": token,
+            "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
+        }
+        try:
+            return self._db.run(
+                "claim stranded jobs", lambda c, r: jobs.claim_stranded(c, r, params)
+            )
+        except Exception:  # it may have committed: the next claim collects what it took
+            self._lost_claims.setdefault(node_id, []).append(token)
+            raise
+
     def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
         tokens = self._lost_claims.pop(node_id, [])
         if not tokens:

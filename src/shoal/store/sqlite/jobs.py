@@ -7,6 +7,7 @@ transaction whose statements are small and indexed, so the single writer holds t
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -58,6 +59,32 @@ def any_claimable(cur: sqlite3.Cursor, now: float, node_id: int) -> bool:
 
 def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job]:
     rows = cur.execute(q.CLAIM, {"node": node_id, "now": now, "limit": limit}).fetchall()
+    if rows:
+        move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
+        add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
+    return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+
+
+def stranded_ids(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[int]:
+    """The oldest runnable jobs, at most `limit`, that wait for a task their owner lacks and
+    this node registers (see `Store.claim_stranded`)."""
+    mine = cur.execute(q.ELIGIBLE_TASKS, (node_id,)).fetchone()
+    if mine is None:
+        return []
+    owners = {int(r[0]): json.loads(r[1]) for r in cur.execute(q.OWNER_TASKS)}
+    found: list[int] = []
+    for owner, task in rules.stranded_tasks(node_id, json.loads(mine[0]), owners):
+        args = {"task": task, "now": now, "owner": owner, "limit": limit}
+        found += [int(r[0]) for r in cur.execute(q.STRANDED, args)]
+    return sorted(found)[:limit]
+
+
+def claim_stranded(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job]:
+    ids = stranded_ids(cur, now, node_id, limit)
+    if not ids:
+        return []
+    args = {"node": node_id, "now": now, "ids": json.dumps(ids)}
+    rows = cur.execute(q.CLAIM_STRANDED, args).fetchall()
     if rows:
         move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
         add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))

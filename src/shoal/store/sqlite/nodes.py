@@ -111,10 +111,11 @@ def mark_dead(cur: sqlite3.Cursor, now: float) -> list[int]:
     """Declare dead every node whose lease expired before `now`, requeue, rebalance."""
     # Requeue only after the lease has expired in database time: a slow commit is not a death.
     rows = cur.execute(q.EXPIRED, (now,)).fetchall()
-    for node_id, name, state in rows:
+    for node_id, name, state, isolated in rows:
         cur.execute(q.MARK_EXPIRED_DEAD, (now, node_id))
         record_state(cur, now, node_id, name, NodeState(state), NodeState.DEAD, texts.LEASE_EXPIRED)
-        requeue_running(cur, now, node_id, texts.node_died(name), died=True)
+        # Tasks that ran in a worker process could not have killed the node: no death counted.
+        requeue_running(cur, now, node_id, texts.node_died(name), died=not isolated)
     if rows:
         rebalance(cur, now, texts.declared_dead([r[1] for r in rows]))
     return [int(r[0]) for r in rows]

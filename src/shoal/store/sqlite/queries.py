@@ -26,10 +26,15 @@ CANCEL = (
     " WHERE id = :id AND state = 'queued' RETURNING task, state"
 )
 
-# The runnable queued jobs of the node's section, oldest first.
+# The node's tasks: a node claims only jobs whose task it registers (a rolling deploy runs old
+# nodes beside new ones; jobs of a task an owner lacks wait for a node that has it, see
+# STRANDED).
+MY_TASKS = "SELECT value FROM json_each((SELECT tasks FROM nodes WHERE id = :node))"
+# The runnable queued jobs of the node's section, oldest first, of the tasks it registers.
 PICK = (
     "SELECT id FROM jobs WHERE state = 'queued' AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
+    f" AND task IN ({MY_TASKS})"
     " ORDER BY id LIMIT :limit"
 )
 # Idle nodes poll: look before taking the write lock.
@@ -40,6 +45,26 @@ CLAIM = (
     " started_at = :now, progress = 0, progress_message = NULL"
     f" WHERE id IN ({PICK}) AND EXISTS (SELECT 1 FROM nodes WHERE id = :node"
     f" AND {ELIGIBLE_SQL})"
+    f" RETURNING {JOB_COLUMNS}"
+)
+
+# Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
+# section, the runnable queued jobs of one task in one owner's section, and the claim of jobs so
+# found (as CLAIM claims; see `Store.claim_stranded`).
+OWNER_TASKS = (
+    "SELECT id, tasks FROM nodes WHERE id IN (SELECT owner FROM partitions WHERE owner IS NOT NULL)"
+)
+ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = ? AND {ELIGIBLE_SQL}"
+STRANDED = (
+    "SELECT id FROM jobs WHERE task = :task AND state = 'queued' AND run_after <= :now"
+    " AND partition IN (SELECT partition FROM partitions WHERE owner = :owner)"
+    " ORDER BY id LIMIT :limit"
+)
+CLAIM_STRANDED = (
+    "UPDATE jobs SET state = 'running', claimer = :node, attempts = attempts + 1,"
+    " started_at = :now, progress = 0, progress_message = NULL"
+    " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"
+    f" AND EXISTS (SELECT 1 FROM nodes WHERE id = :node AND {ELIGIBLE_SQL})"
     f" RETURNING {JOB_COLUMNS}"
 )
 
@@ -86,9 +111,9 @@ ADD_COUNTS = (
 
 INSERT_NODE = (
     "INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at,"
-    " heartbeat_at, lease_expires_at, state_changed_at)"
+    " heartbeat_at, lease_expires_at, state_changed_at, isolated)"
     " VALUES (:name, 'initializing', :host, :pid, :concurrency, :tasks, :now, :now,"
-    " :now + :lease, :now)"
+    " :now + :lease, :now, :isolated)"
 )
 LIVE_HOLDER = "SELECT id, state, lease_expires_at - ? FROM nodes WHERE name = ? AND state <> 'dead'"
 
@@ -118,7 +143,9 @@ PAUSE_EVENT = (
 )
 
 ANY_EXPIRED = f"SELECT 1 FROM nodes WHERE state <> 'dead' AND lease_expires_at < ({NOW}) LIMIT 1"
-EXPIRED = "SELECT id, name, state FROM nodes WHERE state <> 'dead' AND lease_expires_at < ?"
+EXPIRED = (
+    "SELECT id, name, state, isolated FROM nodes WHERE state <> 'dead' AND lease_expires_at < ?"
+)
 MARK_EXPIRED_DEAD = "UPDATE nodes SET state = 'dead', state_changed_at = ? WHERE id = ?"
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no

@@ -102,6 +102,14 @@ class SqliteStore(Store):
                 return []
         return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit))
 
+    def claim_stranded(self, node_id: int, limit: int) -> list[model.Job]:
+        if limit < 1:
+            return []
+        with self.file.read() as cur:  # look first: in a cluster of one release, nothing is
+            if not jobs.stranded_ids(cur, now(cur), node_id, 1):
+                return []
+        return self.file.run(lambda cur: jobs.claim_stranded(cur, now(cur), node_id, limit))
+
     def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:
             return 0
