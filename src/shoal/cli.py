@@ -414,7 +414,8 @@ def _find_job(store: Store, job_id: int) -> Job:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def job(db: str | None, job_id: int, as_json: bool) -> None:
     """Show one job: state, task, arguments, attempts, node, progress, result, error."""
-    found = _find_job(open_existing(db), job_id)
+    store = open_existing(db)
+    found = _find_job(store, job_id)
     fields = {
         "id": found.id,
         "state": found.state.value,
@@ -433,6 +434,7 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         "created_at": found.created_at,
         "started_at": found.started_at,
         "finished_at": found.finished_at,
+        "waiting_for": _waiting_for(store, found),
     }
     if as_json:
         click.echo(json.dumps(fields, indent=2))
@@ -444,6 +446,14 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         echo_data(f"{key:>16}: {value if isinstance(value, str) else json.dumps(value)}")
     if found.traceback:
         click.echo("       traceback:\n" + printable(found.traceback.rstrip(), multiline=True))
+
+
+def _waiting_for(store: Store, found: Job) -> str | None:
+    """Why a queued job cannot start: no live node registers its task (nodes claim only jobs of
+    the tasks they register; it starts once one that does joins)."""
+    if found.state is not JobState.QUEUED or found.task in store.known_tasks():
+        return None
+    return f"a node that registers {found.task}: no live node does"
 
 
 @cli.command()

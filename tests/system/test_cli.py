@@ -111,6 +111,7 @@ def test_status_and_job_json(sqlite_url: str) -> None:
     assert status["nodes"] == []
     job = json.loads(shoal("job", job_id, "--json", "--db", sqlite_url).stdout)
     assert (job["state"], job["task"], job["args"]) == ("queued", "work", [3])
+    assert job["waiting_for"] == "a node that registers work: no live node does"
     assert_clean_error(shoal("job", "999", "--db", sqlite_url), "no job with id 999")
     assert_clean_error(shoal("pause", "ghost", "--db", sqlite_url), "no node with id or name")
 

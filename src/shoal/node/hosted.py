@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -38,7 +38,7 @@ from shoal.node.procpool import (
     ignore_stop_signals,
     start_worker,
 )
-from shoal.node.runner import Finished, Work
+from shoal.node.runner import Finished, ProgressEvent, Work
 
 log = logging.getLogger("shoal.node")
 
@@ -53,21 +53,32 @@ RESPAWN_PAUSE_S = 1.0
 UNMARKED_DEATHS = 2
 
 
+# The fields of each event, in order, as they cross the pipe.
+FIELDS: dict[type, tuple[str, ...]] = {
+    kind: tuple(f.name for f in fields(kind)) for kind in (Finished, ProgressEvent)
+}
+
+
 class SharedMarks:
     """Start marks in shared memory: slot i holds the id of the job a thread of the child runs,
     0 when free. The child writes them; the node reads them once the child is dead."""
 
     def __init__(self, slots: Any) -> None:
         self.slots = slots  # a RawArray of c_longlong
+        self._next = 0
         self._lock = threading.Lock()
+        self._mine = threading.local()  # each thread keeps the slot it was given
 
     def started(self, job_id: int) -> int:
-        with self._lock:
-            for i, value in enumerate(self.slots):
-                if value == 0:
-                    self.slots[i] = job_id
-                    return i
-        return -1  # every slot taken (cannot happen: there is one per possible thread)
+        mark: int | None = getattr(self._mine, "mark", None)
+        if mark is None:
+            with self._lock:
+                mark, self._next = self._next, self._next + 1
+            if mark >= len(self.slots):
+                return -1  # more threads than slots: unmarked (see UNMARKED_DEATHS)
+            self._mine.mark = mark
+        self.slots[mark] = job_id
+        return mark
 
     def ended(self, mark: int) -> None:
         if mark >= 0:
@@ -114,7 +125,17 @@ def _send_events(executor: ThreadExecutor, send: Any) -> None:
                 batch.append(events.get_nowait())
             except queue.Empty:
                 break
-        send(("events", batch, executor.abandoned))
+        send(("events", [_event_tuple(e) for e in batch], executor.abandoned))
+
+
+def _event_tuple(event: Event) -> tuple[Any, ...]:
+    """A worker's event as plain values (a flag for its kind, then its fields), which cross a
+    pipe several times faster than dataclasses."""
+    return (isinstance(event, Finished), *(getattr(event, n) for n in FIELDS[type(event)]))
+
+
+def _event_of(values: tuple[Any, ...]) -> Event:
+    return Finished(*values[1:]) if values[0] else ProgressEvent(*values[1:])
 
 
 @dataclass
@@ -247,7 +268,10 @@ class HostedExecutor:
             if more:
                 self._bell.put(True)
             if batch:
-                items = [tuple(vars(w).values()) for w in batch]
+                items = [
+                    (w.job_id, w.attempt, w.task, w.args_json, w.kwargs_json, w.timeout_s)
+                    for w in batch
+                ]
                 # A child that died meanwhile gets nothing: its death resends what it held.
                 with contextlib.suppress(OSError):
                     child.send(("work", items))
@@ -262,7 +286,8 @@ class HostedExecutor:
             if message[0] == "taken":
                 self._taken.put((message[1], message[2]))
                 continue
-            _, batch, abandoned = message
+            _, values, abandoned = message
+            batch = [_event_of(v) for v in values]
             with self._lock:
                 self._abandoned = abandoned
                 kept = [e for e in batch if self._still_in_flight(e)]
