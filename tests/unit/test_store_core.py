@@ -215,8 +215,9 @@ def test_each_dialect_owns_its_schema_version_from_its_numbered_files() -> None:
         "0004_running_by_id.sql",
         "0005_prune_by_age.sql",
         "0006_homes.sql",
+        "0007_node_deaths.sql",
     ]
-    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2, 3, 4]
+    assert [m.version for m in load_migrations("shoal.store.sqlite")] == [1, 2, 3, 4, 5]
 
 
 def make_package(root: Path, name: str, files: list[str]) -> None:
