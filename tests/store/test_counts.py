@@ -112,7 +112,7 @@ def test_opening_a_v1_sqlite_file_migrates_it_and_backfills_the_counts(tmp_path:
         counts = store.count_jobs_by_task()
         assert counts[("a", JobState.QUEUED)] == 100 and counts[("b", JobState.FAILED)] == 200
         assert sum(counts.values()) == 1200
-        node = start_node(store, "n")
+        node = start_node(store, "n", tasks=["a", "b"])
         assert len(store.claim_jobs(node.id, 10)) == 10
         assert_counts_match(store, "after a claim on the migrated file")
     finally:
