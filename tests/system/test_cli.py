@@ -146,10 +146,10 @@ def hostile_cluster(url: str) -> int:
     """Two live nodes with hostile names; one running job with a hostile task and progress
     message; one failed job with a hostile error and traceback, whose id is returned."""
     store = open_store(url)
-    first, second = (store.register_node(n, "host", 1, 2, ["t"], 30.0) for n in HOSTILE_NAMES)
+    task = "task[bold]\x1b[31m"
+    first, second = (store.register_node(n, "host", 1, 2, [task], 30.0) for n in HOSTILE_NAMES)
     for node in (first, second):
         assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
-    task = "task[bold]\x1b[31m"
     store.submit_jobs([NewJob(task=task, args_json="[]", kwargs_json="{}", max_attempts=1)] * 2)
     claims = {node.id: store.claim_jobs(node.id, 2) for node in (first, second)}
     [(owner, running)] = [(n, jobs[0]) for n, jobs in claims.items() if jobs][:1]
