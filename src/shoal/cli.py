@@ -43,7 +43,7 @@ from shoal.model import CancelResult, Job, JobState
 from shoal.observer.format import printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status
-from shoal.store import DEFAULT_PARTITIONS, Store, open_store, redact_url
+from shoal.store import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store, open_store, redact_url
 from shoal.store.rules import Retention
 
 if TYPE_CHECKING:
@@ -128,10 +128,19 @@ def cli() -> None:
         "one a larger P grows it online; P never shrinks."
     ),
 )
-def init(db: str | None, partitions: int | None) -> None:
+@click.option(
+    "--quarantine-after",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help=(
+        f"Fail a job, as quarantined, once the nodes running it have died this many times "
+        f"(default {QUARANTINE_AFTER} for a new datastore); it most likely kills them."
+    ),
+)
+def init(db: str | None, partitions: int | None, quarantine_after: int | None) -> None:
     """Create or migrate the datastore schema, or grow its partition count P online."""
     store = open_store(db)
-    store.initialize(partitions)
+    store.initialize(partitions, quarantine_after)
     actual = store.read_cluster().partitions
     echo_data(f"datastore ready: {store.url_for_display} ({actual} partitions)")
 
@@ -156,10 +165,14 @@ def init(db: str | None, partitions: int | None) -> None:
 @click.option("--name", help="Node name, unique among live nodes (default HOST-PID).")
 @click.option(
     "--pool",
-    type=click.Choice(["thread", "process"]),
+    type=click.Choice(["thread", "inline", "process"]),  # node.config.POOLS
     default="thread",
     show_default=True,
-    help="Run tasks in threads, or in processes for CPU-bound work.",
+    help=(
+        "thread: worker threads in one worker process, so a task that kills its process "
+        "(os._exit, a segfault) cannot take the node down; inline: threads in the node's own "
+        "process; process: a process per slot, for CPU-bound work."
+    ),
 )
 @click.option(
     "--lease-s",
@@ -493,7 +506,8 @@ def _find_job(store: Store, job_id: int) -> Job:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def job(db: str | None, job_id: int, as_json: bool) -> None:
     """Show one job: state, task, arguments, attempts, node, progress, result, error."""
-    found = _find_job(open_existing(db), job_id)
+    store = open_existing(db)
+    found = _find_job(store, job_id)
     fields = {
         "id": found.id,
         "state": found.state.value,
@@ -516,6 +530,7 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         "finished_at": found.finished_at,
         "cancel_requested_at": found.cancel_requested_at,
         "cancel_requested_by": found.cancel_requested_by,
+        "waiting_for": _waiting_for(store, found),
     }
     if as_json:
         click.echo(json.dumps(fields, indent=2))
@@ -527,6 +542,14 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         echo_data(f"{key:>16}: {value if isinstance(value, str) else json.dumps(value)}")
     if found.traceback:
         click.echo("       traceback:\n" + printable(found.traceback.rstrip(), multiline=True))
+
+
+def _waiting_for(store: Store, found: Job) -> str | None:
+    """Why a queued job cannot start: no live node registers its task (nodes claim only jobs of
+    the tasks they register; it starts once one that does joins)."""
+    if found.state is not JobState.QUEUED or found.task in store.known_tasks():
+        return None
+    return f"a node that registers {found.task}: no live node does"
 
 
 @cli.command()

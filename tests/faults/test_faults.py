@@ -34,11 +34,7 @@ SOAK += ["--faults", "sigkill,sigstop,terminate,restart-fast", "--poison", "none
 SOAK += ["--lease-s", str(LEASE_S)]
 POISON = ["--seed", "7", "--minutes", "0", "--datastores", "sqlite", "--lease-s", str(LEASE_S)]
 
-WAITS_ON_ISOLATION = "waits on crash isolation: a task that kills its process kills the node"
-XFAIL = {
-    ("thread", "os._exit"): WAITS_ON_ISOLATION,
-    ("thread", "segfault"): WAITS_ON_ISOLATION,
-}
+XFAIL: dict[tuple[str, str], str] = {}
 KINDS = ("os._exit", "segfault", "memory", "c-blocked", "progress-nul", "progress-surrogate")
 KINDS += ("deep-result", "nan-result", "hostile-names")
 

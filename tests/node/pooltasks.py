@@ -1,4 +1,4 @@
-"""Tasks for process-pool tests, imported by the pool's worker processes as pooltasks:app."""
+"""Tasks for worker-process tests, imported by the pools' worker processes as pooltasks:app."""
 
 from __future__ import annotations
 
@@ -35,3 +35,25 @@ def stubborn(seconds: float) -> str:
     progress(0.0, str(os.getpid()))
     time.sleep(seconds)
     return "finished anyway"
+
+
+@app.task(retries=0)
+def exit_now(code: int) -> None:
+    os._exit(code)
+
+
+@app.task(retries=0)
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@app.task(retries=0)
+def noop() -> int:
+    return 1
+
+
+@app.task(retries=0)
+def pid() -> int:
+    return os.getpid()

@@ -8,7 +8,7 @@ expiry is exercised with short leases and a poll with a deadline, never a fixed 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from shoal.model import NewJob, NodeRecord, NodeState
 from shoal.store import Store
@@ -20,8 +20,11 @@ def new_jobs(n: int, task: str = "t", **kw: object) -> list[NewJob]:
     return [NewJob(task, f"[{i}]", "{}", **kw) for i in range(n)]  # type: ignore[arg-type]
 
 
-def start_node(store: Store, name: str, lease_s: float = 30.0) -> NodeRecord:
-    node = store.register_node(name, "host", 1, 4, ["t"], lease_s)
+def start_node(
+    store: Store, name: str, lease_s: float = 30.0, tasks: Sequence[str] = ("t",)
+) -> NodeRecord:
+    """A node in `waiting`; it claims only jobs of `tasks`."""
+    node = store.register_node(name, "host", 1, 4, tasks, lease_s)
     assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
     found = store.read_node(node.id)
     assert found is not None

@@ -112,7 +112,7 @@ def test_opening_a_v1_sqlite_file_migrates_it_and_backfills_the_counts(tmp_path:
         counts = store.count_jobs_by_task()
         assert counts[("a", JobState.QUEUED)] == 100 and counts[("b", JobState.FAILED)] == 200
         assert sum(counts.values()) == 1200
-        node = start_node(store, "n")
+        node = start_node(store, "n", tasks=["a", "b"])
         assert len(store.claim_jobs(node.id, 10)) == 10
         assert_counts_match(store, "after a claim on the migrated file")
     finally:
@@ -120,7 +120,7 @@ def test_opening_a_v1_sqlite_file_migrates_it_and_backfills_the_counts(tmp_path:
     with sqlite3.connect(path) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         version = conn.execute("SELECT value FROM shoal_meta WHERE key='schema_version'").fetchone()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 8
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 9
     assert {"jobs_final", "jobs_task_id"} <= names and not {"jobs_state", "jobs_task"} & names
     again = open_store(url)  # a second open finds nothing left to do
     try:

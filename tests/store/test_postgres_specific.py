@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ def store(url: str) -> Iterator[PostgresStore]:
     s.close()
 
 
-def start_node(store: PostgresStore, name: str) -> NodeRecord:
-    node = store.register_node(name, "host", os.getpid(), 4, ["t"], 60.0)
+def start_node(store: PostgresStore, name: str, tasks: Sequence[str] = ("t",)) -> NodeRecord:
+    node = store.register_node(name, "host", os.getpid(), 4, tasks, 60.0)
     assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
     found = store.read_node(node.id)
     assert found is not None
@@ -151,7 +151,7 @@ def test_migration_to_v2_backfills_the_counts(url: str) -> None:
         counts = store.count_jobs_by_task()
         assert counts[("a", JobState.QUEUED)] == 100 and counts[("b", JobState.FAILED)] == 200
         assert sum(counts.values()) == 1200
-        node = start_node(store, "n")
+        node = start_node(store, "n", tasks=["a", "b"])
         assert len(store.claim_jobs(node.id, 10)) == 10
         assert store.read_cluster().job_counts[JobState.QUEUED] == 300 - 10
     finally:

@@ -17,7 +17,7 @@ from shoal.store.rules import DAY_S, PruneRule, Retention, prune_rules
 
 def finish_some(store: Store, task: str, ok: int, failed: int = 0, cancelled: int = 0) -> None:
     """Submit and end jobs of `task`: `ok` succeeded, `failed` failed, `cancelled` cancelled."""
-    node = start_node(store, f"finisher-{task}-{ok}-{failed}-{cancelled}")
+    node = start_node(store, f"finisher-{task}-{ok}-{failed}-{cancelled}", tasks=[task])
     store.submit_jobs(new_jobs(ok + failed, task=task, max_attempts=1))
     claimed = store.claim_jobs(node.id, ok + failed)
     assert len(claimed) == ok + failed

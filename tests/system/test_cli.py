@@ -111,6 +111,7 @@ def test_status_and_job_json(sqlite_url: str) -> None:
     assert status["nodes"] == []
     job = json.loads(shoal("job", job_id, "--json", "--db", sqlite_url).stdout)
     assert (job["state"], job["task"], job["args"]) == ("queued", "work", [3])
+    assert job["waiting_for"] == "a node that registers work: no live node does"
     assert_clean_error(shoal("job", "999", "--db", sqlite_url), "no job with id 999")
     assert_clean_error(shoal("pause", "ghost", "--db", sqlite_url), "no node with id or name")
 
@@ -145,10 +146,10 @@ def hostile_cluster(url: str) -> int:
     """Two live nodes with hostile names; one running job with a hostile task and progress
     message; one failed job with a hostile error and traceback, whose id is returned."""
     store = open_store(url)
-    first, second = (store.register_node(n, "host", 1, 2, ["t"], 30.0) for n in HOSTILE_NAMES)
+    task = "task[bold]\x1b[31m"
+    first, second = (store.register_node(n, "host", 1, 2, [task], 30.0) for n in HOSTILE_NAMES)
     for node in (first, second):
         assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
-    task = "task[bold]\x1b[31m"
     store.submit_jobs([NewJob(task=task, args_json="[]", kwargs_json="{}", max_attempts=1)] * 2)
     claims = {node.id: store.claim_jobs(node.id, 2) for node in (first, second)}
     [(owner, running)] = [(n, jobs[0]) for n, jobs in claims.items() if jobs][:1]
@@ -187,7 +188,8 @@ def test_job_shows_hostile_text_escaped(sqlite_url: str) -> None:
 def test_status_json_has_the_documented_fields_from_the_view(sqlite_url: str) -> None:
     hostile_cluster(sqlite_url)
     document = json.loads(run("status", "--json", "--db", sqlite_url).output)
-    assert set(document) == {"partitions", "epoch", "nodes", "jobs"}
+    assert set(document) == {"partitions", "epoch", "nodes", "jobs", "limits"}
+    assert document["limits"] == []  # no task of this cluster declares a limit
     assert document["jobs"] == {
         "queued": 0,
         "running": 1,

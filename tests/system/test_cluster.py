@@ -8,7 +8,7 @@ from collections import Counter
 from shoal.model import EventKind, JobState, NewJob, NodeState
 from shoal.store import Store, open_store
 
-from realnodes import Cluster, until
+from realnodes import Cluster, shoal, until
 
 
 def submit(store: Store, count: int, sleep_s: float) -> list[int]:
@@ -147,16 +147,17 @@ def test_failing_job_is_retried_then_recorded_failed_with_traceback(cluster: Clu
     assert "Traceback" in (job.traceback or "") and "systasks.py" in (job.traceback or "")
 
 
-def test_job_of_a_task_no_node_knows_is_failed_visibly(cluster: Cluster) -> None:
+def test_job_of_a_task_no_node_knows_waits_queued_visibly(cluster: Cluster) -> None:
     store = open_store(cluster.url)
     cluster.start("a")
     wait_live(store, {"a"})
     [job_id] = store.submit_jobs([NewJob("nosuch", "[]", "{}")])
-    job = until(
-        lambda: (j := store.read_job(job_id)) is not None and j.state.is_final and j,
-        what="unknown-task job final",
-    )
-    assert job.state is JobState.FAILED and "unknown task 'nosuch'" in (job.error or "")
+    [probe] = submit(store, 1, 0.0)  # once it has run, the node has looked at its section
+    until(lambda: all_final(store, [probe]), what="a job of a task the node has")
+    job = store.read_job(job_id)
+    assert job is not None and job.state is JobState.QUEUED and job.attempts == 0
+    shown = shoal("job", str(job_id), "--db", cluster.url)
+    assert "waiting_for: a node that registers nosuch: no live node does" in shown.stdout
 
 
 def test_steady_load_does_not_write_a_history_row_per_job(cluster: Cluster) -> None:
@@ -181,6 +182,11 @@ def test_jobs_still_running_after_the_grace_period_are_released_uncounted(
     nodes = wait_live(store, {"a"})
     ids = submit(store, 4, 30.0)
     until(lambda: store.read_node(nodes["a"]).running == 2, what="a running two jobs")  # type: ignore[union-attr]
+
+    def two_started() -> bool:  # a worker has begun each (the task reports progress first)
+        return sum(1 for i in ids if (j := store.read_job(i)) and j.progress == 0.5) == 2
+
+    until(two_started, what="two jobs started in the worker process")
     a.send_signal(signal.SIGTERM)
     assert a.wait(timeout=30) == 0
     jobs = [store.read_job(i) for i in ids]

@@ -70,9 +70,10 @@ def started(store: Store, ids: list[int]) -> bool:
     return all((job := store.read_job(i)) is not None and job.progress for i in ids)
 
 
-def test_sigterm_to_the_process_group_drains_process_pool_jobs(group: Group) -> None:
+@pytest.mark.parametrize("pool", ["process", "thread"])  # thread: threads in a worker process
+def test_sigterm_to_the_process_group_drains_worker_process_jobs(group: Group, pool: str) -> None:
     store = open_store(group.url)
-    node = group.start("a", "--pool", "process", "--concurrency", "2", "--grace-s", "60")
+    node = group.start("a", "--pool", pool, "--concurrency", "2", "--grace-s", "60")
     until(lambda: live(store, "a"), what="node a live")
     ids = store.submit_jobs([NewJob("work", f"[{i}, 1.5]", "{}", max_attempts=1) for i in (1, 2)])
     until(lambda: started(store, ids), what="both jobs running in worker processes")

@@ -104,6 +104,10 @@ def test_error_text_is_made_storable() -> None:
 def test_a_worker_process_death_names_the_signal_and_the_job() -> None:
     from shoal.node.procpool import death_of
 
-    assert death_of(-11, 7) == "worker process died with signal 11 (SIGSEGV) during job 7"
-    assert death_of(-9, 8) == "worker process died with signal 9 (SIGKILL) during job 8"
-    assert death_of(1, 9) == "worker process died with exit code 1 during job 9"
+    assert death_of(-11, 7) == (
+        "the worker process was killed by signal 11 (SIGSEGV) while running job 7"
+    )
+    assert (
+        death_of(-9, 8) == "the worker process was killed by signal 9 (SIGKILL) while running job 8"
+    )
+    assert death_of(1, 9) == "the worker process exited with code 1 while running job 9"

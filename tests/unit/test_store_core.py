@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal import assignment, states
-from shoal.errors import NotFound
+from shoal.errors import ConfigError, NotFound
 from shoal.load import Move, MoveKind
 from shoal.model import EventKind, HistoryEvent, JobFilter, JobState, NodeRecord, NodeState
 from shoal.store import postgres, rules, sqlite, texts
@@ -241,3 +241,21 @@ def test_loader_orders_by_number_and_refuses_gaps_and_repeats(
     for broken in ("m_gap", "m_twice"):
         with pytest.raises(ValueError, match=r"not numbered 1\.\.n"):
             load_migrations(broken)
+
+
+# -- rolling deploys ------------------------------------------------------------------------------
+
+
+def test_stranded_tasks_are_the_ones_this_node_has_and_another_owner_lacks() -> None:
+    owners = {1: ["t"], 2: ["t", "new"], 3: ["t", "u"]}
+    assert rules.stranded_tasks(2, ["t", "new"], owners) == [(1, "new"), (3, "new")]
+    assert rules.stranded_tasks(3, ["t", "u"], owners) == [(1, "u"), (2, "u")]
+    assert rules.stranded_tasks(1, ["t"], owners) == []
+    assert rules.stranded_tasks(2, ["t", "new"], {2: ["t", "new"]}) == []  # itself: never
+
+
+def test_quarantine_after_must_be_at_least_one() -> None:
+    rules.check_quarantine_after(None)
+    rules.check_quarantine_after(1)
+    with pytest.raises(ConfigError, match="--quarantine-after must be at least 1"):
+        rules.check_quarantine_after(0)

@@ -13,11 +13,18 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+POOLS = ("thread", "inline", "process")
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     name: str = field(default_factory=default_name)
     concurrency: int = 4
-    pool: str = "thread"  # "thread", or "process" for CPU-bound tasks
+    # "thread": worker threads in one worker process, so that a task that kills its process
+    # (os._exit, a segfault) cannot take the node down; "inline": worker threads in the node's
+    # own process (the only choice for a node not given its app as 'module:attribute');
+    # "process": a worker process per slot, for CPU-bound tasks.
+    pool: str = "thread"
     lease_s: float = 5.0  # declared dead this long after its last heartbeat
     heartbeat_s: float = 1.0
     poll_s: float = 0.02  # how often an idle node looks for work (without notifications)
@@ -48,12 +55,16 @@ class NodeConfig:
     # an index that holds only the jobs being cancelled, so a request takes effect within about
     # this long on any datastore, without a channel of its own.
     cancel_check_s: float = 0.25
+    # How often a node with an idle worker looks for jobs that wait in other sections for a
+    # task their owner does not register and this node does (old and new nodes side by side
+    # in a rolling deploy). 0 turns it off.
+    stranded_check_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
-        if self.pool not in ("thread", "process"):
-            raise ConfigError("--pool must be 'thread' or 'process'")
+        if self.pool not in POOLS:
+            raise ConfigError("--pool must be 'thread', 'inline' or 'process'")
         if not self.name or len(self.name) > 200:
             raise ConfigError("a node name must be 1 to 200 characters")
         if not self.cancel_check_s > 0:

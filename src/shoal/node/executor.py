@@ -49,6 +49,14 @@ class Wake:
 Event = ProgressEvent | Finished | Wake
 
 
+class StartMarks(Protocol):
+    """Told when a worker thread starts an attempt and when it ends (a worker process records
+    them where its parent can read them after it died)."""
+
+    def started(self, job_id: int) -> int: ...
+    def ended(self, mark: int) -> None: ...
+
+
 class Executor(Protocol):
     events: queue.SimpleQueue[Event]
 
@@ -99,9 +107,10 @@ ABANDONED_PER_SLOT = 2
 
 
 class ThreadExecutor:
-    def __init__(self, app: App, concurrency: int) -> None:
+    def __init__(self, app: App, concurrency: int, marks: StartMarks | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
+        self.marks = marks
         self.max_abandoned = ABANDONED_PER_SLOT * concurrency
         self._abandoned = 0  # threads given up on at a time limit that have not returned yet
         self._stopping = False
@@ -234,7 +243,7 @@ class ThreadExecutor:
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s
             try:
-                finished = _attempt(self.app, work, self.events.put, slot.cancel.is_set)
+                finished = _attempt(self.app, work, self.events.put, slot.cancel.is_set, self.marks)
                 with self._lock:
                     if slot.abandoned:
                         self._abandoned -= 1
@@ -253,10 +262,14 @@ def _attempt(
     work: Work,
     report: Callable[[ProgressEvent], None],
     is_cancelled: Callable[[], bool],
+    marks: StartMarks | None = None,
 ) -> Finished:
     """`execute`, which never raises for what a task does; if the machinery around it fails
-    anyway, the attempt still ends failed with the reason, and the worker goes on."""
+    anyway, the attempt still ends failed with the reason, and the worker goes on. `marks`, if
+    any, hears of the start and the end."""
+    mark = None
     try:
+        mark = marks.started(work.job_id) if marks is not None else None
         return execute(app, work, report, is_cancelled)
     except _RAISED_IN:
         raise
@@ -265,6 +278,9 @@ def _attempt(
         return Finished(
             work.job_id, work.attempt, False, error=f"the worker failed: {describe(exc)}"
         )
+    finally:
+        if marks is not None and mark is not None:
+            marks.ended(mark)
 
 
 def _raise_in_thread(thread_id: int, raised: type[BaseException]) -> None:

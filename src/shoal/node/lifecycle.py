@@ -82,6 +82,7 @@ class Node:
         # signal cannot make its timed get endless.
         self._stop_signals: EventQueue[bool] = EventQueue()
         self._thread: threading.Thread | None = None
+        self._warned_inline = False
 
     # -- running it -------------------------------------------------------------------------------
 
@@ -200,6 +201,7 @@ class Node:
             self.state = loop.claim(self.state)
             if loop.follow_load(now):
                 self.state = loop.claim(self.state)
+            self.state = loop.claim_stranded(now, self.state)
         self._settle(loop, now)
         return loop.wait_s()
 
@@ -284,6 +286,7 @@ class Node:
 
     def _register(self) -> Executor:
         """Register, make the workers, move to waiting; returns the workers."""
+        pool = self._pool()
         record = self._retrying(
             lambda: self.store.register_node(
                 self.config.name,
@@ -293,10 +296,11 @@ class Node:
                 sorted(self.app.tasks),
                 self.config.lease_s,
                 self.app.task_limits(),
+                isolated=pool != "inline",
             )
         )
         self.node_id, self.state = record.id, NodeState.INITIALIZING
-        executor = self._make_executor()
+        executor = self._make_executor(pool)
         self._retrying(
             lambda: self.store.set_node_state(
                 self.node_id, NodeState.INITIALIZING, NodeState.WAITING
@@ -315,15 +319,35 @@ class Node:
         )
         return executor
 
-    def _make_executor(self) -> Executor:
-        if self.config.pool == "process":
+    def _pool(self) -> str:
+        """The pool this node runs: the configured one, or inline threads for a node that was
+        not given its app as 'module:attribute' (a worker process could not load it)."""
+        pool = self.config.pool
+        if pool != "inline" and self.app_spec is None:
+            if pool == "process":
+                raise ConfigError("the process pool needs the app as 'module:attribute'")
+            if not self._warned_inline:
+                log.warning(
+                    "node %s runs tasks in its own process (no app given as "
+                    "'module:attribute' to load in a worker process): a task that kills its "
+                    "process takes the node down with it",
+                    self.config.name,
+                )
+                self._warned_inline = True
+            pool = "inline"
+        return pool
+
+    def _make_executor(self, pool: str) -> Executor:
+        if pool == "process":
             from shoal.node.procpool import ProcessExecutor
 
-            if self.app_spec is None:
-                raise DatastoreUnavailable("the process pool needs the app as 'module:attribute'")
-            return ProcessExecutor(
-                self.app_spec, self.config.concurrency, self.store.url_for_display
-            )
+            assert self.app_spec is not None
+            return ProcessExecutor(self.app_spec, self.config.concurrency)
+        if pool == "thread":
+            from shoal.node.hosted import HostedExecutor
+
+            assert self.app_spec is not None
+            return HostedExecutor(self.app_spec, self.config.concurrency)
         return ThreadExecutor(self.app, self.config.concurrency)
 
     def _start_waker(self, executor: Executor) -> None:

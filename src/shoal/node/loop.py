@@ -99,6 +99,7 @@ class NodeLoop:
     avg_run_s: float | None = None
     last_load_check: float = 0.0
     last_cancel_check: float = 0.0
+    last_stranded_check: float = 0.0
     # While the datastore refuses writes (down, a full disk): a pause doubling up to
     # RETRY_MAX_S between tries, so a refused write is neither retried nor logged thousands
     # of times a second.
@@ -275,7 +276,7 @@ class NodeLoop:
         already outlasted it: an average of tiny jobs says nothing of the slow one now running,
         and claiming a thousand jobs behind it would hold them from nodes with free slots.
         """
-        if self.config.pool != "thread" or self.avg_run_s is None:
+        if self.config.pool == "process" or self.avg_run_s is None:
             return 0
         cfg = self.config
         expected_s = max(self.avg_run_s, self.executor.longest_running_s(), 1e-5)
@@ -312,6 +313,10 @@ class NodeLoop:
             )
             return state
         self.claim_backoff.succeeded()
+        return self._take(jobs, state)
+
+    def _take(self, jobs: list[Job], state: NodeState) -> NodeState:
+        """Hold and start claimed jobs; returns the node's state after the claim."""
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
@@ -320,6 +325,30 @@ class NodeLoop:
             self.executor.submit(Work.of(job, options.timeout_s if options else None))
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state
+
+    def claim_stranded(self, now: float, state: NodeState) -> NodeState:
+        """At most every `stranded_check_s`, with a worker idle: claim jobs that wait in other
+        sections for a task their owner lacks and this node has (a rolling deploy; see
+        `Store.claim_stranded`). Returns the node's state after the claim."""
+        cfg = self.config
+        if not cfg.stranded_check_s or now - self.last_stranded_check < cfg.stranded_check_s:
+            return state
+        free = self.executor.free_slots(0)
+        if free <= 0 or self.claim_backoff.active():
+            return state
+        self.last_stranded_check = now
+        try:
+            jobs = self.store.claim_stranded(self.node_id, free)
+        except DatastoreUnavailable as exc:
+            log.debug("cannot look for jobs waiting for this node's tasks yet (%s)", exc)
+            return state
+        if jobs:
+            log.info(
+                "took %d jobs waiting in other sections for tasks their owner lacks (%s)",
+                len(jobs),
+                ", ".join(sorted({j.task for j in jobs})),
+            )
+        return self._take(jobs, state)
 
     def follow_load(self, now: float) -> bool:
         """While a worker is idle, at most every `load_check_s`: lend this node the backlog that

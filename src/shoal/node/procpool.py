@@ -46,13 +46,28 @@ def _asked_to_cancel(cancel: Any, job_id: int) -> bool:
     return bool(cancel.value == job_id)
 
 
+def ignore_stop_signals() -> None:
+    """In a worker process: the node handles SIGINT/SIGTERM and decides when workers stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by start_worker
+
+
+def start_worker(process: Any) -> None:
+    """Start a worker process (multiprocessing, spawn) with the stop signals blocked: the child
+    inherits the mask across exec, and so cannot die of a stop signal sent before it has set its
+    own dispositions (`ignore_stop_signals`)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def _worker_main(app_spec: str, conn: Connection, cancel: Any) -> None:
     from shoal.app import load_app
 
-    # The node handles SIGINT/SIGTERM and decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by _spawn; now ignored
+    ignore_stop_signals()
     app = load_app(app_spec)
 
     def report(event: ProgressEvent) -> None:
@@ -115,13 +130,7 @@ class ProcessExecutor:
             name="shoal-worker",
             daemon=True,
         )
-        # The child inherits the blocked mask across exec, and so cannot die of a stop signal
-        # sent before it has set its own dispositions.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            process.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        start_worker(process)
         child.close()
         worker = _Worker(process, parent, cancel)
         threading.Thread(target=self._read, args=(worker,), daemon=True).start()
@@ -258,12 +267,17 @@ class ProcessExecutor:
 
 
 def death_of(exitcode: int | None, job_id: int) -> str:
-    """What a worker process's end says about the attempt it was running: the signal by name
-    when one killed it (multiprocessing reports signal N as exit code -N)."""
+    """What a worker process's end says about the attempt it was running."""
+    return f"{ended_how(exitcode)} while running job {job_id}"
+
+
+def ended_how(exitcode: int | None) -> str:
+    """How a worker process ended, by signal name when one killed it (multiprocessing reports
+    signal N as exit code -N)."""
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = "an unknown signal"
-        return f"worker process died with signal {-exitcode} ({name}) during job {job_id}"
-    return f"worker process died with exit code {exitcode} during job {job_id}"
+        return f"the worker process was killed by signal {-exitcode} ({name})"
+    return f"the worker process exited with code {exitcode}"

@@ -72,7 +72,8 @@ def render_status(status: Status, title: str = "Shoal") -> RenderableType:
 
 
 def status_document(status: Status) -> dict[str, Any]:
-    """What `shoal status --json` prints: partitions, epoch, nodes and job counts by state."""
+    """What `shoal status --json` prints: partitions, epoch, nodes, job counts by state and the
+    task limits with their use."""
     return {
         "partitions": status.partitions,
         "epoch": status.epoch,

@@ -21,13 +21,14 @@ import os
 import re
 
 from shoal.errors import ConfigError
-from shoal.store.port import DEFAULT_PARTITIONS, Store
+from shoal.store.port import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store
 
 DEFAULT_URL = "sqlite:///shoal.db"
 
 __all__ = [
     "DEFAULT_PARTITIONS",
     "DEFAULT_URL",
+    "QUARANTINE_AFTER",
     "Store",
     "open_store",
     "redact_url",

@@ -55,6 +55,10 @@ from shoal.store import rules
 from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
 
 DEFAULT_PARTITIONS = 128
+# Deaths of the nodes running a job before it is quarantined (failed instead of requeued): one
+# node dying under a job may be bad luck (a host lost, an operator's SIGKILL); the second in a
+# row points at the job, and the next node it reaches would most likely die too.
+QUARANTINE_AFTER = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class NewNode:
     tasks: tuple[str, ...]
     lease_s: float
     limits: tuple[TaskLimit, ...] = ()  # the limits its tasks declare, by task
+    # Whether its tasks run outside the process that holds its lease (a worker process): then a
+    # task cannot take the node down, so its death counts against none of its jobs.
+    isolated: bool = False
 
 
 class AsyncJobs(ABC):
@@ -105,7 +112,9 @@ class Store(ABC):
     # -- setting up ---------------------------------------------------------------------------
 
     @abstractmethod
-    def initialize(self, partitions: int | None = None) -> None:
+    def initialize(
+        self, partitions: int | None = None, quarantine_after: int | None = None
+    ) -> None:
         """Create the schema (or migrate it to the adapter's version) and the cluster row.
 
         Idempotent. A new cluster gets `partitions` (default DEFAULT_PARTITIONS). On an existing
@@ -113,6 +122,10 @@ class Store(ABC):
         added, the sections rebalanced over them (epoch bump, history row), new jobs take
         `id % P` of the new P and queued jobs keep theirs. A smaller one raises ConfigError
         (`rules.partitions_to_grow`); None or the same leaves P alone.
+
+        `quarantine_after` (when given; ConfigError below 1) sets how many times a job may be
+        running on a node that dies before the requeue fails it as quarantined instead
+        (default QUARANTINE_AFTER for a new cluster; see `mark_dead_nodes`).
         """
 
     @abstractmethod
@@ -195,6 +208,7 @@ class Store(ABC):
         tasks: Sequence[str],
         lease_s: float,
         limits: Sequence[TaskLimit] = (),
+        isolated: bool = False,
     ) -> NodeRecord:
         """Add a node in state `initializing` with a fresh id and a lease of `lease_s`.
 
@@ -202,9 +216,13 @@ class Store(ABC):
         transaction, the node's `limits` become the cluster's limits of those tasks, and its
         other `tasks` lose any stored limit: the latest registration wins (`limits.declared`).
         A task limited for the first time gets its running count from the jobs running now.
+        `isolated`: its tasks run outside the process that holds its lease, so they cannot kill
+        it; the death of such a node counts against none of its jobs (see `mark_dead_nodes`).
         """
         ordered = tuple(sorted(limits, key=lambda lim: lim.task))
-        new = NewNode(name, host, pid, concurrency, tuple(sorted(tasks)), lease_s, ordered)
+        new = NewNode(
+            name, host, pid, concurrency, tuple(sorted(tasks)), lease_s, ordered, isolated
+        )
         return self.read_written_node(self.insert_node(new))
 
     @abstractmethod
@@ -262,7 +280,11 @@ class Store(ABC):
 
         In one transaction: state -> dead (history), each of their running jobs back to queued
         (the attempt counts: a job with no attempts left becomes failed with the reason; a job
-        with a cancel request ends cancelled), and a rebalance. Returns the ids declared dead.
+        with a cancel request ends cancelled), and a rebalance. Each such job counts the death,
+        unless the node was `isolated` (its tasks ran in a worker process and could not have
+        killed it); one whose count reaches the cluster's `quarantine_after` is failed instead,
+        its error starting "quarantined" and naming the deaths and the last node's. A node that
+        stops cleanly counts no death. Returns the ids declared dead.
         """
 
     @abstractmethod
@@ -319,6 +341,19 @@ class Store(ABC):
         window. A job skipped for a limit stays queued and does not hold up younger jobs of
         other tasks. Every way a job leaves `running` (finish, retry, release, the requeue of
         a dead node's jobs) gives its room back in the same transaction.
+        """
+
+    @abstractmethod
+    def claim_stranded(self, node_id: int, limit: int) -> list[Job]:
+        """Claim up to `limit` runnable queued jobs, oldest first, that wait in other nodes'
+        sections for a task their owner does not register and this node does.
+
+        A node claims only jobs of the tasks it registers (`claim_jobs`), so in a rolling deploy
+        (old nodes beside new ones) a job of a new task whose partition an old node owns would
+        wait there for ever; a node with the task takes it this way instead. Claimed as
+        `claim_jobs` claims (attempt, stamp, counters, waiting -> working), and only while this
+        node may own a section. Cheap when no owner lacks a task this node has: the nodes'
+        task lists are read, no job.
         """
 
     @abstractmethod

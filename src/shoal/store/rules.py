@@ -239,6 +239,26 @@ def partitions_to_grow(current: int, wanted: int | None) -> int | None:
     return wanted
 
 
+def stranded_tasks(
+    node_id: int, mine: Collection[str], owners: Mapping[int, Collection[str]]
+) -> list[tuple[int, str]]:
+    """The (owner, task) pairs whose queued jobs node `node_id` should take: the tasks it
+    registers (`mine`) that another owner of partitions (`owners`: owner id -> its tasks)
+    does not. Sorted, so every dialect looks in the same order."""
+    return sorted(
+        (owner, task)
+        for owner, tasks in owners.items()
+        if owner != node_id
+        for task in set(mine) - set(tasks)
+    )
+
+
+def check_quarantine_after(quarantine_after: int | None) -> None:
+    """ConfigError unless `quarantine_after` is None (leave it) or at least 1."""
+    if quarantine_after is not None and quarantine_after < 1:
+        raise ConfigError(texts.QUARANTINE_AT_LEAST_ONE)
+
+
 # -- pausing ------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from shoal.model import TaskLimit
 # the job's attempt number and its maximum (see `orphan_failed_tail`).
 ATTEMPT_MARK = "{attempt}"
 MAX_ATTEMPTS_MARK = "{max_attempts}"
+DEATHS_MARK = "{deaths}"
 
 
 def name_taken(name: str, holder: tuple[int, str, float] | None = None) -> str:
@@ -120,6 +121,26 @@ def node_died(name: str) -> str:
 def orphan_failed_tail() -> str:
     """What follows the reason on a job whose node departed with no attempts left."""
     return f" during attempt {ATTEMPT_MARK} of {MAX_ATTEMPTS_MARK}; no attempts left"
+
+
+def quarantine_head() -> str:
+    """What precedes the reason (the last node death) on a job failed because nodes kept dying
+    under it; the mark stands for the deaths counted."""
+    return (
+        f"quarantined (node deaths while it ran: {DEATHS_MARK}, most likely caused by it; "
+        "the last: "
+    )
+
+
+def quarantine_tail() -> str:
+    """What follows the reason on a quarantined job; the marks as in `orphan_failed_tail`."""
+    return (
+        f" during attempt {ATTEMPT_MARK} of {MAX_ATTEMPTS_MARK}): not run again, so that it takes"
+        " down no further node; fix the task, then submit it again"
+    )
+
+
+QUARANTINE_AT_LEAST_ONE = "--quarantine-after must be at least 1"
 
 
 def orphan_requeued_tail() -> str:

@@ -160,6 +160,28 @@ def claim(conn: Conn, retried: bool, params: dict[str, Any], busy: bool) -> list
     return [job_from_row(r) for r in conn.execute(q.CLAIM, params)]
 
 
+def claim_stranded(conn: Conn, retried: bool, params: dict[str, Any]) -> list[Job]:
+    """Claim jobs that wait for a task their owner lacks (see `Store.claim_stranded`), with
+    CLAIM_STRANDED's `params` but the ids; a retry first collects what an earlier try took."""
+    node_id, token, limit = params["node"], params["token"], params["limit"]
+    if retried:
+        found = conn.execute(q.CLAIMED_BY_TOKEN, (node_id, token)).fetchall()
+        if found:
+            return [job_from_row(r) for r in found]
+    mine = conn.execute(q.ELIGIBLE_TASKS, (node_id,)).fetchone()
+    if mine is None:
+        return []
+    owners = {int(r[0]): list(r[1]) for r in conn.execute(q.OWNER_TASKS)}
+    waiting: list[tuple[int, int]] = []  # (-priority, id): claim order
+    for owner, task in rules.stranded_tasks(node_id, list(mine[0]), owners):
+        args = {"task": task, "owner": owner, "limit": limit}
+        waiting += [(-int(r[1]), int(r[0])) for r in conn.execute(q.STRANDED, args)]
+    if not waiting:
+        return []
+    args = {**params, "ids": [job_id for _, job_id in sorted(waiting)[:limit]]}
+    return [job_from_row(r) for r in conn.execute(q.CLAIM_STRANDED, args)]
+
+
 def collect_lost_claims(conn: Conn, node_id: int, tokens: list[int]) -> list[Job]:
     """The jobs that claims given up as lost did take, if they committed."""
     return [job_from_row(r) for r in conn.execute(q.CLAIMED_BY_TOKENS, (node_id, tokens))]

@@ -108,7 +108,7 @@ def apply_state(
         name = str(row[0])
         conn.execute(q.NODE_STATE_EVENT, (node_id, name, old.value, new.value, why))
         if new is NodeState.DEAD:
-            requeue_running(conn, node_id, texts.node_stopped(name, why))
+            requeue_running(conn, node_id, texts.node_stopped(name, why), died=False)
         if membership:
             rebalance(conn, texts.state_rebalance(name, new.value))
         return True
@@ -161,25 +161,31 @@ def repair(conn: Conn) -> bool:
 def mark_dead(conn: Conn) -> list[int]:
     """Declare dead every node whose lease expired, requeue their jobs, rebalance."""
     rows = conn.execute(q.MARK_EXPIRED_DEAD).fetchall()
-    for node_id, name, old in rows:
+    for node_id, name, old, isolated in rows:
         conn.execute(
             q.NODE_STATE_EVENT, (node_id, name, old, NodeState.DEAD.value, texts.LEASE_EXPIRED)
         )
-        requeue_running(conn, node_id, texts.node_died(name))
+        # Tasks that ran in a worker process could not have killed the node: no death counted.
+        requeue_running(conn, node_id, texts.node_died(name), died=not isolated)
     if rows:
         rebalance(conn, texts.declared_dead([str(r[1]) for r in sorted(rows)]))
     return sorted(int(r[0]) for r in rows)
 
 
-def requeue_running(conn: Conn, node_id: int, reason: str) -> None:
-    """Give a departed node's running jobs back to the queue, counting the attempt; those asked
-    to cancel end cancelled."""
+def requeue_running(conn: Conn, node_id: int, reason: str, died: bool) -> None:
+    """Give a departed node's running jobs back to the queue, counting the attempt; if the node
+    `died`, count the death on each job and fail those it quarantines (see REQUEUE_ORPHANS);
+    those asked to cancel end cancelled."""
     args = {
         "node": node_id,
         "shard": q.counter_shard(node_id),
         "reason": reason,
+        "died": died,
+        "quarantine_head": texts.quarantine_head(),
+        "quarantine_tail": texts.quarantine_tail(),
         "failed_tail": texts.orphan_failed_tail(),
         "requeued_tail": texts.orphan_requeued_tail(),
+        "deaths_mark": texts.DEATHS_MARK,
         "attempt_mark": texts.ATTEMPT_MARK,
         "max_mark": texts.MAX_ATTEMPTS_MARK,
     }

@@ -237,8 +237,9 @@ KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
 # priority first and then oldest (index jobs_queued_partition), so a claim costs the same whether
 # or not other sections have a backlog older than ours; the batch is the first `limit` of them.
 # `cap` is generous enough that with ids spread round-robin over partitions the batch is exactly
-# the section's first runnable jobs. The claimed jobs are counted from queued to running in the
-# node's counter shard.
+# the section's first runnable jobs. Only jobs of the tasks the node registers are candidates
+# (in a rolling deploy, jobs of a task the owner lacks wait for a node that has it: see
+# STRANDED). The claimed jobs are counted from queued to running in the node's counter shard.
 #
 # Task limits are one step of their own (`seen`, `within`; `gate`, `admitted`, `started`):
 # candidates leave out the tasks with no room as the snapshot sees them, and at most each
@@ -255,7 +256,7 @@ KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
 # This takes a WAL flush (milliseconds on most disks) off the path from submit to start.
 CLAIM = f"""
 WITH me AS (
-    SELECT section,
+    SELECT section, tasks,
            least(%(limit)s, greatest(4, ceil(%(limit)s * 2.0
                                              / greatest(1, cardinality(section)))))::int AS cap
     FROM nodes
@@ -279,6 +280,7 @@ WITH me AS (
           -- [limits] `task || ''` has no statistics: with one task in the queue the planner
           -- took `task <> ALL` to match nothing and read every job of each partition.
           AND (q.task || '') <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
+          AND (q.task || '') = ANY (me.tasks)
         ORDER BY q.partition, q.priority DESC, q.id LIMIT me.cap
     ) c
 ), floor AS (
@@ -361,10 +363,75 @@ CROSS JOIN LATERAL (
     SELECT 1 FROM jobs j
     WHERE j.partition = s.partition AND j.state = 'queued' AND j.run_after <= {NOW}
       AND (j.task || '') <> ALL ({FULL_TASKS})  -- no statistics, as in CLAIM
+      AND (j.task || '') = ANY (n.tasks)
     LIMIT 1
 ) found
 WHERE n.id = %s
 LIMIT 1
+"""
+
+# Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
+# section, the runnable queued jobs of one task in one owner's section (through
+# jobs_queued_partition, one probe per partition), and the claim of jobs so found, as CLAIM
+# claims (see `Store.claim_stranded`).
+OWNER_TASKS = """
+SELECT id, tasks FROM nodes WHERE id IN (SELECT owner FROM partitions WHERE owner IS NOT NULL)
+"""
+ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = %s AND {ELIGIBLE_SQL}"
+STRANDED = f"""
+SELECT c.id, c.priority FROM partitions p CROSS JOIN LATERAL (
+    SELECT q.id, q.priority FROM jobs q
+    WHERE q.partition = p.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+      AND q.task = %(task)s
+    ORDER BY q.partition, q.priority DESC, q.id LIMIT %(limit)s
+) c
+WHERE p.owner = %(owner)s
+ORDER BY c.priority DESC, c.id LIMIT %(limit)s
+"""
+# The claim of stranded jobs found by STRANDED: fenced and counted as CLAIM is, and held to the
+# task limits the same way (`gate`, `admitted`, `started`: see CLAIM).
+CLAIM_STRANDED = f"""
+WITH me AS (
+    SELECT id FROM nodes WHERE id = %(node)s AND {ELIGIBLE_SQL} FOR NO KEY UPDATE
+), picked AS (
+    SELECT j.id, j.task, j.priority FROM jobs j
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state || '' = 'queued'
+      AND EXISTS (SELECT 1 FROM me)
+    ORDER BY j.priority DESC, j.id
+    FOR UPDATE OF j SKIP LOCKED
+), gate AS MATERIALIZED (
+    SELECT l.task, {limit_room("l")} AS room FROM task_limits l
+    WHERE l.task IN (SELECT task FROM picked) AND {is_limited("l")}
+    ORDER BY l.task
+    FOR NO KEY UPDATE
+), admitted AS (
+    SELECT r.id FROM (
+        SELECT p.id, p.task,
+               row_number() OVER (PARTITION BY p.task ORDER BY p.priority DESC, p.id) AS nth
+        FROM picked p
+    ) r LEFT JOIN gate g ON g.task = r.task
+    WHERE g.task IS NULL OR r.nth <= g.room
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'running', claimer = %(node)s, claim_token = %(token)s,
+        attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
+    FROM admitted WHERE j.id = admitted.id
+    RETURNING j.*
+), started AS (
+    UPDATE task_limits l SET running = l.running + c.n, starts = {record_starts("l", "c.n")}
+    FROM (SELECT task, count(*) AS n FROM claimed GROUP BY task) c
+    WHERE l.task = c.task AND l.task IN (SELECT task FROM gate)
+), tallied AS (
+    {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
+), flipped AS (
+    UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
+    WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
+    RETURNING n.id, n.name
+), noted AS (
+    INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
+    SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
+)
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
 """
 
 RUNNING_ATTEMPTS = (
@@ -580,9 +647,9 @@ RETURNING {NOW}, c.epoch, n.section, n.pause_requested, n.state
 
 INSERT_NODE = f"""
 INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at, heartbeat_at,
-                   lease_expires_at, state_changed_at)
+                   lease_expires_at, state_changed_at, isolated)
 VALUES (%(name)s, 'initializing', %(host)s, %(pid)s, %(concurrency)s, %(tasks)s, {NOW}, {NOW},
-        {NOW} + %(lease)s, {NOW})
+        {NOW} + %(lease)s, {NOW}, %(isolated)s)
 RETURNING id
 """
 
@@ -649,29 +716,53 @@ FROM (SELECT id, state FROM nodes
       WHERE state <> 'dead' AND lease_expires_at < {NOW}
       ORDER BY id FOR UPDATE) old
 WHERE n.id = old.id
-RETURNING n.id, n.name, old.state
+RETURNING n.id, n.name, old.state, n.isolated
 """
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no
 # attempts left fails. The error is `%(reason)s` (the node and why it went) followed by a tail
-# whose marks stand for the job's attempt and maximum (see `texts`). One statement, so the
-# counters are adjusted by one upsert in (task, state) order, in the dead node's shard.
-# Returns how many jobs went back to the queue.
+# whose marks stand for the job's attempt and maximum (see `texts`). When the node died
+# (`%(died)s`, not a clean stop) each job's `node_deaths` grows by one, and a job whose count
+# reaches the cluster's `quarantine_after` fails with `%(quarantine_head)s`, the reason and
+# `%(quarantine_tail)s` instead: it most likely kills the nodes that run it. SET expressions
+# read the row as it was before the update. One statement, so the counters are adjusted by one
+# upsert in (task, state) order, in the dead node's shard. Returns how many jobs went back to
+# the queue.
 REQUEUE_ORPHANS = f"""
 WITH orphans AS (
     UPDATE jobs SET
-        state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-        finished_at = CASE WHEN attempts >= max_attempts THEN {NOW} ELSE finished_at END,
-        claimer = CASE WHEN attempts >= max_attempts THEN claimer END,
-        run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE {NOW} END,
-        progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
-        progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
+        node_deaths = node_deaths + %(died)s::int,
+        state = CASE WHEN attempts >= max_attempts
+                       OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN 'failed'
+                     ELSE 'queued' END,
+        finished_at = CASE WHEN attempts >= max_attempts
+                             OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN {NOW}
+                           ELSE finished_at END,
+        claimer = CASE WHEN attempts >= max_attempts
+                         OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN claimer END,
+        run_after = CASE WHEN attempts >= max_attempts
+                           OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN run_after
+                         ELSE {NOW} END,
+        progress = CASE WHEN attempts >= max_attempts
+                          OR (%(died)s AND node_deaths + 1 >= c.quarantine_after) THEN progress
+                        ELSE 0 END,
+        progress_message = CASE WHEN attempts >= max_attempts
+                                  OR (%(died)s AND node_deaths + 1 >= c.quarantine_after)
+                                THEN progress_message END,
         claim_token = NULL, traceback = NULL,
-        error = %(reason)s || replace(replace(
-            CASE WHEN attempts >= max_attempts THEN %(failed_tail)s ELSE %(requeued_tail)s END,
-            %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
-    WHERE state = 'running' AND claimer = %(node)s AND cancel_requested_at IS NULL
-    RETURNING task, state
+        error = CASE WHEN %(died)s AND node_deaths + 1 >= c.quarantine_after
+                     THEN replace(%(quarantine_head)s, %(deaths_mark)s, (node_deaths + 1)::text)
+                     ELSE '' END
+            || %(reason)s || replace(replace(
+                CASE WHEN %(died)s AND node_deaths + 1 >= c.quarantine_after
+                     THEN %(quarantine_tail)s
+                     WHEN attempts >= max_attempts THEN %(failed_tail)s
+                     ELSE %(requeued_tail)s END,
+                %(attempt_mark)s, attempts::text), %(max_mark)s, max_attempts::text)
+    FROM cluster c
+    WHERE c.id = 1 AND jobs.state = 'running' AND jobs.claimer = %(node)s
+      AND jobs.cancel_requested_at IS NULL
+    RETURNING jobs.task, jobs.state
 ), {give_back_room("orphans")}, tallied AS (
     {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
 )
@@ -689,6 +780,7 @@ WITH ended AS (
 )
 SELECT count(*) FROM ended
 """
+SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = %s WHERE id = 1"
 
 WAKE_ALL = "SELECT pg_notify('shoal_jobs', '*')"
 DONE_CHANNEL = "shoal_done"  # FINISH announces the jobs that ended here

@@ -53,14 +53,18 @@ def migrate(conn: Conn, url: str) -> None:
             conn.execute(q.RECORD_MIGRATION, (migration.version, migration.name))
 
 
-def create_cluster(conn: Conn, partitions: int | None) -> None:
-    """The cluster row and P partitions unless they exist; or grow P (see the port)."""
+def create_cluster(conn: Conn, partitions: int | None, quarantine_after: int | None = None) -> None:
+    """The cluster row and P partitions unless they exist; or grow P; the quarantine threshold
+    when given (see the port)."""
     with conn.transaction():
         row = conn.execute(q.LOCK_CLUSTER).fetchone()
         if row is None:
             count = partitions or DEFAULT_PARTITIONS
             conn.execute(q.INSERT_CLUSTER, (count,))
             conn.execute(q.INSERT_PARTITIONS, (0, count))
+        if quarantine_after is not None:
+            conn.execute(q.SET_QUARANTINE_AFTER, (quarantine_after,))
+        if row is None:
             return
         grown = rules.partitions_to_grow(int(row[0]), partitions)
         if grown is not None:

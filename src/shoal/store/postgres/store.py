@@ -62,11 +62,17 @@ class PostgresStore(Store):
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def initialize(self, partitions: int | None = None) -> None:
+    def initialize(
+        self, partitions: int | None = None, quarantine_after: int | None = None
+    ) -> None:
         if partitions is not None and partitions < 1:
             raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
+        rules.check_quarantine_after(quarantine_after)
         self._db.run("migrate schema", lambda conn, _: schema.migrate(conn, self.url_for_display))
-        self._db.run("initialize cluster", lambda conn, _: schema.create_cluster(conn, partitions))
+        self._db.run(
+            "initialize cluster",
+            lambda conn, _: schema.create_cluster(conn, partitions, quarantine_after),
+        )
 
     def check_schema(self) -> None:
         version, has_cluster = self._db.run("check schema", lambda c, _: schema.read_version(c))
@@ -158,6 +164,25 @@ class PostgresStore(Store):
         else:
             self._busy.discard(node_id)  # it took all there was: look before the next claim
         return sorted(recovered + claimed, key=rules.claim_order)
+
+    def claim_stranded(self, node_id: int, limit: int) -> list[model.Job]:
+        if limit < 1:
+            return []
+        token = random.getrandbits(62)
+        params = {
+            "node": node_id,
+            "shard": q.counter_shard(node_id),
+            "limit": limit,
+            "token": token,
+            "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
+        }
+        try:
+            return self._db.run(
+                "claim stranded jobs", lambda c, r: jobs.claim_stranded(c, r, params)
+            )
+        except Exception:  # it may have committed: the next claim collects what it took
+            self._lost_claims.setdefault(node_id, []).append(token)
+            raise
 
     def _collect_lost_claims(self, node_id: int) -> list[model.Job]:
         tokens = self._lost_claims.pop(node_id, [])

@@ -126,6 +126,39 @@ def claim_within_limits(
     return claimed
 
 
+def stranded_ids(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[int]:
+    """The first runnable jobs in claim order, at most `limit` (and at most each limited task's
+    room), that wait for a task their owner lacks and this node registers (see
+    `Store.claim_stranded`)."""
+    mine = cur.execute(q.ELIGIBLE_TASKS, (node_id,)).fetchone()
+    if mine is None:
+        return []
+    owners = {int(r[0]): json.loads(r[1]) for r in cur.execute(q.OWNER_TASKS)}
+    found: list[tuple[int, int, str]] = []
+    for owner, task in rules.stranded_tasks(node_id, json.loads(mine[0]), owners):
+        args = {"task": task, "now": now, "owner": owner, "limit": limit}
+        found += [(-int(r[2]), int(r[0]), str(r[1])) for r in cur.execute(q.STRANDED, args)]
+    candidates = [(job_id, task) for _, job_id, task in sorted(found)]
+    stored = task_limits.read_limits(cur)
+    rooms = task_limits.rooms(cur, now, stored) if stored else {}
+    return limits.pick_within_limits(candidates, rooms, limit)
+
+
+def claim_stranded(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job]:
+    ids = stranded_ids(cur, now, node_id, limit)
+    if not ids:
+        return []
+    args = {"node": node_id, "now": now, "ids": json.dumps(ids)}
+    rows = cur.execute(q.CLAIM_STRANDED, args).fetchall()
+    if rows:
+        move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
+        add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
+        stored = task_limits.read_limits(cur)
+        if stored:
+            task_limits.record_starts(cur, now, stored, (str(r["task"]) for r in rows))
+    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
+
+
 def record_progress(cur: sqlite3.Cursor, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
     cur.executemany(
         q.PROGRESS, [(u.fraction, u.message, u.job_id, node_id, u.attempt) for u in updates]

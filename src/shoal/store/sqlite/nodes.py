@@ -52,7 +52,7 @@ def apply_state(
         return False
     record_state(cur, now, node_id, row[0], old, new, why)
     if new is NodeState.DEAD:
-        requeue_running(cur, now, node_id, texts.node_stopped(row[0], why))
+        requeue_running(cur, now, node_id, texts.node_stopped(row[0], why), died=False)
     rebalance(cur, now, texts.state_rebalance(row[0], new.value))
     return True
 
@@ -113,26 +113,33 @@ def mark_dead(cur: sqlite3.Cursor, now: float) -> list[int]:
     """Declare dead every node whose lease expired before `now`, requeue, rebalance."""
     # Requeue only after the lease has expired in database time: a slow commit is not a death.
     rows = cur.execute(q.EXPIRED, (now,)).fetchall()
-    for node_id, name, state in rows:
+    for node_id, name, state, isolated in rows:
         cur.execute(q.MARK_EXPIRED_DEAD, (now, node_id))
         record_state(cur, now, node_id, name, NodeState(state), NodeState.DEAD, texts.LEASE_EXPIRED)
-        requeue_running(cur, now, node_id, texts.node_died(name))
+        # Tasks that ran in a worker process could not have killed the node: no death counted.
+        requeue_running(cur, now, node_id, texts.node_died(name), died=not isolated)
     if rows:
         rebalance(cur, now, texts.declared_dead([r[1] for r in rows]))
     return [int(r[0]) for r in rows]
 
 
-def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str) -> None:
-    """Give a departed node's running jobs back to the queue, counting the attempt; those asked
-    to cancel end cancelled."""
+def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str, died: bool) -> None:
+    """Give a departed node's running jobs back to the queue, counting the attempt; if the node
+    `died`, count the death on each job and fail those it quarantines (see REQUEUE_ORPHANS);
+    those asked to cancel end cancelled."""
     rows = cur.execute(
         q.REQUEUE_ORPHANS,
         {
             "now": now,
             "node": node_id,
             "reason": reason,
+            "died": int(died),
+            "quarantine_after": cur.execute(q.QUARANTINE_AFTER).fetchone()[0],
+            "quarantine_head": texts.quarantine_head(),
+            "quarantine_tail": texts.quarantine_tail(),
             "failed_tail": texts.orphan_failed_tail(),
             "requeued_tail": texts.orphan_requeued_tail(),
+            "deaths_mark": texts.DEATHS_MARK,
             "attempt_mark": texts.ATTEMPT_MARK,
             "max_mark": texts.MAX_ATTEMPTS_MARK,
         },

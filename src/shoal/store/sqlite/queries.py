@@ -57,11 +57,16 @@ CANCEL_REQUESTS = (
     " WHERE state = 'running' AND claimer = ? AND cancel_requested_at IS NOT NULL ORDER BY id"
 )
 
-# The runnable queued jobs of the node's section, highest priority first, then oldest: a walk
-# of jobs_queued_priority in its order that stops after the batch.
+# The node's tasks: a node claims only jobs whose task it registers (a rolling deploy runs old
+# nodes beside new ones; jobs of a task an owner lacks wait for a node that has it, see
+# STRANDED).
+MY_TASKS = "SELECT value FROM json_each((SELECT tasks FROM nodes WHERE id = :node))"
+# The runnable queued jobs of the node's section of the tasks it registers, highest priority
+# first, then oldest: a walk of jobs_queued_priority in its order that stops after the batch.
 PICK = (
     "SELECT id FROM jobs WHERE state = 'queued' AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
+    f" AND task IN ({MY_TASKS})"
     " ORDER BY priority DESC, id LIMIT :limit"
 )
 # Idle nodes poll: look before taking the write lock.
@@ -82,9 +87,24 @@ CLAIM = (
 PICK_WITHIN_LIMITS = (
     "SELECT id, task FROM jobs WHERE state = 'queued' AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
+    f" AND task IN ({MY_TASKS})"
     " AND task NOT IN (SELECT value FROM json_each(:full)) ORDER BY priority DESC, id"
 )
 ANY_CLAIMABLE_WITHIN_LIMITS = f"{PICK_WITHIN_LIMITS} LIMIT 1"
+
+# Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
+# section, the runnable queued jobs of one task in one owner's section, and the claim of jobs so
+# found (as CLAIM claims; see `Store.claim_stranded`).
+OWNER_TASKS = (
+    "SELECT id, tasks FROM nodes WHERE id IN (SELECT owner FROM partitions WHERE owner IS NOT NULL)"
+)
+ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = ? AND {ELIGIBLE_SQL}"
+STRANDED = (
+    "SELECT id, task, priority FROM jobs WHERE task = :task AND state = 'queued'"
+    " AND run_after <= :now"
+    " AND partition IN (SELECT partition FROM partitions WHERE owner = :owner)"
+    " ORDER BY priority DESC, id LIMIT :limit"
+)
 CLAIM_IDS = (
     "UPDATE jobs SET state = 'running', claimer = :node, attempts = attempts + 1,"
     " started_at = :now, progress = 0, progress_message = NULL"
@@ -92,6 +112,7 @@ CLAIM_IDS = (
     f" AND EXISTS (SELECT 1 FROM nodes WHERE id = :node AND {ELIGIBLE_SQL})"
     f" RETURNING {JOB_COLUMNS}"
 )
+CLAIM_STRANDED = CLAIM_IDS  # the claim of jobs chosen beforehand, by id
 READ_LIMITS = "SELECT task, max_running, max_per_s, starts FROM task_limits ORDER BY task"
 # Running jobs per task, from the counters: exact inside a write transaction.
 RUNNING_BY_TASK = (
@@ -170,9 +191,9 @@ ADD_COUNTS = (
 
 INSERT_NODE = (
     "INSERT INTO nodes (name, state, host, pid, concurrency, tasks, started_at,"
-    " heartbeat_at, lease_expires_at, state_changed_at)"
+    " heartbeat_at, lease_expires_at, state_changed_at, isolated)"
     " VALUES (:name, 'initializing', :host, :pid, :concurrency, :tasks, :now, :now,"
-    " :now + :lease, :now)"
+    " :now + :lease, :now, :isolated)"
 )
 LIVE_HOLDER = "SELECT id, state, lease_expires_at - ? FROM nodes WHERE name = ? AND state <> 'dead'"
 
@@ -202,24 +223,44 @@ PAUSE_EVENT = (
 )
 
 ANY_EXPIRED = f"SELECT 1 FROM nodes WHERE state <> 'dead' AND lease_expires_at < ({NOW}) LIMIT 1"
-EXPIRED = "SELECT id, name, state FROM nodes WHERE state <> 'dead' AND lease_expires_at < ?"
+EXPIRED = (
+    "SELECT id, name, state, isolated FROM nodes WHERE state <> 'dead' AND lease_expires_at < ?"
+)
 MARK_EXPIRED_DEAD = "UPDATE nodes SET state = 'dead', state_changed_at = ? WHERE id = ?"
 
 # A departed node's running jobs go back to the queue, the attempt counting; a job with no
 # attempts left fails. The error is `:reason` followed by a tail whose marks stand for the job's
-# attempt and maximum (see `texts`).
+# attempt and maximum (see `texts`). When the node died (`:died` is 1, not a clean stop) each
+# job's `node_deaths` grows by one, and a job whose count reaches `:quarantine_after` fails
+# with `:quarantine_head`, the reason and `:quarantine_tail` instead: it most likely
+# kills the nodes that run it. SET expressions read the row as it was before the update.
 REQUEUE_ORPHANS = """
 UPDATE jobs SET
-    state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-    finished_at = CASE WHEN attempts >= max_attempts THEN :now ELSE finished_at END,
-    claimer = CASE WHEN attempts >= max_attempts THEN claimer END,
-    run_after = CASE WHEN attempts >= max_attempts THEN run_after ELSE :now END,
-    progress = CASE WHEN attempts >= max_attempts THEN progress ELSE 0 END,
-    progress_message = CASE WHEN attempts >= max_attempts THEN progress_message END,
+    node_deaths = node_deaths + :died,
+    state = CASE WHEN attempts >= max_attempts
+                   OR (:died AND node_deaths + 1 >= :quarantine_after) THEN 'failed'
+                 ELSE 'queued' END,
+    finished_at = CASE WHEN attempts >= max_attempts
+                         OR (:died AND node_deaths + 1 >= :quarantine_after) THEN :now
+                       ELSE finished_at END,
+    claimer = CASE WHEN attempts >= max_attempts
+                     OR (:died AND node_deaths + 1 >= :quarantine_after) THEN claimer END,
+    run_after = CASE WHEN attempts >= max_attempts
+                       OR (:died AND node_deaths + 1 >= :quarantine_after) THEN run_after
+                     ELSE :now END,
+    progress = CASE WHEN attempts >= max_attempts
+                      OR (:died AND node_deaths + 1 >= :quarantine_after) THEN progress
+                    ELSE 0 END,
+    progress_message = CASE WHEN attempts >= max_attempts
+                              OR (:died AND node_deaths + 1 >= :quarantine_after)
+                            THEN progress_message END,
     traceback = NULL,
-    error = :reason || replace(replace(
-        CASE WHEN attempts >= max_attempts THEN :failed_tail ELSE :requeued_tail END,
-        :attempt_mark, attempts), :max_mark, max_attempts)
+    error = CASE WHEN :died AND node_deaths + 1 >= :quarantine_after
+                 THEN replace(:quarantine_head, :deaths_mark, node_deaths + 1) ELSE '' END
+        || :reason || replace(replace(
+            CASE WHEN :died AND node_deaths + 1 >= :quarantine_after THEN :quarantine_tail
+                 WHEN attempts >= max_attempts THEN :failed_tail ELSE :requeued_tail END,
+            :attempt_mark, attempts), :max_mark, max_attempts)
 WHERE state = 'running' AND claimer = :node AND cancel_requested_at IS NULL
 RETURNING task, state
 """
@@ -229,6 +270,8 @@ UPDATE jobs SET state = 'cancelled', finished_at = :now, traceback = NULL, error
 WHERE state = 'running' AND claimer = :node AND cancel_requested_at IS NOT NULL
 RETURNING task, state
 """
+QUARANTINE_AFTER = "SELECT quarantine_after FROM cluster WHERE id = 1"
+SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = ? WHERE id = 1"
 
 # Each node that may own a section, with its slots: its share of the partitions follows them.
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"

@@ -62,16 +62,24 @@ def migrate(cur: sqlite3.Cursor, path: str) -> None:
         version = migration.version
 
 
-def initialize(cur: sqlite3.Cursor, path: str, partitions: int | None) -> None:
-    """Migrate, then create the cluster row and P partitions, or grow P (see the port)."""
+def initialize(
+    cur: sqlite3.Cursor, path: str, partitions: int | None, quarantine_after: int | None = None
+) -> None:
+    """Migrate, then create the cluster row and P partitions, or grow P; set the quarantine
+    threshold when given (see the port)."""
     if partitions is not None and partitions < 1:
         raise ConfigError(texts.PARTITIONS_AT_LEAST_ONE)
+    rules.check_quarantine_after(quarantine_after)
     migrate(cur, path)
     row = cur.execute(q.CLUSTER_PARTITIONS).fetchone()
+    if quarantine_after is not None and row is not None:
+        cur.execute(q.SET_QUARANTINE_AFTER, (quarantine_after,))
     if row is None:
         count = partitions or DEFAULT_PARTITIONS
         cur.execute(q.INSERT_CLUSTER, (count, now(cur)))
         cur.executemany(q.INSERT_PARTITION, [(p,) for p in range(count)])
+        if quarantine_after is not None:
+            cur.execute(q.SET_QUARANTINE_AFTER, (quarantine_after,))
         return
     grown = rules.partitions_to_grow(int(row[0]), partitions)
     if grown is not None:

@@ -75,8 +75,10 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return schema.version_of(cur)
 
-    def initialize(self, partitions: int | None = None) -> None:
-        self.file.run(lambda cur: schema.initialize(cur, self.path, partitions))
+    def initialize(
+        self, partitions: int | None = None, quarantine_after: int | None = None
+    ) -> None:
+        self.file.run(lambda cur: schema.initialize(cur, self.path, partitions, quarantine_after))
         self._ringer.ring()  # P may have grown: sections changed
 
     def check_schema(self) -> None:
@@ -151,6 +153,14 @@ class SqliteStore(Store):
         # where they run again (at-least-once), and it cannot outlive an outcome of its jobs,
         # which commits durably after it in the same log. One disk sync less to the start.
         return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit), durable=False)
+
+    def claim_stranded(self, node_id: int, limit: int) -> list[model.Job]:
+        if limit < 1:
+            return []
+        with self.file.read() as cur:  # look first: in a cluster of one release, nothing is
+            if not jobs.stranded_ids(cur, now(cur), node_id, 1):
+                return []
+        return self.file.run(lambda cur: jobs.claim_stranded(cur, now(cur), node_id, limit))
 
     def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:

@@ -1,0 +1,448 @@
+"""Worker threads hosted by one worker process: the default pool (`--pool thread`).
+
+The node's own process holds the lease, the section and every datastore write; task code runs
+in one child process (spawned, so it inherits no datastore connection) that imports the app by
+its 'module:attribute' reference and runs a `ThreadExecutor`: the same threads, time limits and
+prefetching as in the node's process, but a task that kills its process (`os._exit`, a segfault,
+an OOM kill) kills only the child. Work and events cross one pipe in batches, so a tiny job costs
+about what it costs in threads of the node's own process.
+
+The node sees the child die at once (its pipe closes) and starts another. Jobs that no thread
+had started go to the new child as they were. Each thread marks the job it runs in shared
+memory, which outlives the child: a job that was running alone caused the death, and its attempt
+fails saying how the child ended; when several were running, each runs again, one at a time, in
+a process of its own (the process pool with one worker), where the one that kills its process
+fails with that cause and the others finish. No job is charged an attempt for another's crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
+from multiprocessing.connection import Connection
+from typing import Any
+
+from shoal.node.eventqueue import EventQueue
+from shoal.node.executor import ABANDONED_PER_SLOT, Event, ThreadExecutor
+from shoal.node.procpool import (
+    ProcessExecutor,
+    death_of,
+    ended_how,
+    ignore_stop_signals,
+    start_worker,
+)
+from shoal.node.runner import NOT_STARTED, Finished, ProgressEvent, Work
+
+log = logging.getLogger("shoal.node")
+
+BATCH = 1024  # events or work items per message across the pipe
+POLL_S = 0.05  # how often the child enforces time limits while no work arrives
+TAKE_WAIT_S = 2.0  # how long a withdrawal of unstarted work waits for the child's answer
+SHUTDOWN_WAIT_S = 2.0  # how long the child gets to exit when the pool shuts down
+MIN_LIFE_S = 1.0  # a child that dies younger than this is replaced only after a pause
+RESPAWN_PAUSE_S = 1.0
+# A job in the child at this many of its deaths, though never marked started, is treated as
+# started: whatever kills the child before the mark, the job cannot circle for ever.
+UNMARKED_DEATHS = 2
+
+
+# The fields of each event, in order, as they cross the pipe.
+FIELDS: dict[type, tuple[str, ...]] = {
+    kind: tuple(f.name for f in fields(kind)) for kind in (Finished, ProgressEvent)
+}
+
+
+class SharedMarks:
+    """Start marks in shared memory: slot i holds the id of the job a thread of the child runs,
+    0 when free. The child writes them; the node reads them once the child is dead."""
+
+    def __init__(self, slots: Any) -> None:
+        self.slots = slots  # a RawArray of c_longlong
+        self._next = 0
+        self._lock = threading.Lock()
+        self._mine = threading.local()  # each thread keeps the slot it was given
+
+    def started(self, job_id: int) -> int:
+        mark: int | None = getattr(self._mine, "mark", None)
+        if mark is None:
+            with self._lock:
+                mark, self._next = self._next, self._next + 1
+            if mark >= len(self.slots):
+                return -1  # more threads than slots: unmarked (see UNMARKED_DEATHS)
+            self._mine.mark = mark
+        self.slots[mark] = job_id
+        return mark
+
+    def ended(self, mark: int) -> None:
+        if mark >= 0:
+            self.slots[mark] = 0
+
+
+def _host_main(app_spec: str, concurrency: int, conn: Connection, slots: Any) -> None:
+    """The child: run the work the node sends in a ThreadExecutor; send events back in batches."""
+    from shoal.app import load_app
+
+    ignore_stop_signals()
+    executor = ThreadExecutor(load_app(app_spec), concurrency, SharedMarks(slots))
+    send_lock = threading.Lock()
+
+    def send(message: Any) -> None:
+        with send_lock:
+            conn.send(message)
+
+    threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
+    try:
+        while True:
+            if conn.poll(POLL_S):
+                message = conn.recv()
+                if message is None:
+                    break
+                if message[0] == "work":
+                    for item in message[1]:
+                        executor.submit(Work(*item))
+                elif message[0] == "cancel":  # ("cancel", job id, grace in seconds)
+                    executor.cancel(message[1], message[2])
+                else:  # ("take", serial): withdraw what no thread has started
+                    send(("taken", message[1], executor.take_unstarted()))
+            for finished in executor.expire(time.monotonic()):
+                executor.events.put(finished)
+    except (EOFError, OSError):
+        pass  # the node is gone: so is the reason to run
+    executor.shutdown()
+
+
+def _send_events(executor: ThreadExecutor, send: Any) -> None:
+    events = executor.events
+    while True:
+        batch: list[Event] = [events.get()]
+        while len(batch) < BATCH:
+            try:
+                batch.append(events.get_nowait())
+            except queue.Empty:
+                break
+        send(("events", [_event_tuple(e) for e in batch], executor.abandoned))
+
+
+def _event_tuple(event: Event) -> tuple[Any, ...]:
+    """A worker's event as plain values (a flag for its kind, then its fields), which cross a
+    pipe several times faster than dataclasses."""
+    return (isinstance(event, Finished), *(getattr(event, n) for n in FIELDS[type(event)]))
+
+
+def _event_of(values: tuple[Any, ...]) -> Event:
+    return Finished(*values[1:]) if values[0] else ProgressEvent(*values[1:])
+
+
+@dataclass
+class _Child:
+    process: Any  # multiprocessing.Process (spawn context)
+    conn: Connection
+    slots: Any
+    born: float
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: Any) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+
+class HostedExecutor:
+    def __init__(self, app_spec: str, concurrency: int) -> None:
+        self.app_spec = app_spec
+        self.concurrency = concurrency
+        self.max_abandoned = ABANDONED_PER_SLOT * concurrency
+        self.events: queue.SimpleQueue[Event] = EventQueue()
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._closing = False
+        self._inflight: dict[int, Work] = {}  # handed to the child, not finished
+        self._accepted: dict[int, float] = {}  # of those, when each was handed over (monotonic)
+        self._seen_running: dict[int, float] = {}  # when each was first seen started
+        self._unsent: list[Work] = []  # of those, not yet sent
+        self._bell: EventQueue[bool] = EventQueue()  # rung when `_unsent` fills
+        self._abandoned = 0  # the child's threads stuck past a time limit, as it last said
+        self._deaths: Counter[int] = Counter()  # child deaths each job in flight has seen
+        self._taken: queue.SimpleQueue[tuple[int, list[int]]] = queue.SimpleQueue()
+        self._serial = 0
+        self._suspects: dict[int, Work] = {}  # to run alone, or running alone
+        self._queue: deque[Work] = deque()  # suspects not yet given to the solo process
+        self._solo: ProcessExecutor | None = None
+        self._child = self._spawn()
+        threading.Thread(target=self._send_work, name="shoal-hosted-send", daemon=True).start()
+
+    # -- the Executor protocol ---------------------------------------------------------------------
+
+    def submit(self, work: Work) -> None:
+        with self._lock:
+            self._inflight[work.job_id] = work
+            self._accepted[work.job_id] = time.monotonic()
+            self._unsent.append(work)
+            ring = len(self._unsent) == 1
+        if ring:
+            self._bell.put(True)
+
+    def free_slots(self, prefetch: int = 0) -> int:
+        """Idle threads plus `prefetch`; none while the child has too many threads stuck."""
+        with self._lock:
+            if self._abandoned >= self.max_abandoned:
+                return 0
+            held = len(self._inflight) + len(self._suspects)
+            return self.concurrency + prefetch - held
+
+    def take_unstarted(self) -> list[int]:
+        """Withdraw the work no thread of the child has started; return its job ids."""
+        with self._lock:
+            taken = [w.job_id for w in self._unsent]
+            self._unsent = []
+            child = self._child
+            self._serial += 1
+            serial = self._serial
+        with contextlib.suppress(OSError, queue.Empty):
+            child.send(("take", serial))
+            deadline = time.monotonic() + TAKE_WAIT_S
+            while True:
+                answered, ids = self._taken.get(timeout=max(0.0, deadline - time.monotonic()))
+                if answered == serial:
+                    taken += ids
+                    break
+        with self._lock:
+            for job_id in taken:
+                self._forget(job_id)
+        return taken
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return [*self._inflight, *self._suspects]
+
+    def unstarted_wait_s(self) -> float:
+        """How long the oldest job handed over that no thread of the child has started has
+        waited (0 if none); started is what the child's start marks say."""
+        now = time.monotonic()
+        with self._lock:
+            marked = self._marked()
+            waits = [now - at for job_id, at in self._accepted.items() if job_id not in marked]
+        return max(waits, default=0.0)
+
+    def longest_running_s(self) -> float:
+        """How long the oldest attempt the child runs has run, from when this first saw its
+        start mark (asked at every claim, so late by a turn at most); 0 if none."""
+        now = time.monotonic()
+        with self._lock:
+            marked = self._marked() & self._accepted.keys()
+            for job_id in list(self._seen_running):
+                if job_id not in marked:
+                    del self._seen_running[job_id]
+            for job_id in marked:
+                self._seen_running.setdefault(job_id, now)
+            return max((now - at for at in self._seen_running.values()), default=0.0)
+
+    def cancel(self, job_id: int, grace_s: float) -> None:
+        """Pass a cancel request to the attempt where it runs (the child, or the process a
+        suspect runs alone in); an attempt not yet sent to the child is withdrawn and reported
+        at once, as the thread pool does."""
+        with self._lock:
+            solo = self._solo if job_id in self._suspects else None
+            work = self._inflight.get(job_id)
+            unsent = work is not None and work in self._unsent
+            if work is not None and unsent:
+                self._unsent.remove(work)
+                self._forget(job_id)
+            waiting = [w for w in self._queue if w.job_id == job_id]  # a suspect not yet run
+            if waiting:
+                self._queue.remove(waiting[0])
+                work, unsent, solo = self._suspects.pop(job_id), True, None
+            child = self._child
+        if solo is not None:
+            solo.cancel(job_id, grace_s)
+        elif work is not None and unsent:
+            self.events.put(Finished(job_id, work.attempt, False, error=NOT_STARTED, final=True))
+        elif work is not None:
+            with contextlib.suppress(OSError):
+                child.send(("cancel", job_id, grace_s))
+
+    def _marked(self) -> set[int]:
+        """The jobs the child's threads mark as running now (holds the lock)."""
+        return {int(v) for v in self._child.slots if v}
+
+    def _forget(self, job_id: int) -> None:
+        """A job left the child's hands (holds the lock)."""
+        self._inflight.pop(job_id, None)
+        self._accepted.pop(job_id, None)
+        self._seen_running.pop(job_id, None)
+
+    def expire(self, now_mono: float) -> list[Finished]:
+        """Time limits in the child are its own; those of a job running alone are the solo
+        process's."""
+        solo = self._solo
+        if solo is None:
+            return []
+        out = solo.expire(now_mono)
+        for finished in out:
+            self._solo_done(finished.job_id)
+        return out
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closing = True
+            child, solo = self._child, self._solo
+        self._bell.put(False)
+        with contextlib.suppress(OSError):
+            child.send(None)
+        child.process.join(timeout=SHUTDOWN_WAIT_S)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join(timeout=1)
+        if solo is not None:
+            solo.shutdown()
+
+    # -- the child --------------------------------------------------------------------------------
+
+    def _spawn(self) -> _Child:
+        parent, child_end = self._ctx.Pipe()
+        slots = self._ctx.RawArray(ctypes.c_longlong, self.concurrency + self.max_abandoned + 1)
+        process = self._ctx.Process(
+            target=_host_main,
+            args=(self.app_spec, self.concurrency, child_end, slots),
+            name="shoal-worker",
+            daemon=True,
+        )
+        start_worker(process)
+        child_end.close()
+        child = _Child(process, parent, slots, time.monotonic())
+        threading.Thread(target=self._read, args=(child,), daemon=True).start()
+        return child
+
+    def _send_work(self) -> None:
+        """Send what was submitted, in batches, to the child of the moment."""
+        while self._bell.get():
+            with self._lock:
+                batch, self._unsent = self._unsent[:BATCH], self._unsent[BATCH:]
+                child = self._child
+                more = bool(self._unsent)
+            if more:
+                self._bell.put(True)
+            if batch:
+                items = [
+                    (w.job_id, w.attempt, w.task, w.args_json, w.kwargs_json, w.timeout_s)
+                    for w in batch
+                ]
+                # A child that died meanwhile gets nothing: its death resends what it held.
+                with contextlib.suppress(OSError):
+                    child.send(("work", items))
+
+    def _read(self, child: _Child) -> None:
+        while True:
+            try:
+                message = child.conn.recv()
+            except (EOFError, OSError):
+                self._on_exit(child)
+                return
+            if message[0] == "taken":
+                self._taken.put((message[1], message[2]))
+                continue
+            _, values, abandoned = message
+            batch = [_event_of(v) for v in values]
+            with self._lock:
+                self._abandoned = abandoned
+                kept = [e for e in batch if self._still_in_flight(e)]
+            for event in kept:
+                self.events.put(event)
+
+    def _still_in_flight(self, event: Event) -> bool:
+        """Whether to pass an event on (holds the lock): a finish ends the job's flight."""
+        if not isinstance(event, Finished):
+            return True
+        work = self._inflight.get(event.job_id)
+        if work is None or work.attempt != event.attempt:
+            return False  # withdrawn, or already settled after a death
+        self._forget(event.job_id)
+        self._deaths.pop(event.job_id, None)
+        return True
+
+    def _on_exit(self, child: _Child) -> None:
+        """The child died: resend what it had not started, settle what it was running."""
+        child.process.join(timeout=1)
+        how = ended_how(child.process.exitcode)
+        if time.monotonic() - child.born < MIN_LIFE_S and not self._closing:
+            time.sleep(RESPAWN_PAUSE_S)  # a child that cannot live: no spawning in a tight loop
+        with self._lock:
+            if self._closing:
+                return
+            marked = {int(v) for v in child.slots if v}
+            lost, self._inflight, self._unsent = self._inflight, {}, []
+            accepted, self._accepted, self._seen_running = self._accepted, {}, {}
+            self._deaths.update(lost.keys())
+            started = [
+                w
+                for w in lost.values()
+                if w.job_id in marked or self._deaths[w.job_id] >= UNMARKED_DEATHS
+            ]
+            self._child = self._spawn()
+            for work in lost.values():
+                if work not in started:
+                    self._inflight[work.job_id] = work
+                    self._accepted[work.job_id] = accepted.get(work.job_id, time.monotonic())
+                    self._unsent.append(work)
+            self._abandoned = 0
+        self._bell.put(True)
+        log.error(
+            "%s while running %d jobs (%s); %d not yet started were handed to a new worker process",
+            how,
+            len(started),
+            ", ".join(str(w.job_id) for w in started) or "none",
+            len(lost) - len(started),
+        )
+        if len(started) == 1:
+            [work] = started
+            self._deaths.pop(work.job_id, None)
+            error = death_of(child.process.exitcode, work.job_id)
+            self.events.put(Finished(work.job_id, work.attempt, False, error=error))
+        elif started:
+            self._run_alone(started)
+
+    # -- suspects, one at a time ------------------------------------------------------------------
+
+    def _run_alone(self, suspects: list[Work]) -> None:
+        """Run each job that was running when the child died in a process of its own."""
+        log.warning(
+            "running jobs %s again one at a time, each in a process of its own, to find the one "
+            "that ends its process",
+            ", ".join(str(w.job_id) for w in suspects),
+        )
+        with self._lock:
+            for work in suspects:
+                self._deaths.pop(work.job_id, None)
+                self._suspects[work.job_id] = work
+                self._queue.append(work)
+            if self._solo is None:
+                self._solo = ProcessExecutor(self.app_spec, 1)
+                threading.Thread(target=self._forward_solo, args=(self._solo,), daemon=True).start()
+            self._feed_solo()
+
+    def _forward_solo(self, solo: ProcessExecutor) -> None:
+        while True:
+            event = solo.events.get()
+            if isinstance(event, Finished) and not self._solo_done(event.job_id):
+                continue  # withdrawn or settled meanwhile
+            self.events.put(event)
+
+    def _solo_done(self, job_id: int) -> bool:
+        """A job that ran alone finished; give the solo process the next. False if it was not
+        one of the suspects (withdrawn, or already settled)."""
+        with self._lock:
+            found = self._suspects.pop(job_id, None) is not None
+            self._feed_solo()
+        return found
+
+    def _feed_solo(self) -> None:
+        """Holds the lock."""
+        solo = self._solo
+        if solo is not None and self._queue and solo.free_slots() > 0 and not self._closing:
+            solo.submit(self._queue.popleft())
