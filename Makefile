@@ -35,7 +35,7 @@ test: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests bench faults
 	$(BIN)/ruff format --check src tests bench faults
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 bench: $(BIN)/shoal
 	bash scripts/ensure-postgres.sh

@@ -55,7 +55,9 @@ def live_server(obs_store: Store) -> Iterator[ServerThread]:
         yield server
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API runs an event loop on this thread while it is
+# open, and a later test's asyncio.run() would find it running.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         message = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from shoal.model import TaskLimit
 from shoal.node import Node
 from shoal.store import Store
 
@@ -74,6 +75,25 @@ def test_overview_updates_counts_live(
     expect(page.locator("#live-nodes")).to_have_text("2")
     expect(page.locator("#throughput-chart svg")).to_be_visible()
     assert page.errors == []
+
+
+def test_overview_shows_task_limits_only_while_a_task_declares_one(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    page.goto(live_server.url)
+    expect(page.locator("#live-nodes")).to_have_text("0")
+    expect(page.locator("#limits-panel")).to_be_hidden()
+
+    hostile = "<img src=x onerror=alert(1)>"
+    limits = [TaskLimit(hostile, 3, 2.5)]
+    obs_store.register_node("alpha", "host", 1, 4, [hostile], 30.0, limits)
+
+    rows = page.locator("#limits tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(hostile)  # the name as text, never markup
+    expect(rows.first).to_contain_text("0 / 3")
+    expect(rows.first).to_contain_text("0 / 2.5")
+    assert page.locator("#limits img").count() == 0 and page.errors == []
 
 
 def test_hostile_payload_runs_no_script(

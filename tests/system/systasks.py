@@ -81,7 +81,7 @@ def obedient(limit_s: float) -> str:
     return "never asked"
 
 
-@app.task(retries=2, cancel_grace_s=5.0)
+@app.task(retries=2, cancel_grace_s=1.0)
 def deaf(seconds: float) -> str:
     """Ignores a cancel request: its node stops it once the grace has passed."""
     progress(0.5, "not listening")

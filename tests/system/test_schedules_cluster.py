@@ -1,6 +1,7 @@
 """Periodic schedules on real node processes: three nodes, an every-second schedule, one node
-SIGKILLed and another frozen (SIGSTOP) for longer than its lease: every tick of the run fires
-exactly once, with one job each, and `shoal schedules` reports it from the datastore alone."""
+SIGKILLed, another frozen (SIGSTOP) for longer than its lease, then one paused (`shoal pause`):
+every tick of the run fires exactly once, with one job each, and `shoal schedules` reports it
+from the datastore alone."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def live(store: Store) -> set[str]:
     return {n.name for n in store.read_cluster().nodes if n.state is not NodeState.DEAD}
 
 
+def state_of(store: Store, name: str) -> NodeState | None:
+    found = [n.state for n in store.read_cluster().nodes if n.name == name]
+    return found[-1] if found else None
+
+
 def assert_each_tick_fired_once(store: Store) -> None:
     """Every second from the first tick to the last fired once, each with its own job made
     within the on-time margin (a catch-up firing stands for the seconds before it), and every job
@@ -48,7 +54,7 @@ def assert_each_tick_fired_once(store: Store) -> None:
     assert all(j.result == j.id for j in done)
 
 
-def test_every_tick_fires_once_through_a_kill_and_a_freeze(cluster: Cluster) -> None:
+def test_every_tick_fires_once_through_a_kill_a_freeze_and_a_pause(cluster: Cluster) -> None:
     store = open_store(cluster.url)
     for name in ("a", "b", "c"):
         cluster.start(name, app=APP)
@@ -62,6 +68,13 @@ def test_every_tick_fires_once_through_a_kill_and_a_freeze(cluster: Cluster) -> 
     cluster.processes["c"].send_signal(signal.SIGCONT)
     until(lambda: "c" in live(store), timeout_s=15, what="c back as a new node")
     more_ticks(store, 3, "ticks after c came back")
+    shoal("pause", "a", "--db", cluster.url, check=True)
+    until(lambda: state_of(store, "a") is NodeState.PAUSED, timeout_s=15, what="a paused")
+    more_ticks(store, 3, "ticks while a is paused")
+    shoal("resume", "a", "--db", cluster.url, check=True)
+    resumed = (NodeState.WAITING, NodeState.WORKING)
+    until(lambda: state_of(store, "a") in resumed, timeout_s=15, what="a resumed")
+    more_ticks(store, 2, "ticks after a resumed")
     for name in ("a", "c"):
         cluster.processes[name].send_signal(signal.SIGTERM)
     for name in ("a", "c"):

@@ -24,6 +24,22 @@ export function renderOverview(o) {
   setText("partition-count", `${o.partitions} partitions · epoch ${o.epoch}`);
   setText("history-from", o.history_from === null ? "no history yet" : `history from ${formatClock(o.history_from, true)}`);
   fill("events", o.events.length ? o.events.map(eventItem) : [el("li", { class: "muted" }, "nothing happened")]);
+  renderLimits(o.limits || []);
+}
+
+// Each limited task with its use; the panel shows only while some task declares a limit.
+function renderLimits(limits) {
+  const panel = document.getElementById("limits-panel");
+  if (!panel) return;
+  panel.hidden = limits.length === 0;
+  fill("limits", limits.map((use) => {
+    const { task, max_running: maxRunning, max_per_s: maxPerS } = use.limit;
+    const full = maxRunning !== null && use.running >= maxRunning;
+    return el("tr", { class: full ? "warn" : null },
+      el("td", {}, task),
+      el("td", { class: "num" }, `${formatCount(use.running)} / ${maxRunning === null ? "—" : formatCount(maxRunning)}`),
+      el("td", { class: "num" }, maxPerS === null ? "—" : `${formatCount(use.recent_starts)} / ${maxPerS}`));
+  }));
 }
 
 function renderJobsBar(counts) {
