@@ -247,13 +247,11 @@ KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
 # to the room they leave; the claimed jobs count into those rows. Jobs of tasks without limits
 # lock no limits row (they have none).
 #
-# The claim's commit does not wait for its WAL to reach the disk (`synchronous_commit` off for
-# this transaction only, set in `me`): a claim lost in a server crash only returns its jobs to the
-# queue, with the attempt uncounted, where they run again (at-least-once). Nothing a claimed job
-# leads to can outlive a lost claim: its outcome commits synchronously, and flushing that commit's
-# WAL flushes the claim's, which comes earlier in the log; a node that ran a job whose claim was
-# lost has its outcome fenced off and releases nothing it does not hold (`node/reconcile.py`).
-# This takes a WAL flush (milliseconds on most disks) off the path from submit to start.
+# The claim commits synchronously, as every write does. With `synchronous_commit` off, a server
+# crash just after a claim can lose it while its node already runs the jobs: they go back to the
+# queue with the attempt uncounted and start again elsewhere under the same attempt number, one
+# attempt run twice (the fault suite's immediate restart caught one). A flush of the WAL is the
+# price of an attempt counted once.
 CLAIM = f"""
 WITH me AS (
     SELECT section, tasks,
@@ -261,7 +259,6 @@ WITH me AS (
                                              / greatest(1, cardinality(section)))))::int AS cap
     FROM nodes
     WHERE id = %(node)s AND {ELIGIBLE_SQL}
-      AND set_config('synchronous_commit', 'off', true) IS NOT NULL
     FOR NO KEY UPDATE
 ), seen AS MATERIALIZED (
     -- [limits] Each limited task's room as this statement's snapshot sees it, without a lock
