@@ -1,7 +1,7 @@
 """Periodic schedules on real node processes: three nodes, an every-second schedule, one node
-SIGKILLed, another frozen (SIGSTOP) for longer than its lease, then one paused (`shoal pause`):
-every tick of the run fires exactly once, with one job each, and `shoal schedules` reports it
-from the datastore alone."""
+SIGKILLed, another frozen (SIGSTOP, on PostgreSQL) for longer than its lease, then one paused
+(`shoal pause`): every tick of the run fires exactly once, with one job each, and `shoal
+schedules` reports it from the datastore alone."""
 
 from __future__ import annotations
 
@@ -62,12 +62,16 @@ def test_every_tick_fires_once_through_a_kill_a_freeze_and_a_pause(cluster: Clus
     more_ticks(store, 3, "ticks with three nodes")
     cluster.processes["b"].send_signal(signal.SIGKILL)
     more_ticks(store, 3, "ticks after b was killed")
-    cluster.processes["c"].send_signal(signal.SIGSTOP)
-    until(lambda: "c" not in live(store), timeout_s=15, what="frozen c declared dead")
-    more_ticks(store, 2, "ticks while c is frozen")
-    cluster.processes["c"].send_signal(signal.SIGCONT)
-    until(lambda: "c" in live(store), timeout_s=15, what="c back as a new node")
-    more_ticks(store, 3, "ticks after c came back")
+    # On SQLite a node frozen inside a write transaction keeps the file's write lock, and every
+    # other node waits on it until it runs again (one writer at a time is SQLite's nature), so
+    # only the PostgreSQL run freezes a node.
+    if not cluster.url.startswith("sqlite"):
+        cluster.processes["c"].send_signal(signal.SIGSTOP)
+        until(lambda: "c" not in live(store), timeout_s=15, what="frozen c declared dead")
+        more_ticks(store, 2, "ticks while c is frozen")
+        cluster.processes["c"].send_signal(signal.SIGCONT)
+        until(lambda: "c" in live(store), timeout_s=15, what="c back as a new node")
+        more_ticks(store, 3, "ticks after c came back")
     shoal("pause", "a", "--db", cluster.url, check=True)
     until(lambda: state_of(store, "a") is NodeState.PAUSED, timeout_s=15, what="a paused")
     more_ticks(store, 3, "ticks while a is paused")

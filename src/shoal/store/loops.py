@@ -42,3 +42,14 @@ class PerLoop(Generic[A]):
             made = self._made.pop(loop, None)
         if made is not None:
             await made.aclose()
+
+
+def forget_waiter(
+    waiters: dict[int, set[asyncio.Event]], job_id: int, event: asyncio.Event
+) -> None:
+    """Drop one waiter of a job (`AsyncJobs.wait_for_end`); the job's entry goes with its last."""
+    waiting = waiters.get(job_id)
+    if waiting is not None:
+        waiting.discard(event)
+        if not waiting:
+            del waiters[job_id]

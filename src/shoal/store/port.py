@@ -52,6 +52,7 @@ from shoal.model import (
     TaskLimitUse,
 )
 from shoal.store import rules
+from shoal.store.batcher import SubmitBatcher
 from shoal.store.rules import DEAD_WINDOW_S, PRUNE_BATCH, LoadSnapshot, PruneRule
 
 DEFAULT_PARTITIONS = 128
@@ -107,6 +108,7 @@ class AsyncJobs(ABC):
 class Store(ABC):
     """A connection to one Shoal datastore. Safe to share between threads of one process."""
 
+    batcher: SubmitBatcher[Submitted]  # made by each dialect around its `write_jobs`
     url_for_display: str  # the URL with any password removed
 
     # -- setting up ---------------------------------------------------------------------------
@@ -160,9 +162,19 @@ class Store(ABC):
         unique, positions = rules.collapse_keys(jobs)
         return rules.spread_submitted(self.insert_jobs(unique), positions)
 
-    @abstractmethod
     def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
-        """`submit`'s write for a batch whose keys are distinct, in one transaction."""
+        """`submit`'s write for a batch whose keys are distinct. Concurrent calls from this
+        process's threads share a transaction (`batcher`); a batch with keys goes alone, since
+        the keys of one transaction must be distinct."""
+        if not jobs:
+            return []
+        if any(job.key is not None for job in jobs):
+            return self.write_jobs(jobs)
+        return self.batcher.submit(jobs)
+
+    @abstractmethod
+    def write_jobs(self, jobs: Sequence[NewJob]) -> list[Submitted]:
+        """Insert one batch (keys distinct) in one transaction of its own."""
 
     @abstractmethod
     def read_job(self, job_id: int) -> Job | None:

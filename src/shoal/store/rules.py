@@ -492,6 +492,14 @@ SCHEDULE_COLUMNS = (
     "s.name, s.task, s.cron, s.every_s, s.tz, s.args, s.kwargs, s.missed, s.declared_at,"
     " s.fired_through, t.tick, t.job_id, t.catch_up, j.state"
 )
+# Every stored schedule with its latest firing and that job's state: plain SQL both dialects run.
+SCHEDULES_SQL = f"""
+SELECT {SCHEDULE_COLUMNS} FROM schedules s
+LEFT JOIN schedule_ticks t ON t.schedule = s.name
+    AND t.tick = (SELECT max(m.tick) FROM schedule_ticks m WHERE m.schedule = s.name)
+LEFT JOIN jobs j ON j.id = t.job_id
+ORDER BY s.name
+"""
 
 
 def check_firings(expected_through: float, fired: Sequence[ScheduledJob], through: float) -> None:

@@ -191,3 +191,17 @@ def _limits(limit: TaskLimit | None) -> str:
     if limit.max_per_s is not None:
         parts.append(f"max_per_s={limit.max_per_s:g}")
     return ", ".join(parts)
+
+
+def orphan_texts() -> dict[str, str]:
+    """The texts REQUEUE_ORPHANS writes into the errors of a departed node's jobs, by parameter
+    name (the same in both dialects)."""
+    return {
+        "quarantine_head": quarantine_head(),
+        "quarantine_tail": quarantine_tail(),
+        "failed_tail": orphan_failed_tail(),
+        "requeued_tail": orphan_requeued_tail(),
+        "deaths_mark": DEATHS_MARK,
+        "attempt_mark": ATTEMPT_MARK,
+        "max_mark": MAX_ATTEMPTS_MARK,
+    }

@@ -26,6 +26,7 @@ from shoal.errors import DatastoreUnavailable, SchemaError, ShoalError, SubmitEr
 from shoal.model import Job, NewJob
 from shoal.store import texts
 from shoal.store.batcher import AsyncSubmitBatcher
+from shoal.store.loops import forget_waiter
 from shoal.store.port import AsyncJobs
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import (
@@ -159,11 +160,7 @@ class PostgresAsyncJobs(AsyncJobs):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(timeout_s, FALLBACK_POLL_S))
         finally:
-            waiting = self._waiters.get(job_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._waiters[job_id]
+            forget_waiter(self._waiters, job_id, event)
 
     def is_listening(self) -> bool:
         """Whether finish notifications reach this loop now (a waiter may rely on them)."""

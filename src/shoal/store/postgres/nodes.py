@@ -181,13 +181,7 @@ def requeue_running(conn: Conn, node_id: int, reason: str, died: bool) -> None:
         "shard": q.counter_shard(node_id),
         "reason": reason,
         "died": died,
-        "quarantine_head": texts.quarantine_head(),
-        "quarantine_tail": texts.quarantine_tail(),
-        "failed_tail": texts.orphan_failed_tail(),
-        "requeued_tail": texts.orphan_requeued_tail(),
-        "deaths_mark": texts.DEATHS_MARK,
-        "attempt_mark": texts.ATTEMPT_MARK,
-        "max_mark": texts.MAX_ATTEMPTS_MARK,
+        **texts.orphan_texts(),
     }
     if scalar(conn, q.REQUEUE_ORPHANS, args):
         conn.execute(q.WAKE_ALL)

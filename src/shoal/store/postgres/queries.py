@@ -17,7 +17,7 @@ from shoal.store.rules import (
     ASSIGNMENT_EVENTS_SQL,
     ELIGIBLE_SQL,
     JOB_COLUMNS,
-    SCHEDULE_COLUMNS,
+    SCHEDULES_SQL,
     SECTION_STATES_SQL,
 )
 
@@ -1041,13 +1041,7 @@ ON CONFLICT (name) DO UPDATE SET
     args = excluded.args, kwargs = excluded.kwargs, missed = excluded.missed,
     declared_at = excluded.declared_at
 """
-READ_SCHEDULES = f"""
-SELECT {SCHEDULE_COLUMNS} FROM schedules s
-LEFT JOIN schedule_ticks t ON t.schedule = s.name
-    AND t.tick = (SELECT max(m.tick) FROM schedule_ticks m WHERE m.schedule = s.name)
-LEFT JOIN jobs j ON j.id = t.job_id
-ORDER BY s.name
-"""
+READ_SCHEDULES = SCHEDULES_SQL
 # The round applies only from where the caller planned it, and never ahead of the clock. The
 # update locks the row: a concurrent firing waits, then finds `fired_through` moved and applies
 # nothing.

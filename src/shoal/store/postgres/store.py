@@ -46,7 +46,7 @@ class PostgresStore(Store):
         # Nodes whose last claim took all it asked for, or that a notification just woke: their
         # next claim skips the look-before-locking.
         self._busy: set[int] = set()
-        self._batcher = SubmitBatcher(self._write_jobs)
+        self.batcher = SubmitBatcher(self.write_jobs)
         self._async = PerLoop(lambda: PostgresAsyncJobs(connector))
 
     @classmethod
@@ -87,16 +87,7 @@ class PostgresStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
-        """Concurrent calls from this process's threads share a transaction (`batcher`); a
-        batch with keys goes alone, since the keys of one transaction must be distinct."""
-        if not new:
-            return []
-        if any(job.key is not None for job in new):
-            return self._write_jobs(new)
-        return self._batcher.submit(new)
-
-    def _write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
+    def write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
         ids: list[int] = []
         url = self.url_for_display
         try:

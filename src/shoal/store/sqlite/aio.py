@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.model import Job, NewJob
+from shoal.store.loops import forget_waiter
 from shoal.store.port import AsyncJobs
 
 POLL_S = 0.01  # how often awaited jobs are read while any is awaited
@@ -152,11 +153,7 @@ class SqliteAsyncJobs(AsyncJobs):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout_s)
         finally:
-            waiting = self._waiters.get(job_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self._waiters[job_id]
+            forget_waiter(self._waiters, job_id, event)
 
     async def _poll(self) -> None:
         """While any job is awaited: read them all in one pass, wake those that ended."""

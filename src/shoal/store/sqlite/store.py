@@ -47,7 +47,7 @@ class SqliteStore(Store):
         self._bell: Doorbell | None = None
         self._bell_failed = False
         self._bell_lock = threading.Lock()
-        self._batcher = SubmitBatcher(self._write_jobs)
+        self.batcher = SubmitBatcher(self.write_jobs)
         self._file_thread = FileThread(self.submit_jobs)
         self._async = PerLoop(lambda: SqliteAsyncJobs(self._file_thread, self.read_job))
 
@@ -99,16 +99,7 @@ class SqliteStore(Store):
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def insert_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
-        """Concurrent calls from this process's threads share a transaction (`batcher`); a
-        batch with keys goes alone, since the keys of one transaction must be distinct."""
-        if not new:
-            return []
-        if any(job.key is not None for job in new):
-            return self._write_jobs(new)
-        return self._batcher.submit(new)
-
-    def _write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
+    def write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
         done = self.file.run(lambda cur: jobs.submit(cur, now(cur), new))
         self._ringer.ring()  # after the commit: a node woken now finds the jobs
         return done
