@@ -130,6 +130,8 @@ def recovery_times(records: Sequence[Record], kills: Iterable[Kill]) -> tuple[li
             if not on_node or r.at > kill.at or finished_before:
                 continue
             later = [s.at for s in starts if s.job_id == r.job_id and s.attempt > r.attempt]
+            if any(t <= kill.at for t in later):
+                continue  # superseded before the kill (its node was presumed dead earlier)
             later = [t for t in later if t > kill.at]
             if later:
                 times.append(min(later) - kill.at)

@@ -82,6 +82,17 @@ def test_recovery_is_timed_from_the_kill_to_the_next_attempt_only_for_jobs_in_fl
     assert found.recovery_s == [2.5] and found.unrecovered == 1
 
 
+def test_an_attempt_superseded_before_the_kill_is_not_in_flight() -> None:
+    records = [
+        start(5, 1, 1.0),  # its node was frozen, presumed dead, and the job ran again elsewhere
+        start(5, 2, 6.0, pid=300),
+        end(5, 2, 7.0, pid=300),
+    ]
+    jobs = {5: job(5, JobState.SUCCEEDED, 2, 2)}
+    found = examine([5], jobs, records, [Kill(10.0, 100)], 0, frozenset({7}))
+    assert found.recovery_s == [] and found.unrecovered == 0
+
+
 def test_percentile_is_the_nearest_rank() -> None:
     assert percentile([], 99) is None
     assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0

@@ -62,7 +62,11 @@ def test_jobs_waiting_behind_a_busy_node_start_on_a_free_one(
 def test_jobs_claimed_ahead_behind_a_slow_job_go_to_a_free_node(
     make_node: Callable[..., Node], sqlite_store: SqliteStore, steered: Steered
 ):
-    busy, free = make_node("busy", concurrency=1), make_node("free", concurrency=4)
+    # A budget of 0.2 s of work claimed ahead: the quick jobs below (a few ms each, however
+    # slowly this test steps them) make the busy node claim ahead, while a running job older
+    # than the budget stops it.
+    busy = make_node("busy", concurrency=1, prefetch_budget_s=0.2)
+    free = make_node("free", concurrency=4)
     until(lambda: turn(busy, free) or (busy.loop and free.loop), "both registered")
     owners = sqlite_store.read_cluster().owners
 
