@@ -24,6 +24,7 @@ class NodeState(StrEnum):
 
 class JobState(StrEnum):
     QUEUED = "queued"
+    CLAIMED = "claimed"  # held by a node for its next free worker; not started, not charged
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

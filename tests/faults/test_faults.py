@@ -97,12 +97,6 @@ def test_soak_loses_nothing_and_records_each_outcome_once(
     assert verdicts[datastore]["exits"] == []
 
 
-# Not strict: it fails only when a SIGKILL lands between a claim and the start of its body.
-@pytest.mark.xfail(
-    strict=False,
-    reason="waits on claimed is not started: the attempt is charged at the claim, so a node "
-    "killed before its worker starts the job charges an attempt that never ran",
-)
 @pytest.mark.parametrize("datastore", datastores())
 def test_soak_charges_no_attempt_that_never_ran(verdicts: dict[str, Any], datastore: str) -> None:
     found = verdicts[datastore]["findings"]

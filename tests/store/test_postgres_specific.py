@@ -411,7 +411,7 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
             " FROM generate_series(2000000, 2059999) i"
         )
         conn.execute("ANALYZE jobs")
-        params = {"node": node.id, "shard": 1, "limit": 200, "token": 1, "why": "x"}
+        params = {"node": node.id, "shard": 1, "limit": 200, "start": 200, "token": 1, "why": "x"}
         plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + q.CLAIM, params))
     assert "jobs_queued_partition" in plan
     assert "Seq Scan on jobs" not in plan
@@ -442,7 +442,7 @@ def test_a_claim_by_priority_reads_a_few_rows_per_partition_of_a_large_backlog(
         )
         conn.execute("ANALYZE jobs")
         section = store.read_node(node.id).section  # type: ignore[union-attr]
-        params = {"node": node.id, "shard": 1, "limit": 200, "token": 1, "why": "x"}
+        params = {"node": node.id, "shard": 1, "limit": 200, "start": 200, "token": 1, "why": "x"}
         with conn.transaction(force_rollback=True):  # ANALYZE runs the claim: undo it
             [[explained]] = conn.execute(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + q.CLAIM, params

@@ -180,6 +180,8 @@ class Node:
         loop.take_events(block_s=0.0)
         loop.check_cancels(now)
         loop.outcomes.extend(loop.finish(f) for f in loop.executor.expire(now))
+        if not (self.stop_requested or loop.draining):
+            loop.start_ahead()  # first: free workers wait on it, not on the outcomes' commit
         loop.write_outcomes()
         if now - loop.last_flush >= cfg.progress_flush_s:
             loop.write_progress()

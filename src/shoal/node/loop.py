@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from shoal.app import DEFAULT_CANCEL_GRACE_S, App
 from shoal.errors import DatastoreUnavailable
-from shoal.model import Job, NodeState, Outcome, ProgressUpdate
+from shoal.model import Job, JobState, NodeState, Outcome, ProgressUpdate
 from shoal.node.config import NodeConfig
 from shoal.node.executor import Executor
 from shoal.node.reconcile import RecentOutcomes, reconcile
@@ -75,6 +76,8 @@ class Held:
     retry: RetryPolicy
     cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S
     cancel_requested: bool = False  # its attempt was told; it ends cancelled, never retried
+    timeout_s: float | None = None  # the task's own time limit, for a job without one
+    claimed_at: float = 0.0  # monotonic: when the claim took it
 
 
 @dataclass
@@ -106,6 +109,10 @@ class NodeLoop:
     outcome_backoff: Backoff = field(default_factory=Backoff)
     progress_backoff: Backoff = field(default_factory=Backoff)
     claim_backoff: Backoff = field(default_factory=Backoff)
+    start_backoff: Backoff = field(default_factory=Backoff)
+    # Jobs claimed ahead (state `claimed`), in claim order: held here, charged nothing, until a
+    # worker is free and their start is recorded (`start_ahead`).
+    ahead: deque[int] = field(default_factory=deque)
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
 
@@ -285,28 +292,61 @@ class NodeLoop:
 
     def return_stale(self) -> None:
         """Give back the jobs claimed ahead once the oldest has waited too long for a worker:
-        queued again, they go to whichever node has a free slot first (this one included)."""
-        waited_s = self.executor.unstarted_wait_s()
+        queued again as they were, they go to whichever node has a free slot first (this one
+        included)."""
+        if not self.ahead:
+            return
+        waited_s = time.monotonic() - self.held[self.ahead[0]].claimed_at
         if waited_s <= self.config.max_unstarted_wait_s:
             return
         log.debug("giving back jobs claimed ahead: the oldest waited %.2fs for a worker", waited_s)
         self.release_unstarted()
 
+    def start_ahead(self) -> None:
+        """Start jobs claimed ahead on the workers that are free. The start is recorded first
+        (the attempt charged, `started_at` stamped) and the job handed to a worker after, so no
+        attempt is charged that did not begin, and none begins uncharged."""
+        free = min(self.executor.free_slots(0), len(self.ahead))
+        if free <= 0 or self.start_backoff.active():
+            return
+        ids = [self.ahead.popleft() for _ in range(free)]
+        try:
+            started = self.store.start_jobs(self.node_id, ids)
+        except DatastoreUnavailable as exc:
+            self.ahead.extendleft(reversed(ids))
+            pause = self.start_backoff.refused()
+            log.warning("cannot start jobs claimed ahead (%s); retrying in %.2fs", exc, pause)
+            return
+        self.start_backoff.succeeded()
+        begun = {job.id: job for job in started}
+        for job_id in ids:
+            held = self.held.get(job_id)
+            job = begun.get(job_id)
+            if held is None:
+                continue
+            if job is None:  # cancelled meanwhile, or requeued: this node was presumed dead
+                del self.held[job_id]
+                log.info("job %d was cancelled or taken back before a worker started it", job_id)
+                continue
+            held.job = job
+            self.executor.submit(Work.of(job, held.timeout_s))
+
     def claim(self, state: NodeState) -> NodeState:
-        """Claim jobs for the free slots; returns the node's state after the claim."""
+        """Claim jobs for the free slots, and a few ahead; returns the node's state after."""
         prefetch = self.prefetch()
-        free = self.executor.free_slots(prefetch)
-        if free <= 0:
+        free = self.executor.free_slots(0)
+        room = free + prefetch - len(self.ahead)
+        if room <= 0:
             return state
         if (
-            free < (self.config.concurrency + prefetch) // 2
+            room < (self.config.concurrency + prefetch) // 2
             and len(self.held) > self.config.concurrency
         ):
-            return state  # enough work is queued here; claim again in a bigger batch
+            return state  # enough work is here; claim again in a bigger batch
         if self.claim_backoff.active():
             return state
         try:
-            jobs = self.store.claim_jobs(self.node_id, free)
+            jobs = self.store.claim_jobs(self.node_id, room, start=max(free - len(self.ahead), 0))
         except DatastoreUnavailable as exc:
             log.warning(
                 "cannot claim jobs (%s); retrying in %.2fs", exc, self.claim_backoff.refused()
@@ -316,13 +356,20 @@ class NodeLoop:
         return self._take(jobs, state)
 
     def _take(self, jobs: list[Job], state: NodeState) -> NodeState:
-        """Hold and start claimed jobs; returns the node's state after the claim."""
+        """Hold claimed jobs: those started go to the workers, those claimed ahead wait for
+        one. Returns the node's state after the claim."""
+        now = time.monotonic()
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
             grace_s = options.cancel_grace_s if options else DEFAULT_CANCEL_GRACE_S
-            self.held[job.id] = Held(job, RetryPolicy.of(options), grace_s)
-            self.executor.submit(Work.of(job, options.timeout_s if options else None))
+            timeout_s = options.timeout_s if options else None
+            held = Held(job, RetryPolicy.of(options), grace_s, timeout_s=timeout_s, claimed_at=now)
+            self.held[job.id] = held
+            if job.state is JobState.RUNNING:
+                self.executor.submit(Work.of(job, timeout_s))
+            else:
+                self.ahead.append(job.id)
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state
 
@@ -333,12 +380,12 @@ class NodeLoop:
         cfg = self.config
         if not cfg.stranded_check_s or now - self.last_stranded_check < cfg.stranded_check_s:
             return state
-        free = self.executor.free_slots(0)
+        free = self.executor.free_slots(0) - len(self.ahead)
         if free <= 0 or self.claim_backoff.active():
             return state
         self.last_stranded_check = now
         try:
-            jobs = self.store.claim_stranded(self.node_id, free)
+            jobs = self.store.claim_stranded(self.node_id, free, start=free)
         except DatastoreUnavailable as exc:
             log.debug("cannot look for jobs waiting for this node's tasks yet (%s)", exc)
             return state
@@ -357,7 +404,7 @@ class NodeLoop:
         cfg = self.config
         if not cfg.load_check_s or now - self.last_load_check < cfg.load_check_s:
             return False
-        if self.executor.free_slots(0) <= 0:
+        if self.executor.free_slots(0) <= len(self.ahead):
             return False
         self.last_load_check = now
         try:
@@ -370,8 +417,10 @@ class NodeLoop:
         return moved > 0
 
     def release_unstarted(self) -> None:
-        """Give back jobs claimed ahead that no worker has started (pausing or stopping)."""
-        waiting = self.executor.take_unstarted()
+        """Give back jobs claimed ahead, and any a worker has not begun (pausing, stopping, or
+        waiting too long here)."""
+        waiting = [*self.ahead, *self.executor.take_unstarted()]
+        self.ahead.clear()
         if not waiting:
             return
         for job_id in waiting:

@@ -33,6 +33,7 @@ STATE_STYLES: dict[NodeState, str] = {
 }
 JOB_STATE_STYLES: dict[JobState, str] = {
     JobState.QUEUED: "blue",
+    JobState.CLAIMED: "cyan",
     JobState.RUNNING: "green",
     JobState.SUCCEEDED: "bright_green",
     JobState.FAILED: "red",

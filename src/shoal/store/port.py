@@ -337,35 +337,50 @@ class Store(ABC):
     # -- running jobs -------------------------------------------------------------------------
 
     @abstractmethod
-    def claim_jobs(self, node_id: int, limit: int) -> list[Job]:
+    def claim_jobs(self, node_id: int, limit: int, start: int | None = None) -> list[Job]:
         """Claim up to `limit` runnable queued jobs of the node's own section: the highest
         priority first, then the oldest id (`rules.claim_order`, also the order returned).
         Approximate across partitions only among equal priorities: no job is claimed while one
         of a higher priority is runnable in the section.
 
         Succeeds only while the node is eligible (waiting/working, no pause requested) and for
-        partitions it owns. Each claimed job becomes running with claimer = node_id and
-        attempts + 1. Moves the node waiting -> working (with history) when it claims any.
+        partitions it owns. The first `start` claimed jobs in claim order (all when None) start
+        at once: running, with claimer = node_id, attempts + 1 and `started_at` stamped. The
+        rest are claimed ahead for the node's next free workers: `claimed`, with claimer =
+        node_id but no attempt charged and no start stamped, until `start_jobs` starts them;
+        released, or requeued when the node dies, they are queued again as they were. Moves the
+        node waiting -> working (with history) when it claims any.
 
         A job of a task with limits is claimed only while they leave room, counted over the
         whole cluster (every node's claims of that task are serialised): never more than
         `max_running` of its jobs running, never more starts than `max_per_s` allows in its
         window. A job skipped for a limit stays queued and does not hold up younger jobs of
-        other tasks. Every way a job leaves `running` (finish, retry, release, the requeue of
-        a dead node's jobs) gives its room back in the same transaction.
+        other tasks. A job claimed ahead holds its room as a running one does (the rate counts
+        claims). Every way a job leaves `claimed` or `running` (finish, retry, release, cancel,
+        the requeue of a dead node's jobs) gives its room back in the same transaction.
         """
 
     @abstractmethod
-    def claim_stranded(self, node_id: int, limit: int) -> list[Job]:
+    def claim_stranded(self, node_id: int, limit: int, start: int | None = None) -> list[Job]:
         """Claim up to `limit` runnable queued jobs, oldest first, that wait in other nodes'
         sections for a task their owner does not register and this node does.
 
         A node claims only jobs of the tasks it registers (`claim_jobs`), so in a rolling deploy
         (old nodes beside new ones) a job of a new task whose partition an old node owns would
         wait there for ever; a node with the task takes it this way instead. Claimed as
-        `claim_jobs` claims (attempt, stamp, counters, waiting -> working), and only while this
+        `claim_jobs` claims (`start` of them at once, counters, waiting -> working), only while this
         node may own a section. Cheap when no owner lacks a task this node has: the nodes'
         task lists are read, no job.
+        """
+
+    @abstractmethod
+    def start_jobs(self, node_id: int, job_ids: Sequence[int]) -> list[Job]:
+        """Start jobs the node claimed ahead, as its workers free up: each still claimed by the
+        node becomes running with attempts + 1 and `started_at` stamped. Returns those started,
+        in claim order; one cancelled or requeued meanwhile (the node was presumed dead) is not.
+
+        A worker runs a job only once its start is recorded, so an attempt is charged exactly
+        when it runs and a node killed between claim and start charges nothing.
         """
 
     @abstractmethod
@@ -386,7 +401,8 @@ class Store(ABC):
 
     @abstractmethod
     def release_jobs(self, node_id: int, job_ids: Sequence[int]) -> int:
-        """Put jobs still held by the node back to queued without counting the attempt.
+        """Put jobs still held by the node (running or claimed ahead) back to queued without
+        counting the attempt.
 
         Used by a node that stops before its jobs finish. A job with a cancel request ends
         cancelled instead. Returns how many the node gave up either way.
@@ -394,7 +410,8 @@ class Store(ABC):
 
     @abstractmethod
     def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
-        """(job id, attempt) of every job recorded as running under the node, by id.
+        """(job id, attempt) of every job recorded as running under the node, by id, and
+        (job id, 0) of each job claimed ahead by it (no attempt of it has started).
 
         A node compares this with what it holds to find outcomes the datastore lost (a failover
         to a standby that had not yet received them) and jobs it never knew it held.

@@ -75,11 +75,12 @@ def could_be_job_id(job_id: int) -> bool:
 
 def cancel_verdict(state: str | None, requested: bool) -> CancelResult:
     """What a cancel does to a job found in `state` (None: no such job), `requested` saying
-    whether a cancel was asked for already: a queued job is cancelled, a running one gets the
-    request once, any other is left as it is."""
+    whether a cancel was asked for already: a queued job is cancelled, and so is one claimed
+    ahead (no worker has started it; its node finds it gone when it would start it); a running
+    one gets the request once; any other is left as it is."""
     if state is None:
         return CancelResult.NOT_FOUND
-    if state == JobState.QUEUED.value:
+    if state in (JobState.QUEUED.value, JobState.CLAIMED.value):
         return CancelResult.CANCELLED
     if state == JobState.RUNNING.value:
         return CancelResult.ALREADY_REQUESTED if requested else CancelResult.REQUESTED

@@ -3,7 +3,7 @@
 import { el, fill, setText, ownerClass, formatAge, formatClock, formatCount, badge, timeEl, describeEvent } from "./dom.js";
 import { throughputChart, depthChart, sectionsChart, widthOf } from "./charts.js";
 
-const JOB_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
+const JOB_STATES = ["queued", "claimed", "running", "succeeded", "failed", "cancelled"];
 const NODE_STATES = ["initializing", "waiting", "working", "paused", "dead"];
 
 export function renderOverview(o) {
@@ -12,7 +12,9 @@ export function renderOverview(o) {
   setText("nodes-by-state", NODE_STATES.filter((s) => o.nodes_by_state[s]).map((s) => `${o.nodes_by_state[s]} ${s}`).join(" · ") || "no nodes");
   for (const state of ["queued", "running", "succeeded", "failed"]) setText(`count-${state}`, formatCount(o.jobs_by_state[state]));
   setText("count-cancelled", `${formatCount(o.jobs_by_state.cancelled)} cancelled`);
-  setText("oldest-queued", o.oldest_queued_age_s === null ? "nothing waiting" : `oldest waits ${formatAge(o.oldest_queued_age_s)}`);
+  const waiting = o.oldest_queued_age_s === null ? "nothing waiting" : `oldest waits ${formatAge(o.oldest_queued_age_s)}`;
+  const ahead = o.jobs_by_state.claimed ? ` · ${formatCount(o.jobs_by_state.claimed)} claimed ahead` : "";
+  setText("oldest-queued", waiting + ahead);
   setText("capacity", `of ${formatCount(live.reduce((sum, n) => sum + n.concurrency, 0))} slots`);
   const lastMinute = o.throughput.filter((b) => b.end > o.now - 60);
   const done = lastMinute.reduce((sum, b) => sum + b.succeeded + b.failed, 0);

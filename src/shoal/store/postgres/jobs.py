@@ -128,7 +128,8 @@ def cancel(conn: Conn, retried: bool, job_id: int, by: str | None) -> CancelResu
             if row[0] == JobState.CANCELLED.value:
                 return CancelResult.CANCELLED
         if verdict is CancelResult.CANCELLED:
-            if scalar(conn, q.CANCEL, params) == 1:
+            ahead = row is not None and row[0] == JobState.CLAIMED.value
+            if scalar(conn, q.CANCEL_CLAIMED if ahead else q.CANCEL, params) == 1:
                 return verdict
         elif verdict is CancelResult.REQUESTED:
             if exists(conn, q.REQUEST_CANCEL, params):
@@ -182,6 +183,13 @@ def claim_stranded(conn: Conn, retried: bool, params: dict[str, Any]) -> list[Jo
     return [job_from_row(r) for r in conn.execute(q.CLAIM_STRANDED, args)]
 
 
+def start_claimed(conn: Conn, params: dict[str, Any]) -> list[Job]:
+    """Start jobs claimed ahead (START_CLAIMED's `params`), in claim order; the same call again
+    after an outcome lost with the connection returns the same jobs."""
+    started = [job_from_row(r) for r in conn.execute(q.START_CLAIMED, params)]
+    return sorted(started, key=rules.claim_order)
+
+
 def collect_lost_claims(conn: Conn, node_id: int, tokens: list[int]) -> list[Job]:
     """The jobs that claims given up as lost did take, if they committed."""
     return [job_from_row(r) for r in conn.execute(q.CLAIMED_BY_TOKENS, (node_id, tokens))]
@@ -223,8 +231,10 @@ def release(conn: Conn, node_id: int, job_ids: Sequence[int]) -> int:
         "ids": list(job_ids),
         "error": texts.CANCELLED_RUNNING + texts.CANCEL_NODE_STOPPED,
     }
-    row = conn.execute(q.RELEASE, params).fetchone()
-    released = 0 if row is None else int(row[0])
+    released = 0
+    for statement in (q.RELEASE, q.RELEASE_CLAIMED):
+        row = conn.execute(statement, params).fetchone()
+        released += 0 if row is None else int(row[0])
     return released + int(scalar(conn, q.RELEASE_CANCELLED, params))
 
 

@@ -175,7 +175,7 @@ def mark_dead(conn: Conn) -> list[int]:
 def requeue_running(conn: Conn, node_id: int, reason: str, died: bool) -> None:
     """Give a departed node's running jobs back to the queue, counting the attempt; if the node
     `died`, count the death on each job and fail those it quarantines (see REQUEUE_ORPHANS);
-    those asked to cancel end cancelled."""
+    those asked to cancel end cancelled. Its jobs claimed ahead go back as they were."""
     args = {
         "node": node_id,
         "shard": q.counter_shard(node_id),
@@ -183,7 +183,8 @@ def requeue_running(conn: Conn, node_id: int, reason: str, died: bool) -> None:
         "died": died,
         **texts.orphan_texts(),
     }
-    if scalar(conn, q.REQUEUE_ORPHANS, args):
+    requeued = scalar(conn, q.REQUEUE_ORPHANS, args)
+    if scalar(conn, q.REQUEUE_CLAIMED, args) or requeued:
         conn.execute(q.WAKE_ALL)
     args["error"] = texts.CANCELLED_RUNNING + reason
     conn.execute(q.CANCEL_ORPHANS, args)

@@ -222,12 +222,63 @@ UPDATE job_keys k SET job_id = v.job_id, window_s = v.window_s
 FROM unnest(%(keys)s::text[], %(ids)s::bigint[], %(windows)s::float8[]) AS v(key, job_id, window_s)
 WHERE k.key = v.key AND NOT EXISTS (
     SELECT 1 FROM jobs j WHERE j.id = k.job_id
-      AND (j.state IN ('queued', 'running') OR j.finished_at + k.window_s > {NOW}))
+      AND (j.state IN ('queued', 'claimed', 'running') OR j.finished_at + k.window_s > {NOW}))
 RETURNING k.key
 """
 # After a submit whose commit outcome was lost: which of its reserved ids went in.
 JOBS_PRESENT = "SELECT id FROM jobs WHERE id = ANY (%s::bigint[])"
 KEY_HOLDERS = "SELECT key, job_id FROM job_keys WHERE key = ANY (%s::text[])"
+
+# What every claim does with the jobs it picked (CTE `picked`: id, task, priority), in order:
+# `gate`, `admitted`, `started` hold them to the task limits (see CLAIM); the first
+# `%(start)s` in claim order start at once (running, attempt charged, start stamped), and the
+# rest are claimed ahead (`claimed`: held by the node, charged nothing, until START_CLAIMED
+# starts them as workers free up). Both count out of `queued`; the node moves waiting ->
+# working with its first claim. A claimed job holds its room in the limits as a running one
+# does: it starts without asking them again.
+_CLAIMED = f"""gate AS MATERIALIZED (
+    -- [limits] The picked jobs' limits rows, locked in task order (as every writer of them
+    -- locks them): claims of one limited task apply one at a time across the cluster. A row
+    -- this waited for is read as its latest committed version (READ COMMITTED re-reads a row
+    -- it had to wait to lock), so `running` and `starts`, and so the room, are exact.
+    SELECT l.task, {limit_room("l")} AS room FROM task_limits l
+    WHERE l.task IN (SELECT task FROM picked) AND {is_limited("l")}
+    ORDER BY l.task
+    FOR NO KEY UPDATE
+), admitted AS (
+    -- [limits] The picked jobs that fit: all of tasks without limits, the room of the others;
+    -- numbered in claim order.
+    SELECT r.id, row_number() OVER (ORDER BY r.priority DESC, r.id) AS nth FROM (
+        SELECT p.id, p.task, p.priority,
+               row_number() OVER (PARTITION BY p.task ORDER BY p.priority DESC, p.id) AS nth
+        FROM picked p
+    ) r LEFT JOIN gate g ON g.task = r.task
+    WHERE g.task IS NULL OR r.nth <= g.room
+), claimed AS (
+    UPDATE jobs j
+    SET state = CASE WHEN a.nth <= %(start)s THEN 'running' ELSE 'claimed' END,
+        claimer = %(node)s, claim_token = %(token)s,
+        attempts = j.attempts + CASE WHEN a.nth <= %(start)s THEN 1 ELSE 0 END,
+        started_at = CASE WHEN a.nth <= %(start)s THEN {NOW} ELSE j.started_at END,
+        progress = 0, progress_message = NULL
+    FROM admitted a WHERE j.id = a.id
+    RETURNING j.*
+), started AS (
+    -- [limits] The claimed jobs count into their limits rows (locked above).
+    UPDATE task_limits l SET running = l.running + c.n, starts = {record_starts("l", "c.n")}
+    FROM (SELECT task, count(*) AS n FROM claimed GROUP BY task) c
+    WHERE l.task = c.task AND l.task IN (SELECT task FROM gate)
+), tallied AS (
+    {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
+), flipped AS (
+    UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
+    WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
+    RETURNING n.id, n.name
+), noted AS (
+    INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
+    SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
+)
+SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id"""
 
 # Claim a batch in one statement. The node row is locked first, so a claim and a concurrent
 # declaration of death are ordered: either the claim sees the node dead and takes nothing, or the
@@ -308,45 +359,7 @@ WITH me AS (
     ORDER BY j.priority DESC, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
-), gate AS MATERIALIZED (
-    -- [limits] The picked jobs' limits rows, locked in task order (as every writer of them
-    -- locks them): claims of one limited task apply one at a time across the cluster. A row
-    -- this waited for is read as its latest committed version (READ COMMITTED re-reads a row
-    -- it had to wait to lock), so `running` and `starts`, and so the room, are exact.
-    SELECT l.task, {limit_room("l")} AS room FROM task_limits l
-    WHERE l.task IN (SELECT task FROM picked) AND {is_limited("l")}
-    ORDER BY l.task
-    FOR NO KEY UPDATE
-), admitted AS (
-    -- [limits] The picked jobs that fit: all of tasks without limits, the room of the others.
-    SELECT r.id FROM (
-        SELECT p.id, p.task,
-               row_number() OVER (PARTITION BY p.task ORDER BY p.priority DESC, p.id) AS nth
-        FROM picked p
-    ) r LEFT JOIN gate g ON g.task = r.task
-    WHERE g.task IS NULL OR r.nth <= g.room
-), claimed AS (
-    UPDATE jobs j
-    SET state = 'running', claimer = %(node)s, claim_token = %(token)s,
-        attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
-    FROM admitted WHERE j.id = admitted.id
-    RETURNING j.*
-), started AS (
-    -- [limits] The claimed jobs count into their limits rows (locked above).
-    UPDATE task_limits l SET running = l.running + c.n, starts = {record_starts("l", "c.n")}
-    FROM (SELECT task, count(*) AS n FROM claimed GROUP BY task) c
-    WHERE l.task = c.task AND l.task IN (SELECT task FROM gate)
-), tallied AS (
-    {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
-), flipped AS (
-    UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
-    WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
-    RETURNING n.id, n.name
-), noted AS (
-    INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
-    SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
-)
-SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
+), {_CLAIMED}
 """
 
 # Idle nodes poll: look without locking anything before claiming. One probe per owned partition
@@ -385,8 +398,8 @@ SELECT c.id, c.priority FROM partitions p CROSS JOIN LATERAL (
 WHERE p.owner = %(owner)s
 ORDER BY c.priority DESC, c.id LIMIT %(limit)s
 """
-# The claim of stranded jobs found by STRANDED: fenced and counted as CLAIM is, and held to the
-# task limits the same way (`gate`, `admitted`, `started`: see CLAIM).
+# The claim of stranded jobs found by STRANDED: fenced, counted, split between starting and
+# claimed ahead, and held to the task limits as CLAIM is (`_CLAIMED`).
 CLAIM_STRANDED = f"""
 WITH me AS (
     SELECT id FROM nodes WHERE id = %(node)s AND {ELIGIBLE_SQL} FOR NO KEY UPDATE
@@ -396,49 +409,44 @@ WITH me AS (
       AND EXISTS (SELECT 1 FROM me)
     ORDER BY j.priority DESC, j.id
     FOR UPDATE OF j SKIP LOCKED
-), gate AS MATERIALIZED (
-    SELECT l.task, {limit_room("l")} AS room FROM task_limits l
-    WHERE l.task IN (SELECT task FROM picked) AND {is_limited("l")}
-    ORDER BY l.task
-    FOR NO KEY UPDATE
-), admitted AS (
-    SELECT r.id FROM (
-        SELECT p.id, p.task,
-               row_number() OVER (PARTITION BY p.task ORDER BY p.priority DESC, p.id) AS nth
-        FROM picked p
-    ) r LEFT JOIN gate g ON g.task = r.task
-    WHERE g.task IS NULL OR r.nth <= g.room
-), claimed AS (
-    UPDATE jobs j
-    SET state = 'running', claimer = %(node)s, claim_token = %(token)s,
-        attempts = j.attempts + 1, started_at = {NOW}, progress = 0, progress_message = NULL
-    FROM admitted WHERE j.id = admitted.id
-    RETURNING j.*
-), started AS (
-    UPDATE task_limits l SET running = l.running + c.n, starts = {record_starts("l", "c.n")}
-    FROM (SELECT task, count(*) AS n FROM claimed GROUP BY task) c
-    WHERE l.task = c.task AND l.task IN (SELECT task FROM gate)
-), tallied AS (
-    {add_counts(_moved_from("queued", "claimed"), "%(shard)s")}
-), flipped AS (
-    UPDATE nodes n SET state = 'working', state_changed_at = {NOW}
-    WHERE n.id = %(node)s AND n.state = 'waiting' AND EXISTS (SELECT 1 FROM claimed)
-    RETURNING n.id, n.name
-), noted AS (
-    INSERT INTO history (at, kind, node_id, node_name, from_state, to_state, reason)
-    SELECT {NOW}, 'node_state', id, name, 'waiting', 'working', %(why)s FROM flipped
-)
-SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id
+), {_CLAIMED}
 """
 
-RUNNING_ATTEMPTS = (
-    "SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = %s ORDER BY id"
-)
+# What the datastore has under a node, for `reconcile`: each running job with its attempt, and
+# each job claimed ahead with 0 (no attempt of it has started).
+RUNNING_ATTEMPTS = """
+SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = %(node)s
+UNION ALL SELECT id, 0 FROM jobs WHERE state = 'claimed' AND claimer = %(node)s
+ORDER BY id
+"""
 
-# After a claim whose outcome was lost with its connection: the jobs it took, if it committed.
+# The start of jobs claimed ahead, as workers free up: claimed -> running, the attempt charged
+# and the start stamped, for those the node still holds (a cancel, or the requeue of a node
+# presumed dead, may have taken some). Also returned: those of the jobs already running here,
+# which an earlier start whose outcome was lost with its connection started (only this node
+# starts its claimed jobs; the statement's snapshot shows the jobs it starts itself as still
+# claimed, so none is returned twice). Its commit is synchronous, as a claim's is: a start lost
+# in a crash of the server would let the attempt start again under the same number.
+START_CLAIMED = f"""
+WITH started AS (
+    UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = {NOW},
+                    progress = 0, progress_message = NULL
+    WHERE id = ANY (%(ids)s::bigint[]) AND state = 'claimed' AND claimer = %(node)s
+    RETURNING *
+), tallied AS (
+    {add_counts(_moved_from("claimed", "started"), "%(shard)s")}
+)
+SELECT {JOB_COLUMNS} FROM started
+UNION ALL
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE id = ANY (%(ids)s::bigint[]) AND state = 'running' AND claimer = %(node)s
+"""
+
+# After a claim whose outcome was lost with its connection: the jobs it took, if it committed
+# (started or claimed ahead).
 CLAIMED_BY_TOKEN = f"""
 SELECT {JOB_COLUMNS} FROM jobs
-WHERE state = 'running' AND claimer = %s AND claim_token = %s ORDER BY id
+WHERE state IN ('running', 'claimed') AND claimer = %s AND claim_token = %s ORDER BY id
 """
 
 # A batch of outcomes travels as one JSON document of rows (see `outcome_batch`): one C-speed
@@ -594,6 +602,17 @@ WITH released AS (
 )
 SELECT count(*), pg_notify('shoal_jobs', '*') FROM released HAVING count(*) > 0
 """
+# Jobs claimed ahead, given back: queued again as they were (no attempt of theirs started).
+RELEASE_CLAIMED = f"""
+WITH released AS (
+    UPDATE jobs SET state = 'queued', claimer = NULL, claim_token = NULL
+    WHERE id = ANY (%(ids)s::bigint[]) AND claimer = %(node)s AND state = 'claimed'
+    RETURNING task, state
+), {give_back_room("released")}, tallied AS (
+    {add_counts(_moved_from("claimed", "left_running"), "%(shard)s")}
+)
+SELECT count(*), pg_notify('shoal_jobs', '*') FROM released HAVING count(*) > 0
+"""
 # Run after RELEASE: a job asked to cancel is never released to run again, it ends cancelled.
 RELEASE_CANCELLED = f"""
 WITH ended AS (
@@ -618,11 +637,24 @@ WITH cancelled AS (
     UPDATE jobs SET state = 'cancelled', finished_at = {NOW}, error = %(error)s,
                     cancel_requested_at = {NOW}, cancel_requested_by = %(by)s
     WHERE id = %(id)s AND state = 'queued'
-    RETURNING task, state
+    RETURNING id, task, state
 ), tallied AS (
     {add_counts(_moved_from("queued", "cancelled"), str(SUBMITTER_SHARD))}
-)
-SELECT count(*) FROM cancelled
+), {_announced("cancelled")}
+SELECT count(*) FROM cancelled WHERE (SELECT count(*) FROM announced) >= 0
+"""
+# A job claimed ahead ends cancelled at once too (no worker has started it): its room in the
+# limits goes back, and a waiter hears of it. Its node finds it gone when it would start it.
+CANCEL_CLAIMED = f"""
+WITH cancelled AS (
+    UPDATE jobs SET state = 'cancelled', finished_at = {NOW}, error = %(error)s,
+                    claim_token = NULL, cancel_requested_at = {NOW}, cancel_requested_by = %(by)s
+    WHERE id = %(id)s AND state = 'claimed'
+    RETURNING id, task, state
+), {give_back_room("cancelled")}, tallied AS (
+    {add_counts(_moved_from("claimed", "left_running"), str(SUBMITTER_SHARD))}
+), {_announced("cancelled")}
+SELECT count(*) FROM cancelled WHERE (SELECT count(*) FROM announced) >= 0
 """
 REQUEST_CANCEL = f"""
 UPDATE jobs SET cancel_requested_at = {NOW}, cancel_requested_by = %(by)s
@@ -662,7 +694,7 @@ UPSERT_LIMITS = f"""
 INSERT INTO task_limits AS l (task, max_running, max_per_s, running)
 SELECT u.task, u.max_running, u.max_per_s,
        (SELECT coalesce(sum(c.n), 0) FROM job_counts c WHERE c.task = u.task
-                                                        AND c.state = 'running')
+                                                        AND c.state IN ('running', 'claimed'))
 FROM unnest(%(tasks)s::text[], %(max_running)s::int[], %(max_per_s)s::float8[])
      AS u(task, max_running, max_per_s)
 ORDER BY u.task
@@ -759,11 +791,12 @@ WITH orphans AS (
     FROM cluster c
     WHERE c.id = 1 AND jobs.state = 'running' AND jobs.claimer = %(node)s
       AND jobs.cancel_requested_at IS NULL
-    RETURNING jobs.task, jobs.state
+    RETURNING jobs.id, jobs.task, jobs.state
 ), {give_back_room("orphans")}, tallied AS (
     {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
-)
+), {_announced("orphans")}
 SELECT count(*) FILTER (WHERE state = 'queued') FROM orphans
+WHERE (SELECT count(*) FROM announced) >= 0
 """
 # Run after REQUEUE_ORPHANS: a departed node's jobs asked to cancel end cancelled, never requeued.
 CANCEL_ORPHANS = f"""
@@ -771,11 +804,22 @@ WITH ended AS (
     UPDATE jobs SET state = 'cancelled', claim_token = NULL, traceback = NULL,
                     finished_at = {NOW}, error = %(error)s
     WHERE state = 'running' AND claimer = %(node)s AND cancel_requested_at IS NOT NULL
-    RETURNING task, state
+    RETURNING id, task, state
 ), {give_back_room("ended")}, tallied AS (
     {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
+), {_announced("ended")}
+SELECT count(*) FROM ended WHERE (SELECT count(*) FROM announced) >= 0
+"""
+# A departed node's jobs claimed ahead go back to the queue as they were: none of them started.
+REQUEUE_CLAIMED = f"""
+WITH released AS (
+    UPDATE jobs SET state = 'queued', claimer = NULL, claim_token = NULL
+    WHERE state = 'claimed' AND claimer = %(node)s
+    RETURNING task, state
+), {give_back_room("released")}, tallied AS (
+    {add_counts(_moved_from("claimed", "left_running"), "%(shard)s")}
 )
-SELECT count(*) FROM ended
+SELECT count(*) FROM released
 """
 SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = %s WHERE id = 1"
 
@@ -920,7 +964,7 @@ NODE_STATE = "SELECT state FROM nodes WHERE id = %s"
 JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = %s"
 CLAIMED_BY_TOKENS = f"""
 SELECT {JOB_COLUMNS} FROM jobs
-WHERE state = 'running' AND claimer = %s AND claim_token = ANY (%s)
+WHERE state IN ('running', 'claimed') AND claimer = %s AND claim_token = ANY (%s)
 """
 
 # -- retention ------------------------------------------------------------------------------------

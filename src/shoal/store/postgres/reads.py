@@ -112,7 +112,7 @@ def list_finished(conn: Conn, since: float, limit: int) -> list[model.Job]:
 
 
 def running_attempts(conn: Conn, node_id: int) -> list[tuple[int, int]]:
-    return [(int(r[0]), int(r[1])) for r in conn.execute(q.RUNNING_ATTEMPTS, (node_id,))]
+    return [(int(r[0]), int(r[1])) for r in conn.execute(q.RUNNING_ATTEMPTS, {"node": node_id})]
 
 
 def read_task_limits(conn: Conn) -> list[model.TaskLimitUse]:

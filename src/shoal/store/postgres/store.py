@@ -128,7 +128,7 @@ class PostgresStore(Store):
     def known_tasks(self) -> set[str]:
         return self._db.run("read known tasks", lambda c, _: reads.known_tasks(c))
 
-    def claim_jobs(self, node_id: int, limit: int) -> list[model.Job]:
+    def claim_jobs(self, node_id: int, limit: int, start: int | None = None) -> list[model.Job]:
         if limit < 1:
             return []
         recovered = self._collect_lost_claims(node_id)
@@ -137,10 +137,12 @@ class PostgresStore(Store):
             return recovered[:limit]
         token = random.getrandbits(62)
         wanted = limit - len(recovered)
+        begun = sum(1 for j in recovered if j.state is model.JobState.RUNNING)
         params = {
             "node": node_id,
             "shard": q.counter_shard(node_id),
             "limit": wanted,
+            "start": wanted if start is None else max(start - begun, 0),
             "token": token,
             "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
         }
@@ -156,7 +158,7 @@ class PostgresStore(Store):
             self._busy.discard(node_id)  # it took all there was: look before the next claim
         return sorted(recovered + claimed, key=rules.claim_order)
 
-    def claim_stranded(self, node_id: int, limit: int) -> list[model.Job]:
+    def claim_stranded(self, node_id: int, limit: int, start: int | None = None) -> list[model.Job]:
         if limit < 1:
             return []
         token = random.getrandbits(62)
@@ -164,6 +166,7 @@ class PostgresStore(Store):
             "node": node_id,
             "shard": q.counter_shard(node_id),
             "limit": limit,
+            "start": limit if start is None else start,
             "token": token,
             "why": states.TRANSITIONS[(model.NodeState.WAITING, model.NodeState.WORKING)],
         }
@@ -193,6 +196,12 @@ class PostgresStore(Store):
         return self._db.run(
             "record progress", lambda c, _: jobs.record_progress(c, node_id, updates)
         )
+
+    def start_jobs(self, node_id: int, job_ids: Sequence[int]) -> list[model.Job]:
+        if not job_ids:
+            return []
+        params = {"node": node_id, "shard": q.counter_shard(node_id), "ids": list(job_ids)}
+        return self._db.run("start jobs", lambda c, _: jobs.start_claimed(c, params))
 
     def finish_jobs(self, node_id: int, outcomes: Sequence[model.Outcome]) -> list[bool]:
         if not outcomes:

@@ -71,7 +71,7 @@ def cancel(cur: sqlite3.Cursor, now: float, job_id: int, by: str | None) -> Canc
     params = {"now": now, "id": job_id, "by": by, "error": texts.CANCELLED_QUEUED}
     if verdict is CancelResult.CANCELLED:
         rows = cur.execute(q.CANCEL, params).fetchall()
-        add_counts(cur, rules.count_moves(JobState.QUEUED, rows))
+        add_counts(cur, rules.count_moves(JobState(row[0]), rows))
     elif verdict is CancelResult.REQUESTED:
         cur.execute(q.REQUEST_CANCEL, params)
     return verdict
@@ -96,34 +96,64 @@ def any_claimable(cur: sqlite3.Cursor, now: float, node_id: int) -> bool:
     return looked.fetchone() is not None
 
 
-def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job]:
+def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int, start: int) -> list[Job]:
+    """Claim the section's first runnable jobs in claim order (held to the task limits when
+    some task has them); the first `start` start at once, the rest are claimed ahead."""
     stored = task_limits.read_limits(cur)
     if stored:
-        rows = claim_within_limits(cur, now, node_id, limit, stored)
+        ids = ids_within_limits(cur, now, node_id, limit, stored)
     else:
-        rows = cur.execute(q.CLAIM, {"node": node_id, "now": now, "limit": limit}).fetchall()
-    if rows:
-        move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
-        add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
-    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
+        picked = cur.execute(q.PICK, {"node": node_id, "now": now, "limit": limit})
+        ids = [int(r[0]) for r in picked]
+    return claim_ids(cur, now, node_id, ids, start, stored)
 
 
-def claim_within_limits(
+def ids_within_limits(
     cur: sqlite3.Cursor, now: float, node_id: int, limit: int, stored: task_limits.Stored
-) -> list[sqlite3.Row]:
-    """The claim when some task has limits: the section's runnable jobs in claim order, at most
-    each limited task's room of them, and their starts noted. This write transaction is the
-    only writer, so the room it counts is exact."""
+) -> list[int]:
+    """The claim's jobs when some task has limits: the section's runnable jobs in claim order,
+    at most each limited task's room of them. This write transaction is the only writer, so
+    the room it counts is exact."""
     room_of = task_limits.rooms(cur, now, stored)
     params = {"now": now, "node": node_id, "full": task_limits.full_tasks(room_of)}
     candidates = ((int(r[0]), str(r[1])) for r in cur.execute(q.PICK_WITHIN_LIMITS, params))
-    ids = limits.pick_within_limits(candidates, room_of, limit)
+    return limits.pick_within_limits(candidates, room_of, limit)
+
+
+def claim_ids(
+    cur: sqlite3.Cursor,
+    now: float,
+    node_id: int,
+    ids: Sequence[int],
+    start: int,
+    stored: task_limits.Stored,
+) -> list[Job]:
+    """Claim the jobs `ids` (in claim order): the first `start` start at once, the rest are
+    claimed ahead; counted, their starts noted for the limits, and the node moved waiting ->
+    working with its first claim."""
     if not ids:
         return []
-    rows = cur.execute(q.CLAIM_IDS, {"node": node_id, "now": now, "ids": json.dumps(ids)})
-    claimed = rows.fetchall()
-    task_limits.record_starts(cur, now, stored, (str(r["task"]) for r in claimed))
-    return claimed
+    rows: list[sqlite3.Row] = []
+    for statement, part in ((q.CLAIM_IDS, ids[:start]), (q.CLAIM_AHEAD_IDS, ids[start:])):
+        if part:
+            args = {"node": node_id, "now": now, "ids": json.dumps(list(part))}
+            rows += cur.execute(statement, args).fetchall()
+    if rows:
+        move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
+        add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
+        if stored:
+            task_limits.record_starts(cur, now, stored, (str(r["task"]) for r in rows))
+    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
+
+
+def start_claimed(
+    cur: sqlite3.Cursor, now: float, node_id: int, job_ids: Sequence[int]
+) -> list[Job]:
+    """Start those of the node's jobs claimed ahead that it still holds."""
+    args = {"node": node_id, "now": now, "ids": json.dumps(list(job_ids))}
+    rows = cur.execute(q.START_CLAIMED, args).fetchall()
+    add_counts(cur, rules.count_moves(JobState.CLAIMED, [(r["task"], r["state"]) for r in rows]))
+    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
 
 
 def stranded_ids(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[int]:
@@ -144,19 +174,11 @@ def stranded_ids(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> l
     return limits.pick_within_limits(candidates, rooms, limit)
 
 
-def claim_stranded(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[Job]:
+def claim_stranded(
+    cur: sqlite3.Cursor, now: float, node_id: int, limit: int, start: int
+) -> list[Job]:
     ids = stranded_ids(cur, now, node_id, limit)
-    if not ids:
-        return []
-    args = {"node": node_id, "now": now, "ids": json.dumps(ids)}
-    rows = cur.execute(q.CLAIM_STRANDED, args).fetchall()
-    if rows:
-        move_node(cur, now, node_id, NodeState.WAITING, NodeState.WORKING)
-        add_counts(cur, rules.count_moves(JobState.QUEUED, [(r["task"], r["state"]) for r in rows]))
-        stored = task_limits.read_limits(cur)
-        if stored:
-            task_limits.record_starts(cur, now, stored, (str(r["task"]) for r in rows))
-    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
+    return claim_ids(cur, now, node_id, ids, start, task_limits.read_limits(cur))
 
 
 def record_progress(cur: sqlite3.Cursor, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
@@ -201,12 +223,15 @@ def finish(
 def release(cur: sqlite3.Cursor, now: float, node_id: int, job_ids: Sequence[int]) -> int:
     released = []
     error = texts.CANCELLED_RUNNING + texts.CANCEL_NODE_STOPPED
+    ahead = []
     for job_id in job_ids:
         params = {"now": now, "id": job_id, "node": node_id, "error": error}
         released += cur.execute(q.RELEASE, params).fetchall()
         released += cur.execute(q.RELEASE_CANCELLED, params).fetchall()
+        ahead += cur.execute(q.RELEASE_CLAIMED, params).fetchall()
     add_counts(cur, rules.count_moves(JobState.RUNNING, released))
-    return len(released)
+    add_counts(cur, rules.count_moves(JobState.CLAIMED, ahead))
+    return len(released) + len(ahead)
 
 
 def running_attempts(cur: sqlite3.Cursor, node_id: int) -> list[tuple[int, int]]:

@@ -126,7 +126,7 @@ def mark_dead(cur: sqlite3.Cursor, now: float) -> list[int]:
 def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str, died: bool) -> None:
     """Give a departed node's running jobs back to the queue, counting the attempt; if the node
     `died`, count the death on each job and fail those it quarantines (see REQUEUE_ORPHANS);
-    those asked to cancel end cancelled."""
+    those asked to cancel end cancelled. Its jobs claimed ahead go back as they were."""
     rows = cur.execute(
         q.REQUEUE_ORPHANS,
         {
@@ -141,6 +141,8 @@ def requeue_running(cur: sqlite3.Cursor, now: float, node_id: int, reason: str, 
     error = texts.CANCELLED_RUNNING + reason
     rows += cur.execute(q.CANCEL_ORPHANS, {"now": now, "node": node_id, "error": error}).fetchall()
     add_counts(cur, rules.count_moves(JobState.RUNNING, rows))
+    ahead = cur.execute(q.REQUEUE_CLAIMED, {"node": node_id}).fetchall()
+    add_counts(cur, rules.count_moves(JobState.CLAIMED, ahead))
 
 
 def rebalance(cur: sqlite3.Cursor, now: float, why: str) -> bool:

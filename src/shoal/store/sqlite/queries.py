@@ -32,7 +32,7 @@ SUBMIT = (
 # migration 0005). The write lock is held, so nothing changes between this look and TAKE_KEY.
 KEY_HOLDER = (
     "SELECT k.job_id FROM job_keys k JOIN jobs j ON j.id = k.job_id WHERE k.key = :key"
-    " AND (j.state IN ('queued', 'running') OR j.finished_at + k.window_s > :now)"
+    " AND (j.state IN ('queued', 'claimed', 'running') OR j.finished_at + k.window_s > :now)"
 )
 TAKE_KEY = (
     "INSERT INTO job_keys (key, job_id, window_s) VALUES (?, ?, ?)"
@@ -42,10 +42,12 @@ TAKE_KEY = (
 # A cancel: a queued job ends cancelled at once; a running one gets the request, which its node
 # reads (CANCEL_REQUESTS) and every statement that ends the attempt honours (the *_CANCELLED ones).
 CANCEL_STATE = "SELECT state, cancel_requested_at, cancel_requested_by FROM jobs WHERE id = ?"
+# A job claimed ahead is cancelled at once too: no worker has started it, and its node finds it
+# gone when it would start it.
 CANCEL = (
     "UPDATE jobs SET state = 'cancelled', finished_at = :now, error = :error,"
     " cancel_requested_at = :now, cancel_requested_by = :by"
-    " WHERE id = :id AND state = 'queued' RETURNING task, state"
+    " WHERE id = :id AND state IN ('queued', 'claimed') RETURNING task, state"
 )
 REQUEST_CANCEL = (
     "UPDATE jobs SET cancel_requested_at = :now, cancel_requested_by = :by"
@@ -72,11 +74,29 @@ PICK = (
 # Idle nodes poll: look before taking the write lock.
 ANY_CLAIMABLE = PICK
 
-CLAIM = (
+# The claim of jobs chosen beforehand (PICK, or its variants below), by id: the first of them
+# in claim order start at once (CLAIM_IDS: running, the attempt charged, the start stamped),
+# the rest are claimed ahead (CLAIM_AHEAD_IDS: held by the node, charged nothing) until
+# START_CLAIMED starts them as workers free up. Both only while the node may claim.
+CLAIM_IDS = (
     "UPDATE jobs SET state = 'running', claimer = :node, attempts = attempts + 1,"
     " started_at = :now, progress = 0, progress_message = NULL"
-    f" WHERE id IN ({PICK}) AND EXISTS (SELECT 1 FROM nodes WHERE id = :node"
-    f" AND {ELIGIBLE_SQL})"
+    " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"
+    f" AND EXISTS (SELECT 1 FROM nodes WHERE id = :node AND {ELIGIBLE_SQL})"
+    f" RETURNING {JOB_COLUMNS}"
+)
+CLAIM_AHEAD_IDS = (
+    "UPDATE jobs SET state = 'claimed', claimer = :node, progress = 0, progress_message = NULL"
+    " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"
+    f" AND EXISTS (SELECT 1 FROM nodes WHERE id = :node AND {ELIGIBLE_SQL})"
+    f" RETURNING {JOB_COLUMNS}"
+)
+# Those of the node's jobs claimed ahead that it still holds (a cancel, or the requeue of a
+# node presumed dead, may have taken some), started.
+START_CLAIMED = (
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now,"
+    " progress = 0, progress_message = NULL"
+    " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'claimed' AND claimer = :node"
     f" RETURNING {JOB_COLUMNS}"
 )
 
@@ -94,7 +114,7 @@ ANY_CLAIMABLE_WITHIN_LIMITS = f"{PICK_WITHIN_LIMITS} LIMIT 1"
 
 # Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
 # section, the runnable queued jobs of one task in one owner's section, and the claim of jobs so
-# found (as CLAIM claims; see `Store.claim_stranded`).
+# found (by id, as every claim; see `Store.claim_stranded`).
 OWNER_TASKS = (
     "SELECT id, tasks FROM nodes WHERE id IN (SELECT owner FROM partitions WHERE owner IS NOT NULL)"
 )
@@ -105,18 +125,11 @@ STRANDED = (
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :owner)"
     " ORDER BY priority DESC, id LIMIT :limit"
 )
-CLAIM_IDS = (
-    "UPDATE jobs SET state = 'running', claimer = :node, attempts = attempts + 1,"
-    " started_at = :now, progress = 0, progress_message = NULL"
-    " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'queued'"
-    f" AND EXISTS (SELECT 1 FROM nodes WHERE id = :node AND {ELIGIBLE_SQL})"
-    f" RETURNING {JOB_COLUMNS}"
-)
-CLAIM_STRANDED = CLAIM_IDS  # the claim of jobs chosen beforehand, by id
 READ_LIMITS = "SELECT task, max_running, max_per_s, starts FROM task_limits ORDER BY task"
 # Running jobs per task, from the counters: exact inside a write transaction.
+# Jobs claimed ahead hold their room as running ones do.
 RUNNING_BY_TASK = (
-    "SELECT task, sum(n) FROM job_counts WHERE state = 'running'"
+    "SELECT task, sum(n) FROM job_counts WHERE state IN ('running', 'claimed')"
     " AND task IN (SELECT value FROM json_each(?)) GROUP BY task"
 )
 SET_STARTS = "UPDATE task_limits SET starts = ? WHERE task = ?"
@@ -171,6 +184,11 @@ RELEASE = (
     " WHERE id = :id AND claimer = :node AND state = 'running' AND cancel_requested_at IS NULL"
     " RETURNING task, state"
 )
+# A job claimed ahead, given back: queued again as it was (no attempt of it started).
+RELEASE_CLAIMED = (
+    "UPDATE jobs SET state = 'queued', claimer = NULL"
+    " WHERE id = :id AND claimer = :node AND state = 'claimed' RETURNING task, state"
+)
 # A job asked to cancel is never released to run again: it ends cancelled.
 RELEASE_CANCELLED = (
     "UPDATE jobs SET state = 'cancelled', finished_at = :now, error = :error"
@@ -178,8 +196,11 @@ RELEASE_CANCELLED = (
     " AND cancel_requested_at IS NOT NULL RETURNING task, state"
 )
 
+# What the datastore has under a node, for `reconcile`: each running job with its attempt, and
+# each job claimed ahead with 0 (no attempt of it has started).
 RUNNING_ATTEMPTS = (
-    "SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = ? ORDER BY id"
+    "SELECT id, CASE WHEN state = 'running' THEN attempts ELSE 0 END FROM jobs"
+    " WHERE state IN ('running', 'claimed') AND claimer = ? ORDER BY id"
 )
 
 ADD_COUNTS = (
@@ -270,6 +291,11 @@ UPDATE jobs SET state = 'cancelled', finished_at = :now, traceback = NULL, error
 WHERE state = 'running' AND claimer = :node AND cancel_requested_at IS NOT NULL
 RETURNING task, state
 """
+# A departed node's jobs claimed ahead go back to the queue as they were: none of them started.
+REQUEUE_CLAIMED = (
+    "UPDATE jobs SET state = 'queued', claimer = NULL WHERE state = 'claimed' AND claimer = :node"
+    " RETURNING task, state"
+)
 QUARANTINE_AFTER = "SELECT quarantine_after FROM cluster WHERE id = 1"
 SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = ? WHERE id = 1"
 

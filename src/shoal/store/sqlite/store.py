@@ -135,7 +135,10 @@ class SqliteStore(Store):
         with self.file.read() as cur:
             return reads.known_tasks(cur)
 
-    def claim_jobs(self, node_id: int, limit: int) -> list[model.Job]:
+    def claim_jobs(self, node_id: int, limit: int, start: int | None = None) -> list[model.Job]:
+        if limit < 1:
+            return []
+        begin = limit if start is None else start
         with self.file.read() as cur:
             # Look before taking the write lock: idle nodes poll, and must not queue up writers.
             if not jobs.any_claimable(cur, now(cur), node_id):
@@ -143,15 +146,28 @@ class SqliteStore(Store):
         # Not durable: a claim that a power loss takes back only returns its jobs to the queue,
         # where they run again (at-least-once), and it cannot outlive an outcome of its jobs,
         # which commits durably after it in the same log. One disk sync less to the start.
-        return self.file.run(lambda cur: jobs.claim(cur, now(cur), node_id, limit), durable=False)
+        return self.file.run(
+            lambda cur: jobs.claim(cur, now(cur), node_id, limit, begin), durable=False
+        )
 
-    def claim_stranded(self, node_id: int, limit: int) -> list[model.Job]:
+    def claim_stranded(self, node_id: int, limit: int, start: int | None = None) -> list[model.Job]:
         if limit < 1:
             return []
+        begin = limit if start is None else start
         with self.file.read() as cur:  # look first: in a cluster of one release, nothing is
             if not jobs.stranded_ids(cur, now(cur), node_id, 1):
                 return []
-        return self.file.run(lambda cur: jobs.claim_stranded(cur, now(cur), node_id, limit))
+        return self.file.run(lambda cur: jobs.claim_stranded(cur, now(cur), node_id, limit, begin))
+
+    def start_jobs(self, node_id: int, job_ids: Sequence[int]) -> list[model.Job]:
+        if not job_ids:
+            return []
+        # Not durable, as a claim is not: the start commits before the worker runs the job, so a
+        # node killed at any point charges only attempts that began; only a power loss, which
+        # takes the node down with it, can take a start back.
+        return self.file.run(
+            lambda cur: jobs.start_claimed(cur, now(cur), node_id, job_ids), durable=False
+        )
 
     def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:

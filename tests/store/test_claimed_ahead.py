@@ -1,0 +1,121 @@
+"""Conformance, jobs claimed ahead: a claim may start only some of its jobs and hold the rest for
+the node's next free workers. Those are `claimed`: not running to anyone who looks, with no
+attempt charged and no start stamped, until `start_jobs` starts them; given back, requeued from
+a dead node or cancelled, they leave as they were, on every adapter.
+"""
+
+from __future__ import annotations
+
+from conformance import new_jobs, start_node, until
+from test_counts import assert_counts_match
+
+from shoal.model import CancelResult, JobFilter, JobState, NodeState, Outcome, TaskLimit
+from shoal.store import Store
+
+
+def test_a_claim_starts_only_the_first_jobs_and_claims_the_rest_ahead(store: Store) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(10))
+    jobs = store.claim_jobs(node.id, 10, start=3)
+    assert [j.id for j in jobs] == ids
+    started = [j for j in jobs if j.state is JobState.RUNNING]
+    assert [j.id for j in started] == ids[:3]
+    assert all(j.attempts == 1 and j.started_at is not None for j in started)
+    for job_id in ids[3:]:
+        job = store.read_job(job_id)
+        assert job is not None and job.state is JobState.CLAIMED
+        assert (job.attempts, job.started_at, job.claimer) == (0, None, node.id)
+    counts = store.read_cluster().job_counts
+    assert counts[JobState.RUNNING] == 3 and counts[JobState.CLAIMED] == 7
+    assert len(store.list_jobs(JobFilter(state=JobState.CLAIMED))) == 7
+    assert_counts_match(store, "claimed ahead")
+
+
+def test_starting_claimed_jobs_charges_the_attempt_then(store: Store) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(4))
+    store.claim_jobs(node.id, 4, start=0)
+    before = store.now()
+    started = store.start_jobs(node.id, ids[:2])
+    assert [j.id for j in started] == ids[:2]
+    for job in started:
+        assert job.state is JobState.RUNNING and job.attempts == 1
+        assert job.started_at is not None and job.started_at >= before - 1
+    # Started once: a second start of the same jobs starts nothing.
+    assert store.start_jobs(node.id, ids[:2]) == []
+    assert store.finish_jobs(node.id, [Outcome(ids[0], 1, True, "null")]) == [True]
+    # An outcome of a job not started yet is refused: no attempt of it runs.
+    assert store.finish_jobs(node.id, [Outcome(ids[2], 1, True, "null")]) == [False]
+    assert_counts_match(store, "claimed jobs started")
+
+
+def test_another_node_cannot_start_or_claim_jobs_claimed_ahead(store: Store) -> None:
+    a = start_node(store, "a")
+    b = start_node(store, "b")
+    ids = store.submit_jobs(new_jobs(300))
+    ahead = [j.id for j in store.claim_jobs(a.id, 300, start=0)]
+    assert ahead
+    assert store.start_jobs(b.id, ahead) == []
+    assert not {j.id for j in store.claim_jobs(b.id, 300)} & set(ahead)
+    assert set(ahead) <= set(ids)
+
+
+def test_released_claimed_jobs_are_queued_as_they_were(store: Store) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(6))
+    store.claim_jobs(node.id, 6, start=2)
+    assert store.release_jobs(node.id, ids) == 6
+    for job_id in ids:
+        job = store.read_job(job_id)
+        assert job is not None and job.state is JobState.QUEUED
+        assert (job.attempts, job.claimer) == (0, None)
+    assert_counts_match(store, "claimed jobs released")
+    assert len(store.claim_jobs(node.id, 6)) == 6
+
+
+def test_a_dead_nodes_claimed_jobs_go_back_uncharged(store: Store) -> None:
+    a = start_node(store, "a", lease_s=0.3)
+    b = start_node(store, "b")
+    store.submit_jobs(new_jobs(40))
+    held = store.claim_jobs(a.id, 40, start=1)
+    assert len(held) > 1
+    until(store.mark_dead_nodes)
+    for job in held:
+        now = store.read_job(job.id)
+        assert now is not None and now.state is JobState.QUEUED
+        assert now.attempts == (1 if job.state is JobState.RUNNING else 0)
+    assert store.start_jobs(a.id, [j.id for j in held]) == []
+    assert_counts_match(store, "a dead node's claimed jobs requeued")
+    retaken = {j.id: j for j in store.claim_jobs(b.id, 100)}
+    assert {j.id for j in held} <= set(retaken)
+    assert all(retaken[j.id].attempts == 1 for j in held if j.state is JobState.CLAIMED)
+
+
+def test_a_cancel_ends_a_claimed_job_at_once(store: Store) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(2))
+    store.claim_jobs(node.id, 2, start=1)
+    assert store.cancel_job(ids[1], by="ops") is CancelResult.CANCELLED
+    job = store.read_job(ids[1])
+    assert job is not None and job.state is JobState.CANCELLED and job.attempts == 0
+    assert store.start_jobs(node.id, [ids[1]]) == []
+    assert_counts_match(store, "a claimed job cancelled")
+
+
+def test_reconcile_lists_claimed_jobs_with_no_attempt(store: Store) -> None:
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(3))
+    store.claim_jobs(node.id, 3, start=1)
+    assert store.running_attempts(node.id) == [(ids[0], 1), (ids[1], 0), (ids[2], 0)]
+
+
+def test_claimed_jobs_hold_their_room_in_the_limits(store: Store) -> None:
+    node = store.register_node("a", "host", 1, 4, ["t"], 30.0, [TaskLimit("t", 3, None)])
+    assert store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    ids = store.submit_jobs(new_jobs(6))
+    assert len(store.claim_jobs(node.id, 6, start=1)) == 3
+    assert store.claim_jobs(node.id, 6) == []
+    assert store.release_jobs(node.id, ids[1:3]) == 2  # the two claimed ahead
+    assert len(store.claim_jobs(node.id, 6)) == 2
+    store.cancel_job(ids[0])
+    assert_counts_match(store, "limited claimed jobs")
