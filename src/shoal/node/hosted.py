@@ -30,10 +30,12 @@ The child must not outlive the node's lease. The node writes in shared memory ho
 lease is sure to last (`renew_lease`, after each heartbeat); a child that finds that time past
 (the node frozen by SIGSTOP, its thread stuck) exits at once with STALLED_EXIT, ending the tasks
 it runs: another node may already be running them again, and two copies running at once is
-worse than an attempt cut short, which at-least-once execution already allows for. Nothing it
-ran is charged an attempt. No new child starts until the lease is renewed: a node that resumes
-and finds itself declared dead discards its workers and registers again; one that is still
-alive gives the jobs back or runs them again in a new child.
+worse than an attempt cut short, which at-least-once execution already allows for. Each attempt
+it cut short fails (and is retried) as when a node is declared dead, which is what the node's
+lease running out means; the node's write of it is refused if that happened meanwhile. What it
+had not started is not charged. No new child starts until the lease is renewed: a node that
+resumes and finds itself declared dead discards its workers and registers again; one that is
+still alive gives back what waited, or hands it to a new child.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
 STALLED_EXIT = 4  # the child's exit code when the node's lease ran out under it
+LEASE_RAN_OUT = "the node's lease ran out while it ran (the node was stopped or stuck)"
 # A job in the child at this many of its deaths, though never marked started, is treated as
 # started: whatever kills the child before the mark, the job cannot circle for ever.
 UNMARKED_DEATHS = 2
@@ -470,15 +473,19 @@ class HostedExecutor:
                 return
             child.ended = True
             # A child that ran nothing yet, or that the lease ended, is no job's fault.
-            charged = child.ready and code != STALLED_EXIT
-            lost, started = self._settle_death(child, charged)
+            count_deaths = child.ready and code != STALLED_EXIT
+            lost, started = self._settle_death(child, count_deaths)
         if code == STALLED_EXIT:
             pause_s = 0.0
             log.error(
-                "the worker process ended the %d jobs it held: the node's lease ran out "
-                "(the node was stopped or stuck); no new worker process until it is renewed",
-                len(lost),
+                "the worker process ended %d running jobs (%s): the node's lease ran out (the "
+                "node was stopped or stuck); %d not yet started wait for it to be renewed",
+                len(started),
+                ", ".join(str(w.job_id) for w in started) or "none",
+                len(lost) - len(started),
             )
+            for work in started:
+                self.events.put(Finished(work.job_id, work.attempt, False, error=LEASE_RAN_OUT))
             self._await_lease()
         elif not child.ready:
             pause_s = self._failed_to_start(child)
@@ -500,18 +507,17 @@ class HostedExecutor:
             self._child = self._spawn()
         self._bell.put(True)
 
-    def _settle_death(self, child: _Child, charged: bool) -> tuple[list[Work], list[Work]]:
-        """What the dead child held, and of it what it had started (none unless `charged`);
-        keeps the rest for the next child. Holds the lock."""
+    def _settle_death(self, child: _Child, count_deaths: bool) -> tuple[list[Work], list[Work]]:
+        """What the dead child held, and of it what it had started: marked, or (`count_deaths`)
+        seen at UNMARKED_DEATHS deaths; keeps the rest for the next child. Holds the lock."""
         marked = {int(v) for v in child.slots if v}
         child.slots[:] = [0] * len(child.slots)  # read: what it held waits now, unstarted
         lost = list(self._inflight.values())
-        started = []
-        if charged:
+        if count_deaths:
             self._deaths.update(w.job_id for w in lost)
-            started = [
-                w for w in lost if w.job_id in marked or self._deaths[w.job_id] >= UNMARKED_DEATHS
-            ]
+        started = [
+            w for w in lost if w.job_id in marked or self._deaths[w.job_id] >= UNMARKED_DEATHS
+        ]
         for work in started:
             self._forget(work.job_id)
         self._unsent = [w for w in lost if w not in started]
