@@ -19,6 +19,11 @@ the duration this script writes for its index into the file named by BENCH_DURAT
 and system: the makespan (submit → last end), the ideal (work ÷ slots), their ratio and, in the
 head-of-line case, the short jobs' wait (submit → start) at p50 and p99. Medians over --runs.
 Every wait is bounded; a stuck or failed run is reported in the table, and the benchmark goes on.
+
+`--pools thread,inline` runs each Shoal system once per `shoal node --pool`, run by run in turn
+(so a change in the machine's load falls on every pool alike), and prints each pool's median
+makespan against the default `thread` pool's: on the no-op drain, what running tasks in a
+worker process costs against threads of the node's own process.
 """
 
 from __future__ import annotations
@@ -102,17 +107,22 @@ class Result:
 class Cell:
     case: Case
     system: System
+    pool: str | None = None  # Shoal's `--pool`; None: the node's default, unlabelled
     note: str = ""
     results: list[Result] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-def worker_argvs(system: System, bin_dir: Path, url: str, slots: tuple[int, ...]) -> tuple:
+def worker_argvs(
+    system: System, bin_dir: Path, url: str, slots: tuple[int, ...], pool: str | None = None
+) -> tuple:
     """The worker command lines for these slots, and a note when the slots are not exact."""
     if system.adapter == "q_shoal":
         node = [str(bin_dir / "shoal"), "node", "--app", "q_shoal:app", "--db", url]
         if system.name == NO_LOAD_MOVES:
             node.append("--no-follow-load")
+        if pool is not None:
+            node += ["--pool", pool]
         return [
             [*node, "--concurrency", str(n), "--name", f"bench-node-{i + 1}"]
             for i, n in enumerate(slots)
@@ -127,7 +137,9 @@ def worker_argvs(system: System, bin_dir: Path, url: str, slots: tuple[int, ...]
     raise BenchError(f"no scenario workers for {system.name}")
 
 
-def run_case(case: Case, system: System, log_dir: Path) -> tuple[Result, str]:
+def run_case(
+    case: Case, system: System, log_dir: Path, pool: str | None = None
+) -> tuple[Result, str]:
     with _fresh(system, Plan(0, 0, 0.0, 0)) as url:
         stamps_dir = Path(tempfile.mkdtemp(prefix="stamps-", dir=log_dir))
         durations_path = stamps_dir / "durations.json"
@@ -141,7 +153,7 @@ def run_case(case: Case, system: System, log_dir: Path) -> tuple[Result, str]:
             return list(run_json(argv, env, QUEUES_DIR, 120.0)["submitted"])
 
         run_json([python, f"{system.adapter}.py", "prepare"], env, QUEUES_DIR, 120.0)
-        argvs, note = worker_argvs(system, bin_dir, url, case.slots)
+        argvs, note = worker_argvs(system, bin_dir, url, case.slots, pool)
         workers = Workers(log_dir)
         try:
             for index, argv in enumerate(argvs):
@@ -201,7 +213,7 @@ def format_table(cells: list[Cell], runs: int) -> str:
         if longest > case.ideal_s:
             notes.append(f"{case.name}: no schedule beats its longest job, {longest:g} s")
     for cell in cells:
-        label = cell.system.name
+        label = cell.system.name if cell.pool is None else f"{cell.system.name} [{cell.pool}]"
         if cell.note:
             notes.append(f"* {cell.system.name}, {cell.case.name}: {cell.note}")
             label += " *"
@@ -229,6 +241,7 @@ def format_table(cells: list[Cell], runs: int) -> str:
             )
         )
     notes.extend(_load_move_costs(cells))
+    notes.extend(_pool_costs(cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [
         "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
@@ -245,7 +258,7 @@ def _load_move_costs(cells: list[Cell]) -> list[str]:
             r.makespan_s for r in c.results
         )
         for c in cells
-        if c.results and c.system.adapter == "q_shoal"
+        if c.results and c.system.adapter == "q_shoal" and c.pool in (None, "thread")
     }
     notes = []
     for (case, name, datastore), without in medians.items():
@@ -259,6 +272,26 @@ def _load_move_costs(cells: list[Cell]) -> list[str]:
     return notes
 
 
+def _pool_costs(cells: list[Cell]) -> list[str]:
+    """Per case and Shoal system, the default `thread` pool's makespan against each other pool's."""
+    medians = {
+        (c.case.name, c.system.name, c.system.datastore, c.pool): statistics.median(
+            r.makespan_s for r in c.results
+        )
+        for c in cells
+        if c.results and c.pool is not None
+    }
+    notes = []
+    for (case, name, datastore, pool), other in medians.items():
+        thread = medians.get((case, name, datastore, "thread"))
+        if pool != "thread" and thread is not None:
+            notes.append(
+                f"{case}, {name}, {datastore}: pool thread {thread:.3f} s against {pool} "
+                f"{other:.3f} s: ratio {thread / other:.3f} ({(thread / other - 1) * 100:+.1f}%)"
+            )
+    return notes
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per case and system (medians)")
@@ -267,7 +300,18 @@ def main(argv: list[str]) -> int:
         help=f"comma-separated system names (shoal,{NO_LOAD_MOVES.lower()!r},pgqueuer,dramatiq)",
     )
     parser.add_argument("--cases", help="comma-separated case numbers (1,2,3,4,5)")
+    parser.add_argument(
+        "--pools",
+        help="comma-separated `shoal node --pool` values to run each Shoal system with, side "
+        "by side (thread,inline,process); the default runs the node's default pool",
+    )
     args = parser.parse_args(argv)
+    pools: list[str | None] = [None]
+    if args.pools:
+        pools = [p.strip() for p in args.pools.split(",")]
+        unknown = set(pools) - {"thread", "inline", "process"}
+        if unknown:
+            parser.error(f"--pools: no such pool {', '.join(sorted(map(str, unknown)))}")
     peers = {p.name: p for p in PEERS}
     still = [replace(shoal(store, 2), name=NO_LOAD_MOVES) for store in ("sqlite", "postgres")]
     systems = [shoal("sqlite", 2), shoal("postgres", 2), *still, peers["PgQueuer"]]
@@ -284,19 +328,16 @@ def main(argv: list[str]) -> int:
     for system in systems:
         ready = _prepare(system)
         for case in cases:
-            cell = Cell(case, system)
-            cells.append(cell)
+            shoal_pools = pools if system.adapter == "q_shoal" else [None]
+            group = [Cell(case, system, pool) for pool in shoal_pools]
+            cells.extend(group)
             if ready:
-                cell.errors.append(ready)
+                for cell in group:
+                    cell.errors.append(ready)
                 continue
             for index in range(args.runs):
-                progress(f"{system.name} ({system.datastore}), {case.name}: run {index + 1}")
-                try:
-                    result, cell.note = run_case(case, system, log_dir)
-                    cell.results.append(result)
-                except Exception as exc:  # one failed run is reported, the benchmark goes on
-                    cell.errors.append(describe_failure(exc))
-                    progress(f"  failed: {cell.errors[-1]}")
+                for cell in group:  # pools take turns, run by run
+                    _run_once(cell, index, log_dir)
     command = " ".join(["bench/scenarios.py", *argv])
     print(f"\n$ {command}")
     print(
@@ -306,6 +347,18 @@ def main(argv: list[str]) -> int:
     )
     print(format_table(cells, args.runs))
     return 0 if all(cell.results for cell in cells) else 1
+
+
+def _run_once(cell: Cell, index: int, log_dir: Path) -> None:
+    system, pool = cell.system, cell.pool
+    at = f"{system.name} ({system.datastore}{'' if pool is None else ', pool ' + pool})"
+    progress(f"{at}, {cell.case.name}: run {index + 1}")
+    try:
+        result, cell.note = run_case(cell.case, system, log_dir, pool)
+        cell.results.append(result)
+    except Exception as exc:  # one failed run is reported, the benchmark goes on
+        cell.errors.append(describe_failure(exc))
+        progress(f"  failed: {cell.errors[-1]}")
 
 
 def _prepare(system: System) -> str:

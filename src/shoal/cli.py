@@ -244,7 +244,7 @@ def node(
         concurrency,
         pool,
     )
-    processor = Node(app, store, config, app_spec=app_spec)
+    processor = Node(app, store, config, app_spec=app_spec, db_url=db or app.db_url)
     _stop_on_signals(processor)
     sys.exit(processor.run())
 

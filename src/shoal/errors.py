@@ -15,6 +15,10 @@ class ConfigError(ShoalError):
     """A setting is malformed: a datastore URL, an `--app` reference, an option value."""
 
 
+class AppNotLoadable(ConfigError):
+    """A node's worker process could not load the app by its 'module:attribute' reference."""
+
+
 class ScheduleError(ConfigError):
     """A periodic schedule is malformed: its cron expression, time zone, interval or arguments."""
 

@@ -9,12 +9,13 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pooltasks
 import pytest
 
 from shoal.model import Job, JobState, NewJob
-from shoal.node import Node, NodeConfig
+from shoal.node import Node, NodeConfig, hosted
 from shoal.node.hosted import HostedExecutor
 from shoal.node.runner import Finished, Work
 from shoal.store.sqlite import SqliteStore
@@ -109,5 +110,127 @@ def test_work_no_thread_had_started_goes_to_the_new_worker_process() -> None:
         assert ends[1].error == "the worker process exited with code 3 while running job 1"
         assert all(ends[i].ok for i in (2, 3, 4))
         assert executor.running() == [] and executor.free_slots() == 1
+    finally:
+        executor.shutdown()
+
+
+def test_a_task_that_submits_uses_the_node_datastore_not_the_app_default(
+    sqlite_store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker process's own App() would open SHOAL_DB: another datastore than the node's.
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("SHOAL_DB", f"sqlite:///{elsewhere}")
+    config = NodeConfig(name="relaying", concurrency=1, **FAST)  # type: ignore[arg-type]
+    node = Node(pooltasks.app, sqlite_store, config, app_spec="pooltasks:app").start()
+    try:
+        relayed = finished(sqlite_store, submit(sqlite_store, "relay"))
+        assert relayed.state is JobState.SUCCEEDED, relayed.error
+        child = finished(sqlite_store, relayed.result)
+        assert child.task == "noop" and child.state is JobState.SUCCEEDED
+        assert not elsewhere.exists()
+    finally:
+        node.request_stop(grace_s=0.0)
+        node.stop()
+
+
+@pytest.fixture
+def broken_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """While this file exists, a new worker process cannot import fragiletasks:app."""
+    flag = tmp_path / "broken"
+    monkeypatch.setenv("FRAGILE_FLAG", str(flag))
+    return flag
+
+
+def test_a_node_whose_first_worker_process_cannot_load_the_app_exits_unregistered(
+    sqlite_store: SqliteStore, broken_flag: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fragiletasks  # importable here: only the worker process finds the flag
+
+    broken_flag.touch()
+    config = NodeConfig(name="unloadable", concurrency=1, **FAST)  # type: ignore[arg-type]
+    node = Node(fragiletasks.app, sqlite_store, config, app_spec="fragiletasks:app")
+    assert node.run() == 1
+    assert sqlite_store.read_cluster().nodes == ()
+    [error] = [r.getMessage() for r in caplog.records if "cannot start" in r.getMessage()]
+    assert "fragiletasks" in error and "says this app is broken" in error
+    assert hosts() == []
+
+
+def test_a_worker_process_that_cannot_load_the_app_backs_off_and_claims_nothing(
+    sqlite_store: SqliteStore,
+    broken_flag: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fragiletasks
+
+    monkeypatch.setattr(hosted, "RESPAWN_PAUSE_S", 0.05)
+    monkeypatch.setattr(hosted, "RESPAWN_MAX_S", 0.4)
+    config = NodeConfig(name="fragile", concurrency=2, **FAST)  # type: ignore[arg-type]
+    node = Node(fragiletasks.app, sqlite_store, config, app_spec="fragiletasks:app").start()
+    try:
+        until(lambda: node.loop is not None, "the node to register", DEATH_S)
+        node_id = node.node_id
+        assert finished(sqlite_store, submit(sqlite_store, "noop")).state is JobState.SUCCEEDED
+        broken_flag.touch()
+        [host] = hosts()
+        os.kill(host.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        queued = [submit(sqlite_store, "noop") for _ in range(3)]
+        beat = sqlite_store.read_node(node_id).heartbeat_at  # type: ignore[union-attr]
+        failures = "still cannot load"
+        until(lambda: sum(failures in r.getMessage() for r in caplog.records) >= 2, "reminders")
+        # Alive, heartbeating, and holding nothing for a worker that cannot run it: what it
+        # claimed before it saw the death goes back to the queue, and nothing more is claimed.
+        assert node.exit_code is None and node.node_id == node_id
+        assert sqlite_store.read_node(node_id).heartbeat_at > beat  # type: ignore[union-attr]
+
+        def given_back() -> bool:
+            jobs = [sqlite_store.read_job(job_id) for job_id in queued]
+            return all(j is not None and j.state is JobState.QUEUED for j in jobs)
+
+        until(given_back, "the jobs claimed for the dead worker process to go back", DEATH_S)
+        late = submit(sqlite_store, "noop")
+        until(lambda: sum(failures in r.getMessage() for r in caplog.records) >= 3, "a reminder")
+        assert all(sqlite_store.read_job(i).attempts == 0 for i in [*queued, late])  # type: ignore[union-attr]
+        assert node.loop is not None and not node.loop.held
+        messages = [r.getMessage() for r in caplog.records if "load the app" in r.getMessage()]
+        assert sum(m.startswith("the worker process cannot") for m in messages) == 1  # once
+        assert "says this app is broken" in messages[0] and "PYTHONPATH" in messages[0]
+        reminders = [m for m in messages if failures in m]
+        assert [m.split("(")[1].split(")")[0] for m in reminders[:3]] == [
+            "2 attempts",
+            "4 attempts",
+            "8 attempts",
+        ]
+        broken_flag.unlink()
+        for job_id in [*queued, late]:
+            job = finished(sqlite_store, job_id)
+            assert job.state is JobState.SUCCEEDED and job.attempts == 1, job.error
+        assert node.node_id == node_id
+    finally:
+        node.request_stop(grace_s=0.0)
+        node.stop()
+
+
+def test_work_held_for_a_worker_process_that_cannot_start_is_given_back_not_failed(
+    broken_flag: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hosted, "RESPAWN_PAUSE_S", 0.05)
+    executor = HostedExecutor("fragiletasks:app", 1)
+    try:
+        assert executor.wait_started(DEATH_S)
+        executor.submit(Work(1, 1, "nap", "[30]", "{}", None))
+        executor.submit(Work(2, 1, "noop", "[]", "{}", None))  # waits behind the one thread
+        until(lambda: executor.longest_running_s() > 0, "the nap to start", DEATH_S)
+        broken_flag.touch()
+        [host] = hosts()
+        os.kill(host.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        event = executor.events.get(timeout=DEATH_S)
+        assert isinstance(event, Finished) and event.job_id == 1 and not event.ok
+        until(lambda: executor.unstarted_wait_s() > 0.5, "the noop to wait", DEATH_S)
+        assert executor.free_slots(prefetch=10) == 0
+        assert executor.events.empty()  # the noop did not fail for its worker
+        assert executor.take_unstarted() == [2]
+        assert executor.running() == []
     finally:
         executor.shutdown()

@@ -107,3 +107,20 @@ def narrow(n: int, sleep_s: float = 0.05) -> int:
     """At most two of these run at once across the cluster, however many nodes there are."""
     time.sleep(sleep_s)
     return n
+
+
+@app.task
+def ticker(path: str, seconds: float) -> str:
+    """Appends 'pid time' to `path` every 20 ms for `seconds`: when, and where, it ran."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(path, "a") as out:
+            out.write(f"{os.getpid()} {time.time()}\n")
+        time.sleep(0.02)
+    return "done"
+
+
+@app.task
+def relay(n: int) -> int:
+    """Submits `work(n)` from inside a task: to whichever datastore this app uses where it runs."""
+    return work.submit(n).id

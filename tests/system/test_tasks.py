@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shoal import App, JobFailed
@@ -59,3 +61,16 @@ def test_an_error_text_no_datastore_can_hold_is_recorded_escaped(cluster: Cluste
     with pytest.raises(JobFailed, match=r"bad \\x00 byte and a lone \\udcff surrogate"):
         handle.wait(timeout_s=30)
     assert app.tasks["work"].submit(4).wait(timeout_s=30) == 8
+
+
+@pytest.mark.parametrize("pool", ["thread", "inline", "process"])
+def test_a_task_submits_to_the_datastore_the_node_runs_on(
+    sqlite_cluster: Cluster, pool: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # systasks' App() takes SHOAL_DB, here another datastore than the node's --db.
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("SHOAL_DB", f"sqlite:///{elsewhere}")
+    app = started_app(sqlite_cluster, "--pool", pool)
+    relayed = app.tasks["relay"].submit(21).wait(timeout_s=30)
+    assert app.job(relayed).wait(timeout_s=30) == 42
+    assert not elsewhere.exists()

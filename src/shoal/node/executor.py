@@ -68,6 +68,7 @@ class Executor(Protocol):
     def running(self) -> list[int]: ...
     def expire(self, now_mono: float) -> list[Finished]: ...
     def cancel(self, job_id: int, grace_s: float) -> None: ...
+    def renew_lease(self, until_mono: float) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -211,6 +212,9 @@ class ThreadExecutor:
                 return
             del self._slots[job_id]  # the worker that takes it finds no slot and skips it
         self.events.put(Finished(job_id, slot.work.attempt, False, error=NOT_STARTED, final=True))
+
+    def renew_lease(self, until_mono: float) -> None:
+        """Nothing to do: these threads stop with the node's process, lease and all."""
 
     def shutdown(self) -> None:
         self._stopping = True

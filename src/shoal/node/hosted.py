@@ -13,6 +13,29 @@ memory, which outlives the child: a job that was running alone caused the death,
 fails saying how the child ended; when several were running, each runs again, one at a time, in
 a process of its own (the process pool with one worker), where the one that kills its process
 fails with that cause and the others finish. No job is charged an attempt for another's crash.
+
+The child opens the node's datastore, not the one its App was built with: a task that submits
+jobs submits them where the node runs, as a task in the node's own process does (`db_url`).
+
+A child that cannot load the app says why and exits. The node's first child must load it: a
+node whose worker process cannot import its tasks exits before it registers (a supervisor shows
+the error at once; a node that looked alive and ran nothing would not), see `wait_started`.
+Later, a child that fails to start (a deploy replaced the code under a running node) is started
+again after a pause that doubles up to RESPAWN_MAX_S; the cause is logged once, then a reminder
+at the 2nd, 4th, 8th... failure. Until a child has loaded the app the node claims nothing (no
+free slots), heartbeats as usual, and gives back what it had claimed for the dead child (as
+work claimed ahead that waits too long: `unstarted_wait_s`).
+
+The child must not outlive the node's lease. The node writes in shared memory how long its
+lease is sure to last (`renew_lease`, after each heartbeat); a child that finds that time past
+(the node frozen by SIGSTOP, its thread stuck) exits at once with STALLED_EXIT, ending the tasks
+it runs: another node may already be running them again, and two copies running at once is
+worse than an attempt cut short, which at-least-once execution already allows for. Each attempt
+it cut short fails (and is retried) as when a node is declared dead, which is what the node's
+lease running out means; the node's write of it is refused if that happened meanwhile. What it
+had not started is not charged. No new child starts until the lease is renewed: a node that
+resumes and finds itself declared dead discards its workers and registers again; one that is
+still alive gives back what waited, or hands it to a new child.
 """
 
 from __future__ import annotations
@@ -20,7 +43,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -29,6 +54,7 @@ from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shoal.errors import AppNotLoadable
 from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import ABANDONED_PER_SLOT, Event, ThreadExecutor
 from shoal.node.procpool import (
@@ -36,6 +62,7 @@ from shoal.node.procpool import (
     death_of,
     ended_how,
     ignore_stop_signals,
+    load_worker_app,
     start_worker,
 )
 from shoal.node.runner import NOT_STARTED, Finished, ProgressEvent, Work
@@ -47,7 +74,13 @@ POLL_S = 0.05  # how often the child enforces time limits while no work arrives
 TAKE_WAIT_S = 2.0  # how long a withdrawal of unstarted work waits for the child's answer
 SHUTDOWN_WAIT_S = 2.0  # how long the child gets to exit when the pool shuts down
 MIN_LIFE_S = 1.0  # a child that dies younger than this is replaced only after a pause
-RESPAWN_PAUSE_S = 1.0
+RESPAWN_PAUSE_S = 1.0  # the pause, doubled for each child in a row that fails to load the app
+RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the app
+# A child stops this long before the node's lease is due to run out: its checks are POLL_S
+# apart, and it must be gone before another node can have taken its jobs.
+LEASE_MARGIN_S = 4 * POLL_S
+STALLED_EXIT = 4  # the child's exit code when the node's lease ran out under it
+LEASE_RAN_OUT = "the node's lease ran out while it ran (the node was stopped or stuck)"
 # A job in the child at this many of its deaths, though never marked started, is treated as
 # started: whatever kills the child before the mark, the job cannot circle for ever.
 UNMARKED_DEATHS = 2
@@ -85,21 +118,28 @@ class SharedMarks:
             self.slots[mark] = 0
 
 
-def _host_main(app_spec: str, concurrency: int, conn: Connection, slots: Any) -> None:
-    """The child: run the work the node sends in a ThreadExecutor; send events back in batches."""
-    from shoal.app import load_app
-
+def _host_main(
+    app_spec: str, db_url: str | None, concurrency: int, conn: Connection, slots: Any, lease: Any
+) -> None:
+    """The child: run the work the node sends in a ThreadExecutor; send events back in batches;
+    exit at once (STALLED_EXIT) when the node's lease, `lease.value` in monotonic time, is due
+    to run out."""
     ignore_stop_signals()
-    executor = ThreadExecutor(load_app(app_spec), concurrency, SharedMarks(slots))
+    executor = ThreadExecutor(
+        load_worker_app(app_spec, db_url, conn), concurrency, SharedMarks(slots)
+    )
     send_lock = threading.Lock()
 
     def send(message: Any) -> None:
         with send_lock:
             conn.send(message)
 
-    threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
     try:
+        send(("ready",))
+        threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
         while True:
+            if time.monotonic() > lease.value - LEASE_MARGIN_S:
+                os._exit(STALLED_EXIT)  # ends every task here: they may be running elsewhere
             if conn.poll(POLL_S):
                 message = conn.recv()
                 if message is None:
@@ -147,6 +187,9 @@ class _Child:
     slots: Any
     born: float
     send_lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: bool = False  # it has loaded the app
+    ended: bool = False  # it has died
+    cause: str | None = None  # why it could not load the app, as it said
 
     def send(self, message: Any) -> None:
         with self.send_lock:
@@ -154,9 +197,10 @@ class _Child:
 
 
 class HostedExecutor:
-    def __init__(self, app_spec: str, concurrency: int) -> None:
+    def __init__(self, app_spec: str, concurrency: int, db_url: str | None = None) -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency
+        self.db_url = db_url
         self.max_abandoned = ABANDONED_PER_SLOT * concurrency
         self.events: queue.SimpleQueue[Event] = EventQueue()
         self._ctx = multiprocessing.get_context("spawn")
@@ -174,6 +218,12 @@ class HostedExecutor:
         self._suspects: dict[int, Work] = {}  # to run alone, or running alone
         self._queue: deque[Work] = deque()  # suspects not yet given to the solo process
         self._solo: ProcessExecutor | None = None
+        # Until when the node's lease is sure to last (monotonic); no end until it first says.
+        self._lease = self._ctx.RawValue(ctypes.c_double, math.inf)
+        self._failed_starts = 0  # children in a row that could not load the app
+        self._first_answer: str | None = None  # "" once a child loaded the app, else the cause
+        self._answered = threading.Event()  # the first child loaded the app or failed to
+        self._closed = threading.Event()  # cuts short the pauses between children
         self._child = self._spawn()
         threading.Thread(target=self._send_work, name="shoal-hosted-send", daemon=True).start()
 
@@ -189,9 +239,11 @@ class HostedExecutor:
             self._bell.put(True)
 
     def free_slots(self, prefetch: int = 0) -> int:
-        """Idle threads plus `prefetch`; none while the child has too many threads stuck."""
+        """Idle threads plus `prefetch`; none while no child has loaded the app, and none while
+        the child has too many threads stuck."""
         with self._lock:
-            if self._abandoned >= self.max_abandoned:
+            child = self._child
+            if not child.ready or child.ended or self._abandoned >= self.max_abandoned:
                 return 0
             held = len(self._inflight) + len(self._suspects)
             return self.concurrency + prefetch - held
@@ -204,18 +256,25 @@ class HostedExecutor:
             child = self._child
             self._serial += 1
             serial = self._serial
+            asked = child.ready and not child.ended  # else it holds nothing
+        if asked:
+            taken += self._take_from(child, serial)
+        with self._lock:
+            for job_id in taken:
+                self._forget(job_id)
+        return taken
+
+    def _take_from(self, child: _Child, serial: int) -> list[int]:
+        """Ask the child for the work none of its threads has started; [] if it cannot answer
+        within TAKE_WAIT_S (it died: its death keeps that work here)."""
         with contextlib.suppress(OSError, queue.Empty):
             child.send(("take", serial))
             deadline = time.monotonic() + TAKE_WAIT_S
             while True:
                 answered, ids = self._taken.get(timeout=max(0.0, deadline - time.monotonic()))
                 if answered == serial:
-                    taken += ids
-                    break
-        with self._lock:
-            for job_id in taken:
-                self._forget(job_id)
-        return taken
+                    return ids
+        return []
 
     def running(self) -> list[int]:
         with self._lock:
@@ -267,6 +326,22 @@ class HostedExecutor:
             with contextlib.suppress(OSError):
                 child.send(("cancel", job_id, grace_s))
 
+    def renew_lease(self, until_mono: float) -> None:
+        """The node's lease is sure to last until `until_mono` (monotonic): its child runs
+        nothing past that time."""
+        self._lease.value = until_mono
+
+    def wait_started(self, timeout_s: float) -> bool:
+        """Wait until the first child has loaded the app (True) or `timeout_s` has passed
+        (False). Raises AppNotLoadable, saying why, if the first child could not load it."""
+        if not self._answered.wait(timeout_s):
+            return False
+        if self._first_answer:
+            raise AppNotLoadable(
+                f"the worker process cannot load the app {self.app_spec!r}: {self._first_answer}"
+            )
+        return True
+
     def _marked(self) -> set[int]:
         """The jobs the child's threads mark as running now (holds the lock)."""
         return {int(v) for v in self._child.slots if v}
@@ -292,6 +367,7 @@ class HostedExecutor:
         with self._lock:
             self._closing = True
             child, solo = self._child, self._solo
+        self._closed.set()
         self._bell.put(False)
         with contextlib.suppress(OSError):
             child.send(None)
@@ -309,7 +385,7 @@ class HostedExecutor:
         slots = self._ctx.RawArray(ctypes.c_longlong, self.concurrency + self.max_abandoned + 1)
         process = self._ctx.Process(
             target=_host_main,
-            args=(self.app_spec, self.concurrency, child_end, slots),
+            args=(self.app_spec, self.db_url, self.concurrency, child_end, slots, self._lease),
             name="shoal-worker",
             daemon=True,
         )
@@ -323,8 +399,10 @@ class HostedExecutor:
         """Send what was submitted, in batches, to the child of the moment."""
         while self._bell.get():
             with self._lock:
-                batch, self._unsent = self._unsent[:BATCH], self._unsent[BATCH:]
                 child = self._child
+                if child.ended or not child.ready:
+                    continue  # kept here until a child has loaded the app, which rings again
+                batch, self._unsent = self._unsent[:BATCH], self._unsent[BATCH:]
                 more = bool(self._unsent)
             if more:
                 self._bell.put(True)
@@ -347,6 +425,12 @@ class HostedExecutor:
             if message[0] == "taken":
                 self._taken.put((message[1], message[2]))
                 continue
+            if message[0] == "ready":
+                self._on_ready(child)
+                continue
+            if message[0] == "unloadable":
+                child.cause = message[1]
+                continue
             _, values, abandoned = message
             batch = [_event_of(v) for v in values]
             with self._lock:
@@ -366,46 +450,128 @@ class HostedExecutor:
         self._deaths.pop(event.job_id, None)
         return True
 
+    def _on_ready(self, child: _Child) -> None:
+        """A child loaded the app: the node may claim for it."""
+        with self._lock:
+            child.ready = True
+            failed, self._failed_starts = self._failed_starts, 0
+            if self._first_answer is None:
+                self._first_answer = ""
+                self._answered.set()
+        self._bell.put(True)  # what waited for it
+        if failed:
+            log.info("the worker process loaded the app after %d failed attempts", failed)
+
     def _on_exit(self, child: _Child) -> None:
-        """The child died: resend what it had not started, settle what it was running."""
+        """The child died: keep for the next one what it had not started, settle what it was
+        running, and start the next one (after a pause if it could not load the app or lived
+        only briefly; once the lease is renewed if the lease ran out under it)."""
         child.process.join(timeout=1)
-        how = ended_how(child.process.exitcode)
-        if time.monotonic() - child.born < MIN_LIFE_S and not self._closing:
-            time.sleep(RESPAWN_PAUSE_S)  # a child that cannot live: no spawning in a tight loop
+        code = child.process.exitcode
         with self._lock:
             if self._closing:
                 return
-            marked = {int(v) for v in child.slots if v}
-            lost, self._inflight, self._unsent = self._inflight, {}, []
-            accepted, self._accepted, self._seen_running = self._accepted, {}, {}
-            self._deaths.update(lost.keys())
-            started = [
-                w
-                for w in lost.values()
-                if w.job_id in marked or self._deaths[w.job_id] >= UNMARKED_DEATHS
-            ]
+            child.ended = True
+            # A child that ran nothing yet, or that the lease ended, is no job's fault.
+            count_deaths = child.ready and code != STALLED_EXIT
+            lost, started = self._settle_death(child, count_deaths)
+        if code == STALLED_EXIT:
+            pause_s = 0.0
+            log.error(
+                "the worker process ended %d running jobs (%s): the node's lease ran out (the "
+                "node was stopped or stuck); %d not yet started wait for it to be renewed",
+                len(started),
+                ", ".join(str(w.job_id) for w in started) or "none",
+                len(lost) - len(started),
+            )
+            for work in started:
+                self.events.put(Finished(work.job_id, work.attempt, False, error=LEASE_RAN_OUT))
+            self._await_lease()
+        elif not child.ready:
+            pause_s = self._failed_to_start(child)
+        else:
+            young = time.monotonic() - child.born < MIN_LIFE_S
+            pause_s = RESPAWN_PAUSE_S if young else 0.0  # no spawning in a tight loop
+            log.error(
+                "%s while running %d jobs (%s); %d not yet started go to a new worker process",
+                ended_how(code),
+                len(started),
+                ", ".join(str(w.job_id) for w in started) or "none",
+                len(lost) - len(started),
+            )
+            self._settle_started(started, code)
+        self._closed.wait(pause_s)
+        with self._lock:
+            if self._closing:
+                return
             self._child = self._spawn()
-            for work in lost.values():
-                if work not in started:
-                    self._inflight[work.job_id] = work
-                    self._accepted[work.job_id] = accepted.get(work.job_id, time.monotonic())
-                    self._unsent.append(work)
-            self._abandoned = 0
         self._bell.put(True)
-        log.error(
-            "%s while running %d jobs (%s); %d not yet started were handed to a new worker process",
-            how,
-            len(started),
-            ", ".join(str(w.job_id) for w in started) or "none",
-            len(lost) - len(started),
-        )
+
+    def _settle_death(self, child: _Child, count_deaths: bool) -> tuple[list[Work], list[Work]]:
+        """What the dead child held, and of it what it had started: marked, or (`count_deaths`)
+        seen at UNMARKED_DEATHS deaths; keeps the rest for the next child. Holds the lock."""
+        marked = {int(v) for v in child.slots if v}
+        child.slots[:] = [0] * len(child.slots)  # read: what it held waits now, unstarted
+        lost = list(self._inflight.values())
+        if count_deaths:
+            self._deaths.update(w.job_id for w in lost)
+        started = [
+            w for w in lost if w.job_id in marked or self._deaths[w.job_id] >= UNMARKED_DEATHS
+        ]
+        for work in started:
+            self._forget(work.job_id)
+        self._unsent = [w for w in lost if w not in started]
+        self._seen_running = {}
+        self._abandoned = 0
+        return lost, started
+
+    def _settle_started(self, started: list[Work], exitcode: int | None) -> None:
+        """A job running alone when the child died caused it; several run again one by one."""
         if len(started) == 1:
             [work] = started
             self._deaths.pop(work.job_id, None)
-            error = death_of(child.process.exitcode, work.job_id)
+            error = death_of(exitcode, work.job_id)
             self.events.put(Finished(work.job_id, work.attempt, False, error=error))
         elif started:
             self._run_alone(started)
+
+    def _failed_to_start(self, child: _Child) -> float:
+        """Log a child that could not load the app (once, then at the 2nd, 4th, 8th... in a
+        row); return the pause before the next."""
+        cause = child.cause or ended_how(child.process.exitcode)
+        with self._lock:
+            self._failed_starts += 1
+            failed = self._failed_starts
+            if self._first_answer is None:
+                self._first_answer = cause
+                self._answered.set()
+        pause_s = min(RESPAWN_PAUSE_S * 2.0 ** min(failed - 1, 32), RESPAWN_MAX_S)
+        if failed == 1:
+            log.error(
+                "the worker process cannot load the app %r: %s. The node claims nothing until "
+                "one can, keeps its lease, and starts another after pauses that grow to %gs: "
+                "fix the app or its environment on this host (files, PYTHONPATH, installed "
+                "packages), or stop the node",
+                self.app_spec,
+                cause.rstrip("."),
+                RESPAWN_MAX_S,
+            )
+        elif failed & (failed - 1) == 0:
+            log.warning(
+                "the worker process still cannot load the app %r (%d attempts): %s; "
+                "next attempt in %gs",
+                self.app_spec,
+                failed,
+                cause,
+                pause_s,
+            )
+        return pause_s
+
+    def _await_lease(self) -> None:
+        """Wait until the node's lease is renewed past the margin, or the pool shuts down."""
+        while time.monotonic() > self._lease.value - LEASE_MARGIN_S:
+            if self._closed.wait(POLL_S):
+                return
 
     # -- suspects, one at a time ------------------------------------------------------------------
 
@@ -422,7 +588,7 @@ class HostedExecutor:
                 self._suspects[work.job_id] = work
                 self._queue.append(work)
             if self._solo is None:
-                self._solo = ProcessExecutor(self.app_spec, 1)
+                self._solo = ProcessExecutor(self.app_spec, 1, self.db_url)
                 threading.Thread(target=self._forward_solo, args=(self._solo,), daemon=True).start()
             self._feed_solo()
 

@@ -27,11 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from shoal.app import App
 from shoal.assignment import format_section
-from shoal.errors import ConfigError, DatastoreUnavailable, NodeNameTaken
+from shoal.errors import AppNotLoadable, ConfigError, DatastoreUnavailable, NodeNameTaken
 from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
 from shoal.node.eventqueue import EventQueue
@@ -40,20 +40,31 @@ from shoal.node.loop import NodeLoop
 from shoal.node.retention import Pruner
 from shoal.node.schedules import Scheduler
 from shoal.node.services import Housekeeping
-from shoal.store import Store
+from shoal.store import Store, redact_url
 from shoal.store.deadline import Deadline, retrying_until
+
+if TYPE_CHECKING:
+    from shoal.node.hosted import HostedExecutor
 
 log = logging.getLogger("shoal.node")
 T = TypeVar("T")
 LEAVE_MARGIN_S = 2.0  # past the grace period, the time left for the writes of leaving
 LEAVE_NOW_S = 0.5  # after a second stop request, the time left for them
+# How long a node waits for its first worker process to load the app before it registers.
+START_WAIT_S = 60.0
 
 
 class Node:
     """One processor node. Not started by creating it: call `run`, `start`, or `step` yourself.
 
     `exit_code` is None while the node lives; 0 once it has left, 2 if its name was taken, 1
-    if an error escaped the loop on its thread (the thread reports it).
+    if its first worker process could not load the app (it never registers then) or an error
+    escaped the loop on its thread (the thread reports it).
+
+    `db_url` is the URL of `store`, which worker processes open for the tasks that use the
+    app's datastore (a task that submits jobs submits them where the node runs, in every pool).
+    Without it they open the app's own URL if it names the same datastore as `store`, else
+    `store.url_for_display` (exact, unless it hides a password).
     """
 
     def __init__(
@@ -63,11 +74,13 @@ class Node:
         config: NodeConfig,
         executor_factory: type[ThreadExecutor] | None = None,
         app_spec: str | None = None,
+        db_url: str | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self.config = config
         self.app_spec = app_spec
+        self.db_url = db_url
         self.node_id = 0
         self.state = NodeState.INITIALIZING
         self.section: tuple[int, ...] = ()
@@ -83,6 +96,7 @@ class Node:
         self._stop_signals: EventQueue[bool] = EventQueue()
         self._thread: threading.Thread | None = None
         self._warned_inline = False
+        self._worker_loaded = False  # a worker process of this node has loaded the app
 
     # -- running it -------------------------------------------------------------------------------
 
@@ -247,6 +261,10 @@ class Node:
             log.error("%s", exc)
             self.exit_code = 2
             return
+        except AppNotLoadable as exc:
+            log.error("node %s cannot start: %s", self.config.name, exc)
+            self.exit_code = 1
+            return
         except DatastoreUnavailable as exc:
             if not self.stop_requested:
                 raise
@@ -287,22 +305,31 @@ class Node:
         return poll_s
 
     def _register(self) -> Executor:
-        """Register, make the workers, move to waiting; returns the workers."""
+        """Make the workers, register, move to waiting; returns the workers. A node whose
+        first worker process cannot load the app never registers (AppNotLoadable)."""
         pool = self._pool()
-        record = self._retrying(
-            lambda: self.store.register_node(
-                self.config.name,
-                socket.gethostname(),
-                os.getpid(),
-                self.config.concurrency,
-                sorted(self.app.tasks),
-                self.config.lease_s,
-                self.app.task_limits(),
-                isolated=pool != "inline",
-            )
-        )
-        self.node_id, self.state = record.id, NodeState.INITIALIZING
         executor = self._make_executor(pool)
+        try:
+            began, record = self._retrying(
+                lambda: (
+                    time.monotonic(),
+                    self.store.register_node(
+                        self.config.name,
+                        socket.gethostname(),
+                        os.getpid(),
+                        self.config.concurrency,
+                        sorted(self.app.tasks),
+                        self.config.lease_s,
+                        self.app.task_limits(),
+                        isolated=pool != "inline",
+                    ),
+                )
+            )
+        except BaseException:
+            executor.shutdown()
+            raise
+        executor.renew_lease(began + self.config.lease_s)
+        self.node_id, self.state = record.id, NodeState.INITIALIZING
         self._retrying(
             lambda: self.store.set_node_state(
                 self.node_id, NodeState.INITIALIZING, NodeState.WAITING
@@ -344,13 +371,45 @@ class Node:
             from shoal.node.procpool import ProcessExecutor
 
             assert self.app_spec is not None
-            return ProcessExecutor(self.app_spec, self.config.concurrency)
+            return ProcessExecutor(self.app_spec, self.config.concurrency, self._worker_db_url())
         if pool == "thread":
             from shoal.node.hosted import HostedExecutor
 
             assert self.app_spec is not None
-            return HostedExecutor(self.app_spec, self.config.concurrency)
+            hosted = HostedExecutor(self.app_spec, self.config.concurrency, self._worker_db_url())
+            if not self._worker_loaded:
+                self._await_worker(hosted)
+            return hosted
         return ThreadExecutor(self.app, self.config.concurrency)
+
+    def _await_worker(self, hosted: HostedExecutor) -> None:
+        """Wait for the node's first worker process to load the app, up to START_WAIT_S (a slow
+        import goes on in the background after that) or a stop request. Raises AppNotLoadable
+        if it cannot: then nothing this node would claim could run."""
+        give_up_at = time.monotonic() + START_WAIT_S
+        try:
+            while not hosted.wait_started(0.1):
+                if self.stop_requested or time.monotonic() > give_up_at:
+                    return
+        except AppNotLoadable:
+            hosted.shutdown()
+            raise
+        self._worker_loaded = True
+
+    def _worker_db_url(self) -> str:
+        """The URL of the node's datastore for its worker processes (see the class doc)."""
+        if self.db_url is not None:
+            return self.db_url
+        shown = self.store.url_for_display
+        if redact_url(self.app.db_url) == shown:
+            return self.app.db_url  # the same datastore, with its password
+        if "***" in shown:
+            log.warning(
+                "tasks that use the app's datastore cannot reach %s from a worker process: "
+                "its password is not known; give the Node its db_url",
+                shown,
+            )
+        return shown
 
     def _start_waker(self, executor: Executor) -> None:
         """Listen for datastore wake-ups in the background.
@@ -368,7 +427,9 @@ class Node:
         threading.Thread(target=listen, name="shoal-wakeups", daemon=True).start()
 
     def _heartbeat(self, loop: NodeLoop) -> bool:
-        """Heartbeat and housekeeping; False if this node was declared dead (its loop is gone)."""
+        """Heartbeat and housekeeping; False if this node was declared dead (its loop is gone).
+        A renewed lease is passed on to the workers: worker processes run nothing past it."""
+        began = time.monotonic()
         try:
             beat = loop.housekeeping.run_once()
         except DatastoreUnavailable as exc:
@@ -377,6 +438,7 @@ class Node:
         if beat is None:
             self._abandon(loop)
             return False
+        loop.executor.renew_lease(began + self.config.lease_s)
         self._on_heartbeat(loop, beat)
         return True
 

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
+from shoal.app import App, load_app
+from shoal.errors import ConfigError
 from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Event
 from shoal.node.runner import Finished, ProgressEvent, Work, execute, not_stopped
@@ -36,6 +39,7 @@ log = logging.getLogger("shoal.node")
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+UNLOADABLE_EXIT = 3  # a worker's exit code when it cannot load the app (it sent the cause)
 SHUTDOWN_WAIT_S = 2.0  # how long idle workers get to exit when the pool shuts down
 
 
@@ -64,11 +68,24 @@ def start_worker(process: Any) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
-def _worker_main(app_spec: str, conn: Connection, cancel: Any) -> None:
-    from shoal.app import load_app
+def load_worker_app(app_spec: str, db_url: str | None, conn: Connection) -> App:
+    """The app of a worker process, bound to the node's datastore (`db_url`; None: its own). One
+    that cannot be loaded sends the reason to the node and exits with UNLOADABLE_EXIT."""
+    try:
+        app = load_app(app_spec)
+    except ConfigError as exc:
+        with contextlib.suppress(OSError):  # the node is gone: nobody to tell
+            conn.send(("unloadable", str(exc)))
+        sys.exit(UNLOADABLE_EXIT)
+    if db_url is not None:
+        app.close()  # a store its module opened at import is the App's own datastore
+        app.db_url = db_url
+    return app
 
+
+def _worker_main(app_spec: str, db_url: str | None, conn: Connection, cancel: Any) -> None:
     ignore_stop_signals()
-    app = load_app(app_spec)
+    app = load_worker_app(app_spec, db_url, conn)
 
     def report(event: ProgressEvent) -> None:
         conn.send(("progress", event.job_id, event.attempt, event.fraction, event.message))
@@ -91,6 +108,7 @@ class _Worker:
     deadline: float | None = None
     cancel_deadline: float | None = None  # past it, the worker is killed
     cancel_grace_s: float = 0.0
+    cause: str | None = None  # why it could not load the app, as it said
 
     def overrun(self, now_mono: float) -> str | None:
         """The error of a running attempt past its cancel grace or time limit; None while it
@@ -105,9 +123,10 @@ class _Worker:
 
 
 class ProcessExecutor:
-    def __init__(self, app_spec: str, concurrency: int, db_display: str = "") -> None:
+    def __init__(self, app_spec: str, concurrency: int, db_url: str | None = None) -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency
+        self.db_url = db_url
         self.events: queue.SimpleQueue[Event] = EventQueue()
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
@@ -126,7 +145,7 @@ class ProcessExecutor:
         cancel = self._ctx.Value("q", 0, lock=False)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(self.app_spec, child, cancel),
+            args=(self.app_spec, self.db_url, child, cancel),
             name="shoal-worker",
             daemon=True,
         )
@@ -197,6 +216,9 @@ class ProcessExecutor:
                     w.cancel_grace_s = grace_s
                     w.cancel_deadline = time.monotonic() + grace_s
 
+    def renew_lease(self, until_mono: float) -> None:
+        """Not watched yet: a worker runs its attempt on while the node is stopped."""
+
     def shutdown(self) -> None:
         """Stop every worker: idle ones are asked to exit, busy ones (their jobs are released or
         abandoned by now) are killed; returns within about SHUTDOWN_WAIT_S."""
@@ -232,6 +254,9 @@ class ProcessExecutor:
             if message[0] == "progress":
                 self.events.put(ProgressEvent(*message[1:]))
                 continue
+            if message[0] == "unloadable":
+                worker.cause = message[1]
+                continue
             with self._lock:
                 worker.work = None
                 worker.deadline = None
@@ -251,8 +276,9 @@ class ProcessExecutor:
         if killed:
             return
         log.warning(
-            "a worker process exited (code %s)%s",
+            "a worker process exited (code %s%s)%s",
             worker.process.exitcode,
+            f": {worker.cause}" if worker.cause else "",
             "; replaced" if replaced else "",
         )
         if work is not None:
