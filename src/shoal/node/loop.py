@@ -291,12 +291,12 @@ class NodeLoop:
         return int(min(cfg.max_prefetch, room))
 
     def return_stale(self) -> None:
-        """Give back the jobs claimed ahead once the oldest has waited too long for a worker:
-        queued again as they were, they go to whichever node has a free slot first (this one
-        included)."""
-        if not self.ahead:
-            return
-        waited_s = time.monotonic() - self.held[self.ahead[0]].claimed_at
+        """Give back the jobs claimed ahead once the oldest has waited too long for a worker, and
+        any handed to the workers that none has begun (a worker process restarting): queued
+        again, they go to whichever node has a free slot first (this one included)."""
+        waited_s = self.executor.unstarted_wait_s()  # handed over, no worker yet (one restarting)
+        if self.ahead:
+            waited_s = max(waited_s, time.monotonic() - self.held[self.ahead[0]].claimed_at)
         if waited_s <= self.config.max_unstarted_wait_s:
             return
         log.debug("giving back jobs claimed ahead: the oldest waited %.2fs for a worker", waited_s)
@@ -333,8 +333,10 @@ class NodeLoop:
 
     def claim(self, state: NodeState) -> NodeState:
         """Claim jobs for the free slots, and a few ahead; returns the node's state after."""
-        prefetch = self.prefetch()
         free = self.executor.free_slots(0)
+        if free <= 0 and not self.executor.running():
+            return state  # no worker at all (a worker process restarting): nothing to claim for
+        prefetch = self.prefetch()
         room = free + prefetch - len(self.ahead)
         if room <= 0:
             return state

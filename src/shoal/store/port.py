@@ -376,8 +376,11 @@ class Store(ABC):
     @abstractmethod
     def start_jobs(self, node_id: int, job_ids: Sequence[int]) -> list[Job]:
         """Start jobs the node claimed ahead, as its workers free up: each still claimed by the
-        node becomes running with attempts + 1 and `started_at` stamped. Returns those started,
-        in claim order; one cancelled or requeued meanwhile (the node was presumed dead) is not.
+        node becomes running with attempts + 1 and `started_at` stamped. Returns, in claim
+        order, the jobs of `job_ids` running under the node now: those it started, and those an
+        earlier call started (so a call repeated after its outcome was lost with the connection
+        returns the same jobs). One cancelled or requeued meanwhile (the node was presumed
+        dead) is not returned.
 
         A worker runs a job only once its start is recorded, so an attempt is charged exactly
         when it runs and a node killed between claim and start charges nothing.

@@ -149,11 +149,13 @@ def claim_ids(
 def start_claimed(
     cur: sqlite3.Cursor, now: float, node_id: int, job_ids: Sequence[int]
 ) -> list[Job]:
-    """Start those of the node's jobs claimed ahead that it still holds."""
+    """Start those of the node's jobs claimed ahead that it still holds; returns every job of
+    `job_ids` running here now (see `Store.start_jobs`)."""
     args = {"node": node_id, "now": now, "ids": json.dumps(list(job_ids))}
+    before = cur.execute(q.STARTED_HERE, args).fetchall()
     rows = cur.execute(q.START_CLAIMED, args).fetchall()
     add_counts(cur, rules.count_moves(JobState.CLAIMED, [(r["task"], r["state"]) for r in rows]))
-    return sorted((job_from_row(r) for r in rows), key=rules.claim_order)
+    return sorted((job_from_row(r) for r in [*before, *rows]), key=rules.claim_order)
 
 
 def stranded_ids(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[int]:

@@ -99,6 +99,12 @@ START_CLAIMED = (
     " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'claimed' AND claimer = :node"
     f" RETURNING {JOB_COLUMNS}"
 )
+# Those of them running here already, started by an earlier call (as on PostgreSQL, where a
+# start's outcome can be lost with its connection, the same call again returns the same jobs).
+STARTED_HERE = (
+    f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))"
+    " AND state = 'running' AND claimer = :node"
+)
 
 # -- task limits (see store/limits.py) ------------------------------------------------------------
 
