@@ -52,11 +52,13 @@ def submit(
     if not any(j.key for j in jobs):  # one statement, so no transaction to open
         plan.reserved = _insert(conn, ids, jobs, url, plan.ahead)
         return [Submitted(i, True) for i in ids]
+    reserved: list[int] = []
     with conn.transaction():
         held = _take_keys(conn, ids, jobs)
         new = [(i, j) for i, j in zip(ids, jobs, strict=True) if j.key not in held]
         if new:
-            plan.reserved = _insert(conn, [i for i, _ in new], [j for _, j in new], url, plan.ahead)
+            reserved = _insert(conn, [i for i, _ in new], [j for _, j in new], url, plan.ahead)
+    plan.reserved = reserved  # only once committed (see `reserve`)
     return [
         Submitted(i, True) if j.key not in held else Submitted(held[j.key], False)
         for i, j in zip(ids, jobs, strict=True)

@@ -8,12 +8,17 @@ that keeps submitting pays one round trip per submit, and one that submits now a
 two, as before, since ids it would hold for long would put its jobs ahead of younger ones.
 
 Why it is as retry-safe as asking first: the ids are still known before the INSERT is sent, and
-a sequence hands a value out once whatever becomes of the transaction that took it, so an id
-reserved by an earlier INSERT is as much this submit's own as one just allocated. A reservation
-whose answer was lost with its connection is simply never used (a gap in the ids, as a rolled
-back insert leaves). What it costs: the few `nextval` calls inside the INSERT's own transaction
-(no commit of their own), the last reservation of each burst of submits left unused, and a job
-whose id is up to FRESH_S older than its submit.
+a sequence hands a value out once, so an id reserved by an earlier INSERT is as much this
+submit's own as one just allocated. Once, that is, if the sequence's advance survives a crash of
+the server: a reservation is kept only from an INSERT whose transaction committed, and that
+commit flushed it to disk (an aborted transaction flushes nothing, and after a crash the sequence
+could hand its values out again, to a submit whose job a retry would then take for its own). A
+reservation whose answer was lost with its connection, or whose transaction did not commit, is
+simply never used: a gap in the ids, as a rolled back insert leaves.
+
+What it costs: a few `nextval` calls inside the INSERT's own transaction (no commit of their
+own), the last reservation of each burst of submits left unused, and a job whose id is up to
+FRESH_S older than its submit.
 
 Not psycopg's pipeline mode: it would send ALLOCATE_IDS and the INSERT together, so the INSERT
 would have to name ids the client had not yet seen; a connection that broke before any answer
