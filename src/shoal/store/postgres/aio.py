@@ -1,6 +1,7 @@
 """The asyncio side of the PostgreSQL store: submits on an async pool, results heard by LISTEN.
 
-Submits run the same statements as the threaded store (ids reserved, then SUBMIT) on a psycopg
+Submits run the same statements as the threaded store (SUBMIT under ids an earlier SUBMIT
+reserved, or under ids reserved first when there are too few: see `reserve`) on a psycopg
 `AsyncConnectionPool`, retried through outages as `conn.Connector` retries, with the same check
 for a batch whose commit was lost with its connection. Waiting for a result costs no polling:
 FINISH notifies `shoal_done` with the ids of the jobs that ended, and one LISTEN connection per
@@ -37,6 +38,7 @@ from shoal.store.postgres.conn import (
     translate,
 )
 from shoal.store.postgres.reads import job_from_row
+from shoal.store.postgres.reserve import IdReserve
 
 log = logging.getLogger("shoal.store.postgres")
 T = TypeVar("T")
@@ -52,8 +54,9 @@ async def _configure(conn: AConn) -> None:
 class PostgresAsyncJobs(AsyncJobs):
     """Submits and result waits for one event loop."""
 
-    def __init__(self, connector: Connector) -> None:
+    def __init__(self, connector: Connector, reserve: IdReserve) -> None:
         self._connector = connector
+        self._reserve = reserve  # the blocking store's: one order of ids for all its submits
         self._pool: AsyncConnectionPool[AConn] = AsyncConnectionPool(
             connector.url,
             kwargs={**connector.connect_kwargs, "autocommit": True},
@@ -111,32 +114,40 @@ class PostgresAsyncJobs(AsyncJobs):
         return await self._batcher.submit(jobs)
 
     async def _write_jobs(self, jobs: Sequence[NewJob]) -> list[int]:
-        ids: list[int] = []
+        plan = self._reserve.plan(len(jobs), time.monotonic())
+        ids = plan.ids
         url = self._connector.scrub.display
 
         async def submit(conn: AConn, retried: bool) -> list[int]:
-            if ids and retried:
+            if retried and len(ids) == len(jobs):
                 cur = await conn.execute(q.JOB_EXISTS, (ids[0],))
                 if await cur.fetchone() is not None:
                     return ids  # the try whose connection broke had committed
-            if not ids:
-                cur = await conn.execute(q.ALLOCATE_IDS, (len(jobs),))
+            if len(ids) < len(jobs):
+                cur = await conn.execute(q.ALLOCATE_IDS, (len(jobs) - len(ids),))
                 ids.extend(sorted(int(r[0]) for r in await cur.fetchall()))
-            params = {"batch": q.submit_batch(ids, jobs), "shard": q.submitter_shard()}
+            params = {
+                "batch": q.submit_batch(ids, jobs),
+                "shard": q.submitter_shard(),
+                "ahead": plan.ahead,
+            }
             row = await (await conn.execute(q.SUBMIT, params)).fetchone()
             if row is None or row[0] != len(jobs):
                 raise SchemaError(texts.no_cluster_row(url))
+            plan.reserved = sorted(int(i) for i in row[2])
             return ids
 
         try:
             return await self._run("submit jobs", submit)
         except DatastoreUnavailable as exc:
-            if not ids:
-                raise
+            if len(ids) < len(jobs):
+                raise  # some ids were never reserved, so no INSERT was sent
             raise DatastoreUnavailable(
                 f"{exc}. The batch of {len(ids)} jobs (ids {ids[0]}..{ids[-1]}) may or may not "
                 f"have been recorded: once the datastore is back, `shoal job {ids[0]}` tells"
             ) from exc
+        finally:
+            self._reserve.settle(plan, time.monotonic())
 
     async def read_job(self, job_id: int) -> Job | None:
         async def read(conn: AConn, _: bool) -> Job | None:

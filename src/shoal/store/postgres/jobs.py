@@ -2,9 +2,10 @@
 and releasing jobs, and sampling the cluster.
 
 Plain functions over a borrowed connection, each the body of one operation; the hot ones are a
-single statement. Those that could be applied twice when a commit's outcome is lost with the
-connection take `retried` and look before they write again: a submit checks for the ids it
-reserved, a claim for its token, a finish for outcomes already recorded as sent.
+single statement (a submit too, when an earlier submit reserved its ids: see `reserve`). Those
+that could be applied twice when a commit's outcome is lost with the connection take `retried`
+and look before they write again: a submit checks for the ids it reserved, a claim for its
+token, a finish for outcomes already recorded as sent.
 """
 
 from __future__ import annotations
@@ -26,42 +27,53 @@ from shoal.model import (
 from shoal.store import rules, texts
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn, exists, job_from_row, scalar
+from shoal.store.postgres.reserve import SubmitIds
 
 
 def submit(
-    conn: Conn, retried: bool, ids: list[int], jobs: Sequence[NewJob], url: str
+    conn: Conn, retried: bool, plan: SubmitIds, jobs: Sequence[NewJob], url: str
 ) -> list[Submitted]:
-    """Insert the batch under ids reserved first (filled into `ids` on the first try); a job
+    """Insert the batch under ids known before the INSERT is sent: those of `plan`, reserved
+    by an earlier INSERT, then ones reserved here for the rest (added to `plan` on the first
+    try). The INSERT reserves `plan.ahead` ids for the next submit, into `plan.reserved`. A job
     whose key another job holds is not inserted and gets the holder's id. Keys are distinct."""
-    # Ids are reserved first (sequences never roll back), so a retry after a lost commit can tell
-    # whether the batch went in: the batch is all-or-none, so any of its ids says. (A batch that
-    # found every key held wrote nothing, and doing it again finds the same.)
-    if ids and retried:
+    # Sequences never roll back, so a retry after a lost commit can tell whether the batch went
+    # in: the batch is all-or-none, so any of its ids says. Ids still missing mean no INSERT
+    # was sent. (A batch that found every key held wrote nothing, and doing it again finds the
+    # same.)
+    ids = plan.ids
+    if retried and len(ids) == len(jobs):
         present = {int(r[0]) for r in conn.execute(q.JOBS_PRESENT, (ids,))}
         if present:
             return _as_recorded(conn, ids, jobs, present)
-    if not ids:
-        rows = conn.execute(q.ALLOCATE_IDS, (len(jobs),)).fetchall()
+    if len(ids) < len(jobs):
+        rows = conn.execute(q.ALLOCATE_IDS, (len(jobs) - len(ids),)).fetchall()
         ids.extend(sorted(int(r[0]) for r in rows))
     if not any(j.key for j in jobs):  # one statement, so no transaction to open
-        _insert(conn, ids, jobs, url)
+        plan.reserved = _insert(conn, ids, jobs, url, plan.ahead)
         return [Submitted(i, True) for i in ids]
+    reserved: list[int] = []
     with conn.transaction():
         held = _take_keys(conn, ids, jobs)
         new = [(i, j) for i, j in zip(ids, jobs, strict=True) if j.key not in held]
         if new:
-            _insert(conn, [i for i, _ in new], [j for _, j in new], url)
+            reserved = _insert(conn, [i for i, _ in new], [j for _, j in new], url, plan.ahead)
+    plan.reserved = reserved  # only once committed (see `reserve`)
     return [
         Submitted(i, True) if j.key not in held else Submitted(held[j.key], False)
         for i, j in zip(ids, jobs, strict=True)
     ]
 
 
-def _insert(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], url: str) -> None:
-    params = {"batch": q.submit_batch(ids, jobs), "shard": q.submitter_shard()}
+def _insert(
+    conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], url: str, ahead: int
+) -> list[int]:
+    """Insert the jobs; the ids reserved for the next submit."""
+    params = {"batch": q.submit_batch(ids, jobs), "shard": q.submitter_shard(), "ahead": ahead}
     row = conn.execute(q.SUBMIT, params).fetchone()
     if row is None or row[0] != len(jobs):
         raise SchemaError(texts.no_cluster_row(url))
+    return sorted(int(i) for i in row[2])
 
 
 def _take_keys(conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob]) -> dict[str | None, int]:

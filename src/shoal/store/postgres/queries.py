@@ -157,6 +157,7 @@ freeing AS MATERIALIZED (
 COUNT_BY_STATE = "SELECT state, sum(n) FROM job_counts GROUP BY state"
 COUNT_BY_TASK = "SELECT task, state, sum(n) FROM job_counts GROUP BY task, state HAVING sum(n) <> 0"
 
+# Ids for a submit that finds too few reserved ahead by an earlier SUBMIT (see reserve.py).
 ALLOCATE_IDS = "SELECT nextval('jobs_id_seq') FROM generate_series(1, %s)"
 
 
@@ -174,7 +175,8 @@ def _submit_row(i: int, j: NewJob) -> list[Any]:
 
 # One statement: insert the batch with its preallocated ids and notify the touched partitions
 # (a list of partitions, or '*' when there are many), counting the new jobs. Returns how many
-# rows went in.
+# rows went in, and `ahead` ids reserved for the store's next submit (see reserve.py), taken in
+# this transaction, so they cost no commit of their own.
 SUBMIT = f"""
 WITH ins AS (
     INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts, timeout_s,
@@ -196,7 +198,8 @@ WITH ins AS (
 )
 SELECT (SELECT count(*) FROM ins),
        pg_notify('shoal_jobs', CASE WHEN count(*) > 64 THEN '*'
-                                    ELSE coalesce(string_agg(partition::text, ','), '') END)
+                                    ELSE coalesce(string_agg(partition::text, ','), '') END),
+       ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, %(ahead)s))
 FROM touched
 """
 

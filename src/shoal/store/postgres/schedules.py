@@ -16,6 +16,7 @@ from shoal.store import rules
 from shoal.store.postgres import jobs
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.reads import Conn
+from shoal.store.postgres.reserve import SubmitIds
 
 
 def declare(conn: Conn, specs: Sequence[ScheduleSpec]) -> None:
@@ -47,7 +48,8 @@ def fire(
             [job_id] = [int(r[0]) for r in conn.execute(q.ALLOCATE_IDS, (1,))]
             tick = {"name": name, "tick": firing.tick, "job": job_id, "catch_up": firing.catch_up}
             if conn.execute(q.INSERT_TICK, tick).fetchone() is not None:
-                ids += [s.job_id for s in jobs.submit(conn, False, [job_id], [firing.job], url)]
+                plan = SubmitIds([job_id])
+                ids += [s.job_id for s in jobs.submit(conn, False, plan, [firing.job], url)]
         conn.execute(q.TRIM_TICKS, {"name": name, "keep": rules.TICKS_KEPT})
         return ids
 

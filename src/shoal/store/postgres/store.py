@@ -3,10 +3,10 @@
 Each operation is one short transaction (the hot ones a single statement) on a pooled psycopg 3
 connection, run and retried through outages by `conn.Connector`; datastore time is the database's
 clock. What happens inside is delegated to the plain functions of `jobs`, `nodes` and `reads`.
-The class keeps only what outlives one operation: claims whose outcome was lost, which nodes are
-busy, and the sections wake-ups are filtered by. Nodes wake on LISTEN/NOTIFY (`wait_for_work`),
-with polling as the fallback. The schema is created and migrated only by `initialize`
-(`shoal init`), never silently on open.
+The class keeps only what outlives one operation: ids reserved for the next submit, claims whose
+outcome was lost, which nodes are busy, and the sections wake-ups are filtered by. Nodes wake on
+LISTEN/NOTIFY (`wait_for_work`), with polling as the fallback. The schema is created and
+migrated only by `initialize` (`shoal init`), never silently on open.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from shoal.store.postgres import jobs, nodes, reads, retention, schedules, schem
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.aio import PostgresAsyncJobs
 from shoal.store.postgres.conn import Connector, Listener
+from shoal.store.postgres.reserve import IdReserve
 
 log = logging.getLogger("shoal.store.postgres")
 SECTION_TTL_S = 2.0  # how stale a section may be when filtering wake-ups (polling covers it)
@@ -46,8 +47,10 @@ class PostgresStore(Store):
         # Nodes whose last claim took all it asked for, or that a notification just woke: their
         # next claim skips the look-before-locking.
         self._busy: set[int] = set()
+        # Ids that this store's INSERTs reserved for its next submits (one round trip each).
+        self._reserve = IdReserve()
         self.batcher = SubmitBatcher(self.write_jobs)
-        self._async = PerLoop(lambda: PostgresAsyncJobs(connector))
+        self._async = PerLoop(lambda: PostgresAsyncJobs(connector, self._reserve))
 
     @classmethod
     def open(
@@ -88,18 +91,21 @@ class PostgresStore(Store):
     # -- jobs -----------------------------------------------------------------------------------
 
     def write_jobs(self, new: Sequence[model.NewJob]) -> list[model.Submitted]:
-        ids: list[int] = []
+        plan = self._reserve.plan(len(new), time.monotonic())
         url = self.url_for_display
         try:
-            return self._db.run("submit jobs", lambda c, r: jobs.submit(c, r, ids, new, url))
+            return self._db.run("submit jobs", lambda c, r: jobs.submit(c, r, plan, new, url))
         except DatastoreUnavailable as exc:
-            if not ids:
-                raise  # nothing was reserved, so nothing can have been written
+            ids = plan.ids
+            if len(ids) < len(new):
+                raise  # some ids were never reserved, so no INSERT was sent
             raise DatastoreUnavailable(
                 f"{exc}. The batch of {len(ids)} jobs (ids {ids[0]}..{ids[-1]}) may or may not "
                 f"have been recorded: once the datastore is back, `shoal job {ids[0]}` tells "
                 "(a batch is recorded whole or not at all)"
             ) from exc
+        finally:
+            self._reserve.settle(plan, time.monotonic())
 
     def read_job(self, job_id: int) -> model.Job | None:
         if not rules.could_be_job_id(job_id):
