@@ -192,6 +192,7 @@ def test_status_json_has_the_documented_fields_from_the_view(sqlite_url: str) ->
     assert document["limits"] == []  # no task of this cluster declares a limit
     assert document["jobs"] == {
         "queued": 0,
+        "claimed": 0,
         "running": 1,
         "succeeded": 0,
         "failed": 1,
