@@ -42,7 +42,7 @@ from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, Unknow
 from shoal.model import CancelResult, Job, JobState
 from shoal.observer.format import printable
 from shoal.observer.terminal import render_status, status_document
-from shoal.observer.views import read_status
+from shoal.observer.views import read_status, waiting_for
 from shoal.store import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store, open_store, redact_url
 from shoal.store.rules import Retention
 
@@ -530,7 +530,7 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         "finished_at": found.finished_at,
         "cancel_requested_at": found.cancel_requested_at,
         "cancel_requested_by": found.cancel_requested_by,
-        "waiting_for": _waiting_for(store, found),
+        "waiting_for": waiting_for(store, found),
     }
     if as_json:
         click.echo(json.dumps(fields, indent=2))
@@ -542,14 +542,6 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         echo_data(f"{key:>16}: {value if isinstance(value, str) else json.dumps(value)}")
     if found.traceback:
         click.echo("       traceback:\n" + printable(found.traceback.rstrip(), multiline=True))
-
-
-def _waiting_for(store: Store, found: Job) -> str | None:
-    """Why a queued job cannot start: no live node registers its task (nodes claim only jobs of
-    the tasks they register; it starts once one that does joins)."""
-    if found.state is not JobState.QUEUED or found.task in store.known_tasks():
-        return None
-    return f"a node that registers {found.task}: no live node does"
 
 
 @cli.command()

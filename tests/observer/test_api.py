@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import httpx
@@ -9,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shoal.model import JobState, NewJob, NodeState, ScheduledJob, ScheduleSpec, TaskLimit
+from shoal.observer import views
 from shoal.observer.server import create_app
-from shoal.store import Store
+from shoal.store import Store, texts
 
 from cluster import HOSTILE, Cluster, later, submit
 from served import ServerThread
@@ -155,6 +157,52 @@ def test_job_detail_shows_priority_and_key(obs_store: Store, client: TestClient)
     page = client.get(f"/jobs/{job_id}").text
     assert '<dd id="job-priority">-7</dd>' in page
     assert "&lt;b&gt;invoice-42&lt;/b&gt;" in page and "<b>invoice-42" not in page
+
+
+def test_queued_jobs_no_live_node_can_claim_are_said_to_wait_until_one_registers_their_task(
+    obs_store: Store, client: TestClient
+):
+    obs_store.register_node("old", "host", 1, 2, ["resize", "report"], 30.0)
+    [waiting, *_] = submit(obs_store, "newtask", "a.png", count=3)
+    [served] = submit(obs_store, "resize", "a.png")
+    notice = "waiting for a node that registers newtask: no live node does"
+
+    def page_notice(job_id: int) -> str | None:
+        """The job page's waiting notice as text, or None when it is hidden."""
+        html = client.get(f"/jobs/{job_id}").text
+        found = re.search(r'<p class="notice" id="job-waiting"( hidden)?>(.*?)</p>', html)
+        assert found is not None
+        return None if found[1] else re.sub(r"<[^>]+>", "", found[2])
+
+    overview = client.get("/api/overview").json()
+    assert overview["tasks_without_node"] == [{"task": "newtask", "queued": 3}]
+    assert client.get(f"/api/jobs/{waiting}").json()["waiting_for"] == texts.waiting_for_node(
+        "newtask"
+    )
+    assert page_notice(waiting) == notice
+    assert client.get(f"/api/jobs/{served}").json()["waiting_for"] is None
+    assert page_notice(served) is None
+
+    obs_store.register_node("new", "host", 2, 2, ["newtask"], 30.0)
+
+    assert client.get("/api/overview").json()["tasks_without_node"] == []
+    assert client.get(f"/api/jobs/{waiting}").json()["waiting_for"] is None
+    assert page_notice(waiting) is None
+
+
+def test_only_queued_jobs_count_as_waiting_for_a_node():
+    counts = {
+        ("b", JobState.QUEUED): 2,
+        ("a", JobState.QUEUED): 1,
+        ("a", JobState.FAILED): 5,
+        ("c", JobState.RUNNING): 1,
+        ("d", JobState.QUEUED): 0,
+        ("live", JobState.QUEUED): 4,
+    }
+    assert views.tasks_without_node(counts, {"live"}) == [
+        views.TaskWithoutNode("a", 1),
+        views.TaskWithoutNode("b", 2),
+    ]
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/{id}"])

@@ -96,6 +96,44 @@ def test_overview_shows_task_limits_only_while_a_task_declares_one(
     assert page.locator("#limits img").count() == 0 and page.errors == []
 
 
+def test_overview_lists_a_task_no_live_node_registers_with_its_name_as_text(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    hostile = "<script>alert(1)</script>"
+    obs_store.register_node("old", "host", 1, 2, ["resize"], 30.0)
+    submit(obs_store, hostile, count=2)
+    submit(obs_store, "resize")
+
+    page.goto(live_server.url)
+
+    items = page.locator("#without-node li")
+    expect(items).to_have_count(1)
+    expect(items.first.locator(".task")).to_have_text(hostile)  # the name as text, never markup
+    expect(items.first).to_contain_text("2 queued")
+    expect(page.locator("#without-node-panel")).to_be_visible()
+    assert page.locator("#without-node script").count() == 0
+
+    obs_store.register_node("new", "host", 2, 2, [hostile], 30.0)
+
+    expect(page.locator("#without-node-panel")).to_be_hidden()
+    assert page.errors == []  # no dialog opened, no script error
+
+
+def test_job_page_drops_the_waiting_notice_once_a_node_registers_the_task(
+    live_server: ServerThread, obs_store: Store, page: Any
+):
+    [job_id] = submit(obs_store, "newtask", "a.png")
+    page.goto(f"{live_server.url}/jobs/{job_id}")
+    expect(page.locator("#job-waiting")).to_have_text(
+        "waiting for a node that registers newtask: no live node does"
+    )
+
+    obs_store.register_node("new", "host", 1, 2, ["newtask"], 30.0)  # registers, claims nothing
+
+    expect(page.locator("#job-waiting")).to_be_hidden()
+    assert page.errors == []
+
+
 def test_hostile_payload_runs_no_script(
     live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
 ):

@@ -68,7 +68,8 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
 
     @router.get("/overview")
     def overview() -> views.Overview:
-        """Nodes, job counts, running jobs, the last 15 minutes of throughput and recent events."""
+        """Nodes, job counts, running jobs, the last 15 minutes of throughput and recent events,
+        task limits, and the tasks whose queued jobs wait for a node that registers them."""
         return views.read_overview(store)
 
     @router.get("/partitions")
@@ -116,10 +117,11 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
 
     @router.get("/jobs/{job_id}", responses={404: {"description": "no such job"}})
     def job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> views.JobDetail:
-        found = store.read_job(job_id)
-        if found is None:
+        """One job; `waiting_for` says what a queued job waits for, if anything."""
+        detail = views.read_job_detail(store, job_id)
+        if detail is None:
             raise HTTPException(status_code=404, detail=f"no job {job_id}")
-        return views.job_detail(found)
+        return detail
 
     @router.get("/schedules")
     def schedules() -> SchedulesView:

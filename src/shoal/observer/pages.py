@@ -104,10 +104,9 @@ def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRoute
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     def job(job_id: Annotated[int, PathParam(ge=1, le=MAX_ID)]) -> HTMLResponse:
-        found = store.read_job(job_id)
-        if found is None:
+        detail = views.read_job_detail(store, job_id)
+        if detail is None:
             return render("missing.html", status=404, page="jobs", title="No such job", id=job_id)
-        detail = views.job_detail(found)
         return render("job.html", page="job", title=f"Job {job_id}", job=detail)
 
     @router.get("/schedules", response_class=HTMLResponse)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from shoal.assignment import moved
 from shoal.load import Backlog
@@ -30,6 +32,7 @@ from shoal.model import (
     TaskLimitUse,
 )
 from shoal.observer.format import compact_ranges
+from shoal.store import texts
 from shoal.store.port import Store
 
 OVERVIEW_WINDOW_S = 15 * 60.0
@@ -101,6 +104,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class TaskWithoutNode:
+    """A task with queued jobs that no live node registers: they wait until a node that
+    registers it joins (nodes claim only the tasks they register)."""
+
+    task: str
+    queued: int
+
+
+@dataclass(frozen=True)
 class Overview:
     now: float
     datastore: str
@@ -118,6 +130,14 @@ class Overview:
     history_from: float | None = None
     # Each task with cluster-wide limits, with its use now.
     limits: list[TaskLimitUse] = field(default_factory=list)
+    tasks_without_node: Annotated[
+        list[TaskWithoutNode],
+        Field(
+            description="Each task with queued jobs that no live node registers, by name, with "
+            "its queued count: those jobs wait for a node that registers it. Empty when every "
+            "queued job's task has a live node."
+        ),
+    ] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -210,7 +230,19 @@ def read_overview(store: Store) -> Overview:
         events=events_with_moves(store, history)[-MAX_EVENTS:][::-1],
         history_from=store.read_history_start(),
         limits=store.read_task_limits(),
+        tasks_without_node=tasks_without_node(store.count_jobs_by_task(), store.known_tasks()),
     )
+
+
+def tasks_without_node(
+    counts: Mapping[tuple[str, JobState], int], live_tasks: Collection[str]
+) -> list[TaskWithoutNode]:
+    """The tasks with queued jobs (from the job counters) that no live node registers."""
+    return [
+        TaskWithoutNode(task, count)
+        for (task, state), count in sorted(counts.items())
+        if state is JobState.QUEUED and count > 0 and task not in live_tasks
+    ]
 
 
 def _node_order(node: NodeRecord) -> tuple[bool, int]:
@@ -537,6 +569,13 @@ class JobDetail:
     cancel_requested_by: str | None = None
     priority: int = 0
     key: str | None = None
+    waiting_for: Annotated[
+        str | None,
+        Field(
+            description="What the job waits for while it is queued and no live node registers "
+            "its task (the text `shoal job` prints); null otherwise."
+        ),
+    ] = None
 
 
 def read_jobs(
@@ -589,6 +628,22 @@ def _loads(text: str | None, default: Any) -> Any:
 def _preview(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= PREVIEW_CHARS else line[: PREVIEW_CHARS - 1] + "…"
+
+
+def read_job_detail(store: Store, job_id: int) -> JobDetail | None:
+    """The job with what it waits for, or None if there is no such job."""
+    found = store.read_job(job_id)
+    if found is None:
+        return None
+    return dataclasses.replace(job_detail(found), waiting_for=waiting_for(store, found))
+
+
+def waiting_for(store: Store, job: Job) -> str | None:
+    """Why a queued job cannot start: no live node registers its task (nodes claim only jobs of
+    the tasks they register; it starts once one that does joins). None for any other job."""
+    if job.state is not JobState.QUEUED or job.task in store.known_tasks():
+        return None
+    return texts.waiting_for_node(job.task)
 
 
 def job_detail(job: Job) -> JobDetail:

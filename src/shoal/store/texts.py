@@ -167,6 +167,15 @@ def declared_dead(names: list[str]) -> str:
 REPAIR = "repair"
 
 
+# -- what a job waits for ---------------------------------------------------------------------
+
+
+def waiting_for_node(task: str) -> str:
+    """What a queued job of `task` waits for while no live node registers the task (nodes claim
+    only the tasks they register): `shoal job` prints it and the observer's job page shows it."""
+    return f"a node that registers {task}: no live node does"
+
+
 # -- cancelling ---------------------------------------------------------------------------------
 
 CANCELLED_QUEUED = "cancelled before it started"

@@ -37,6 +37,8 @@ export function followJob() {
     const asked = job.cancel_requested_at !== null;
     setText("job-cancel", asked ? `${stamp(job.cancel_requested_at)} by ${job.cancel_requested_by || "someone"}` : "—");
     document.getElementById("job-cancelling").hidden = !(asked && job.state === "running");
+    setText("job-waiting-for", job.waiting_for || "");
+    document.getElementById("job-waiting").hidden = job.waiting_for === null;
     if (FINAL.has(job.state)) {
       setText("job-result", job.result === null ? "—" : pretty(job.result));
       setText("job-error", job.error || "—");

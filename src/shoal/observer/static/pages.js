@@ -27,6 +27,16 @@ export function renderOverview(o) {
   setText("history-from", o.history_from === null ? "no history yet" : `history from ${formatClock(o.history_from, true)}`);
   fill("events", o.events.length ? o.events.map(eventItem) : [el("li", { class: "muted" }, "nothing happened")]);
   renderLimits(o.limits || []);
+  renderWithoutNode(o.tasks_without_node || []);
+}
+
+// Tasks whose queued jobs wait because no live node registers them; shown only while there are some.
+function renderWithoutNode(tasks) {
+  const panel = document.getElementById("without-node-panel");
+  if (!panel) return;
+  panel.hidden = tasks.length === 0;
+  fill("without-node", tasks.map((t) => el("li", { "data-task": t.task },
+    el("span", { class: "task" }, t.task), el("span", { class: "muted" }, `${formatCount(t.queued)} queued`))));
 }
 
 // Each limited task with its use; the panel shows only while some task declares a limit.
