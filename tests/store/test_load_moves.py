@@ -119,3 +119,14 @@ def test_membership_changes_keep_a_lent_partition_with_its_live_borrower(store: 
 def _owners_homes(store: Store) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
     view = store.read_cluster()
     return view.owners, view.homes
+
+
+def test_a_partition_moved_by_a_join_may_be_lent_at_once(store: Store) -> None:
+    # The hold keeps load moves from flapping; a node joining is no load move, so the partitions
+    # it took may be lent on at once.
+    node(store, "first", 4)
+    busy = node(store, "busy", 1)  # joining moves half the partitions to it
+    node(store, "free", 4)
+    submit_to(store, busy.id, 3)
+    store.claim_jobs(busy.id, 1)
+    assert store.follow_load(LoadPolicy(min_wait_s=0.0, hold_s=3600.0)) >= 1

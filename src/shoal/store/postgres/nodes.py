@@ -205,9 +205,10 @@ def write_plan(conn: Conn, plan: rules.RebalancePlan, event: str) -> None:
     """Owners, homes and sections as planned, the epoch bumped, the history row `event`, and
     every node woken (sections changed: new owners should look at once)."""
     changed = list(plan.changed)
+    lent = event == q.LOAD_MOVE_EVENT
     conn.execute(
         q.SET_OWNERS,
-        (changed, [plan.owners[p] for p in changed], [plan.homes[p] for p in changed]),
+        (lent, changed, [plan.owners[p] for p in changed], [plan.homes[p] for p in changed]),
     )
     with conn.cursor() as cur:
         cur.executemany(q.SET_SECTION, [(list(s), n) for n, s in plan.sections])

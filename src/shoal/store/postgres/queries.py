@@ -833,10 +833,14 @@ DONE_CHANNEL = "shoal_done"  # FINISH announces the jobs that ended here
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
 HOMES = "SELECT home FROM partitions ORDER BY partition"
-# Owners and homes of the changed partitions; `moved_at` only where the owner changes.
+# Owners and homes of the changed partitions; `moved_at` where a load move (the last
+# parameter true) changes the owner: the load rule's hold keeps a partition lent or given back
+# where it is for a while, but a partition that changed owner as membership changed may be lent
+# at once.
 SET_OWNERS = f"""
 UPDATE partitions p SET owner = v.owner, home = v.home,
-       moved_at = CASE WHEN p.owner IS NOT DISTINCT FROM v.owner THEN p.moved_at ELSE {NOW} END
+       moved_at = CASE WHEN NOT %s OR p.owner IS NOT DISTINCT FROM v.owner THEN p.moved_at
+                       ELSE {NOW} END
 FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS v(partition, owner, home)
 WHERE p.partition = v.partition
 """
@@ -1047,9 +1051,12 @@ SELECT greatest((SELECT at FROM samples ORDER BY bucket LIMIT 1),
 LOAD_PARTITIONS = f"""
 SELECT owner, home, {NOW} - moved_at FROM partitions ORDER BY partition
 """
+# A node's busy slots: its running jobs and those it claimed ahead, which take its next free
+# workers.
 LOAD_NODES = f"""
-SELECT n.id, n.concurrency, (SELECT count(*) FROM jobs j WHERE j.state = 'running'
-                             AND j.claimer = n.id)
+SELECT n.id, n.concurrency,
+       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.claimer = n.id)
+       + (SELECT count(*) FROM jobs j WHERE j.state = 'claimed' AND j.claimer = n.id)
 FROM nodes n WHERE {ELIGIBLE_SQL}
 """
 LOAD_BACKLOG = f"""

@@ -160,9 +160,13 @@ def rebalance(cur: sqlite3.Cursor, now: float, why: str) -> bool:
 def write_plan(cur: sqlite3.Cursor, now: float, plan: rules.RebalancePlan, event: str) -> None:
     """Owners, homes and sections as planned, the epoch bumped, the history row `event`."""
     _, epoch = cur.execute(q.LOCK_CLUSTER).fetchone()
+    moved = now if event == q.LOAD_MOVE_EVENT else None
     cur.executemany(
         q.SET_OWNER,
-        [(plan.owners[p], plan.homes[p], plan.owners[p], now, p) for p in plan.changed],
+        [
+            {"owner": plan.owners[p], "home": plan.homes[p], "moved": moved, "partition": p}
+            for p in plan.changed
+        ],
     )
     cur.executemany(q.SET_SECTION, [(section_text(s), n) for n, s in plan.sections])
     cur.execute(q.SET_EPOCH, (epoch + 1,))

@@ -309,9 +309,12 @@ SET_QUARANTINE_AFTER = "UPDATE cluster SET quarantine_after = ? WHERE id = 1"
 ELIGIBLE_NODES = f"SELECT id, concurrency FROM nodes WHERE {ELIGIBLE_SQL} ORDER BY id"
 OWNERS = "SELECT owner FROM partitions ORDER BY partition"
 HOMES = "SELECT home FROM partitions ORDER BY partition"
+# `moved_at` where a load move changes the owner (its time given; NULL for a rebalance), as on
+# PostgreSQL: membership changes leave the load rule's hold alone.
 SET_OWNER = (
-    "UPDATE partitions SET owner = ?, home = ?,"
-    " moved_at = CASE WHEN owner IS ? THEN moved_at ELSE ? END WHERE partition = ?"
+    "UPDATE partitions SET owner = :owner, home = :home,"
+    " moved_at = CASE WHEN owner IS :owner OR :moved IS NULL THEN moved_at ELSE :moved END"
+    " WHERE partition = :partition"
 )
 SET_SECTION = "UPDATE nodes SET section = ? WHERE id = ?"
 SET_EPOCH = "UPDATE cluster SET epoch = ? WHERE id = 1"
@@ -422,8 +425,11 @@ SELECT max(coalesce(s, e), coalesce(e, s)) FROM (
 # node's slots and running jobs; and the runnable backlog of the oldest queued jobs (a bounded
 # scan by id: the jobs that have waited longest are the ones that decide a move).
 LOAD_PARTITIONS = "SELECT owner, home, moved_at FROM partitions ORDER BY partition"
+# A node's busy slots: its running jobs and those it claimed ahead, which take its next free
+# workers.
 LOAD_NODES = (
     "SELECT n.id, n.concurrency, (SELECT count(*) FROM jobs j WHERE j.state = 'running'"
+    " AND j.claimer = n.id) + (SELECT count(*) FROM jobs j WHERE j.state = 'claimed'"
     f" AND j.claimer = n.id) FROM nodes n WHERE {ELIGIBLE_SQL}"
 )
 LOAD_BACKLOG = (
