@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from conformance import new_jobs, start_node
+from conformance import new_jobs, start_node, until
 
 from shoal.model import JobState, Outcome
 from shoal.store import Store
@@ -158,3 +158,31 @@ def test_threads_submitting_at_once_share_commits_and_lose_nothing(store: Store)
     assert len(ids) == len(set(ids)) == 200
     assert store.read_cluster().job_counts.get(JobState.QUEUED) == 200
     assert all(store.read_job(i) is not None for i in ids[::17])
+
+
+def test_wait_for_end_hears_a_cancel_and_a_dead_nodes_failed_job(store: Store) -> None:
+    node = start_node(store, "n1", lease_s=0.3)
+    [cancelled] = store.submit_jobs(new_jobs(1))
+    [orphan] = store.submit_jobs(new_jobs(1, max_attempts=1))
+
+    async def wait_for(job_id: int, end: Callable[[], object]) -> float:
+        """Seconds from the end of `end()` (which ends the job) until the waiter returns."""
+        jobs = store.async_jobs()
+        waiter = asyncio.ensure_future(jobs.wait_for_end(job_id, 30.0))
+        await asyncio.sleep(0.3)  # the waiter is waiting
+        assert not waiter.done()
+        await asyncio.get_running_loop().run_in_executor(None, end)
+        ended_at = time.monotonic()
+        await waiter
+        return time.monotonic() - ended_at
+
+    async def both() -> tuple[float, float]:
+        first = await wait_for(cancelled, lambda: store.cancel_job(cancelled, by="ops"))
+        assert [j.id for j in store.claim_jobs(node.id, 10)] == [orphan]
+        return first, await wait_for(orphan, lambda: until(store.mark_dead_nodes))
+
+    took_cancel_s, took_death_s = run(store, both())
+    job = store.read_job(orphan)
+    assert job is not None and job.state is JobState.FAILED
+    # Heard (or polled for, every 10 ms on SQLite), not read at the 1 s mark.
+    assert took_cancel_s < 0.5 and took_death_s < 0.5
