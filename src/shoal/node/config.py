@@ -43,6 +43,12 @@ class NodeConfig:
     # where a node with a free slot can take it (the estimate behind the prefetch was wrong:
     # the running jobs turned out slower than those before them).
     max_unstarted_wait_s: float = 0.25
+    # Jobs claimed ahead are `claimed` (no attempt charged) until a worker is free, and then
+    # started: recorded running, then handed over. Only tiny jobs, those expected to take at
+    # most this long, start as they are claimed, ahead of a free worker: a worker then never
+    # idles for the node's next write, and each begins within about `prefetch_budget_s` of its
+    # start being recorded. Slower jobs start exactly when a worker is free.
+    start_ahead_s: float = 0.02
     sample_interval_s: float = 5.0
     # How often the node checks what the datastore has running under it, besides right after
     # every datastore interruption (see node/reconcile.py).

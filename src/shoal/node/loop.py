@@ -276,19 +276,33 @@ class NodeLoop:
             )
         return True
 
-    def prefetch(self) -> int:
-        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones.
-
-        The run time expected is the recent average, or longer while a running attempt has
-        already outlasted it: an average of tiny jobs says nothing of the slow one now running,
-        and claiming a thousand jobs behind it would hold them from nodes with free slots.
-        """
+    def expected_run_s(self) -> float | None:
+        """How long the next job is expected to take: the recent average, or longer while a
+        running attempt has already outlasted it (an average of tiny jobs says nothing of the
+        slow one now running). None before any job ran here, and for the process pool, which
+        holds nothing beyond its workers."""
         if self.config.pool == "process" or self.avg_run_s is None:
+            return None
+        return max(self.avg_run_s, self.executor.longest_running_s(), 1e-5)
+
+    def prefetch(self) -> int:
+        """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones
+        (claiming a thousand jobs behind a slow one would hold them from nodes with free slots).
+        """
+        expected_s = self.expected_run_s()
+        if expected_s is None:
             return 0
-        cfg = self.config
-        expected_s = max(self.avg_run_s, self.executor.longest_running_s(), 1e-5)
-        room = cfg.concurrency * cfg.prefetch_budget_s / expected_s
-        return int(min(cfg.max_prefetch, room))
+        room = self.config.concurrency * self.config.prefetch_budget_s / expected_s
+        return int(min(self.config.max_prefetch, room))
+
+    def started_ahead(self) -> int:
+        """How many jobs may be started beyond the free workers: all those claimed ahead when
+        jobs are tiny, so that workers never idle for the node's next write; none for others,
+        which start exactly when a worker is free (see `NodeConfig.start_ahead_s`)."""
+        expected_s = self.expected_run_s()
+        if expected_s is None or expected_s > self.config.start_ahead_s:
+            return 0
+        return self.prefetch()
 
     def return_stale(self) -> None:
         """Give back the jobs claimed ahead once the oldest has waited too long for a worker, and
@@ -306,7 +320,7 @@ class NodeLoop:
         """Start jobs claimed ahead on the workers that are free. The start is recorded first
         (the attempt charged, `started_at` stamped) and the job handed to a worker after, so no
         attempt is charged that did not begin, and none begins uncharged."""
-        free = min(self.executor.free_slots(0), len(self.ahead))
+        free = min(self.executor.free_slots(self.started_ahead()), len(self.ahead))
         if free <= 0 or self.start_backoff.active():
             return
         ids = [self.ahead.popleft() for _ in range(free)]
@@ -337,6 +351,7 @@ class NodeLoop:
         if free <= 0 and not self.executor.running():
             return state  # no worker at all (a worker process restarting): nothing to claim for
         prefetch = self.prefetch()
+        startable = self.executor.free_slots(self.started_ahead()) - len(self.ahead)
         room = free + prefetch - len(self.ahead)
         if room <= 0:
             return state
@@ -348,7 +363,7 @@ class NodeLoop:
         if self.claim_backoff.active():
             return state
         try:
-            jobs = self.store.claim_jobs(self.node_id, room, start=max(free - len(self.ahead), 0))
+            jobs = self.store.claim_jobs(self.node_id, room, start=max(startable, 0))
         except DatastoreUnavailable as exc:
             log.warning(
                 "cannot claim jobs (%s); retrying in %.2fs", exc, self.claim_backoff.refused()
