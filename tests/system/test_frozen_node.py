@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from shoal.model import NewJob, NodeState
 from shoal.store import open_store
 
@@ -32,12 +34,13 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+@pytest.mark.parametrize("pool", ["thread", "process"])
 def test_a_frozen_node_worker_process_runs_nothing_past_the_lease(
-    sqlite_cluster: Cluster, tmp_path: Path
+    sqlite_cluster: Cluster, tmp_path: Path, pool: str
 ) -> None:
     store = open_store(sqlite_cluster.url)
     path = tmp_path / "ticks"
-    a = sqlite_cluster.start("a", "--concurrency", "2", lease_s=LEASE_S)
+    a = sqlite_cluster.start("a", "--concurrency", "2", "--pool", pool, lease_s=LEASE_S)
     until(lambda: any(n.name == "a" for n in store.read_cluster().nodes), what="a live")
     [job_id] = store.submit_jobs([NewJob("ticker", json.dumps([str(path), 60]), "{}", 5)])
     [(worker, _), *_] = until(lambda: ticks(path), what="the job ticking on a")

@@ -58,6 +58,8 @@ from shoal.errors import AppNotLoadable
 from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import ABANDONED_PER_SLOT, Event, ThreadExecutor
 from shoal.node.procpool import (
+    LEASE_RAN_OUT,
+    STALLED_EXIT,
     ProcessExecutor,
     death_of,
     ended_how,
@@ -79,8 +81,6 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # A child stops this long before the node's lease is due to run out: its checks are POLL_S
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
-STALLED_EXIT = 4  # the child's exit code when the node's lease ran out under it
-LEASE_RAN_OUT = "the node's lease ran out while it ran (the node was stopped or stuck)"
 # A job in the child at this many of its deaths, though never marked started, is treated as
 # started: whatever kills the child before the mark, the job cannot circle for ever.
 UNMARKED_DEATHS = 2
@@ -328,8 +328,11 @@ class HostedExecutor:
 
     def renew_lease(self, until_mono: float) -> None:
         """The node's lease is sure to last until `until_mono` (monotonic): its child runs
-        nothing past that time."""
+        nothing past that time, nor does the process a suspect runs alone in."""
         self._lease.value = until_mono
+        solo = self._solo
+        if solo is not None:
+            solo.renew_lease(until_mono)
 
     def wait_started(self, timeout_s: float) -> bool:
         """Wait until the first child has loaded the app (True) or `timeout_s` has passed
@@ -589,6 +592,7 @@ class HostedExecutor:
                 self._queue.append(work)
             if self._solo is None:
                 self._solo = ProcessExecutor(self.app_spec, 1, self.db_url)
+                self._solo.renew_lease(self._lease.value)
                 threading.Thread(target=self._forward_solo, args=(self._solo,), daemon=True).start()
             self._feed_solo()
 

@@ -17,8 +17,11 @@ A node that is pausing or stopping spawns no replacements; the next submit fills
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import math
 import multiprocessing
+import os
 import queue
 import signal
 import sys
@@ -40,6 +43,12 @@ log = logging.getLogger("shoal.node")
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 UNLOADABLE_EXIT = 3  # a worker's exit code when it cannot load the app (it sent the cause)
+STALLED_EXIT = 4  # a worker's exit code when the node's lease ran out under it
+LEASE_RAN_OUT = "the node's lease ran out while it ran (the node was stopped or stuck)"
+# A worker stops this long before the node's lease is due to run out: it looks every
+# LEASE_POLL_S, and must be gone before another node can have taken its job.
+LEASE_POLL_S = 0.05
+LEASE_MARGIN_S = 4 * LEASE_POLL_S
 SHUTDOWN_WAIT_S = 2.0  # how long idle workers get to exit when the pool shuts down
 
 
@@ -83,9 +92,23 @@ def load_worker_app(app_spec: str, db_url: str | None, conn: Connection) -> App:
     return app
 
 
-def _worker_main(app_spec: str, db_url: str | None, conn: Connection, cancel: Any) -> None:
+def _worker_main(
+    app_spec: str, db_url: str | None, conn: Connection, cancel: Any, lease: Any
+) -> None:
+    """One worker process: run one attempt at a time as the node sends them; exit at once
+    (STALLED_EXIT) if the node's lease (`lease.value`, monotonic) is due to run out while an
+    attempt runs: the node is frozen or stuck, and the job may already run elsewhere."""
     ignore_stop_signals()
     app = load_worker_app(app_spec, db_url, conn)
+    busy = threading.Event()
+
+    def watch_lease() -> None:
+        while True:
+            time.sleep(LEASE_POLL_S)
+            if busy.is_set() and time.monotonic() > lease.value - LEASE_MARGIN_S:
+                os._exit(STALLED_EXIT)
+
+    threading.Thread(target=watch_lease, name="shoal-lease-watch", daemon=True).start()
 
     def report(event: ProgressEvent) -> None:
         conn.send(("progress", event.job_id, event.attempt, event.fraction, event.message))
@@ -95,7 +118,9 @@ def _worker_main(app_spec: str, db_url: str | None, conn: Connection, cancel: An
         if message is None:
             return
         work = Work(*message)
+        busy.set()
         f = execute(app, work, report, partial(_asked_to_cancel, cancel, work.job_id))
+        busy.clear()
         conn.send(("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final))
 
 
@@ -133,6 +158,8 @@ class ProcessExecutor:
         self._closing = False
         self._idle = False  # pausing or stopping: dead workers are not replaced until a submit
         self._workers: list[_Worker] = []
+        # Until when the node's lease is sure to last (monotonic); no end until it first says.
+        self._lease = self._ctx.RawValue(ctypes.c_double, math.inf)
         self._fill()
 
     def _fill(self) -> None:
@@ -145,7 +172,7 @@ class ProcessExecutor:
         cancel = self._ctx.Value("q", 0, lock=False)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(self.app_spec, self.db_url, child, cancel),
+            args=(self.app_spec, self.db_url, child, cancel, self._lease),
             name="shoal-worker",
             daemon=True,
         )
@@ -217,7 +244,9 @@ class ProcessExecutor:
                     w.cancel_deadline = time.monotonic() + grace_s
 
     def renew_lease(self, until_mono: float) -> None:
-        """Not watched yet: a worker runs its attempt on while the node is stopped."""
+        """The node's lease is sure to last until `until_mono` (monotonic): no worker runs an
+        attempt past that time."""
+        self._lease.value = until_mono
 
     def shutdown(self) -> None:
         """Stop every worker: idle ones are asked to exit, busy ones (their jobs are released or
@@ -282,14 +311,9 @@ class ProcessExecutor:
             "; replaced" if replaced else "",
         )
         if work is not None:
-            self.events.put(
-                Finished(
-                    work.job_id,
-                    work.attempt,
-                    False,
-                    error=death_of(worker.process.exitcode, work.job_id),
-                )
-            )
+            code = worker.process.exitcode
+            error = LEASE_RAN_OUT if code == STALLED_EXIT else death_of(code, work.job_id)
+            self.events.put(Finished(work.job_id, work.attempt, False, error=error))
 
 
 def death_of(exitcode: int | None, job_id: int) -> str:
