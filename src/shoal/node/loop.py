@@ -295,14 +295,15 @@ class NodeLoop:
         room = self.config.concurrency * self.config.prefetch_budget_s / expected_s
         return int(min(self.config.max_prefetch, room))
 
-    def started_ahead(self) -> int:
-        """How many jobs may be started beyond the free workers: all those claimed ahead when
-        jobs are tiny, so that workers never idle for the node's next write; none for others,
-        which start exactly when a worker is free (see `NodeConfig.start_ahead_s`)."""
+    def started_ahead(self, prefetch: int) -> int:
+        """How many jobs may be started beyond the free workers, given the `prefetch` held:
+        all of them when jobs are tiny, so that workers never idle for the node's next write;
+        none for others, which start exactly when a worker is free (see
+        `NodeConfig.start_ahead_s`)."""
         expected_s = self.expected_run_s()
         if expected_s is None or expected_s > self.config.start_ahead_s:
             return 0
-        return self.prefetch()
+        return prefetch
 
     def return_stale(self) -> None:
         """Give back the jobs claimed ahead once the oldest has waited too long for a worker, and
@@ -320,7 +321,8 @@ class NodeLoop:
         """Start jobs claimed ahead on the workers that are free. The start is recorded first
         (the attempt charged, `started_at` stamped) and the job handed to a worker after, so no
         attempt is charged that did not begin, and none begins uncharged."""
-        free = min(self.executor.free_slots(self.started_ahead()), len(self.ahead))
+        beyond = self.started_ahead(self.prefetch()) if self.ahead else 0
+        free = min(self.executor.free_slots(beyond), len(self.ahead))
         if free <= 0 or self.start_backoff.active():
             return
         ids = [self.ahead.popleft() for _ in range(free)]
@@ -351,7 +353,7 @@ class NodeLoop:
         if free <= 0 and not self.executor.running():
             return state  # no worker at all (a worker process restarting): nothing to claim for
         prefetch = self.prefetch()
-        startable = self.executor.free_slots(self.started_ahead()) - len(self.ahead)
+        startable = self.executor.free_slots(self.started_ahead(prefetch)) - len(self.ahead)
         room = free + prefetch - len(self.ahead)
         if room <= 0:
             return state
