@@ -30,15 +30,17 @@ unit: $(VENV)/.test-deps
 	$(BIN)/pytest tests/unit -q
 
 # Two test processes: most tests wait on real nodes and servers rather than compute. Each test
-# has its own datastore (a SQLite file, or a PostgreSQL database cloned per test), and the tests
-# that restart or fail over PostgreSQL run throwaway servers of their own on free ports.
+# has its own datastore (a SQLite file, or a PostgreSQL database cloned per test), and most tests
+# that stop or fail over PostgreSQL run throwaway servers of their own on free ports. The few
+# that restart the shared server run after the others, alone.
 test: $(VENV)/.test-deps
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests bench faults
 	$(BIN)/ruff format --check src tests bench faults
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n 2 --durations=15
+	$(BIN)/pytest -q -n 2 --durations=15 -m "not restarts_shared_postgres"
+	$(BIN)/pytest -q -m restarts_shared_postgres
 
 bench: $(BIN)/shoal
 	bash scripts/ensure-postgres.sh

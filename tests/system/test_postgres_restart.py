@@ -30,7 +30,8 @@ from shoal.store import Store, open_store
 from pgutil import ADMIN_URL, fresh_pg_database, pg_available
 from realnodes import Cluster, until
 
-pytestmark = pytest.mark.postgres
+# Every other test shares this server: `make test` runs these after them, alone.
+pytestmark = [pytest.mark.postgres, pytest.mark.restarts_shared_postgres]
 
 if not pg_available():  # with CI=true pg_available raises instead: CI never skips these
     pytest.skip(
