@@ -182,7 +182,11 @@ def test_a_worker_process_that_cannot_load_the_app_backs_off_and_claims_nothing(
         # Alive, heartbeating, and holding nothing for a worker that cannot run it: what it
         # claimed before it saw the death goes back to the queue, and nothing more is claimed.
         assert node.exit_code is None and node.node_id == node_id
-        assert sqlite_store.read_node(node_id).heartbeat_at > beat  # type: ignore[union-attr]
+        until(
+            lambda: sqlite_store.read_node(node_id).heartbeat_at > beat,  # type: ignore[union-attr]
+            "a heartbeat",
+            DEATH_S,
+        )
 
         def given_back() -> bool:
             jobs = [sqlite_store.read_job(job_id) for job_id in queued]

@@ -122,3 +122,26 @@ def test_claimed_jobs_hold_their_room_in_the_limits(store: Store) -> None:
     assert len(store.claim_jobs(node.id, 6)) == 2
     store.cancel_job(ids[0])
     assert_counts_match(store, "limited claimed jobs")
+
+
+def test_last_started_lists_the_jobs_of_the_node_s_latest_start(store: Store) -> None:
+    a = start_node(store, "a")
+    b = start_node(store, "b")
+    store.submit_jobs(new_jobs(16))
+    assert store.last_started(a.id) == []
+    jobs = store.claim_jobs(a.id, 6, start=3)  # three running, three claimed ahead
+    running = [j.id for j in jobs if j.state is JobState.RUNNING]
+    ahead = [j.id for j in jobs if j.state is JobState.CLAIMED]
+    assert len(running) == 3 and len(ahead) == 3
+    assert store.last_started(a.id) == running
+    store.start_jobs(a.id, ahead[:2])
+    assert store.last_started(a.id) == ahead[:2]  # the latest start only
+    assert store.last_started(b.id) == []
+    store.finish_jobs(a.id, [Outcome(ahead[0], 1, True, "null")])
+    assert store.last_started(a.id) == [ahead[1]]  # ended ones are no longer running
+    # Given back uncharged, as a worker process whose node died does with what never began.
+    assert store.release_jobs(a.id, store.last_started(a.id)) == 1
+    job = store.read_job(ahead[1])
+    assert job is not None and (job.state, job.attempts) == (JobState.QUEUED, 0)
+    assert store.last_started(a.id) == running
+    assert_counts_match(store, "latest start given back")

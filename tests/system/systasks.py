@@ -124,3 +124,12 @@ def ticker(path: str, seconds: float) -> str:
 def relay(n: int) -> int:
     """Submits `work(n)` from inside a task: to whichever datastore this app uses where it runs."""
     return work.submit(n).id
+
+
+@app.task(retries=0)
+def noted(path: str, n: int, sleep_s: float) -> int:
+    """Appends `n` to `path` as its body begins, then sleeps: which jobs ever began."""
+    with open(path, "a") as out:
+        out.write(f"{n}\n")
+    time.sleep(sleep_s)
+    return n

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,6 +61,7 @@ class Executor(Protocol):
     events: queue.SimpleQueue[Event]
 
     def submit(self, work: Work) -> None: ...
+    def submit_many(self, works: Sequence[Work]) -> None: ...
     def free_slots(self, prefetch: int = 0) -> int: ...
     def take_unstarted(self) -> list[int]: ...
     def unstarted_wait_s(self) -> float: ...
@@ -69,6 +70,7 @@ class Executor(Protocol):
     def expire(self, now_mono: float) -> list[Finished]: ...
     def cancel(self, job_id: int, grace_s: float) -> None: ...
     def renew_lease(self, until_mono: float) -> None: ...
+    def serve_node(self, node_id: int) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -132,6 +134,10 @@ class ThreadExecutor:
         with self._lock:
             self._slots[work.job_id] = _Slot(work, deadline=None, accepted_at=time.monotonic())
         self._todo.put(work)
+
+    def submit_many(self, works: Sequence[Work]) -> None:
+        for work in works:
+            self.submit(work)
 
     def free_slots(self, prefetch: int = 0) -> int:
         """How many more attempts to accept: idle workers plus `prefetch` queued locally; none
@@ -215,6 +221,9 @@ class ThreadExecutor:
 
     def renew_lease(self, until_mono: float) -> None:
         """Nothing to do: these threads stop with the node's process, lease and all."""
+
+    def serve_node(self, node_id: int) -> None:
+        """Nothing to do: what these threads hold dies with the node's process."""
 
     def shutdown(self) -> None:
         self._stopping = True

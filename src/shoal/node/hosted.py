@@ -46,10 +46,13 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 import queue
+import select
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
 from typing import Any
@@ -68,10 +71,14 @@ from shoal.node.procpool import (
     start_worker,
 )
 from shoal.node.runner import NOT_STARTED, Finished, ProgressEvent, Work
+from shoal.store.deadline import Deadline, retrying_until
 
 log = logging.getLogger("shoal.node")
 
 BATCH = 1024  # events or work items per message across the pipe
+# The largest message the node's loop sends to the child itself (see `_send_at_once`): far less
+# than the room a writable socket has, and one write (Connection sends up to 16 KiB at once).
+DIRECT_MAX = 16 * 1024
 POLL_S = 0.05  # how often the child enforces time limits while no work arrives
 TAKE_WAIT_S = 2.0  # how long a withdrawal of unstarted work waits for the child's answer
 SHUTDOWN_WAIT_S = 2.0  # how long the child gets to exit when the pool shuts down
@@ -81,6 +88,8 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # A child stops this long before the node's lease is due to run out: its checks are POLL_S
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
+GIVE_BACK_S = 5.0  # the longest a child whose node died tries to give back what it held
+RECEIVED_KEPT = 16_384  # the latest job ids a child remembers the node sent it (see _give_back)
 # A job in the child at this many of its deaths, though never marked started, is treated as
 # started: whatever kills the child before the mark, the job cannot circle for ever.
 UNMARKED_DEATHS = 2
@@ -119,16 +128,23 @@ class SharedMarks:
 
 
 def _host_main(
-    app_spec: str, db_url: str | None, concurrency: int, conn: Connection, slots: Any, lease: Any
+    app_spec: str,
+    db_url: str | None,
+    concurrency: int,
+    conn: Connection,
+    slots: Any,
+    lease: Any,
+    node: Any,
 ) -> None:
     """The child: run the work the node sends in a ThreadExecutor; send events back in batches;
     exit at once (STALLED_EXIT) when the node's lease, `lease.value` in monotonic time, is due
-    to run out."""
+    to run out; give back what no thread started when the node is gone (its id: `node.value`)."""
     ignore_stop_signals()
     executor = ThreadExecutor(
         load_worker_app(app_spec, db_url, conn), concurrency, SharedMarks(slots)
     )
     send_lock = threading.Lock()
+    received: deque[int] = deque(maxlen=RECEIVED_KEPT)  # the latest job ids the node sent
 
     def send(message: Any) -> None:
         with send_lock:
@@ -146,6 +162,7 @@ def _host_main(
                     break
                 if message[0] == "work":
                     for item in message[1]:
+                        received.append(item[0])
                         executor.submit(Work(*item))
                 elif message[0] == "cancel":  # ("cancel", job id, grace in seconds)
                     executor.cancel(message[1], message[2])
@@ -153,9 +170,40 @@ def _host_main(
                     send(("taken", message[1], executor.take_unstarted()))
             for finished in executor.expire(time.monotonic()):
                 executor.events.put(finished)
-    except (EOFError, OSError):
-        pass  # the node is gone: so is the reason to run
+    except (EOFError, OSError):  # the node is gone: so is the reason to run
+        _give_back(executor, node.value, lease.value, set(received))
     executor.shutdown()
+
+
+def _give_back(
+    executor: ThreadExecutor, node_id: int, lease_ends: float, received: set[int]
+) -> None:
+    """The node died (killed, or crashed): give back the jobs whose start it recorded, so
+    charging their attempt, but that never began. Those are the work here that no thread has
+    begun, and those of the node's latest start that never reached this process (the node
+    died between that commit and sending them; `received` holds the latest ids it sent). Put
+    back to queued, uncharged, in the node's name: the datastore's release is fenced by the
+    node and the job's state, so once the node's jobs were requeued or taken by another node
+    it changes nothing. Without this each would wait for the node's lease to run out, and lose
+    its attempt. Tried until the lease would have run out (the cluster then requeues the
+    node's jobs itself), and for at most GIVE_BACK_S."""
+    unstarted = executor.take_unstarted()
+    if not node_id:
+        return  # it never registered: it started nothing
+    deadline = Deadline()
+    deadline.bring_forward(min(lease_ends, time.monotonic() + GIVE_BACK_S))
+    try:
+        with retrying_until(deadline):
+            store = executor.app.store
+            never_sent = [i for i in store.last_started(node_id) if i not in received]
+            store.release_jobs(node_id, unstarted + never_sent)
+    except Exception as exc:  # nothing to report to: the node is gone
+        log.warning(
+            "node %d is gone; could not give back the jobs it started that never began "
+            "(%s): they go back to the queue once its lease runs out",
+            node_id,
+            exc,
+        )
 
 
 def _send_events(executor: ThreadExecutor, send: Any) -> None:
@@ -168,6 +216,24 @@ def _send_events(executor: ThreadExecutor, send: Any) -> None:
             except queue.Empty:
                 break
         send(("events", [_event_tuple(e) for e in batch], executor.abandoned))
+
+
+def _work_item(work: Work) -> tuple[Any, ...]:
+    """Work as plain values, as it crosses the pipe (the child makes it `Work(*item)` again)."""
+    return (work.job_id, work.attempt, work.task, work.args_json, work.kwargs_json, work.timeout_s)
+
+
+def _pickled(message: Any) -> bytes:
+    """`message` pickled as `Connection.send` does it, for `Connection.recv` to read."""
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _has_room(conn: Connection) -> bool:
+    """The connection's socket can take a DIRECT_MAX message without waiting."""
+    try:
+        return bool(select.select([], [conn.fileno()], [], 0)[1])
+    except (OSError, ValueError):  # closed meanwhile
+        return False
 
 
 def _event_tuple(event: Event) -> tuple[Any, ...]:
@@ -220,6 +286,9 @@ class HostedExecutor:
         self._solo: ProcessExecutor | None = None
         # Until when the node's lease is sure to last (monotonic); no end until it first says.
         self._lease = self._ctx.RawValue(ctypes.c_double, math.inf)
+        # The node's id in the cluster, for the child to give back what it holds unstarted if
+        # the node dies (see `_give_back`); 0 until the node has registered.
+        self._node = self._ctx.RawValue(ctypes.c_longlong, 0)
         self._failed_starts = 0  # children in a row that could not load the app
         self._first_answer: str | None = None  # "" once a child loaded the app, else the cause
         self._answered = threading.Event()  # the first child loaded the app or failed to
@@ -230,13 +299,47 @@ class HostedExecutor:
     # -- the Executor protocol ---------------------------------------------------------------------
 
     def submit(self, work: Work) -> None:
+        self.submit_many((work,))
+
+    def submit_many(self, works: Sequence[Work]) -> None:
+        """Hand `works` to the child: at once from the caller's thread when nothing else is
+        being sent (see `_send_at_once`), else by the send thread, in batches."""
+        if not works:
+            return
+        now = time.monotonic()
         with self._lock:
-            self._inflight[work.job_id] = work
-            self._accepted[work.job_id] = time.monotonic()
-            self._unsent.append(work)
-            ring = len(self._unsent) == 1
-        if ring:
+            for work in works:
+                self._inflight[work.job_id] = work
+                self._accepted[work.job_id] = now
+            ring = not self._unsent
+            self._unsent.extend(works)
+        if ring and not self._send_at_once():
             self._bell.put(True)
+
+    def _send_at_once(self) -> bool:
+        """Send what waits to be sent from the caller's thread (the node's loop, just after
+        the start was recorded), when that cannot block: the child has loaded the app, nothing
+        else is being sent to it, the message is small and its socket has room (writable means
+        most of its buffer is free). Between a start's commit and the child's receipt of the
+        work there is then no thread to wake: a node killed just after the commit leaves the
+        work with a child that gives it back (see `_give_back`). True if it was sent."""
+        with self._lock:
+            child = self._child
+            if child.ended or not child.ready or not self._unsent:
+                return False
+            data = _pickled(("work", [_work_item(w) for w in self._unsent]))
+            if len(data) > DIRECT_MAX or not child.send_lock.acquire(blocking=False):
+                return False
+            try:
+                if not _has_room(child.conn):
+                    return False
+                self._unsent = []
+                # A child that died meanwhile gets nothing: its death resends what it held.
+                with contextlib.suppress(OSError):
+                    child.conn.send_bytes(data)
+                return True
+            finally:
+                child.send_lock.release()
 
     def free_slots(self, prefetch: int = 0) -> int:
         """Idle threads plus `prefetch`; none while no child has loaded the app, and none while
@@ -334,6 +437,10 @@ class HostedExecutor:
         if solo is not None:
             solo.renew_lease(until_mono)
 
+    def serve_node(self, node_id: int) -> None:
+        """The node registered as `node_id`: its child may give back in its name."""
+        self._node.value = node_id
+
     def wait_started(self, timeout_s: float) -> bool:
         """Wait until the first child has loaded the app (True) or `timeout_s` has passed
         (False). Raises AppNotLoadable, saying why, if the first child could not load it."""
@@ -388,7 +495,15 @@ class HostedExecutor:
         slots = self._ctx.RawArray(ctypes.c_longlong, self.concurrency + self.max_abandoned + 1)
         process = self._ctx.Process(
             target=_host_main,
-            args=(self.app_spec, self.db_url, self.concurrency, child_end, slots, self._lease),
+            args=(
+                self.app_spec,
+                self.db_url,
+                self.concurrency,
+                child_end,
+                slots,
+                self._lease,
+                self._node,
+            ),
             name="shoal-worker",
             daemon=True,
         )
@@ -410,10 +525,7 @@ class HostedExecutor:
             if more:
                 self._bell.put(True)
             if batch:
-                items = [
-                    (w.job_id, w.attempt, w.task, w.args_json, w.kwargs_json, w.timeout_s)
-                    for w in batch
-                ]
+                items = [_work_item(w) for w in batch]
                 # A child that died meanwhile gets nothing: its death resends what it held.
                 with contextlib.suppress(OSError):
                     child.send(("work", items))

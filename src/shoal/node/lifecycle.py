@@ -330,6 +330,7 @@ class Node:
             raise
         executor.renew_lease(began + self.config.lease_s)
         self.node_id, self.state = record.id, NodeState.INITIALIZING
+        executor.serve_node(record.id)
         self._retrying(
             lambda: self.store.set_node_state(
                 self.node_id, NodeState.INITIALIZING, NodeState.WAITING

@@ -335,6 +335,7 @@ class NodeLoop:
             return
         self.start_backoff.succeeded()
         begun = {job.id: job for job in started}
+        works = []
         for job_id in ids:
             held = self.held.get(job_id)
             job = begun.get(job_id)
@@ -345,7 +346,8 @@ class NodeLoop:
                 log.info("job %d was cancelled or taken back before a worker started it", job_id)
                 continue
             held.job = job
-            self.executor.submit(Work.of(job, held.timeout_s))
+            works.append(Work.of(job, held.timeout_s))
+        self.executor.submit_many(works)
 
     def claim(self, state: NodeState) -> NodeState:
         """Claim jobs for the free slots, and a few ahead; returns the node's state after."""
@@ -378,6 +380,7 @@ class NodeLoop:
         """Hold claimed jobs: those started go to the workers, those claimed ahead wait for
         one. Returns the node's state after the claim."""
         now = time.monotonic()
+        works = []
         for job in jobs:
             task = self.app.tasks.get(job.task)
             options = task.options if task else None
@@ -386,9 +389,10 @@ class NodeLoop:
             held = Held(job, RetryPolicy.of(options), grace_s, timeout_s=timeout_s, claimed_at=now)
             self.held[job.id] = held
             if job.state is JobState.RUNNING:
-                self.executor.submit(Work.of(job, timeout_s))
+                works.append(Work.of(job, timeout_s))
             else:
                 self.ahead.append(job.id)
+        self.executor.submit_many(works)  # the started ones, in one hand-over
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state
 

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
@@ -194,6 +195,10 @@ class ProcessExecutor:
             (work.job_id, work.attempt, work.task, work.args_json, work.kwargs_json, work.timeout_s)
         )
 
+    def submit_many(self, works: Sequence[Work]) -> None:
+        for work in works:
+            self.submit(work)
+
     def free_slots(self, prefetch: int = 0) -> int:
         """Idle workers. A process pool does not prefetch: its tasks are long by nature."""
         with self._lock:
@@ -247,6 +252,10 @@ class ProcessExecutor:
         """The node's lease is sure to last until `until_mono` (monotonic): no worker runs an
         attempt past that time."""
         self._lease.value = until_mono
+
+    def serve_node(self, node_id: int) -> None:
+        """Nothing to do: each worker is handed an attempt only once it is idle, so none holds
+        one it has not begun."""
 
     def shutdown(self) -> None:
         """Stop every worker: idle ones are asked to exit, busy ones (their jobs are released or

@@ -412,6 +412,15 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def last_started(self, node_id: int) -> list[int]:
+        """The ids of the jobs running under the node that its latest start began: one claim
+        or one start of jobs claimed ahead (they share that statement's `started_at`), by id.
+
+        What a node that died just after that commit may never have handed to a worker (see
+        the default pool's worker process, which gives back what it never got).
+        """
+
+    @abstractmethod
     def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
         """(job id, attempt) of every job recorded as running under the node, by id, and
         (job id, 0) of each job claimed ahead by it (no attempt of it has started).

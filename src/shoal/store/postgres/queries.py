@@ -417,6 +417,12 @@ WITH me AS (
 
 # What the datastore has under a node, for `reconcile`: each running job with its attempt, and
 # each job claimed ahead with 0 (no attempt of it has started).
+LAST_STARTED = """
+SELECT id FROM jobs WHERE state = 'running' AND claimer = %(node)s AND started_at = (
+    SELECT max(started_at) FROM jobs WHERE state = 'running' AND claimer = %(node)s
+) ORDER BY id
+"""
+
 RUNNING_ATTEMPTS = """
 SELECT id, attempts FROM jobs WHERE state = 'running' AND claimer = %(node)s
 UNION ALL SELECT id, 0 FROM jobs WHERE state = 'claimed' AND claimer = %(node)s

@@ -111,6 +111,10 @@ def list_finished(conn: Conn, since: float, limit: int) -> list[model.Job]:
     return [job_from_row(r) for r in conn.execute(q.LIST_FINISHED, (since, limit))]
 
 
+def last_started(conn: Conn, node_id: int) -> list[int]:
+    return [int(r[0]) for r in conn.execute(q.LAST_STARTED, {"node": node_id})]
+
+
 def running_attempts(conn: Conn, node_id: int) -> list[tuple[int, int]]:
     return [(int(r[0]), int(r[1])) for r in conn.execute(q.RUNNING_ATTEMPTS, {"node": node_id})]
 

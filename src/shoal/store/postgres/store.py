@@ -219,6 +219,9 @@ class PostgresStore(Store):
             return 0
         return self._db.run("release jobs", lambda c, _: jobs.release(c, node_id, job_ids))
 
+    def last_started(self, node_id: int) -> list[int]:
+        return self._db.run("list last started jobs", lambda c, _: reads.last_started(c, node_id))
+
     def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
         return self._db.run("list running jobs", lambda c, _: reads.running_attempts(c, node_id))
 

@@ -236,6 +236,10 @@ def release(cur: sqlite3.Cursor, now: float, node_id: int, job_ids: Sequence[int
     return len(released) + len(ahead)
 
 
+def last_started(cur: sqlite3.Cursor, node_id: int) -> list[int]:
+    return [int(r[0]) for r in cur.execute(q.LAST_STARTED, {"node": node_id})]
+
+
 def running_attempts(cur: sqlite3.Cursor, node_id: int) -> list[tuple[int, int]]:
     rows = cur.execute(q.RUNNING_ATTEMPTS, (node_id,)).fetchall()
     return [(int(r[0]), int(r[1])) for r in rows]

@@ -204,6 +204,11 @@ RELEASE_CANCELLED = (
 
 # What the datastore has under a node, for `reconcile`: each running job with its attempt, and
 # each job claimed ahead with 0 (no attempt of it has started).
+LAST_STARTED = (
+    "SELECT id FROM jobs WHERE state = 'running' AND claimer = :node AND started_at = ("
+    " SELECT max(started_at) FROM jobs WHERE state = 'running' AND claimer = :node) ORDER BY id"
+)
+
 RUNNING_ATTEMPTS = (
     "SELECT id, CASE WHEN state = 'running' THEN attempts ELSE 0 END FROM jobs"
     " WHERE state IN ('running', 'claimed') AND claimer = ? ORDER BY id"

@@ -195,6 +195,10 @@ class SqliteStore(Store):
             self._ringer.ring()
         return released
 
+    def last_started(self, node_id: int) -> list[int]:
+        with self.file.read() as cur:
+            return jobs.last_started(cur, node_id)
+
     def running_attempts(self, node_id: int) -> list[tuple[int, int]]:
         with self.file.read() as cur:
             return jobs.running_attempts(cur, node_id)
