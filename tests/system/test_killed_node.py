@@ -32,9 +32,7 @@ def test_work_a_killed_node_never_began_is_given_back_uncharged(
     path = tmp_path / "began"
     node = cluster.start("a", "--concurrency", "2", lease_s=LEASE_S)
     until(lambda: any(n.name == "a" for n in store.read_cluster().nodes), what="a live")
-    jobs = [
-        NewJob("noted", json.dumps([str(path), n, SLEEP_S]), "{}", 1) for n in range(JOBS)
-    ]
+    jobs = [NewJob("noted", json.dumps([str(path), n, SLEEP_S]), "{}", 1) for n in range(JOBS)]
     ids = store.submit_jobs(jobs)
     index = {job_id: n for n, job_id in enumerate(ids)}
     until(lambda: len(began(path)) >= 60, what="60 jobs begun")
