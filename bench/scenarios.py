@@ -16,8 +16,11 @@ The workers are started first and warmed up: rounds of 128 zero-length jobs (one
 partition) until every worker process has run one; only then is the clock read, just before
 the submit (queues/scenario_drive.py). The task is the harness's `stamps.echo`, which sleeps
 the duration this script writes for its index into the file named by BENCH_DURATIONS. Per case
-and system: the makespan (submit → last end), the ideal (work ÷ slots), their ratio and, in the
-head-of-line case, the short jobs' wait (submit → start) at p50 and p99. Medians over --runs.
+and system: the makespan (submit → last end), the ideal (work ÷ slots), their ratio, the best
+makespan of any queue that starts jobs in submit order ("in order": each job on the slot that
+frees first, with no overhead; no queue that cannot tell a long job from a short one does
+better) and the ratio to it, and, in the head-of-line case, the short jobs' wait (submit →
+start) at p50 and p99. Medians over --runs.
 Every wait is bounded; a stuck or failed run is reported in the table, and the benchmark goes on.
 
 `--pools thread,inline` runs each Shoal system once per `shoal node --pool`, run by run in turn
@@ -29,6 +32,7 @@ worker process costs against threads of the node's own process.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import platform
@@ -69,6 +73,17 @@ class Case:
     @property
     def ideal_s(self) -> float:
         return self.work_s / sum(self.slots)
+
+    @property
+    def fifo_s(self) -> float:
+        """The best makespan of any queue that starts jobs in submit order: each job, in that
+        order, on the slot that frees first, with no overhead at all (list scheduling). The
+        bound a shared queue with free workers taking the next job reaches, and no lower: it
+        cannot know which job will be long."""
+        free_at = [0.0] * sum(self.slots)
+        for seconds in self.durations():
+            heapq.heappush(free_at, heapq.heappop(free_at) + seconds)
+        return max(free_at)
 
     def durations(self) -> list[float]:
         return [s for burst in self.bursts for s in burst]
@@ -205,13 +220,29 @@ def _done(folder: Path, indices: range, workers: Workers) -> dict[int, tuple[flo
 
 
 def format_table(cells: list[Cell], runs: int) -> str:
-    head = ("case", "system", "store", "makespan s", "ideal s", "ratio", "short wait p50/p99 s")
+    head = (
+        "case",
+        "system",
+        "store",
+        "makespan s",
+        "ideal s",
+        "ratio",
+        "in order s",
+        "÷ in order",
+        "short wait p50/p99 s",
+    )
     rows = [head]
     notes: list[str] = []
     for case in dict.fromkeys(cell.case for cell in cells):
         longest = max(case.durations())
         if longest > case.ideal_s:
             notes.append(f"{case.name}: no schedule beats its longest job, {longest:g} s")
+        if case.ideal_s and case.fifo_s > 1.05 * case.ideal_s:
+            notes.append(
+                f"{case.name}: no queue that starts jobs in submit order beats "
+                f"{case.fifo_s:.2f} s, {case.fifo_s / case.ideal_s:.2f}x the ideal "
+                "(list scheduling with no overhead: 'in order')"
+            )
     for cell in cells:
         label = cell.system.name if cell.pool is None else f"{cell.system.name} [{cell.pool}]"
         if cell.note:
@@ -219,7 +250,9 @@ def format_table(cells: list[Cell], runs: int) -> str:
             label += " *"
         if not cell.results:
             error = cell.errors[0] if cell.errors else "not run"
-            rows.append((cell.case.name, label, cell.system.datastore, "failed", "", "", error))
+            rows.append(
+                (cell.case.name, label, cell.system.datastore, "failed", "", "", "", "", error)
+            )
             continue
         makespan = statistics.median(r.makespan_s for r in cell.results)
         wait = ""
@@ -228,7 +261,7 @@ def format_table(cells: list[Cell], runs: int) -> str:
             p99 = statistics.median(r.short_p99_s or 0.0 for r in cell.results)
             wait = f"{p50:.2f} / {p99:.2f}"
         runs_said = "" if len(cell.results) == runs else f" ({len(cell.results)}/{runs} runs)"
-        ideal = cell.case.ideal_s
+        ideal, in_order = cell.case.ideal_s, cell.case.fifo_s
         rows.append(
             (
                 cell.case.name,
@@ -237,6 +270,8 @@ def format_table(cells: list[Cell], runs: int) -> str:
                 f"{makespan:.2f}{runs_said}",
                 f"{ideal:.2f}" if ideal else "-",
                 f"{makespan / ideal:.2f}" if ideal else "-",
+                f"{in_order:.2f}" if in_order else "-",
+                f"{makespan / in_order:.2f}" if in_order else "-",
                 wait,
             )
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pooltasks
 import pytest
 
-from shoal.model import Job, JobState, NewJob
+from shoal.model import Job, JobState, NewJob, NodeState
 from shoal.node import Node, NodeConfig, hosted
 from shoal.node.hosted import HostedExecutor
 from shoal.node.runner import Finished, Work
@@ -238,3 +238,62 @@ def test_work_held_for_a_worker_process_that_cannot_start_is_given_back_not_fail
         assert executor.running() == []
     finally:
         executor.shutdown()
+
+
+def test_a_node_whose_worker_process_cannot_load_the_app_hands_its_section_over(
+    sqlite_store: SqliteStore,
+    broken_flag: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deploy broke the code under one node: it pauses itself, so the jobs of its section
+    run on the other node rather than wait, and takes a section again once the app loads."""
+    import fragiletasks
+
+    monkeypatch.setattr(hosted, "RESPAWN_PAUSE_S", 0.05)
+    monkeypatch.setattr(hosted, "RESPAWN_MAX_S", 0.2)
+    nodes = [
+        Node(
+            fragiletasks.app,
+            sqlite_store,
+            NodeConfig(name=name, concurrency=2, **FAST),  # type: ignore[arg-type]
+            app_spec="fragiletasks:app",
+        ).start()
+        for name in ("fragile", "sound")
+    ]
+    fragile, sound = nodes
+    try:
+        for node in nodes:
+            until(lambda n=node: n.loop is not None, "the nodes to register", DEATH_S)  # type: ignore[misc]
+        until(lambda: len(hosts()) == 2, "both worker processes", DEATH_S)
+        broken_flag.touch()
+        assert fragile.loop is not None
+        executor = fragile.loop.executor
+        assert isinstance(executor, HostedExecutor)
+        os.kill(executor._child.process.pid, signal.SIGKILL)  # its worker process
+
+        def paused() -> bool:
+            record = sqlite_store.read_node(fragile.node_id)  # type: ignore[arg-type]
+            return record is not None and record.state is NodeState.PAUSED and not record.section
+
+        until(paused, "the fragile node paused, without a section", DEATH_S)
+        assert any("pauses itself" in r.getMessage() for r in caplog.records)
+        jobs = [submit(sqlite_store, "noop") for _ in range(20)]
+        for job_id in jobs:
+            job = finished(sqlite_store, job_id)
+            assert job.state is JobState.SUCCEEDED and job.claimer == sound.node_id
+        broken_flag.unlink()
+
+        def resumed() -> bool:
+            record = sqlite_store.read_node(fragile.node_id)  # type: ignore[arg-type]
+            return (
+                record is not None and record.state is not NodeState.PAUSED and bool(record.section)
+            )
+
+        until(resumed, "the fragile node back with a section", DEATH_S)
+        assert fragile.exit_code is None
+    finally:
+        for node in nodes:
+            node.request_stop(grace_s=0.0)
+        for node in nodes:
+            node.stop()

@@ -71,6 +71,7 @@ class Executor(Protocol):
     def cancel(self, job_id: int, grace_s: float) -> None: ...
     def renew_lease(self, until_mono: float) -> None: ...
     def serve_node(self, node_id: int) -> None: ...
+    def unavailable(self) -> str | None: ...
     def shutdown(self) -> None: ...
 
 
@@ -224,6 +225,10 @@ class ThreadExecutor:
 
     def serve_node(self, node_id: int) -> None:
         """Nothing to do: what these threads hold dies with the node's process."""
+
+    def unavailable(self) -> str | None:
+        """None: these threads run in the node's process, which loaded the app."""
+        return None
 
     def shutdown(self) -> None:
         self._stopping = True

@@ -290,6 +290,7 @@ class HostedExecutor:
         # the node dies (see `_give_back`); 0 until the node has registered.
         self._node = self._ctx.RawValue(ctypes.c_longlong, 0)
         self._failed_starts = 0  # children in a row that could not load the app
+        self._cannot_load: str | None = None  # why the latest child could not, until one can
         self._first_answer: str | None = None  # "" once a child loaded the app, else the cause
         self._answered = threading.Event()  # the first child loaded the app or failed to
         self._closed = threading.Event()  # cuts short the pauses between children
@@ -437,6 +438,12 @@ class HostedExecutor:
         if solo is not None:
             solo.renew_lease(until_mono)
 
+    def unavailable(self) -> str | None:
+        """Why no task can run here now: the latest worker process could not load the app (a
+        deploy broke the code under the node), until one can; None otherwise."""
+        with self._lock:
+            return self._cannot_load
+
     def serve_node(self, node_id: int) -> None:
         """The node registered as `node_id`: its child may give back in its name."""
         self._node.value = node_id
@@ -570,6 +577,7 @@ class HostedExecutor:
         with self._lock:
             child.ready = True
             failed, self._failed_starts = self._failed_starts, 0
+            self._cannot_load = None
             if self._first_answer is None:
                 self._first_answer = ""
                 self._answered.set()
@@ -657,6 +665,7 @@ class HostedExecutor:
         with self._lock:
             self._failed_starts += 1
             failed = self._failed_starts
+            self._cannot_load = cause
             if self._first_answer is None:
                 self._first_answer = cause
                 self._answered.set()

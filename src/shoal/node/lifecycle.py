@@ -19,6 +19,7 @@ recovered by the other nodes when this node's lease expires.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -31,7 +32,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from shoal.app import App
 from shoal.assignment import format_section
-from shoal.errors import AppNotLoadable, ConfigError, DatastoreUnavailable, NodeNameTaken
+from shoal.errors import (
+    AppNotLoadable,
+    ConfigError,
+    DatastoreUnavailable,
+    NodeNameTaken,
+    NotFound,
+)
 from shoal.model import Heartbeat, NodeState
 from shoal.node.config import NodeConfig
 from shoal.node.eventqueue import EventQueue
@@ -87,6 +94,7 @@ class Node:
         self.loop: NodeLoop | None = None  # None until registered, and after a declared death
         self.exit_code: int | None = None
         self.stop_requested = False
+        self._self_paused = False  # paused by itself: its workers cannot run tasks (see below)
         self.leave_now = False
         self._grace_s = config.grace_s
         self._deadline = Deadline()  # for the datastore calls: set by a stop request
@@ -330,6 +338,7 @@ class Node:
             raise
         executor.renew_lease(began + self.config.lease_s)
         self.node_id, self.state = record.id, NodeState.INITIALIZING
+        self._self_paused = False
         executor.serve_node(record.id)
         self._retrying(
             lambda: self.store.set_node_state(
@@ -458,6 +467,7 @@ class Node:
     def _on_heartbeat(self, loop: NodeLoop, beat: Heartbeat) -> None:
         self.state = beat.state
         self.section = beat.section
+        beat = self._pause_while_unavailable(loop, beat)
         if beat.pause_requested and not loop.draining and self.state is not NodeState.PAUSED:
             loop.draining = True
             loop.release_unstarted()
@@ -467,6 +477,42 @@ class Node:
             if self.state is NodeState.PAUSED:
                 self._move(NodeState.PAUSED, NodeState.WAITING)
             log.info("node %s resumed", self.config.name)
+
+    def _pause_while_unavailable(self, loop: NodeLoop, beat: Heartbeat) -> Heartbeat:
+        """A node whose workers cannot run any task (its worker process cannot load the app)
+        pauses itself, so that its section goes to the nodes that can, and resumes once a worker
+        process loads the app again; a pause it did not ask for itself is left to whoever asked.
+        Returns the heartbeat as it stands after the request."""
+        why = loop.executor.unavailable()
+        if why is not None and not beat.pause_requested and not self._self_paused:
+            self._request_pause(True)
+            self._self_paused = True
+            log.warning(
+                "node %s pauses itself: %s. Its section goes to the other nodes until a worker "
+                "process here loads the app again",
+                self.config.name,
+                why.rstrip("."),
+            )
+            return dataclasses.replace(beat, pause_requested=True)
+        if why is None and self._self_paused:
+            self._self_paused = False
+            if beat.pause_requested:
+                self._request_pause(False)
+                log.info("node %s resumes: its worker process loaded the app", self.config.name)
+                return dataclasses.replace(beat, pause_requested=False)
+        return beat
+
+    def _request_pause(self, paused: bool) -> None:
+        try:
+            self.store.request_pause(str(self.node_id), paused)
+        except (DatastoreUnavailable, NotFound) as exc:  # the next heartbeat asks again
+            log.warning(
+                "node %s could not %s itself: %s",
+                self.config.name,
+                "pause" if paused else "resume",
+                exc,
+            )
+            self._self_paused = not paused
 
     def _move(self, old: NodeState, new: NodeState) -> None:
         try:

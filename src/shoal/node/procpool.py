@@ -253,6 +253,11 @@ class ProcessExecutor:
         attempt past that time."""
         self._lease.value = until_mono
 
+    def unavailable(self) -> str | None:
+        """None: this pool does not tell (only the default pool's worker process is watched for
+        an app it cannot load)."""
+        return None
+
     def serve_node(self, node_id: int) -> None:
         """Nothing to do: each worker is handed an attempt only once it is idle, so none holds
         one it has not begun."""
