@@ -199,6 +199,18 @@ def test_pause_request_gives_the_section_away_and_resume_takes_one_back(store: S
         store.request_pause("nobody", True)
 
 
+def test_a_pause_request_may_say_why_in_the_history(store: Store) -> None:
+    start_node(store, "a")
+    since = store.now() - 1
+    store.request_pause("a", True, "its worker process cannot load the app")
+    store.request_pause("a", False)
+    reasons = [e.reason for e in store.read_history(since) if e.kind == "pause_request"]
+    assert reasons[-2:] == [
+        "pause requested: its worker process cannot load the app",
+        "resume requested",
+    ], reasons
+
+
 # -- capabilities ----------------------------------------------------------------------------
 
 

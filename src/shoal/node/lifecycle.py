@@ -485,7 +485,7 @@ class Node:
         Returns the heartbeat as it stands after the request."""
         why = loop.executor.unavailable()
         if why is not None and not beat.pause_requested and not self._self_paused:
-            self._request_pause(True)
+            self._request_pause(True, "its worker process cannot load the app")
             self._self_paused = True
             log.warning(
                 "node %s pauses itself: %s. Its section goes to the other nodes until a worker "
@@ -497,14 +497,14 @@ class Node:
         if why is None and self._self_paused:
             self._self_paused = False
             if beat.pause_requested:
-                self._request_pause(False)
+                self._request_pause(False, "its worker process loaded the app")
                 log.info("node %s resumes: its worker process loaded the app", self.config.name)
                 return dataclasses.replace(beat, pause_requested=False)
         return beat
 
-    def _request_pause(self, paused: bool) -> None:
+    def _request_pause(self, paused: bool, why: str) -> None:
         try:
-            self.store.request_pause(str(self.node_id), paused)
+            self.store.request_pause(str(self.node_id), paused, why)
         except (DatastoreUnavailable, NotFound) as exc:  # the next heartbeat asks again
             log.warning(
                 "node %s could not %s itself: %s",

@@ -114,15 +114,20 @@ def _worker_main(
     def report(event: ProgressEvent) -> None:
         conn.send(("progress", event.job_id, event.attempt, event.fraction, event.message))
 
-    while True:
-        message = conn.recv()
-        if message is None:
-            return
-        work = Work(*message)
-        busy.set()
-        f = execute(app, work, report, partial(_asked_to_cancel, cancel, work.job_id))
-        busy.clear()
-        conn.send(("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final))
+    try:
+        while True:
+            message = conn.recv()
+            if message is None:
+                return
+            work = Work(*message)
+            busy.set()
+            f = execute(app, work, report, partial(_asked_to_cancel, cancel, work.job_id))
+            busy.clear()
+            conn.send(
+                ("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final)
+            )
+    except (EOFError, OSError):
+        return  # the node is gone (killed: its end of the pipe closed), so is the reason to run
 
 
 @dataclass

@@ -268,16 +268,17 @@ class Store(ABC):
         A node that gets None must stop writing, abandon its in-flight work and register anew.
         """
 
-    def request_pause(self, node_ref: str, paused: bool) -> NodeRecord:
-        """Ask a live node (by id or name) to pause (True) or resume (False).
+    def request_pause(self, node_ref: str, paused: bool, why: str | None = None) -> NodeRecord:
+        """Ask a live node (by id or name) to pause (True) or resume (False); `why`, if given,
+        goes into the history row after "pause requested".
 
         A pause request takes the node out of the section assignment at once (rebalanced in the
         same transaction); the node drains and then moves itself to `paused`. Raises NotFound.
         """
-        return self.read_written_node(self.apply_pause(node_ref, paused))
+        return self.read_written_node(self.apply_pause(node_ref, paused, why))
 
     @abstractmethod
-    def apply_pause(self, node_ref: str, paused: bool) -> int:
+    def apply_pause(self, node_ref: str, paused: bool, why: str | None = None) -> int:
         """`request_pause`'s write, in one transaction: returns the node's id."""
 
     def read_written_node(self, node_id: int) -> NodeRecord:

@@ -148,8 +148,9 @@ def orphan_requeued_tail() -> str:
     return f" during attempt {ATTEMPT_MARK}; requeued"
 
 
-def pause_event(paused: bool) -> str:
-    return "pause requested" if paused else "resume requested"
+def pause_event(paused: bool, why: str | None = None) -> str:
+    said = "pause requested" if paused else "resume requested"
+    return f"{said}: {why}" if why else said
 
 
 def pause_rebalance(name: str, paused: bool) -> str:

@@ -127,7 +127,7 @@ def heartbeat(conn: Conn, node_id: int, lease_s: float) -> Heartbeat | None:
     )
 
 
-def request_pause(conn: Conn, node_ref: str, paused: bool) -> int:
+def request_pause(conn: Conn, node_ref: str, paused: bool, why: str | None = None) -> int:
     """Set or clear the node's pause request and rebalance; NotFound if unknown or dead."""
     with conn.transaction():
         conn.execute(q.LOCK_CLUSTER)
@@ -135,7 +135,7 @@ def request_pause(conn: Conn, node_ref: str, paused: bool) -> int:
         find = q.FIND_NODE_BY_ID if isinstance(key, int) else q.FIND_NODE_BY_NAME
         node_id, name = rules.pause_target(node_ref, conn.execute(find, (key,)).fetchone())
         conn.execute(q.SET_PAUSE, (paused, node_id))
-        conn.execute(q.PAUSE_EVENT, (node_id, name, texts.pause_event(paused)))
+        conn.execute(q.PAUSE_EVENT, (node_id, name, texts.pause_event(paused, why)))
         rebalance(conn, texts.pause_rebalance(name, paused))
         return node_id
 

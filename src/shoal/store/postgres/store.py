@@ -241,8 +241,10 @@ class PostgresStore(Store):
     def heartbeat(self, node_id: int, lease_s: float) -> model.Heartbeat | None:
         return self._db.run("heartbeat", lambda c, _: nodes.heartbeat(c, node_id, lease_s))
 
-    def apply_pause(self, node_ref: str, paused: bool) -> int:
-        return self._db.run("request pause", lambda c, _: nodes.request_pause(c, node_ref, paused))
+    def apply_pause(self, node_ref: str, paused: bool, why: str | None = None) -> int:
+        return self._db.run(
+            "request pause", lambda c, _: nodes.request_pause(c, node_ref, paused, why)
+        )
 
     def mark_dead_nodes(self) -> list[int]:
         return self._db.run("mark dead nodes", lambda c, _: nodes.mark_dead_nodes(c))

@@ -71,13 +71,15 @@ def heartbeat(cur: sqlite3.Cursor, now: float, node_id: int, lease_s: float) -> 
     )
 
 
-def request_pause(cur: sqlite3.Cursor, now: float, node_ref: str, paused: bool) -> int:
+def request_pause(
+    cur: sqlite3.Cursor, now: float, node_ref: str, paused: bool, why: str | None = None
+) -> int:
     """Set or clear the node's pause request and rebalance; NotFound if unknown or dead."""
     key = rules.node_key(node_ref)
     find = q.FIND_NODE_BY_ID if isinstance(key, int) else q.FIND_NODE_BY_NAME
     node_id, name = rules.pause_target(node_ref, cur.execute(find, (key,)).fetchone())
     cur.execute(q.SET_PAUSE, (int(paused), node_id))
-    cur.execute(q.PAUSE_EVENT, (now, node_id, name, texts.pause_event(paused)))
+    cur.execute(q.PAUSE_EVENT, (now, node_id, name, texts.pause_event(paused, why)))
     rebalance(cur, now, texts.pause_rebalance(name, paused))
     return node_id
 

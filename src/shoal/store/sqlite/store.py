@@ -221,8 +221,8 @@ class SqliteStore(Store):
     def heartbeat(self, node_id: int, lease_s: float) -> model.Heartbeat | None:
         return self.file.run(lambda cur: nodes.heartbeat(cur, now(cur), node_id, lease_s))
 
-    def apply_pause(self, node_ref: str, paused: bool) -> int:
-        return self.file.run(lambda cur: nodes.request_pause(cur, now(cur), node_ref, paused))
+    def apply_pause(self, node_ref: str, paused: bool, why: str | None = None) -> int:
+        return self.file.run(lambda cur: nodes.request_pause(cur, now(cur), node_ref, paused, why))
 
     def mark_dead_nodes(self) -> list[int]:
         with self.file.read() as cur:
