@@ -27,7 +27,10 @@ PG_BIN = Path(os.environ.get("SHOAL_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 HAS_PG = (PG_BIN / "pg_ctl").exists()
 LEASE_S = 2.0
-RUN_TIMEOUT_S = 150  # both runs together take about a minute
+# Both runs together take about a minute; twice in some 25 soaks on a loaded machine the SQLite
+# cluster stood still for two minutes (writers waiting out LOCK_RETRY_S) and then went on with
+# every invariant held, so the bound leaves room for that.
+RUN_TIMEOUT_S = 300
 
 SOAK = ["--seed", "7", "--minutes", "0.3", "--jobs", "200", "--fault-every-s", "3"]
 SOAK += ["--faults", "sigkill,sigstop,terminate,restart-fast", "--poison", "none"]
@@ -99,12 +102,11 @@ def test_soak_loses_nothing_and_records_each_outcome_once(
 
 @pytest.mark.parametrize("datastore", datastores())
 def test_soak_charges_no_attempt_that_never_ran(verdicts: dict[str, Any], datastore: str) -> None:
-    """Jobs claimed ahead are charged nothing until a worker is free. What is left is the hand-
-    off itself: a node killed after a start commits and before the worker's first line (a few
-    milliseconds) charges that attempt, so at most one per worker slot (4) per SIGKILL."""
+    """Jobs claimed ahead are charged nothing until a worker is free, and what a killed node
+    started but no worker began is given back uncharged by its worker processes."""
     found = verdicts[datastore]["findings"]
     kills = verdicts[datastore]["faults"].get("sigkill", 0)
-    assert found["charged_unrun"] <= 4 * kills, found["charged_jobs"]
+    assert found["charged_unrun"] == 0, (kills, found["charged_jobs"])
 
 
 @pytest.mark.parametrize("datastore", datastores())

@@ -712,7 +712,8 @@ class HostedExecutor:
                 self._suspects[work.job_id] = work
                 self._queue.append(work)
             if self._solo is None:
-                self._solo = ProcessExecutor(self.app_spec, 1, self.db_url)
+                # It gives nothing back when the node dies: the child does (see _give_back).
+                self._solo = ProcessExecutor(self.app_spec, 1, self.db_url, give_back=False)
                 self._solo.renew_lease(self._lease.value)
                 threading.Thread(target=self._forward_solo, args=(self._solo,), daemon=True).start()
             self._feed_solo()

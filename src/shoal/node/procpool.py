@@ -38,11 +38,13 @@ from shoal.errors import ConfigError
 from shoal.node.eventqueue import EventQueue
 from shoal.node.executor import Event
 from shoal.node.runner import Finished, ProgressEvent, Work, execute, not_stopped
+from shoal.store.deadline import Deadline, retrying_until
 
 log = logging.getLogger("shoal.node")
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+GIVE_BACK_S = 5.0  # the longest a worker whose node died tries to give back (see _give_back)
 UNLOADABLE_EXIT = 3  # a worker's exit code when it cannot load the app (it sent the cause)
 STALLED_EXIT = 4  # a worker's exit code when the node's lease ran out under it
 LEASE_RAN_OUT = "the node's lease ran out while it ran (the node was stopped or stuck)"
@@ -94,11 +96,18 @@ def load_worker_app(app_spec: str, db_url: str | None, conn: Connection) -> App:
 
 
 def _worker_main(
-    app_spec: str, db_url: str | None, conn: Connection, cancel: Any, lease: Any
+    app_spec: str,
+    db_url: str | None,
+    conn: Connection,
+    cancel: Any,
+    lease: Any,
+    node: Any,
+    handed: Any,
 ) -> None:
     """One worker process: run one attempt at a time as the node sends them; exit at once
     (STALLED_EXIT) if the node's lease (`lease.value`, monotonic) is due to run out while an
-    attempt runs: the node is frozen or stuck, and the job may already run elsewhere."""
+    attempt runs: the node is frozen or stuck, and the job may already run elsewhere. When the
+    node dies, give back what it started and handed to no worker (`_give_back`)."""
     ignore_stop_signals()
     app = load_worker_app(app_spec, db_url, conn)
     busy = threading.Event()
@@ -126,8 +135,32 @@ def _worker_main(
             conn.send(
                 ("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final)
             )
-    except (EOFError, OSError):
-        return  # the node is gone (killed: its end of the pipe closed), so is the reason to run
+    except (EOFError, OSError):  # the node is gone (killed: its end of the pipe closed)
+        _give_back(app, node.value, lease.value, set(handed))
+
+
+def _give_back(app: App, node_id: int, lease_ends: float, handed: set[int]) -> None:
+    """The node died: give back, uncharged, the jobs of its latest start that it handed to no
+    worker (it died between that commit and sending them), which would otherwise wait for its
+    lease and lose the attempt. Each worker tries; the datastore's release is fenced by the
+    node and the job's state, so a second try, or one after the node's jobs were requeued,
+    changes nothing. Bounded by the lease and GIVE_BACK_S."""
+    if not node_id:
+        return  # not registered yet, or a pool that gives nothing back (a suspect's)
+    deadline = Deadline()
+    deadline.bring_forward(min(lease_ends, time.monotonic() + GIVE_BACK_S))
+    try:
+        with retrying_until(deadline):
+            never_sent = [i for i in app.store.last_started(node_id) if i not in handed]
+            if never_sent:
+                app.store.release_jobs(node_id, never_sent)
+    except Exception as exc:  # nothing to report to: the node is gone
+        log.warning(
+            "node %d is gone; could not give back the jobs it started and never handed over "
+            "(%s): they go back to the queue once its lease runs out",
+            node_id,
+            exc,
+        )
 
 
 @dataclass
@@ -154,7 +187,9 @@ class _Worker:
 
 
 class ProcessExecutor:
-    def __init__(self, app_spec: str, concurrency: int, db_url: str | None = None) -> None:
+    def __init__(
+        self, app_spec: str, concurrency: int, db_url: str | None = None, give_back: bool = True
+    ) -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency
         self.db_url = db_url
@@ -166,6 +201,13 @@ class ProcessExecutor:
         self._workers: list[_Worker] = []
         # Until when the node's lease is sure to last (monotonic); no end until it first says.
         self._lease = self._ctx.RawValue(ctypes.c_double, math.inf)
+        # For a node killed between a start's commit and handing its jobs over (see
+        # `_give_back`): the node's id once registered (0: none, or no give-back wanted), and
+        # the latest job ids handed to any worker, written before each is sent.
+        self._give_back = give_back
+        self._node = self._ctx.RawValue(ctypes.c_longlong, 0)
+        self._handed = self._ctx.RawArray(ctypes.c_longlong, max(64, 4 * concurrency))
+        self._next_handed = 0
         self._fill()
 
     def _fill(self) -> None:
@@ -178,7 +220,15 @@ class ProcessExecutor:
         cancel = self._ctx.Value("q", 0, lock=False)
         process = self._ctx.Process(
             target=_worker_main,
-            args=(self.app_spec, self.db_url, child, cancel, self._lease),
+            args=(
+                self.app_spec,
+                self.db_url,
+                child,
+                cancel,
+                self._lease,
+                self._node,
+                self._handed,
+            ),
             name="shoal-worker",
             daemon=True,
         )
@@ -196,6 +246,8 @@ class ProcessExecutor:
             worker.work = work
             worker.deadline = None if work.timeout_s is None else time.monotonic() + work.timeout_s
             worker.cancel_deadline = None
+            self._handed[self._next_handed % len(self._handed)] = work.job_id
+            self._next_handed += 1
         worker.conn.send(
             (work.job_id, work.attempt, work.task, work.args_json, work.kwargs_json, work.timeout_s)
         )
@@ -264,8 +316,9 @@ class ProcessExecutor:
         return None
 
     def serve_node(self, node_id: int) -> None:
-        """Nothing to do: each worker is handed an attempt only once it is idle, so none holds
-        one it has not begun."""
+        """The node registered as `node_id`: its workers may give back in its name."""
+        if self._give_back:
+            self._node.value = node_id
 
     def shutdown(self) -> None:
         """Stop every worker: idle ones are asked to exit, busy ones (their jobs are released or

@@ -1,0 +1,85 @@
+"""A node killed between the commit that starts jobs and handing them to its workers: each worker
+process outlives it, sees its end of the pipe close, and gives back, uncharged, the jobs of that
+start that no worker was handed, while the job a worker was handed stays with it. The node is
+played by the test: it records the start itself, hands over one job, and then drops its ends of
+the pipes as a killed process does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from shoal.model import JobState, NewJob
+from shoal.node.hosted import HostedExecutor
+from shoal.node.procpool import ProcessExecutor
+from shoal.node.runner import Work
+from shoal.store.sqlite import SqliteStore
+
+from steered import until
+
+WAIT_S = 60.0  # a worker process imports the app: slow on a busy machine
+
+
+def executor_for(pool: str, db_path: str) -> Any:
+    url = f"sqlite:///{db_path}"
+    if pool == "thread":
+        return HostedExecutor("pooltasks:app", 2, db_url=url)
+    return ProcessExecutor("pooltasks:app", 2, db_url=url)
+
+
+def drop_node_ends(executor: Any) -> None:
+    """What the kernel does for a node killed outright: its ends of the pipes close. (A shut
+    down socket, since closing a descriptor another thread reads from does not end the read.)"""
+    if isinstance(executor, HostedExecutor):
+        conns = [executor._child.conn]
+    else:
+        conns = [worker.conn for worker in executor._workers]
+    for conn in conns:
+        with socket.socket(fileno=os.dup(conn.fileno())) as end:
+            end.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_jobs_started_but_never_handed_over_are_given_back_uncharged(
+    sqlite_store: SqliteStore, db_path: str, pool: str
+) -> None:
+    node = sqlite_store.register_node("n", "host", 1, 2, ["nap"], 30.0)
+    assert sqlite_store.set_node_state(node.id, node.state, node.state.WAITING)
+    executor = executor_for(pool, db_path)
+    try:
+        if isinstance(executor, HostedExecutor):
+            assert executor.wait_started(WAIT_S)
+        executor.renew_lease(time.monotonic() + 30.0)
+        executor.serve_node(node.id)
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3) for _ in range(3)])
+        started = sqlite_store.claim_jobs(node.id, 3, start=3)
+        assert [j.state for j in started] == [JobState.RUNNING] * 3
+        handed, *never = started
+        executor.submit(Work.of(handed))
+        until(lambda: executor.longest_running_s() > 0 or _began(executor), "the nap", WAIT_S)
+        drop_node_ends(executor)
+
+        def given_back() -> bool:
+            jobs = [sqlite_store.read_job(j.id) for j in never]
+            return all(j is not None and j.state is JobState.QUEUED for j in jobs)
+
+        until(given_back, "the jobs never handed over to go back", WAIT_S)
+        for job in never:
+            again = sqlite_store.read_job(job.id)
+            assert again is not None and again.attempts == 0
+        kept = sqlite_store.read_job(handed.id)
+        assert kept is not None and kept.state is JobState.RUNNING and kept.attempts == 1
+    finally:
+        executor.shutdown()
+
+
+def _began(executor: Any) -> bool:
+    """The process pool reports no start mark: a worker handed the job has `work` set."""
+    return isinstance(executor, ProcessExecutor) and any(
+        w.work is not None for w in executor._workers
+    )
