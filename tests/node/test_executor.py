@@ -48,3 +48,35 @@ def test_abandoned_threads_are_capped_and_free_their_slots_when_they_return(
     until(lambda: executor.abandoned == 0, "the stuck threads to return")
     assert executor.free_slots() == 1
     executor.shutdown()
+
+
+def test_work_withdrawn_and_handed_over_again_runs_once(blocked: threading.Event) -> None:
+    """Work no thread had begun is withdrawn (given back after waiting too long) and the same job
+    handed over again, claimed anew: its withdrawn copy, still queued, must not run as well (two
+    threads freeing up at once would each take a copy)."""
+    app = App()
+    runs: list[int] = []
+
+    @app.task(name="hold")
+    def hold() -> None:
+        blocked.wait()
+
+    @app.task(name="count")
+    def count(job_id: int) -> None:
+        runs.append(job_id)
+        time.sleep(0.2)
+
+    executor = ThreadExecutor(app, concurrency=2)
+    try:
+        executor.submit(Work(1, 1, "hold", "[]", "{}", None))
+        executor.submit(Work(2, 1, "hold", "[]", "{}", None))
+        until(lambda: executor.free_slots() == 0 and not executor.unstarted_wait_s(), "busy")
+        executor.submit(Work(3, 1, "count", "[3]", "{}", None))
+        assert executor.take_unstarted() == [3]
+        executor.submit(Work(3, 1, "count", "[3]", "{}", None))  # claimed again
+        blocked.set()
+        until(lambda: runs, "job 3 to run")
+        time.sleep(0.4)  # a second copy, if any, has had its time
+        assert runs == [3]
+    finally:
+        executor.shutdown()

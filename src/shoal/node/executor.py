@@ -253,7 +253,9 @@ class ThreadExecutor:
                 return False
             with self._lock:
                 slot = self._slots.get(work.job_id)
-                if slot is None:
+                # Withdrawn (take_unstarted), or withdrawn and handed over again: the queue
+                # still holds this stale copy, and only the slot's own work may run.
+                if slot is None or slot.work is not work:
                     continue
                 slot.thread = threading.get_ident()
                 slot.started_at = time.monotonic()
