@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +36,30 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+def freeze_outside_a_write(process: subprocess.Popen[bytes], url: str) -> float:
+    """SIGSTOP `process` at a moment it holds no SQLite write lock; when it froze (wall time).
+
+    One file, one writer at a time: a node frozen inside a write transaction holds the lock, and
+    no other node can write (declare it dead included) until it wakes. Here the frozen node must
+    not be doing that, so a freeze that caught it holding the lock is undone and tried again.
+    """
+    path = url.removeprefix("sqlite:///")
+    for _ in range(50):
+        frozen_at = time.time()
+        process.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return frozen_at
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the node held the SQLite write lock at every one of 50 freezes")
+
+
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_a_frozen_node_worker_process_runs_nothing_past_the_lease(
     sqlite_cluster: Cluster, tmp_path: Path, pool: str
@@ -47,8 +73,7 @@ def test_a_frozen_node_worker_process_runs_nothing_past_the_lease(
     sqlite_cluster.start("b", "--concurrency", "2", lease_s=LEASE_S)
     until(lambda: len(store.read_cluster().nodes) == 2, what="b live")
     [a_id] = [n.id for n in store.read_cluster().nodes if n.name == "a"]
-    frozen_at = time.time()
-    a.send_signal(signal.SIGSTOP)
+    frozen_at = freeze_outside_a_write(a, sqlite_cluster.url)
     try:
         until(lambda: gone(worker), timeout_s=LEASE_S + 10, what="a's worker process to end")
         # Its last tick came before a's lease ran out, though a itself never woke to stop it.
