@@ -415,7 +415,8 @@ class Store(ABC):
     @abstractmethod
     def last_started(self, node_id: int) -> list[int]:
         """The ids of the jobs running under the node that its latest start began: one claim
-        or one start of jobs claimed ahead (they share that statement's `started_at`), by id.
+        or one start of jobs claimed ahead (they share that statement's `started_at`; on SQLite,
+        whose clock counts milliseconds, so does a start in the same millisecond), by id.
 
         What a node that died just after that commit may never have handed to a worker (see
         the default pool's worker process, which gives back what it never got).

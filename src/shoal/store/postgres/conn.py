@@ -150,6 +150,9 @@ def _configure(conn: Connection[tuple[Any, ...]]) -> None:
     conn.execute(SESSION_SETTINGS)
 
 
+POOL_WAIT_S = 2.0  # the longest one try waits for a pooled connection (see Connector.run)
+
+
 class Connector:
     """A connection pool plus the retry loop every store operation runs in."""
 
@@ -217,7 +220,9 @@ class Connector:
         while True:
             deadline = min(retry_until, give_up_at())  # a caller's deadline may come sooner
             try:
-                timeout = max(0.5, min(10.0, deadline - time.monotonic()))
+                # A wait for a pooled connection of at most POOL_WAIT_S at a time: a deadline
+                # brought forward meanwhile (a stop signal) is then seen at the next try.
+                timeout = max(0.5, min(POOL_WAIT_S, deadline - time.monotonic()))
                 with self.pool.connection(timeout=timeout) as conn:
                     try:
                         done = operation(conn, retried)
