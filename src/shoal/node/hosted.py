@@ -66,12 +66,12 @@ from shoal.node.procpool import (
     ProcessExecutor,
     death_of,
     ended_how,
+    give_back_unbegun,
     ignore_stop_signals,
     load_worker_app,
     start_worker,
 )
 from shoal.node.runner import NOT_STARTED, Finished, ProgressEvent, Work
-from shoal.store.deadline import Deadline, retrying_until
 
 log = logging.getLogger("shoal.node")
 
@@ -88,8 +88,9 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # A child stops this long before the node's lease is due to run out: its checks are POLL_S
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
-GIVE_BACK_S = 5.0  # the longest a child whose node died tries to give back what it held
-RECEIVED_KEPT = 16_384  # the latest job ids a child remembers the node sent it (see _give_back)
+RECEIVED_KEPT = (
+    16_384  # the latest job ids a child remembers the node sent it (see give_back_unbegun)
+)
 # A job in the child at this many of its deaths, though never marked started, is treated as
 # started: whatever kills the child before the mark, the job cannot circle for ever.
 UNMARKED_DEATHS = 2
@@ -171,39 +172,10 @@ def _host_main(
             for finished in executor.expire(time.monotonic()):
                 executor.events.put(finished)
     except (EOFError, OSError):  # the node is gone: so is the reason to run
-        _give_back(executor, node.value, lease.value, set(received))
+        # What no thread began, and what of the node's latest start never came here.
+        unbegun = executor.take_unstarted()
+        give_back_unbegun(executor.app, node.value, lease.value, unbegun, set(received))
     executor.shutdown()
-
-
-def _give_back(
-    executor: ThreadExecutor, node_id: int, lease_ends: float, received: set[int]
-) -> None:
-    """The node died (killed, or crashed): give back the jobs whose start it recorded, so
-    charging their attempt, but that never began. Those are the work here that no thread has
-    begun, and those of the node's latest start that never reached this process (the node
-    died between that commit and sending them; `received` holds the latest ids it sent). Put
-    back to queued, uncharged, in the node's name: the datastore's release is fenced by the
-    node and the job's state, so once the node's jobs were requeued or taken by another node
-    it changes nothing. Without this each would wait for the node's lease to run out, and lose
-    its attempt. Tried until the lease would have run out (the cluster then requeues the
-    node's jobs itself), and for at most GIVE_BACK_S."""
-    unstarted = executor.take_unstarted()
-    if not node_id:
-        return  # it never registered: it started nothing
-    deadline = Deadline()
-    deadline.bring_forward(min(lease_ends, time.monotonic() + GIVE_BACK_S))
-    try:
-        with retrying_until(deadline):
-            store = executor.app.store
-            never_sent = [i for i in store.last_started(node_id) if i not in received]
-            store.release_jobs(node_id, unstarted + never_sent)
-    except Exception as exc:  # nothing to report to: the node is gone
-        log.warning(
-            "node %d is gone; could not give back the jobs it started that never began "
-            "(%s): they go back to the queue once its lease runs out",
-            node_id,
-            exc,
-        )
 
 
 def _send_events(executor: ThreadExecutor, send: Any) -> None:
@@ -287,7 +259,7 @@ class HostedExecutor:
         # Until when the node's lease is sure to last (monotonic); no end until it first says.
         self._lease = self._ctx.RawValue(ctypes.c_double, math.inf)
         # The node's id in the cluster, for the child to give back what it holds unstarted if
-        # the node dies (see `_give_back`); 0 until the node has registered.
+        # the node dies (see `give_back_unbegun`); 0 until the node has registered.
         self._node = self._ctx.RawValue(ctypes.c_longlong, 0)
         self._failed_starts = 0  # children in a row that could not load the app
         self._cannot_load: str | None = None  # why the latest child could not, until one can
@@ -323,7 +295,7 @@ class HostedExecutor:
         else is being sent to it, the message is small and its socket has room (writable means
         most of its buffer is free). Between a start's commit and the child's receipt of the
         work there is then no thread to wake: a node killed just after the commit leaves the
-        work with a child that gives it back (see `_give_back`). True if it was sent."""
+        work with a child that gives it back (see `give_back_unbegun`). True if it was sent."""
         with self._lock:
             child = self._child
             if child.ended or not child.ready or not self._unsent:
@@ -712,7 +684,7 @@ class HostedExecutor:
                 self._suspects[work.job_id] = work
                 self._queue.append(work)
             if self._solo is None:
-                # It gives nothing back when the node dies: the child does (see _give_back).
+                # It gives nothing back when the node dies: the child does (see give_back_unbegun).
                 self._solo = ProcessExecutor(self.app_spec, 1, self.db_url, give_back=False)
                 self._solo.renew_lease(self._lease.value)
                 threading.Thread(target=self._forward_solo, args=(self._solo,), daemon=True).start()

@@ -44,7 +44,7 @@ log = logging.getLogger("shoal.node")
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-GIVE_BACK_S = 5.0  # the longest a worker whose node died tries to give back (see _give_back)
+GIVE_BACK_S = 5.0  # the longest a worker whose node died tries to give back (see give_back_unbegun)
 UNLOADABLE_EXIT = 3  # a worker's exit code when it cannot load the app (it sent the cause)
 STALLED_EXIT = 4  # a worker's exit code when the node's lease ran out under it
 LEASE_RAN_OUT = "the node's lease ran out while it ran (the node was stopped or stuck)"
@@ -107,7 +107,7 @@ def _worker_main(
     """One worker process: run one attempt at a time as the node sends them; exit at once
     (STALLED_EXIT) if the node's lease (`lease.value`, monotonic) is due to run out while an
     attempt runs: the node is frozen or stuck, and the job may already run elsewhere. When the
-    node dies, give back what it started and handed to no worker (`_give_back`)."""
+    node dies, give back what it started and handed to no worker (`give_back_unbegun`)."""
     ignore_stop_signals()
     app = load_worker_app(app_spec, db_url, conn)
     busy = threading.Event()
@@ -136,27 +136,33 @@ def _worker_main(
                 ("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final)
             )
     except (EOFError, OSError):  # the node is gone (killed: its end of the pipe closed)
-        _give_back(app, node.value, lease.value, set(handed))
+        give_back_unbegun(app, node.value, lease.value, [], set(handed))
 
 
-def _give_back(app: App, node_id: int, lease_ends: float, handed: set[int]) -> None:
-    """The node died: give back, uncharged, the jobs of its latest start that it handed to no
-    worker (it died between that commit and sending them), which would otherwise wait for its
-    lease and lose the attempt. Each worker tries; the datastore's release is fenced by the
-    node and the job's state, so a second try, or one after the node's jobs were requeued,
-    changes nothing. Bounded by the lease and GIVE_BACK_S."""
+def give_back_unbegun(
+    app: App, node_id: int, lease_ends: float, unbegun: list[int], reached: set[int]
+) -> None:
+    """A worker process whose node died (killed, or crashed) gives back, uncharged and in the
+    node's name, the jobs whose start the node recorded, charging their attempt, but that never
+    began: `unbegun`, which it holds and no thread began, and those of the node's latest start
+    that never reached a worker (not in `reached`, the latest ids the node handed over).
+    Without this each would wait for the node's lease to run out, and lose its attempt. The
+    datastore's release is fenced by the node and the job's state, so once the node's jobs
+    were requeued or taken by another node it changes nothing. Tried until the lease would
+    have run out (the cluster then requeues the node's jobs itself), and at most GIVE_BACK_S.
+    """
     if not node_id:
-        return  # not registered yet, or a pool that gives nothing back (a suspect's)
+        return  # not registered yet (it started nothing), or a pool that gives nothing back
     deadline = Deadline()
     deadline.bring_forward(min(lease_ends, time.monotonic() + GIVE_BACK_S))
     try:
         with retrying_until(deadline):
-            never_sent = [i for i in app.store.last_started(node_id) if i not in handed]
-            if never_sent:
-                app.store.release_jobs(node_id, never_sent)
+            never_sent = [i for i in app.store.last_started(node_id) if i not in reached]
+            if unbegun or never_sent:
+                app.store.release_jobs(node_id, unbegun + never_sent)
     except Exception as exc:  # nothing to report to: the node is gone
         log.warning(
-            "node %d is gone; could not give back the jobs it started and never handed over "
+            "node %d is gone; could not give back the jobs it started that never began "
             "(%s): they go back to the queue once its lease runs out",
             node_id,
             exc,
@@ -202,7 +208,7 @@ class ProcessExecutor:
         # Until when the node's lease is sure to last (monotonic); no end until it first says.
         self._lease = self._ctx.RawValue(ctypes.c_double, math.inf)
         # For a node killed between a start's commit and handing its jobs over (see
-        # `_give_back`): the node's id once registered (0: none, or no give-back wanted), and
+        # `give_back_unbegun`): the node's id once registered (0: none, or no give-back wanted), and
         # the latest job ids handed to any worker, written before each is sent.
         self._give_back = give_back
         self._node = self._ctx.RawValue(ctypes.c_longlong, 0)
