@@ -201,6 +201,11 @@ class Outcome:
 
     `retry_in_s` is None for a final outcome; otherwise the job goes back to the queue and may
     run again after that delay.
+
+    `ran_s` is set for an attempt whose start was never recorded (a tiny job handed to a worker
+    while still `claimed`, see `NodeConfig.start_ahead_s`): how long it ran. The datastore then
+    records its start with its end, charging the attempt and stamping `started_at` that long
+    before the outcome.
     """
 
     job_id: int
@@ -210,6 +215,7 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     retry_in_s: float | None = None
+    ran_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import os
 import time
 
 from shoal import App, Cancelled, cancelled, progress
+from shoal.context import current_job
 
 app = App()
 
@@ -63,3 +64,13 @@ def pid() -> int:
 def relay() -> int:
     """Submits a job from inside a task: it lands in whichever datastore this app uses here."""
     return noop.submit().id
+
+
+@app.task(retries=0)
+def noted(path: str, seconds: float) -> None:
+    """Notes in file `path` that its body began (one line: the job id), then sleeps."""
+    job = current_job()
+    assert job is not None
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{job.job_id}\n")
+    time.sleep(seconds)

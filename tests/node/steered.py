@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import shoal
 from shoal.app import App
 from shoal.context import current_job
-from shoal.model import Heartbeat
+from shoal.model import Heartbeat, JobState
 from shoal.store import Store
 from shoal.store.sqlite import SqliteStore
 
@@ -119,10 +119,12 @@ class Steered:
             steps.put(Return(None))
 
     def _send(self, job_id: int, step: Step) -> None:
-        """Tell the job's current attempt (as the datastore counts them) its next step."""
+        """Tell the job's current attempt (as the datastore counts them) its next step: a job
+        still claimed (a tiny one may run before its start is recorded) runs its next one."""
         job = self.store.read_job(job_id)
         assert job is not None, f"no job {job_id}"
-        self._queue((job_id, job.attempts)).put(step)
+        attempt = job.attempts + 1 if job.state is JobState.CLAIMED else job.attempts
+        self._queue((job_id, attempt)).put(step)
 
     def _queue(self, key: tuple[int, int]) -> queue.SimpleQueue[Step]:
         with self._lock:

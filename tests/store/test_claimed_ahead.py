@@ -148,3 +148,58 @@ def test_last_started_lists_the_jobs_of_the_node_s_latest_start(store: Store) ->
     assert job is not None and (job.state, job.attempts) == (JobState.QUEUED, 0)
     assert store.last_started(a.id) == running
     assert_counts_match(store, "latest start given back")
+
+
+def test_an_outcome_records_the_start_of_a_job_that_ran_still_claimed(store: Store) -> None:
+    """A tiny job goes to a worker still claimed; its outcome records its start and end."""
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(4))
+    store.claim_jobs(node.id, 4, start=0)
+    before = store.now()
+    outcomes = [
+        Outcome(ids[0], 1, True, "42", ran_s=0.5),
+        Outcome(ids[1], 1, False, error="boom", ran_s=0.0),  # failed for good
+        Outcome(ids[2], 1, False, error="again", retry_in_s=60.0, ran_s=0.0),
+    ]
+    assert store.finish_jobs(node.id, outcomes) == [True, True, True]
+    done = store.read_job(ids[0])
+    assert done is not None and (done.state, done.attempts, done.result_json) == (
+        JobState.SUCCEEDED,
+        1,
+        "42",
+    )
+    assert done.started_at is not None and done.finished_at is not None
+    assert 0.4 <= done.finished_at - done.started_at <= 0.6
+    assert done.started_at >= before - 1
+    failed = store.read_job(ids[1])
+    assert failed is not None and (failed.state, failed.attempts) == (JobState.FAILED, 1)
+    retried = store.read_job(ids[2])
+    assert retried is not None and (retried.state, retried.attempts) == (JobState.QUEUED, 1)
+    # The same outcome again (its commit's fate unknown) applies no second time.
+    assert store.finish_jobs(node.id, [Outcome(ids[0], 1, True, "42", ran_s=0.5)]) == [False]
+    # Without `ran_s` a claimed job's outcome is refused (no attempt of it began), and with it
+    # only for the attempt after the one claimed.
+    assert store.finish_jobs(node.id, [Outcome(ids[3], 1, True, "null")]) == [False]
+    assert store.finish_jobs(node.id, [Outcome(ids[3], 2, True, "null", ran_s=0.1)]) == [False]
+    job = store.read_job(ids[3])
+    assert job is not None and (job.state, job.attempts) == (JobState.CLAIMED, 0)
+    assert_counts_match(store, "starts recorded with outcomes")
+
+
+def test_an_outcome_recording_a_start_is_fenced_as_any(store: Store) -> None:
+    a = start_node(store, "a")
+    b = start_node(store, "b")
+    ids = store.submit_jobs(new_jobs(3))
+    store.claim_jobs(a.id, 3, start=0)
+    # Another node's outcome, or one for a job started meanwhile, applies as it should.
+    assert store.finish_jobs(b.id, [Outcome(ids[0], 1, True, "null", ran_s=0.1)]) == [False]
+    store.start_jobs(a.id, [ids[1]])  # its start recorded while it ran
+    assert store.finish_jobs(a.id, [Outcome(ids[1], 1, True, "null", ran_s=0.1)]) == [True]
+    job = store.read_job(ids[1])
+    assert job is not None and (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    # Cancelled while claimed (at once, as no start is recorded): the outcome finds nothing.
+    assert store.cancel_job(ids[2], by="ops") is CancelResult.CANCELLED
+    assert store.finish_jobs(a.id, [Outcome(ids[2], 1, True, "null", ran_s=0.1)]) == [False]
+    job = store.read_job(ids[2])
+    assert job is not None and (job.state, job.attempts) == (JobState.CANCELLED, 0)
+    assert_counts_match(store, "fenced starts with outcomes")

@@ -44,10 +44,11 @@ class NodeConfig:
     # the running jobs turned out slower than those before them).
     max_unstarted_wait_s: float = 0.25
     # Jobs claimed ahead are `claimed` (no attempt charged) until a worker is free, and then
-    # started: recorded running, then handed over. Only tiny jobs, those expected to take at
-    # most this long, start as they are claimed, ahead of a free worker: a worker then never
-    # idles for the node's next write, and each begins within about `prefetch_budget_s` of its
-    # start being recorded. Slower jobs start exactly when a worker is free.
+    # started: recorded running, then handed over. Tiny jobs, those expected to take at most
+    # this long, go to the workers as they are claimed, beyond the free ones, still `claimed`:
+    # a worker then never idles for the node's next write. The start of each is recorded when
+    # it has begun: with its outcome, in the same statement, or on its own once it has run
+    # this long. So no job shows `running`, or is charged an attempt, before a worker began it.
     start_ahead_s: float = 0.02
     sample_interval_s: float = 5.0
     # How often the node checks what the datastore has running under it, besides right after

@@ -66,6 +66,7 @@ class Executor(Protocol):
     def take_unstarted(self) -> list[int]: ...
     def unstarted_wait_s(self) -> float: ...
     def longest_running_s(self) -> float: ...
+    def begun_for(self, at_least_s: float) -> list[int]: ...
     def running(self) -> list[int]: ...
     def expire(self, now_mono: float) -> list[Finished]: ...
     def cancel(self, job_id: int, grace_s: float) -> None: ...
@@ -175,6 +176,16 @@ class ThreadExecutor:
         with self._lock:
             ages = [now - s.started_at for s in self._slots.values() if s.thread]
         return max(ages, default=0.0)
+
+    def begun_for(self, at_least_s: float) -> list[int]:
+        """The jobs whose attempt a worker began at least `at_least_s` ago and still runs."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                job_id
+                for job_id, s in self._slots.items()
+                if s.thread and now - s.started_at >= at_least_s
+            ]
 
     def running(self) -> list[int]:
         with self._lock:

@@ -370,13 +370,25 @@ class HostedExecutor:
         start mark (asked at every claim, so late by a turn at most); 0 if none."""
         now = time.monotonic()
         with self._lock:
-            marked = self._marked() & self._accepted.keys()
-            for job_id in list(self._seen_running):
-                if job_id not in marked:
-                    del self._seen_running[job_id]
-            for job_id in marked:
-                self._seen_running.setdefault(job_id, now)
+            self._see_running(now)
             return max((now - at for at in self._seen_running.values()), default=0.0)
+
+    def begun_for(self, at_least_s: float) -> list[int]:
+        """The jobs the child has run for at least `at_least_s`, from when this first saw
+        their start marks (late by a turn of the node at most)."""
+        now = time.monotonic()
+        with self._lock:
+            self._see_running(now)
+            return [j for j, at in self._seen_running.items() if now - at >= at_least_s]
+
+    def _see_running(self, now: float) -> None:
+        """Note when each start mark was first seen, forgetting those gone (under the lock)."""
+        marked = self._marked() & self._accepted.keys()
+        for job_id in list(self._seen_running):
+            if job_id not in marked:
+                del self._seen_running[job_id]
+        for job_id in marked:
+            self._seen_running.setdefault(job_id, now)
 
     def cancel(self, job_id: int, grace_s: float) -> None:
         """Pass a cancel request to the attempt where it runs (the child, or the process a

@@ -204,6 +204,7 @@ class Node:
         loop.outcomes.extend(loop.finish(f) for f in loop.executor.expire(now))
         if not (self.stop_requested or loop.draining):
             loop.start_ahead()  # first: free workers wait on it, not on the outcomes' commit
+        loop.record_starts()
         loop.write_outcomes()
         if now - loop.last_flush >= cfg.progress_flush_s:
             loop.write_progress()

@@ -14,7 +14,7 @@ import logging
 import queue
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shoal.app import DEFAULT_CANCEL_GRACE_S, App
 from shoal.errors import DatastoreUnavailable
@@ -113,6 +113,10 @@ class NodeLoop:
     # Jobs claimed ahead (state `claimed`), in claim order: held here, charged nothing, until a
     # worker is free and their start is recorded (`start_ahead`).
     ahead: deque[int] = field(default_factory=deque)
+    # Tiny jobs handed to the workers while still `claimed`, their start not recorded (see
+    # `NodeConfig.start_ahead_s`): it is recorded with the outcome, or by `record_starts` once
+    # one has run longer than a tiny job would.
+    unrecorded: set[int] = field(default_factory=set)
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
 
@@ -139,6 +143,13 @@ class NodeLoop:
                 return
 
     def finish(self, finished: Finished) -> Outcome:
+        outcome = self._outcome_of(finished)
+        if finished.job_id in self.unrecorded:  # its start is recorded with its end
+            self.unrecorded.discard(finished.job_id)
+            return replace(outcome, ran_s=max(finished.duration_s, 0.0))
+        return outcome
+
+    def _outcome_of(self, finished: Finished) -> Outcome:
         held = self.held[finished.job_id]
         if held.cancel_requested:
             log.info(
@@ -295,15 +306,17 @@ class NodeLoop:
         room = self.config.concurrency * self.config.prefetch_budget_s / expected_s
         return int(min(self.config.max_prefetch, room))
 
-    def started_ahead(self, prefetch: int) -> int:
-        """How many jobs may be started beyond the free workers, given the `prefetch` held:
-        all of them when jobs are tiny, so that workers never idle for the node's next write;
-        none for others, which start exactly when a worker is free (see
-        `NodeConfig.start_ahead_s`)."""
+    def tiny(self) -> bool:
+        """Whether jobs here are tiny: handed to the workers before their start is recorded,
+        and beyond the free workers (see `NodeConfig.start_ahead_s`)."""
         expected_s = self.expected_run_s()
-        if expected_s is None or expected_s > self.config.start_ahead_s:
-            return 0
-        return prefetch
+        return expected_s is not None and expected_s <= self.config.start_ahead_s
+
+    def started_ahead(self, prefetch: int) -> int:
+        """How many jobs may be handed over beyond the free workers, given the `prefetch` held:
+        all of them when jobs are tiny, so that workers never idle for the node's next claim;
+        none for others, which are handed over exactly when a worker is free."""
+        return prefetch if self.tiny() else 0
 
     def return_stale(self) -> None:
         """Give back the jobs claimed ahead once the oldest has waited too long for a worker, and
@@ -320,10 +333,19 @@ class NodeLoop:
     def start_ahead(self) -> None:
         """Start jobs claimed ahead on the workers that are free. The start is recorded first
         (the attempt charged, `started_at` stamped) and the job handed to a worker after, so no
-        attempt is charged that did not begin, and none begins uncharged."""
-        beyond = self.started_ahead(self.prefetch()) if self.ahead else 0
+        attempt is charged that did not begin. Tiny jobs are handed over at once, still
+        claimed: their start is recorded once they begin (`record_starts`, `finish`)."""
+        if not self.ahead:
+            return
+        tiny = self.tiny()
+        beyond = self.started_ahead(self.prefetch()) if tiny else 0
         free = min(self.executor.free_slots(beyond), len(self.ahead))
-        if free <= 0 or self.start_backoff.active():
+        if free <= 0:
+            return
+        if tiny:
+            self._hand_unrecorded([self.ahead.popleft() for _ in range(free)])
+            return
+        if self.start_backoff.active():
             return
         ids = [self.ahead.popleft() for _ in range(free)]
         try:
@@ -349,12 +371,55 @@ class NodeLoop:
             works.append(Work.of(job, held.timeout_s))
         self.executor.submit_many(works)
 
+    def _hand_unrecorded(self, job_ids: list[int]) -> None:
+        """Hand claimed jobs to the workers before their start is recorded (tiny ones)."""
+        works = []
+        for job_id in job_ids:
+            held = self.held.get(job_id)
+            if held is not None:
+                self.unrecorded.add(job_id)
+                works.append(Work.of(held.job, held.timeout_s))
+        self.executor.submit_many(works)
+
+    def record_starts(self) -> None:
+        """Record the start of tiny jobs handed over unrecorded that have run longer than a
+        tiny job would: from then on they show `running`, their attempt charged, as every job
+        a worker runs for long does. The others' starts are recorded with their outcomes."""
+        if not self.unrecorded or self.start_backoff.active():
+            return
+        begun = self.executor.begun_for(self.config.start_ahead_s)
+        ids = [job_id for job_id in begun if job_id in self.unrecorded]
+        if not ids:
+            return
+        try:
+            started = self.store.start_jobs(self.node_id, ids)
+        except DatastoreUnavailable as exc:
+            pause = self.start_backoff.refused()
+            log.warning(
+                "cannot record the start of running jobs (%s); retrying in %.2fs", exc, pause
+            )
+            return
+        self.start_backoff.succeeded()
+        begun_jobs = {job.id: job for job in started}
+        for job_id in ids:
+            self.unrecorded.discard(job_id)
+            held = self.held.get(job_id)
+            if held is None:
+                continue
+            job = begun_jobs.get(job_id)
+            if job is None:  # cancelled meanwhile, or requeued: this node was presumed dead
+                log.info("job %d was cancelled or taken back while it ran; stopping it", job_id)
+                self.executor.cancel(job_id, held.cancel_grace_s)
+                continue
+            held.job = job
+
     def claim(self, state: NodeState) -> NodeState:
         """Claim jobs for the free slots, and a few ahead; returns the node's state after."""
         free = self.executor.free_slots(0)
         if free <= 0 and not self.executor.running():
             return state  # no worker at all (a worker process restarting): nothing to claim for
         prefetch = self.prefetch()
+        tiny = self.tiny()
         startable = self.executor.free_slots(self.started_ahead(prefetch)) - len(self.ahead)
         room = free + prefetch - len(self.ahead)
         if room <= 0:
@@ -367,18 +432,21 @@ class NodeLoop:
         if self.claim_backoff.active():
             return state
         try:
-            jobs = self.store.claim_jobs(self.node_id, room, start=max(startable, 0))
+            # Tiny jobs start nothing at claim: they go to the workers still claimed.
+            start = 0 if tiny else max(startable, 0)
+            jobs = self.store.claim_jobs(self.node_id, room, start=start)
         except DatastoreUnavailable as exc:
             log.warning(
                 "cannot claim jobs (%s); retrying in %.2fs", exc, self.claim_backoff.refused()
             )
             return state
         self.claim_backoff.succeeded()
-        return self._take(jobs, state)
+        return self._take(jobs, state, unrecorded=max(startable, 0) if tiny else 0)
 
-    def _take(self, jobs: list[Job], state: NodeState) -> NodeState:
-        """Hold claimed jobs: those started go to the workers, those claimed ahead wait for
-        one. Returns the node's state after the claim."""
+    def _take(self, jobs: list[Job], state: NodeState, unrecorded: int = 0) -> NodeState:
+        """Hold claimed jobs: those started go to the workers, and so do the first `unrecorded`
+        of those claimed ahead (tiny jobs, still claimed); the others wait for a worker.
+        Returns the node's state after the claim."""
         now = time.monotonic()
         works = []
         for job in jobs:
@@ -389,6 +457,10 @@ class NodeLoop:
             held = Held(job, RetryPolicy.of(options), grace_s, timeout_s=timeout_s, claimed_at=now)
             self.held[job.id] = held
             if job.state is JobState.RUNNING:
+                works.append(Work.of(job, timeout_s))
+            elif unrecorded > 0:
+                unrecorded -= 1
+                self.unrecorded.add(job.id)
                 works.append(Work.of(job, timeout_s))
             else:
                 self.ahead.append(job.id)
@@ -448,6 +520,7 @@ class NodeLoop:
             return
         for job_id in waiting:
             self.held.pop(job_id, None)
+            self.unrecorded.discard(job_id)
         try:
             self.store.release_jobs(self.node_id, waiting)
         except DatastoreUnavailable as exc:

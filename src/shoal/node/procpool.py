@@ -282,6 +282,10 @@ class ProcessExecutor:
         """Not tracked: a process pool does not prefetch, which is what this would size."""
         return 0.0
 
+    def begun_for(self, at_least_s: float) -> list[int]:
+        """Not tracked: a node hands a process pool only work whose start it recorded."""
+        return []
+
     def running(self) -> list[int]:
         with self._lock:
             return [w.work.job_id for w in self._workers if w.work is not None]

@@ -25,7 +25,7 @@ from typing import Any
 from shoal.app import App, TaskOptions, encode_json
 from shoal.context import JobContext, job_context
 from shoal.errors import Cancelled, Retry, ShoalError
-from shoal.model import Job, Outcome
+from shoal.model import Job, JobState, Outcome
 
 
 class JobTimeout(ShoalError):
@@ -45,9 +45,11 @@ class Work:
 
     @classmethod
     def of(cls, job: Job, default_timeout_s: float | None = None) -> Work:
-        """The work for a claimed job; the task's own time limit applies when the job has none."""
+        """The work for a job the node holds; the task's own time limit applies when the job
+        has none. A job still `claimed` (its start not recorded yet) runs as its next attempt."""
         timeout_s = job.timeout_s if job.timeout_s is not None else default_timeout_s
-        return cls(job.id, job.attempts, job.task, job.args_json, job.kwargs_json, timeout_s)
+        attempt = job.attempts + 1 if job.state is JobState.CLAIMED else job.attempts
+        return cls(job.id, attempt, job.task, job.args_json, job.kwargs_json, timeout_s)
 
 
 @dataclass(frozen=True)

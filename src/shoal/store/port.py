@@ -383,8 +383,9 @@ class Store(ABC):
         returns the same jobs). One cancelled or requeued meanwhile (the node was presumed
         dead) is not returned.
 
-        A worker runs a job only once its start is recorded, so an attempt is charged exactly
-        when it runs and a node killed between claim and start charges nothing.
+        A job a worker has not begun is never started here, so an attempt is charged only
+        when it runs and a node killed between claim and start charges nothing. (A tiny job may
+        begin first, its start recorded after, or with its outcome: see `finish_jobs`.)
         """
 
     @abstractmethod
@@ -401,6 +402,10 @@ class Store(ABC):
         the attempt's error (or, for a success, that its result was discarded). Updates the
         node's processed and failed counters (failed: every applied outcome but a success).
         Returns, per outcome, whether it applied.
+
+        An outcome with `ran_s` set also applies to its job while still claimed by the node
+        under the attempt before (its start never recorded): the start is recorded with the
+        end, attempts + 1 and `started_at` `ran_s` before now, as if `start_jobs` had run then.
         """
 
     @abstractmethod

@@ -126,7 +126,7 @@ FULL_TASKS = f"ARRAY(SELECT l.task FROM task_limits l WHERE {limit_room('l')} <=
 
 def give_back_room(moved: str) -> str:
     """CTEs that give back the room of the jobs in CTE `moved` (column task) that have left
-    `running`, then `left_running`: `moved`'s rows, for the job counters.
+    `running` (or `claimed`), then `left_running`: `moved`'s rows, for the job counters.
 
     The limits rows are locked in task order, as every claim locks them, before any counter
     row: `left_running` reads only once `freeing` has locked them all, and the counters are
@@ -149,7 +149,7 @@ freeing AS MATERIALIZED (
 ), woken AS (
     SELECT pg_notify('shoal_jobs', '*') FROM freed WHERE reopened LIMIT 1
 ), left_running AS (
-    SELECT m.task, m.state FROM {moved} m
+    SELECT m.* FROM {moved} m
     WHERE (SELECT count(*) FROM freeing) >= 0 AND (SELECT count(*) FROM woken) >= 0
 )"""
 
@@ -463,7 +463,8 @@ WHERE state IN ('running', 'claimed') AND claimer = %s AND claim_token = %s ORDE
 # both sides.
 OUTCOMES = """
 SELECT (e->>0)::bigint AS id, (e->>1)::int AS attempt, (e->>2)::bool AS ok, e->>3 AS result,
-       e->>4 AS error, e->>5 AS traceback, (e->>6)::float8 AS retry_in_s
+       e->>4 AS error, e->>5 AS traceback, (e->>6)::float8 AS retry_in_s,
+       (e->>7)::float8 AS ran_s
 FROM jsonb_array_elements(%(batch)s::jsonb) AS e
 """
 
@@ -472,16 +473,27 @@ def outcome_batch(outcomes: Sequence[Outcome]) -> str:
     """The JSON document OUTCOMES reads: one row per outcome."""
     return json.dumps(
         [
-            [o.job_id, o.attempt, o.succeeded, o.result_json, o.error, o.traceback, o.retry_in_s]
+            [
+                o.job_id,
+                o.attempt,
+                o.succeeded,
+                o.result_json,
+                o.error,
+                o.traceback,
+                o.retry_in_s,
+                o.ran_s,
+            ]
             for o in outcomes
         ],
         separators=(",", ":"),
     )
 
 
-def held_rows(rows: str) -> str:
+def held_rows(rows: str, unrecorded: bool = False) -> str:
     """CTEs `me` and `held`: the rows of query `rows` (columns id, attempt, ...) whose job the node
-    %(node)s still holds under that attempt, each with the ctid of the job's row.
+    %(node)s still holds under that attempt, each with the ctid of the job's row and its state
+    (`was`). With `unrecorded`, a row whose column `ran_s` is set also finds its job still
+    claimed under the attempt before (a tiny job whose start was never recorded: `Outcome.ran_s`).
 
     Every writer of a node's running jobs other than the node itself (a declaration of death, a
     requeue) locks that node's row first; so does `me`, and `held` is empty if the node is dead by
@@ -494,14 +506,17 @@ def held_rows(rows: str) -> str:
     `held` on `j.ctid = held.tid AND j.id = held.id` and adds no selective condition of its own, so
     the planner has no reason to drive it from a scan of `jobs`.
     """
+    held_state = "j.attempts = r.attempt AND j.state || '' = 'running'"
+    if unrecorded:
+        held_state = f"""(({held_state}) OR (r.ran_s IS NOT NULL AND j.attempts = r.attempt - 1
+                                            AND j.state || '' = 'claimed'))"""
     return f"""
 me AS (
     SELECT id FROM nodes WHERE id = %(node)s AND state <> 'dead' FOR NO KEY UPDATE
 ), held AS MATERIALIZED (
-    SELECT r.*, t.tid FROM ({rows}) AS r CROSS JOIN LATERAL (
-        SELECT j.ctid AS tid FROM jobs j
-        WHERE j.id = r.id AND j.claimer = %(node)s AND j.attempts = r.attempt
-          AND j.state || '' = 'running'
+    SELECT r.*, t.tid, t.was FROM ({rows}) AS r CROSS JOIN LATERAL (
+        SELECT j.ctid AS tid, j.state AS was FROM jobs j
+        WHERE j.id = r.id AND j.claimer = %(node)s AND {held_state}
         LIMIT 1
     ) t
     WHERE EXISTS (SELECT 1 FROM me)
@@ -520,10 +535,14 @@ def _announced(done: str) -> str:
 
 
 def _counted(done: str) -> str:
-    """CTEs counting the finished jobs of `done` out of running, and into the node's processed
+    """CTEs counting the finished jobs of `done` out of the state each was in (column `was`:
+    running, or claimed for a start recorded with the outcome), and into the node's processed
     and failed counters (failed: every outcome but a success)."""
+    moved = (
+        "SELECT task, state, 1 FROM left_running UNION ALL SELECT task, was, -1 FROM left_running"
+    )
     return f"""{give_back_room(done)}, tallied AS (
-    {add_counts(_moved_from("running", "left_running"), "%(shard)s")}
+    {add_counts(moved, "%(shard)s")}
 ), counted AS (
     UPDATE nodes SET processed = processed + (SELECT count(*) FROM {done}),
                      failed = failed + (SELECT count(*) FROM {done} WHERE state <> 'succeeded')
@@ -534,10 +553,12 @@ def _counted(done: str) -> str:
 # Record a batch of outcomes in one statement, each fenced by (claimer, attempt, running); see
 # `held_rows` for how the rows are found and why.
 FINISH = f"""
-WITH {held_rows(OUTCOMES)}, done AS (
+WITH {held_rows(OUTCOMES, unrecorded=True)}, done AS (
     UPDATE jobs j SET
         state = CASE WHEN o.ok THEN 'succeeded' WHEN o.retry_in_s IS NULL THEN 'failed'
                      ELSE 'queued' END,
+        attempts = o.attempt,
+        started_at = CASE WHEN o.was = 'claimed' THEN {NOW} - o.ran_s ELSE j.started_at END,
         result = CASE WHEN o.ok THEN o.result ELSE j.result END,
         error = CASE WHEN o.ok THEN NULL ELSE o.error END,
         traceback = CASE WHEN o.ok THEN NULL ELSE o.traceback END,
@@ -550,7 +571,7 @@ WITH {held_rows(OUTCOMES)}, done AS (
         finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
     FROM held o
     WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NULL
-    RETURNING j.id, j.attempts, j.state, j.task
+    RETURNING j.id, j.attempts, j.state, j.task, o.was
 ), {_counted("done")}, {_announced("done")}
 SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
 """
@@ -560,14 +581,15 @@ SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
 # the outcomes it did not apply: a new statement, so it also sees a request that committed while
 # FINISH ran (whose new row version FINISH, looking by ctid, no longer finds).
 FINISH_CANCELLED = f"""
-WITH {held_rows(OUTCOMES)}, done AS (
+WITH {held_rows(OUTCOMES, unrecorded=True)}, done AS (
     UPDATE jobs j SET
-        state = 'cancelled', claim_token = NULL, finished_at = {NOW},
+        state = 'cancelled', claim_token = NULL, finished_at = {NOW}, attempts = o.attempt,
+        started_at = CASE WHEN o.was = 'claimed' THEN {NOW} - o.ran_s ELSE j.started_at END,
         error = %(head)s || CASE WHEN o.ok THEN %(anyway)s ELSE coalesce(o.error, '') END,
         traceback = CASE WHEN o.ok THEN NULL ELSE o.traceback END
     FROM held o
     WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NOT NULL
-    RETURNING j.id, j.attempts, j.state, j.task
+    RETURNING j.id, j.attempts, j.state, j.task, o.was
 ), {_counted("done")}, {_announced("done")}
 SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
 """

@@ -195,7 +195,21 @@ def finish(
 ) -> list[bool]:
     applied = []
     finished: list[tuple[str, str]] = []
+    begun: list[tuple[str, str]] = []
     for o in outcomes:
+        if o.ran_s is not None:  # its start was never recorded: recorded now, with its end
+            row = cur.execute(
+                q.START_WITH_OUTCOME,
+                {
+                    "now": now,
+                    "ran_s": o.ran_s,
+                    "id": o.job_id,
+                    "node": node_id,
+                    "attempt": o.attempt,
+                },
+            ).fetchone()
+            if row is not None:
+                begun.append((row[0], row[1]))
         params = {
             "ok": o.succeeded,
             "result": o.result_json,
@@ -215,6 +229,7 @@ def finish(
         applied.append(row is not None)
         if row is not None:
             finished.append((row[0], row[1]))
+    add_counts(cur, rules.count_moves(JobState.CLAIMED, begun))
     add_counts(cur, rules.count_moves(JobState.RUNNING, finished))
     failed = sum(1 for _, state in finished if state != JobState.SUCCEEDED.value)
     if finished:

@@ -99,6 +99,14 @@ START_CLAIMED = (
     " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'claimed' AND claimer = :node"
     f" RETURNING {JOB_COLUMNS}"
 )
+# The start of a tiny job recorded with its outcome (`Outcome.ran_s`): it began while still
+# claimed, under the attempt after the one it was claimed under.
+START_WITH_OUTCOME = (
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now - :ran_s,"
+    " progress = 0, progress_message = NULL"
+    " WHERE id = :id AND claimer = :node AND state = 'claimed' AND attempts = :attempt - 1"
+    " RETURNING task, state"
+)
 # Those of them running here already, started by an earlier call (as on PostgreSQL, where a
 # start's outcome can be lost with its connection, the same call again returns the same jobs).
 STARTED_HERE = (
