@@ -83,3 +83,44 @@ def _began(executor: Any) -> bool:
     return isinstance(executor, ProcessExecutor) and any(
         w.work is not None for w in executor._workers
     )
+
+
+def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_dies(
+    sqlite_store: SqliteStore, db_path: str
+) -> None:
+    """The default pool runs tiny jobs before their start is recorded. If the node dies then,
+    its worker process records the start: the job goes back charged, with the death counted,
+    as any job running under a dead node does (one that kills its node ends quarantined)."""
+    node = sqlite_store.register_node("n", "host", 1, 2, ["nap"], 30.0)
+    assert sqlite_store.set_node_state(node.id, node.state, node.state.WAITING)
+    executor = executor_for("thread", db_path)
+    try:
+        assert executor.wait_started(WAIT_S)
+        executor.renew_lease(time.monotonic() + 30.0)
+        executor.serve_node(node.id)
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3) for _ in range(3)])
+        claimed = sqlite_store.claim_jobs(node.id, 3, start=0)
+        assert [j.state for j in claimed] == [JobState.CLAIMED] * 3
+        begun, waiting, never = claimed
+        executor.submit_many([Work.of(begun), Work.of(waiting)])  # two slots: both begin
+        executor.submit(Work.of(never))  # no slot free: it waits in the worker process
+        until(lambda: executor.longest_running_s() > 0, "the naps", WAIT_S)
+        until(lambda: len(executor._marked()) == 2, "both naps begun", WAIT_S)
+        drop_node_ends(executor)
+
+        def settled() -> bool:
+            jobs = [sqlite_store.read_job(j.id) for j in claimed]
+            return [j.state if j else None for j in jobs] == [
+                JobState.RUNNING,
+                JobState.RUNNING,
+                JobState.QUEUED,
+            ]
+
+        until(settled, "the begun naps recorded started, the other given back", WAIT_S)
+        for job in (begun, waiting):
+            again = sqlite_store.read_job(job.id)
+            assert again is not None and again.attempts == 1 and again.started_at is not None
+        back = sqlite_store.read_job(never.id)
+        assert back is not None and back.attempts == 0
+    finally:
+        executor.shutdown()

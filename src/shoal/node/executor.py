@@ -59,6 +59,10 @@ class StartMarks(Protocol):
 
 class Executor(Protocol):
     events: queue.SimpleQueue[Event]
+    # Whether what runs the tasks outlives the node's process (a worker process), so that a
+    # node killed while tiny jobs run unrecorded still has them recorded as begun (see
+    # `give_back_unbegun`). Only then does a node hand jobs over before recording their start.
+    outlives_node: bool
 
     def submit(self, work: Work) -> None: ...
     def submit_many(self, works: Sequence[Work]) -> None: ...
@@ -112,6 +116,10 @@ ABANDONED_PER_SLOT = 2
 
 
 class ThreadExecutor:
+    # Threads of the node's own process: a task that kills it kills the node, and whatever began
+    # unrecorded would go back as if it never ran, never counted against the job that did it.
+    outlives_node = False
+
     def __init__(self, app: App, concurrency: int, marks: StartMarks | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
@@ -176,6 +184,11 @@ class ThreadExecutor:
         with self._lock:
             ages = [now - s.started_at for s in self._slots.values() if s.thread]
         return max(ages, default=0.0)
+
+    def begun_unrecorded(self) -> list[int]:
+        """The jobs a worker runs that were handed over unrecorded (`Work.unrecorded`)."""
+        with self._lock:
+            return [j for j, s in self._slots.items() if s.thread and s.work.unrecorded]
 
     def begun_for(self, at_least_s: float) -> list[int]:
         """The jobs whose attempt a worker began at least `at_least_s` ago and still runs."""

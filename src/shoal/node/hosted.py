@@ -172,9 +172,11 @@ def _host_main(
             for finished in executor.expire(time.monotonic()):
                 executor.events.put(finished)
     except (EOFError, OSError):  # the node is gone: so is the reason to run
-        # What no thread began, and what of the node's latest start never came here.
+        # What no thread began, and what of the node's latest start never came here; and the
+        # start of what began unrecorded, so it counts as this death's as any running job does.
         unbegun = executor.take_unstarted()
-        give_back_unbegun(executor.app, node.value, lease.value, unbegun, set(received))
+        begun = executor.begun_unrecorded()
+        give_back_unbegun(executor.app, node.value, lease.value, unbegun, set(received), begun)
     executor.shutdown()
 
 
@@ -192,7 +194,15 @@ def _send_events(executor: ThreadExecutor, send: Any) -> None:
 
 def _work_item(work: Work) -> tuple[Any, ...]:
     """Work as plain values, as it crosses the pipe (the child makes it `Work(*item)` again)."""
-    return (work.job_id, work.attempt, work.task, work.args_json, work.kwargs_json, work.timeout_s)
+    return (
+        work.job_id,
+        work.attempt,
+        work.task,
+        work.args_json,
+        work.kwargs_json,
+        work.timeout_s,
+        work.unrecorded,
+    )
 
 
 def _pickled(message: Any) -> bytes:
@@ -235,6 +245,8 @@ class _Child:
 
 
 class HostedExecutor:
+    outlives_node = True  # the child gives back, or records as begun, what it held
+
     def __init__(self, app_spec: str, concurrency: int, db_url: str | None = None) -> None:
         self.app_spec = app_spec
         self.concurrency = concurrency

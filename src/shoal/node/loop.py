@@ -14,7 +14,7 @@ import logging
 import queue
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from shoal.app import DEFAULT_CANCEL_GRACE_S, App
 from shoal.errors import DatastoreUnavailable
@@ -143,13 +143,10 @@ class NodeLoop:
                 return
 
     def finish(self, finished: Finished) -> Outcome:
-        outcome = self._outcome_of(finished)
+        ran_s = None
         if finished.job_id in self.unrecorded:  # its start is recorded with its end
             self.unrecorded.discard(finished.job_id)
-            return replace(outcome, ran_s=max(finished.duration_s, 0.0))
-        return outcome
-
-    def _outcome_of(self, finished: Finished) -> Outcome:
+            ran_s = max(finished.duration_s, 0.0)
         held = self.held[finished.job_id]
         if held.cancel_requested:
             log.info(
@@ -159,9 +156,9 @@ class NodeLoop:
                 finished.attempt,
                 finished.error or "the task finished",
             )
-            return cancelled_outcome(finished)
+            return cancelled_outcome(finished, ran_s)
         outcome = outcome_for(
-            finished, held.job.max_attempts, held.retry, self.config.max_backoff_s
+            finished, held.job.max_attempts, held.retry, self.config.max_backoff_s, ran_s
         )
         if not outcome.succeeded:
             retry = outcome.retry_in_s
@@ -308,7 +305,11 @@ class NodeLoop:
 
     def tiny(self) -> bool:
         """Whether jobs here are tiny: handed to the workers before their start is recorded,
-        and beyond the free workers (see `NodeConfig.start_ahead_s`)."""
+        and beyond the free workers (see `NodeConfig.start_ahead_s`). Never when tasks run in
+        the node's own process: one that killed it would go back as if it had never run, and
+        kill node after node, never charged; there, every start is recorded first."""
+        if not self.executor.outlives_node:
+            return False
         expected_s = self.expected_run_s()
         return expected_s is not None and expected_s <= self.config.start_ahead_s
 

@@ -140,7 +140,12 @@ def _worker_main(
 
 
 def give_back_unbegun(
-    app: App, node_id: int, lease_ends: float, unbegun: list[int], reached: set[int]
+    app: App,
+    node_id: int,
+    lease_ends: float,
+    unbegun: list[int],
+    reached: set[int],
+    begun_unrecorded: Sequence[int] = (),
 ) -> None:
     """A worker process whose node died (killed, or crashed) gives back, uncharged and in the
     node's name, the jobs whose start the node recorded, charging their attempt, but that never
@@ -150,6 +155,11 @@ def give_back_unbegun(
     datastore's release is fenced by the node and the job's state, so once the node's jobs
     were requeued or taken by another node it changes nothing. Tried until the lease would
     have run out (the cluster then requeues the node's jobs itself), and at most GIVE_BACK_S.
+
+    It also records the start of `begun_unrecorded`: tiny jobs a thread began while they were
+    still claimed. Charged and running under the dead node, each is requeued with its attempt
+    counted, and with this death counted against it (a job that kills its node is quarantined
+    in the end): as still claimed, it would go back as if it had never run.
     """
     if not node_id:
         return  # not registered yet (it started nothing), or a pool that gives nothing back
@@ -160,6 +170,8 @@ def give_back_unbegun(
             never_sent = [i for i in app.store.last_started(node_id) if i not in reached]
             if unbegun or never_sent:
                 app.store.release_jobs(node_id, unbegun + never_sent)
+            if begun_unrecorded:
+                app.store.start_jobs(node_id, list(begun_unrecorded))
     except Exception as exc:  # nothing to report to: the node is gone
         log.warning(
             "node %d is gone; could not give back the jobs it started that never began "
@@ -193,6 +205,8 @@ class _Worker:
 
 
 class ProcessExecutor:
+    outlives_node = False  # it never holds unrecorded work: a node prefetches nothing for it
+
     def __init__(
         self, app_spec: str, concurrency: int, db_url: str | None = None, give_back: bool = True
     ) -> None:

@@ -42,14 +42,17 @@ class Work:
     args_json: str
     kwargs_json: str
     timeout_s: float | None
+    # Handed over still claimed, its start not recorded (a tiny job, see `Outcome.ran_s`).
+    unrecorded: bool = False
 
     @classmethod
     def of(cls, job: Job, default_timeout_s: float | None = None) -> Work:
         """The work for a job the node holds; the task's own time limit applies when the job
         has none. A job still `claimed` (its start not recorded yet) runs as its next attempt."""
         timeout_s = job.timeout_s if job.timeout_s is not None else default_timeout_s
-        attempt = job.attempts + 1 if job.state is JobState.CLAIMED else job.attempts
-        return cls(job.id, attempt, job.task, job.args_json, job.kwargs_json, timeout_s)
+        unrecorded = job.state is JobState.CLAIMED
+        attempt = job.attempts + 1 if unrecorded else job.attempts
+        return cls(job.id, attempt, job.task, job.args_json, job.kwargs_json, timeout_s, unrecorded)
 
 
 @dataclass(frozen=True)
@@ -286,11 +289,18 @@ def retry_decision(
 
 
 def outcome_for(
-    finished: Finished, max_attempts: int, policy: RetryPolicy, max_backoff_s: float
+    finished: Finished,
+    max_attempts: int,
+    policy: RetryPolicy,
+    max_backoff_s: float,
+    ran_s: float | None = None,
 ) -> Outcome:
-    """Turn a worker's report into the outcome to record: success, retry later, or failed."""
+    """Turn a worker's report into the outcome to record: success, retry later, or failed.
+    `ran_s`: set when the attempt's start was never recorded (see `Outcome.ran_s`)."""
     if finished.ok:
-        return Outcome(finished.job_id, finished.attempt, True, result_json=finished.result_json)
+        return Outcome(
+            finished.job_id, finished.attempt, True, result_json=finished.result_json, ran_s=ran_s
+        )
     # Jitter, so a burst of failures does not retry in lockstep.
     decision = retry_decision(
         finished, max_attempts, policy, max_backoff_s, jitter=random.uniform(0.8, 1.2)
@@ -303,10 +313,11 @@ def outcome_for(
         error=storable_text(error),
         traceback=storable_text(finished.traceback),
         retry_in_s=decision.retry_in_s,
+        ran_s=ran_s,
     )
 
 
-def cancelled_outcome(finished: Finished) -> Outcome:
+def cancelled_outcome(finished: Finished, ran_s: float | None = None) -> Outcome:
     """The outcome of an attempt whose job was asked to cancel: never retried, whatever it says.
     The datastore ends the job cancelled (discarding a result)."""
     return Outcome(
@@ -315,6 +326,7 @@ def cancelled_outcome(finished: Finished) -> Outcome:
         finished.ok,
         error=storable_text(finished.error),
         traceback=storable_text(finished.traceback),
+        ran_s=ran_s,
     )
 
 

@@ -195,21 +195,8 @@ def finish(
 ) -> list[bool]:
     applied = []
     finished: list[tuple[str, str]] = []
-    begun: list[tuple[str, str]] = []
+    begun: list[tuple[str, str]] = []  # ended still claimed: their start never recorded
     for o in outcomes:
-        if o.ran_s is not None:  # its start was never recorded: recorded now, with its end
-            row = cur.execute(
-                q.START_WITH_OUTCOME,
-                {
-                    "now": now,
-                    "ran_s": o.ran_s,
-                    "id": o.job_id,
-                    "node": node_id,
-                    "attempt": o.attempt,
-                },
-            ).fetchone()
-            if row is not None:
-                begun.append((row[0], row[1]))
         params = {
             "ok": o.succeeded,
             "result": o.result_json,
@@ -222,7 +209,14 @@ def finish(
             "attempt": o.attempt,
             "head": texts.CANCELLED_RUNNING,
             "anyway": texts.CANCEL_FINISHED_ANYWAY,
+            "ran_s": o.ran_s,
         }
+        if o.ran_s is not None:  # claimed, unless an earlier start of it was recorded after all
+            row = cur.execute(q.FINISH_UNRECORDED, params).fetchone()
+            if row is not None:
+                applied.append(True)
+                begun.append((row[0], row[1]))
+                continue
         row = cur.execute(q.FINISH, params).fetchone()
         if row is None:  # asked to cancel, or no longer held
             row = cur.execute(q.FINISH_CANCELLED, params).fetchone()
@@ -231,9 +225,10 @@ def finish(
             finished.append((row[0], row[1]))
     add_counts(cur, rules.count_moves(JobState.CLAIMED, begun))
     add_counts(cur, rules.count_moves(JobState.RUNNING, finished))
-    failed = sum(1 for _, state in finished if state != JobState.SUCCEEDED.value)
-    if finished:
-        cur.execute(q.COUNT_FINISHES, (len(finished), failed, node_id))
+    ended = [*begun, *finished]
+    failed = sum(1 for _, state in ended if state != JobState.SUCCEEDED.value)
+    if ended:
+        cur.execute(q.COUNT_FINISHES, (len(ended), failed, node_id))
     return applied
 
 

@@ -99,14 +99,6 @@ START_CLAIMED = (
     " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'claimed' AND claimer = :node"
     f" RETURNING {JOB_COLUMNS}"
 )
-# The start of a tiny job recorded with its outcome (`Outcome.ran_s`): it began while still
-# claimed, under the attempt after the one it was claimed under.
-START_WITH_OUTCOME = (
-    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now - :ran_s,"
-    " progress = 0, progress_message = NULL"
-    " WHERE id = :id AND claimer = :node AND state = 'claimed' AND attempts = :attempt - 1"
-    " RETURNING task, state"
-)
 # Those of them running here already, started by an earlier call (as on PostgreSQL, where a
 # start's outcome can be lost with its connection, the same call again returns the same jobs).
 STARTED_HERE = (
@@ -159,8 +151,10 @@ PROGRESS = (
     " AND attempts = ? AND state = 'running'"
 )
 
-# One outcome, fenced by (claimer, attempt, running): success, a retry after a delay, or failure.
-FINISH = """
+
+def _finish(held: str, started: str = "") -> str:
+    """The UPDATE recording one outcome of a job found by `held`, setting `started` besides."""
+    return f"""
 UPDATE jobs SET
     state = CASE WHEN :ok THEN 'succeeded' WHEN :retry_in_s IS NULL THEN 'failed'
                  ELSE 'queued' END,
@@ -171,11 +165,20 @@ UPDATE jobs SET
     claimer = CASE WHEN NOT :ok AND :retry_in_s IS NOT NULL THEN NULL ELSE claimer END,
     run_after = CASE WHEN NOT :ok AND :retry_in_s IS NOT NULL THEN :now + :retry_in_s
                      ELSE run_after END,
-    finished_at = CASE WHEN :ok OR :retry_in_s IS NULL THEN :now ELSE finished_at END
-WHERE id = :id AND claimer = :node AND attempts = :attempt AND state = 'running'
-  AND cancel_requested_at IS NULL
+    finished_at = CASE WHEN :ok OR :retry_in_s IS NULL THEN :now ELSE finished_at END{started}
+WHERE id = :id AND claimer = :node AND {held} AND cancel_requested_at IS NULL
 RETURNING task, state
 """
+
+
+# One outcome, fenced by (claimer, attempt, running): success, a retry after a delay, or failure.
+FINISH = _finish("attempts = :attempt AND state = 'running'")
+# One outcome of a tiny job whose start was never recorded (`Outcome.ran_s`): still claimed, under
+# the attempt before; its start is recorded with its end, in the same row write.
+FINISH_UNRECORDED = _finish(
+    "attempts = :attempt - 1 AND state = 'claimed'",
+    ",\n    attempts = :attempt, started_at = :now - :ran_s",
+)
 
 # The outcome of an attempt whose job was asked to cancel, fenced as FINISH is: the job ends
 # cancelled however the attempt ended, and a result is discarded.
