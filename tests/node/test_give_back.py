@@ -124,3 +124,29 @@ def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_dies(
         assert back is not None and back.attempts == 0
     finally:
         executor.shutdown()
+
+
+def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_s_lease_runs_out(
+    sqlite_store: SqliteStore, db_path: str
+) -> None:
+    """A node frozen (SIGSTOP) while tiny jobs run unrecorded: its worker process exits as the
+    lease is due to run out, recording their start first, so they go back charged, as running
+    jobs of a dead node do, rather than run again under the same attempt number."""
+    node = sqlite_store.register_node("n", "host", 1, 2, ["nap"], 30.0)
+    assert sqlite_store.set_node_state(node.id, node.state, node.state.WAITING)
+    executor = executor_for("thread", db_path)
+    try:
+        assert executor.wait_started(WAIT_S)
+        executor.renew_lease(time.monotonic() + 30.0)
+        executor.serve_node(node.id)
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3)])
+        [claimed] = sqlite_store.claim_jobs(node.id, 1, start=0)
+        executor.submit(Work.of(claimed))
+        until(lambda: len(executor._marked()) == 1, "the nap begun", WAIT_S)
+        child = executor._child.process
+        executor.renew_lease(time.monotonic() + 0.5)  # and never again: the node froze
+        until(lambda: not child.is_alive(), "the worker process to exit", WAIT_S)
+        job = sqlite_store.read_job(claimed.id)
+        assert job is not None and (job.state, job.attempts) == (JobState.RUNNING, 1)
+    finally:
+        executor.shutdown()

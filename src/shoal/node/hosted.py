@@ -88,6 +88,7 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # A child stops this long before the node's lease is due to run out: its checks are POLL_S
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
+RECORD_BEGUN_S = LEASE_MARGIN_S / 2  # see `_record_begun`
 RECEIVED_KEPT = (
     16_384  # the latest job ids a child remembers the node sent it (see give_back_unbegun)
 )
@@ -156,6 +157,7 @@ def _host_main(
         threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
         while True:
             if time.monotonic() > lease.value - LEASE_MARGIN_S:
+                _record_begun(executor, node.value)
                 os._exit(STALLED_EXIT)  # ends every task here: they may be running elsewhere
             if conn.poll(POLL_S):
                 message = conn.recv()
@@ -178,6 +180,26 @@ def _host_main(
         begun = executor.begun_unrecorded()
         give_back_unbegun(executor.app, node.value, lease.value, unbegun, set(received), begun)
     executor.shutdown()
+
+
+def _record_begun(executor: ThreadExecutor, node_id: int) -> None:
+    """Before the child exits as its node's lease runs out: record the start of the tiny jobs
+    its threads began unrecorded, so that they go back charged, as any job running under a node
+    declared dead does, rather than as if they had never run (and then run again under the same
+    attempt number). Within RECORD_BEGUN_S, which ends before the lease does: a datastore that
+    does not answer by then (down, or its SQLite file locked by the frozen node) is not waited
+    for, and those jobs go back uncharged."""
+    begun = executor.begun_unrecorded()
+    if not begun or not node_id:
+        return
+
+    def record() -> None:
+        with contextlib.suppress(Exception):  # nothing to report to: the child is ending
+            executor.app.store.start_jobs(node_id, begun)
+
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
+    recorder.join(RECORD_BEGUN_S)
 
 
 def _send_events(executor: ThreadExecutor, send: Any) -> None:
