@@ -88,7 +88,7 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # A child stops this long before the node's lease is due to run out: its checks are POLL_S
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
-RECORD_BEGUN_S = LEASE_MARGIN_S / 2  # see `_record_begun`
+RECORD_BEGUN_S = 0.75 * LEASE_MARGIN_S  # see `_record_begun`
 RECEIVED_KEPT = (
     16_384  # the latest job ids a child remembers the node sent it (see give_back_unbegun)
 )
@@ -155,6 +155,8 @@ def _host_main(
     try:
         send(("ready",))
         threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
+        # Connected before it is needed: a write made as the lease runs out has no time to spare.
+        threading.Thread(target=_connect, args=(executor,), daemon=True).start()
         while True:
             if time.monotonic() > lease.value - LEASE_MARGIN_S:
                 _record_begun(executor, node.value)
@@ -180,6 +182,12 @@ def _host_main(
         begun = executor.begun_unrecorded()
         give_back_unbegun(executor.app, node.value, lease.value, unbegun, set(received), begun)
     executor.shutdown()
+
+
+def _connect(executor: ThreadExecutor) -> None:
+    """Open the child's datastore connection (see `_record_begun`); a failure shows later."""
+    with contextlib.suppress(Exception):
+        executor.app.store.now()
 
 
 def _record_begun(executor: ThreadExecutor, node_id: int) -> None:
