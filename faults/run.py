@@ -63,6 +63,11 @@ def parse(argv: list[str]) -> SuiteOptions:
     parser.add_argument("--lease-s", type=float, default=2.0)
     parser.add_argument("--fault-every-s", type=float, default=6.0, help="mean gap between faults")
     parser.add_argument("--faults", default=",".join(FAULT_KINDS), help="fault kinds to inject")
+    parser.add_argument(
+        "--job-s",
+        default="0.05,0.6",
+        help="range of the steady jobs' durations, seconds (e.g. 0.001,0.008: tiny jobs)",
+    )
     parser.add_argument("--poison", default="all", help="poison kinds, 'all' or 'none'")
     parser.add_argument("--json", type=Path, help="also write the verdict here, as JSON")
     args = parser.parse_args(argv)
@@ -78,6 +83,12 @@ def parse(argv: list[str]) -> SuiteOptions:
         known = {p.kind for p in POISONS}
         if set(poison) - known:
             parser.error(f"unknown poison kinds; known: {', '.join(sorted(known))}")
+    try:
+        low, high = (float(x) for x in args.job_s.split(","))
+    except ValueError:
+        parser.error(f"--job-s takes two durations in seconds, low,high (not {args.job_s!r})")
+    if not 0 <= low <= high <= 60:
+        parser.error(f"--job-s {args.job_s}: want 0 <= low <= high <= 60 seconds")
     plan = SoakPlan(
         args.seed,
         args.minutes,
@@ -86,6 +97,7 @@ def parse(argv: list[str]) -> SuiteOptions:
         args.lease_s,
         fault_every_s=args.fault_every_s,
         faults=faults,
+        job_s=(low, high),
     )
     return SuiteOptions(plan, tuple(args.datastores.split(",")), poison, args.json)
 

@@ -39,6 +39,9 @@ class SoakPlan:
     fault_every_s: float = 6.0  # mean gap between faults
     faults: tuple[str, ...] = FAULT_KINDS
     settle_s: float = 90.0
+    # How long the steady jobs sleep, drawn uniformly from this range. Under 20 ms on average
+    # the nodes take them for tiny ones, which run before their start is recorded.
+    job_s: tuple[float, float] = (0.05, 0.6)
 
 
 @dataclass
@@ -100,7 +103,7 @@ def _drive(
     stopped: list[tuple[float, NodeProcess]] = []  # SIGSTOPped nodes and when to SIGCONT them
     while (now := time.monotonic()) < started + duration_s:
         due = min(plan.jobs, int(plan.jobs * (now - started) / duration_s) + 1)
-        _submit(store, rng, due - len(result.submitted), result)
+        _submit(store, rng, due - len(result.submitted), result, plan.job_s)
         for when, node in [s for s in stopped if s[0] <= now]:
             node.process.send_signal(signal.SIGCONT)
             stopped.remove((when, node))
@@ -116,7 +119,7 @@ def _drive(
         node.process.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + 30  # the rest, even if the last fault left the datastore slow
     while len(result.submitted) < plan.jobs and time.monotonic() < deadline:
-        _submit(store, rng, plan.jobs - len(result.submitted), result)
+        _submit(store, rng, plan.jobs - len(result.submitted), result, plan.job_s)
         time.sleep(0.05)
 
 
@@ -125,7 +128,9 @@ def _gap(rng: random.Random, plan: SoakPlan) -> float:
     return rng.uniform(0.5, 1.5) * plan.fault_every_s
 
 
-def _submit(store: Store, rng: random.Random, count: int, result: SoakResult) -> None:
+def _submit(
+    store: Store, rng: random.Random, count: int, result: SoakResult, job_s: tuple[float, float]
+) -> None:
     """Submit `count` steady jobs in one batch; a datastore that is down delays them."""
     if count <= 0:
         return
@@ -134,7 +139,7 @@ def _submit(store: Store, rng: random.Random, count: int, result: SoakResult) ->
         steps = rng.choice((1, 1, 3))  # a third report progress
         fail = 1 if rng.random() < 0.15 else 0  # some fail their first attempt
         kwargs = {
-            "sleep_s": round(rng.uniform(0.05, 0.6), 3),
+            "sleep_s": round(rng.uniform(*job_s), 4),
             "steps": steps,
             "fail_attempts": fail,
         }
