@@ -17,7 +17,7 @@ import pytest
 from shoal.model import JobState, NewJob
 from shoal.node.hosted import HostedExecutor
 from shoal.node.procpool import ProcessExecutor
-from shoal.node.runner import Work
+from shoal.node.runner import Finished, Work
 from shoal.store.sqlite import SqliteStore
 
 from steered import until
@@ -98,7 +98,15 @@ def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_dies(
         assert executor.wait_started(WAIT_S)
         executor.renew_lease(time.monotonic() + 30.0)
         executor.serve_node(node.id)
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([0]), "{}", 3)])
         sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3) for _ in range(3)])
+        [ended] = sqlite_store.claim_jobs(node.id, 1, start=0)
+        executor.submit(Work.of(ended))  # it ends, and the node dies before recording that
+        until(
+            lambda: isinstance(executor.events.get(timeout=WAIT_S), Finished),
+            "the short nap to end",
+            WAIT_S,
+        )
         claimed = sqlite_store.claim_jobs(node.id, 3, start=0)
         assert [j.state for j in claimed] == [JobState.CLAIMED] * 3
         begun, waiting, never = claimed
@@ -117,9 +125,10 @@ def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_dies(
             ]
 
         until(settled, "the begun naps recorded started, the other given back", WAIT_S)
-        for job in (begun, waiting):
+        for job in (ended, begun, waiting):
             again = sqlite_store.read_job(job.id)
-            assert again is not None and again.attempts == 1 and again.started_at is not None
+            assert again is not None and again.state is JobState.RUNNING
+            assert again.attempts == 1 and again.started_at is not None
         back = sqlite_store.read_job(never.id)
         assert back is not None and back.attempts == 0
     finally:

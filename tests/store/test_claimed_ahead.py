@@ -203,3 +203,30 @@ def test_an_outcome_recording_a_start_is_fenced_as_any(store: Store) -> None:
     job = store.read_job(ids[2])
     assert job is not None and (job.state, job.attempts) == (JobState.CANCELLED, 0)
     assert_counts_match(store, "fenced starts with outcomes")
+
+
+def test_record_begun_charges_only_attempts_still_claimed_under_the_one_before(
+    store: Store,
+) -> None:
+    """What a worker process whose node died records for the attempts it began unrecorded."""
+    node = start_node(store, "a")
+    ids = store.submit_jobs(new_jobs(4))
+    store.claim_jobs(node.id, 4, start=0)
+    # ids[1] ended and its outcome was recorded; ids[2] was given back; ids[3] is claimed again
+    # for a later attempt than the one begun.
+    assert store.finish_jobs(node.id, [Outcome(ids[1], 1, True, "null", ran_s=0.0)]) == [True]
+    assert store.release_jobs(node.id, [ids[2]]) == 1
+    begun = [(ids[0], 1), (ids[1], 1), (ids[2], 1), (ids[3], 2)]
+    assert store.record_begun(node.id, begun) == 1
+    assert store.record_begun(node.id, begun) == 0  # again: nothing more
+    states = [(j.state, j.attempts) for j in (store.read_job(i) for i in ids) if j is not None]
+    assert states == [
+        (JobState.RUNNING, 1),
+        (JobState.SUCCEEDED, 1),
+        (JobState.QUEUED, 0),
+        (JobState.CLAIMED, 0),
+    ]
+    running = store.read_job(ids[0])
+    assert running is not None and running.started_at is not None
+    assert store.record_begun(start_node(store, "b").id, [(ids[3], 1)]) == 0  # not b's
+    assert_counts_match(store, "begun attempts recorded")

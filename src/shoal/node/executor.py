@@ -113,6 +113,9 @@ class _Slot:
 # Abandoned threads a node tolerates, per worker slot, before it stops claiming: each holds
 # whatever its stuck task holds (memory, a socket), so their number must not grow without bound.
 ABANDONED_PER_SLOT = 2
+# Attempts begun unrecorded that a worker process keeps, for `Store.record_begun` if its node
+# dies: far more than the node takes per turn (it records their outcomes or starts every turn).
+BEGUN_KEPT = 4096
 
 
 class ThreadExecutor:
@@ -130,6 +133,9 @@ class ThreadExecutor:
         self.events: queue.SimpleQueue[Event] = EventQueue()
         self._todo: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._slots: dict[int, _Slot] = {}  # job id -> slot, for accepted work not yet finished
+        # The latest attempts begun of work handed over unrecorded (job id -> attempt), ended
+        # or not: whether the node recorded their outcome only the datastore knows.
+        self._begun_unrecorded: dict[int, int] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         for _ in range(concurrency):
@@ -185,10 +191,20 @@ class ThreadExecutor:
             ages = [now - s.started_at for s in self._slots.values() if s.thread]
         return max(ages, default=0.0)
 
-    def begun_unrecorded(self) -> list[int]:
-        """The jobs a worker runs that were handed over unrecorded (`Work.unrecorded`)."""
+    def begun_unrecorded(self) -> list[tuple[int, int]]:
+        """The latest attempts (job id, attempt) a worker began of work handed over unrecorded
+        (`Work.unrecorded`), at most BEGUN_KEPT, whether or not they ended since."""
         with self._lock:
-            return [j for j, s in self._slots.items() if s.thread and s.work.unrecorded]
+            return list(self._begun_unrecorded.items())
+
+    def _note_begun(self, work: Work) -> None:
+        """Keep an attempt begun unrecorded (under the lock), forgetting the oldest past
+        BEGUN_KEPT: by then the node has long recorded it one way or another."""
+        kept = self._begun_unrecorded
+        kept.pop(work.job_id, None)
+        kept[work.job_id] = work.attempt
+        if len(kept) > BEGUN_KEPT:
+            del kept[next(iter(kept))]
 
     def begun_for(self, at_least_s: float) -> list[int]:
         """The jobs whose attempt a worker began at least `at_least_s` ago and still runs."""
@@ -283,6 +299,8 @@ class ThreadExecutor:
                     continue
                 slot.thread = threading.get_ident()
                 slot.started_at = time.monotonic()
+                if work.unrecorded:
+                    self._note_begun(work)
                 # The time limit counts from the start of the attempt, not from the claim.
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s

@@ -192,18 +192,19 @@ def _connect(executor: ThreadExecutor) -> None:
 
 def _record_begun(executor: ThreadExecutor, node_id: int) -> None:
     """Before the child exits as its node's lease runs out: record the start of the tiny jobs
-    its threads began unrecorded, so that they go back charged, as any job running under a node
-    declared dead does, rather than as if they had never run (and then run again under the same
-    attempt number). Within RECORD_BEGUN_S, which ends before the lease does: a datastore that
-    does not answer by then (down, or its SQLite file locked by the frozen node) is not waited
-    for, and those jobs go back uncharged."""
+    its threads began unrecorded whose outcome the node has not recorded (`Store.record_begun`),
+    so that they go back charged, as any job running under a node declared dead does, rather
+    than as if they had never run (and then run again under the same attempt number). Within
+    RECORD_BEGUN_S, which ends before the lease does: a datastore that does not answer by then
+    (down, or its SQLite file locked by the frozen node) is not waited for, and those jobs go
+    back uncharged."""
     begun = executor.begun_unrecorded()
     if not begun or not node_id:
         return
 
     def record() -> None:
         with contextlib.suppress(Exception):  # nothing to report to: the child is ending
-            executor.app.store.start_jobs(node_id, begun)
+            executor.app.store.record_begun(node_id, begun)
 
     recorder = threading.Thread(target=record, daemon=True)
     recorder.start()

@@ -145,7 +145,7 @@ def give_back_unbegun(
     lease_ends: float,
     unbegun: list[int],
     reached: set[int],
-    begun_unrecorded: Sequence[int] = (),
+    begun_unrecorded: Sequence[tuple[int, int]] = (),
 ) -> None:
     """A worker process whose node died (killed, or crashed) gives back, uncharged and in the
     node's name, the jobs whose start the node recorded, charging their attempt, but that never
@@ -156,10 +156,12 @@ def give_back_unbegun(
     were requeued or taken by another node it changes nothing. Tried until the lease would
     have run out (the cluster then requeues the node's jobs itself), and at most GIVE_BACK_S.
 
-    It also records the start of `begun_unrecorded`: tiny jobs a thread began while they were
-    still claimed. Charged and running under the dead node, each is requeued with its attempt
-    counted, and with this death counted against it (a job that kills its node is quarantined
-    in the end): as still claimed, it would go back as if it had never run.
+    It also records the start of `begun_unrecorded` (job id, attempt): attempts of tiny jobs a
+    thread began while they were still claimed, ended or not, whose outcome the node may not
+    have recorded. Charged and running under the dead node, each still claimed is requeued with
+    its attempt counted, and with this death counted against it (a job that kills its node is
+    quarantined in the end): still claimed, it would go back as if it had never run, and run
+    again under the same attempt number.
     """
     if not node_id:
         return  # not registered yet (it started nothing), or a pool that gives nothing back
@@ -171,7 +173,7 @@ def give_back_unbegun(
             if unbegun or never_sent:
                 app.store.release_jobs(node_id, unbegun + never_sent)
             if begun_unrecorded:
-                app.store.start_jobs(node_id, list(begun_unrecorded))
+                app.store.record_begun(node_id, begun_unrecorded)
     except Exception as exc:  # nothing to report to: the node is gone
         log.warning(
             "node %d is gone; could not give back the jobs it started that never began "

@@ -389,6 +389,16 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def record_begun(self, node_id: int, begun: Sequence[tuple[int, int]]) -> int:
+        """Record the start of attempts a worker began while their jobs were still claimed
+        (job id, attempt): each job claimed by the node under the attempt before becomes
+        running, attempts + 1, `started_at` now. For a worker process whose node died (or ran
+        out of lease) before recording them itself: charged, such a job goes back with this
+        attempt counted, as any job running under a dead node does, rather than as if it had
+        never run. A job whose outcome was recorded, or that was given back, or claimed again
+        for a later attempt, is left as it is. Returns how many started."""
+
+    @abstractmethod
     def record_progress(self, node_id: int, updates: Sequence[ProgressUpdate]) -> int:
         """Write progress for running jobs still held by (node_id, attempt). Returns how many."""
 

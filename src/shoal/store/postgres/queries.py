@@ -451,6 +451,21 @@ SELECT {JOB_COLUMNS} FROM jobs
 WHERE id = ANY (%(ids)s::bigint[]) AND state = 'running' AND claimer = %(node)s
 """
 
+# The start of attempts a worker began while their jobs were claimed (`Store.record_begun`).
+RECORD_BEGUN = f"""
+WITH begun AS (
+    UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, started_at = {NOW},
+                      progress = 0, progress_message = NULL
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS b(id, attempt)
+    WHERE j.id = b.id AND j.claimer = %(node)s AND j.state = 'claimed'
+      AND j.attempts = b.attempt - 1
+    RETURNING j.task, j.state
+), tallied AS (
+    {add_counts(_moved_from("claimed", "begun"), "%(shard)s")}
+)
+SELECT count(*) FROM begun
+"""
+
 # After a claim whose outcome was lost with its connection: the jobs it took, if it committed
 # (started or claimed ahead).
 CLAIMED_BY_TOKEN = f"""

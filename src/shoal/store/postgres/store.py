@@ -209,6 +209,20 @@ class PostgresStore(Store):
         params = {"node": node_id, "shard": q.counter_shard(node_id), "ids": list(job_ids)}
         return self._db.run("start jobs", lambda c, _: jobs.start_claimed(c, params))
 
+    def record_begun(self, node_id: int, begun: Sequence[tuple[int, int]]) -> int:
+        if not begun:
+            return 0
+        params = {
+            "node": node_id,
+            "shard": q.counter_shard(node_id),
+            "ids": [job_id for job_id, _ in begun],
+            "attempts": [attempt for _, attempt in begun],
+        }
+        # Idempotent: a retry after a lost outcome finds the jobs already running.
+        return self._db.run(
+            "record begun", lambda c, _: int(reads.scalar(c, q.RECORD_BEGUN, params))
+        )
+
     def finish_jobs(self, node_id: int, outcomes: Sequence[model.Outcome]) -> list[bool]:
         if not outcomes:
             return []

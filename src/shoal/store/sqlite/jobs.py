@@ -158,6 +158,15 @@ def start_claimed(
     return sorted((job_from_row(r) for r in [*before, *rows]), key=rules.claim_order)
 
 
+def record_begun(
+    cur: sqlite3.Cursor, now: float, node_id: int, begun: Sequence[tuple[int, int]]
+) -> int:
+    args = {"node": node_id, "now": now, "begun": json.dumps([list(b) for b in begun])}
+    rows = [(r[0], r[1]) for r in cur.execute(q.RECORD_BEGUN, args)]
+    add_counts(cur, rules.count_moves(JobState.CLAIMED, rows))
+    return len(rows)
+
+
 def stranded_ids(cur: sqlite3.Cursor, now: float, node_id: int, limit: int) -> list[int]:
     """The first runnable jobs in claim order, at most `limit` (and at most each limited task's
     room), that wait for a task their owner lacks and this node registers (see

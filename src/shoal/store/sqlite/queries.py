@@ -99,6 +99,17 @@ START_CLAIMED = (
     " WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'claimed' AND claimer = :node"
     f" RETURNING {JOB_COLUMNS}"
 )
+# The start of attempts a worker began while their jobs were claimed (`Store.record_begun`;
+# :begun, a JSON array of [id, attempt]). Each job is found by its id (the unary `+` keeps the
+# planner from scanning the node's claimed jobs once per pair instead).
+RECORD_BEGUN = (
+    "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = :now,"
+    " progress = 0, progress_message = NULL"
+    " FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt FROM json_each(:begun)) AS b"
+    " WHERE jobs.id = b.id AND +jobs.claimer = :node AND +jobs.state = 'claimed'"
+    " AND jobs.attempts = b.attempt - 1"
+    " RETURNING jobs.task, jobs.state"
+)
 # Those of them running here already, started by an earlier call (as on PostgreSQL, where a
 # start's outcome can be lost with its connection, the same call again returns the same jobs).
 STARTED_HERE = (

@@ -169,6 +169,11 @@ class SqliteStore(Store):
             lambda cur: jobs.start_claimed(cur, now(cur), node_id, job_ids), durable=False
         )
 
+    def record_begun(self, node_id: int, begun: Sequence[tuple[int, int]]) -> int:
+        if not begun:
+            return 0
+        return self.file.run(lambda cur: jobs.record_begun(cur, now(cur), node_id, begun))
+
     def record_progress(self, node_id: int, updates: Sequence[model.ProgressUpdate]) -> int:
         if not updates:
             return 0
