@@ -155,7 +155,6 @@ def _host_main(
     try:
         send(("ready",))
         threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
-        # Connected before it is needed: a write made as the lease runs out has no time to spare.
         threading.Thread(target=_connect, args=(executor,), daemon=True).start()
         while True:
             if time.monotonic() > lease.value - LEASE_MARGIN_S:
@@ -185,7 +184,12 @@ def _host_main(
 
 
 def _connect(executor: ThreadExecutor) -> None:
-    """Open the child's datastore connection (see `_record_begun`); a failure shows later."""
+    """Open the child's SQLite file before it is needed: a write made as the lease runs out has
+    no time to spare (see `_record_begun`). Not a PostgreSQL connection: one that stayed idle
+    would hold on to a server later demoted, which no write would tell it of, and opening one
+    takes a few milliseconds only. A failure shows when the store is used."""
+    if not (executor.app.db_url or "").lower().startswith("sqlite:"):
+        return
     with contextlib.suppress(Exception):
         executor.app.store.now()
 
