@@ -80,10 +80,19 @@ def node(cancel_app: App, sqlite_store: SqliteStore) -> Iterator[Node]:
     started.stop()
 
 
-def started_job(store: SqliteStore, task: str, args: str = "[]") -> JobHandle:
+def started_job(
+    store: SqliteStore, task: str, args: str = "[]", node: Node | None = None
+) -> JobHandle:
+    """A job shown running; on a `node` of threads, also begun by a thread (a start is
+    recorded just before the thread takes the job: a cancel between the two withdraws it)."""
     [job_id] = store.submit_jobs([NewJob(task, args, "{}", max_attempts=4)])
     handle = JobHandle(store, job_id)
     until(lambda: handle.state is JobState.RUNNING, f"job {job_id} running")
+    if node is not None:
+        until(
+            lambda: node.loop is not None and job_id in node.loop.executor.begun_for(0.0),
+            f"job {job_id} begun by a thread",
+        )
     return handle
 
 
@@ -96,7 +105,7 @@ def ended(handle: JobHandle, timeout_s: float = 5.0) -> Job:
 def test_a_cooperative_task_stops_and_its_job_ends_cancelled_promptly(
     node: Node, sqlite_store: SqliteStore
 ) -> None:
-    handle = started_job(sqlite_store, "cooperative")
+    handle = started_job(sqlite_store, "cooperative", node=node)
     asked = time.monotonic()
     assert handle.cancel(by="tester") is CancelResult.REQUESTED
     job = ended(handle)
@@ -112,7 +121,7 @@ def test_a_cooperative_task_stops_and_its_job_ends_cancelled_promptly(
 def test_a_task_that_returns_after_the_request_never_succeeds(
     node: Node, sqlite_store: SqliteStore
 ) -> None:
-    handle = started_job(sqlite_store, "returns_when_asked")
+    handle = started_job(sqlite_store, "returns_when_asked", node=node)
     assert handle.cancel()
     job = ended(handle)
     assert job.state is JobState.CANCELLED and job.result is None
@@ -122,7 +131,7 @@ def test_a_task_that_returns_after_the_request_never_succeeds(
 def test_an_async_task_is_cancelled_at_its_next_await(
     node: Node, sqlite_store: SqliteStore
 ) -> None:
-    handle = started_job(sqlite_store, "sleepy")
+    handle = started_job(sqlite_store, "sleepy", node=node)
     asked = time.monotonic()
     assert handle.cancel()
     job = ended(handle)
@@ -133,7 +142,7 @@ def test_an_async_task_is_cancelled_at_its_next_await(
 def test_a_thread_that_ignores_the_request_is_abandoned_after_its_grace(
     node: Node, sqlite_store: SqliteStore, release: threading.Event
 ) -> None:
-    handle = started_job(sqlite_store, "deaf")
+    handle = started_job(sqlite_store, "deaf", node=node)
     asked = time.monotonic()
     assert handle.cancel()
     job = ended(handle)
@@ -156,7 +165,7 @@ def test_a_thread_that_ignores_the_request_is_abandoned_after_its_grace(
 def test_a_prefetched_job_no_worker_started_is_cancelled_at_once(
     node: Node, sqlite_store: SqliteStore, release: threading.Event
 ) -> None:
-    busy = started_job(sqlite_store, "cooperative")
+    busy = started_job(sqlite_store, "cooperative", node=node)
     [job_id] = sqlite_store.submit_jobs([NewJob("quick", "[]", "{}")])
     waiting = JobHandle(sqlite_store, job_id)
     # The one worker is busy; whether the node claimed the quick job ahead or not, a cancel
