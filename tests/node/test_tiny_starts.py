@@ -102,7 +102,8 @@ class Begun:
 
 def test_in_the_node_s_own_process_every_start_is_recorded_first(store: Store) -> None:
     """A task there that killed its process would kill the node: a job begun unrecorded would go
-    back as if it had never run, and kill node after node without ever being charged."""
+    back as if it had never run, and kill node after node without ever being charged. (Tiny
+    jobs start there as they are claimed, ahead of a free thread.)"""
     begun = Begun()
     app = App()
     app.use_store(store)

@@ -304,19 +304,22 @@ class NodeLoop:
         return int(min(self.config.max_prefetch, room))
 
     def tiny(self) -> bool:
-        """Whether jobs here are tiny: handed to the workers before their start is recorded,
-        and beyond the free workers (see `NodeConfig.start_ahead_s`). Never when tasks run in
-        the node's own process: one that killed it would go back as if it had never run, and
-        kill node after node, never charged; there, every start is recorded first."""
-        if not self.executor.outlives_node:
-            return False
+        """Whether jobs here are tiny (see `NodeConfig.start_ahead_s`): handed to the workers
+        beyond the free ones, so that workers never idle for the node's next claim."""
         expected_s = self.expected_run_s()
         return expected_s is not None and expected_s <= self.config.start_ahead_s
 
+    def hands_unrecorded(self) -> bool:
+        """Whether tiny jobs go to the workers before their start is recorded. Not when tasks
+        run in the node's own process (`--pool inline`): one that killed it would go back as if
+        it had never run, and kill node after node, never charged. There tiny jobs start as
+        they are claimed instead, charged while they wait for a thread."""
+        return self.executor.outlives_node and self.tiny()
+
     def started_ahead(self, prefetch: int) -> int:
         """How many jobs may be handed over beyond the free workers, given the `prefetch` held:
-        all of them when jobs are tiny, so that workers never idle for the node's next claim;
-        none for others, which are handed over exactly when a worker is free."""
+        all of them when jobs are tiny; none for others, which are handed over exactly when a
+        worker is free."""
         return prefetch if self.tiny() else 0
 
     def return_stale(self) -> None:
@@ -338,12 +341,11 @@ class NodeLoop:
         claimed: their start is recorded once they begin (`record_starts`, `finish`)."""
         if not self.ahead:
             return
-        tiny = self.tiny()
-        beyond = self.started_ahead(self.prefetch()) if tiny else 0
+        beyond = self.started_ahead(self.prefetch())
         free = min(self.executor.free_slots(beyond), len(self.ahead))
         if free <= 0:
             return
-        if tiny:
+        if beyond and self.hands_unrecorded():
             self._hand_unrecorded([self.ahead.popleft() for _ in range(free)])
             return
         if self.start_backoff.active():
@@ -420,7 +422,7 @@ class NodeLoop:
         if free <= 0 and not self.executor.running():
             return state  # no worker at all (a worker process restarting): nothing to claim for
         prefetch = self.prefetch()
-        tiny = self.tiny()
+        unrecorded = self.hands_unrecorded()
         startable = self.executor.free_slots(self.started_ahead(prefetch)) - len(self.ahead)
         room = free + prefetch - len(self.ahead)
         if room <= 0:
@@ -434,7 +436,7 @@ class NodeLoop:
             return state
         try:
             # Tiny jobs start nothing at claim: they go to the workers still claimed.
-            start = 0 if tiny else max(startable, 0)
+            start = 0 if unrecorded else max(startable, 0)
             jobs = self.store.claim_jobs(self.node_id, room, start=start)
         except DatastoreUnavailable as exc:
             log.warning(
@@ -442,7 +444,7 @@ class NodeLoop:
             )
             return state
         self.claim_backoff.succeeded()
-        return self._take(jobs, state, unrecorded=max(startable, 0) if tiny else 0)
+        return self._take(jobs, state, unrecorded=max(startable, 0) if unrecorded else 0)
 
     def _take(self, jobs: list[Job], state: NodeState, unrecorded: int = 0) -> NodeState:
         """Hold claimed jobs: those started go to the workers, and so do the first `unrecorded`
