@@ -26,6 +26,12 @@ at the 2nd, 4th, 8th... failure. Until a child has loaded the app the node claim
 free slots), heartbeats as usual, and gives back what it had claimed for the dead child (as
 work claimed ahead that waits too long: `unstarted_wait_s`).
 
+Tiny jobs come to the child still claimed, their start not recorded (see
+`NodeConfig.start_ahead_s`); the child keeps the latest attempts it began of those. When the node
+dies, or its lease is about to run out, the child records their start (`Store.record_begun`,
+fenced by the attempt): each whose outcome the node did not record goes back charged, as a
+running job of a dead node does, not as if it had never run.
+
 The child must not outlive the node's lease. The node writes in shared memory how long its
 lease is sure to last (`renew_lease`, after each heartbeat); a child that finds that time past
 (the node frozen by SIGSTOP, its thread stuck) exits at once with STALLED_EXIT, ending the tasks
