@@ -85,19 +85,26 @@ def _began(executor: Any) -> bool:
     )
 
 
+def serving_worker_process(store: SqliteStore, db_path: str) -> tuple[Any, HostedExecutor]:
+    """A node registered and waiting, played by the test, and a default-pool worker process
+    that has loaded the app and serves it under a lease of 30 s."""
+    node = store.register_node("n", "host", 1, 2, ["nap"], 30.0)
+    assert store.set_node_state(node.id, node.state, node.state.WAITING)
+    executor = executor_for("thread", db_path)
+    assert executor.wait_started(WAIT_S)
+    executor.renew_lease(time.monotonic() + 30.0)
+    executor.serve_node(node.id)
+    return node, executor
+
+
 def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_dies(
     sqlite_store: SqliteStore, db_path: str
 ) -> None:
     """The default pool runs tiny jobs before their start is recorded. If the node dies then,
     its worker process records the start: the job goes back charged, with the death counted,
     as any job running under a dead node does (one that kills its node ends quarantined)."""
-    node = sqlite_store.register_node("n", "host", 1, 2, ["nap"], 30.0)
-    assert sqlite_store.set_node_state(node.id, node.state, node.state.WAITING)
-    executor = executor_for("thread", db_path)
+    node, executor = serving_worker_process(sqlite_store, db_path)
     try:
-        assert executor.wait_started(WAIT_S)
-        executor.renew_lease(time.monotonic() + 30.0)
-        executor.serve_node(node.id)
         sqlite_store.submit_jobs([NewJob("nap", json.dumps([0]), "{}", 3)])
         sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3) for _ in range(3)])
         [ended] = sqlite_store.claim_jobs(node.id, 1, start=0)
@@ -141,13 +148,8 @@ def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_s_lease_runs_out(
     """A node frozen (SIGSTOP) while tiny jobs run unrecorded: its worker process exits as the
     lease is due to run out, recording their start first, so they go back charged, as running
     jobs of a dead node do, rather than run again under the same attempt number."""
-    node = sqlite_store.register_node("n", "host", 1, 2, ["nap"], 30.0)
-    assert sqlite_store.set_node_state(node.id, node.state, node.state.WAITING)
-    executor = executor_for("thread", db_path)
+    node, executor = serving_worker_process(sqlite_store, db_path)
     try:
-        assert executor.wait_started(WAIT_S)
-        executor.renew_lease(time.monotonic() + 30.0)
-        executor.serve_node(node.id)
         sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3)])
         [claimed] = sqlite_store.claim_jobs(node.id, 1, start=0)
         executor.submit(Work.of(claimed))
