@@ -11,6 +11,7 @@ deadline; every node is stopped on the way out.
 from __future__ import annotations
 
 import json
+import math
 import random
 import signal
 import time
@@ -24,6 +25,7 @@ from ledger import Findings, Kill, examine, read_records
 from shoal.errors import ShoalError
 from shoal.model import Job, NewJob, NodeState
 from shoal.store import Store
+from shoal.store.deadline import Deadline, retrying_until
 
 FAULT_KINDS = ("sigkill", "sigstop", "terminate", "restart-fast", "restart-immediate")
 NEEDS_SERVER = {"terminate", "restart-fast", "restart-immediate"}
@@ -102,11 +104,19 @@ def _drive(
     order: list[str] = []  # kinds in a seeded order, each once per round, so every kind strikes
     stopped: list[tuple[float, NodeProcess]] = []  # SIGSTOPped nodes and when to SIGCONT them
     while (now := time.monotonic()) < started + duration_s:
-        due = min(plan.jobs, int(plan.jobs * (now - started) / duration_s) + 1)
-        _submit(store, rng, due - len(result.submitted), result, plan.job_s)
         for when, node in [s for s in stopped if s[0] <= now]:
             node.process.send_signal(signal.SIGCONT)
             stopped.remove((when, node))
+        due = min(plan.jobs, int(plan.jobs * (now - started) / duration_s) + 1)
+        # On SQLite a node frozen inside a write holds the file's lock, and a submit waits for
+        # it: it must not wait past the moment this loop is to wake that node (it once waited
+        # out the lock's 120 s retry, and the whole cluster stood still). A PostgreSQL submit
+        # keeps its own retry: one given up mid-commit could be recorded unseen.
+        thaw = Deadline()
+        if server is None:
+            thaw.bring_forward(min((when for when, _ in stopped), default=math.inf))
+        with retrying_until(thaw):
+            _submit(store, rng, due - len(result.submitted), result, plan.job_s)
         _replace_dead(nodes, plan, result)
         if now >= next_fault and kinds:
             order = order or rng.sample(kinds, len(kinds))

@@ -420,6 +420,51 @@ def test_claim_uses_the_queued_index_on_a_large_table(store: PostgresStore, url:
     assert len(store.claim_jobs(node.id, 200)) == 200
 
 
+@pytest.mark.parametrize("name", ["FINISH", "FINISH_CANCELLED", "PROGRESS"])
+def test_an_update_of_held_jobs_reads_only_their_rows_with_statistics_from_a_small_table(
+    store: PostgresStore, url: str, name: str
+) -> None:
+    """Statistics taken while the table held a few jobs (a new database; a burst before autovacuum
+    analyzed it) made every finish read the whole table, and hash it, to find its few rows."""
+    node = start_node(store, "a")
+    store.submit_jobs(new_jobs(10))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE jobs")
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
+            " run_after, created_at, finished_at)"
+            " SELECT i, i % 128, 't', '[]', '{}', 'succeeded', 1, 4, 0, 0, 0"
+            " FROM generate_series(1000000, 1019999) i"
+        )
+    held = store.claim_jobs(node.id, 4)
+    assert len(held) == 4
+    outcomes = [Outcome(j.id, j.attempts, True, result_json="1") for j in held]
+    params = {
+        "node": node.id,
+        "shard": 1,
+        "batch": q.outcome_batch(outcomes),
+        "head": "cancelled: ",
+        "anyway": "finished anyway",
+        "ids": [j.id for j in held],
+        "attempts": [j.attempts for j in held],
+        "fractions": [0.5] * 4,
+        "messages": ["half"] * 4,
+    }
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction(force_rollback=True):
+        # ANALYZE runs the statement: the rollback undoes it
+        [[explained]] = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + getattr(q, name), params
+        ).fetchall()
+    reads = [n for n in plan_nodes(explained[0]["Plan"]) if n.get("Relation Name") == "jobs"]
+    assert reads and all(n["Node Type"] != "Seq Scan" for n in reads), explained
+    assert max(n["Actual Rows"] * n["Actual Loops"] for n in reads) <= 4
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    return [plan] + [node for child in plan.get("Plans", []) for node in plan_nodes(child)]
+
+
 def index_scans(plan: dict[str, Any], index: str) -> list[dict[str, Any]]:
     """Every node of an EXPLAIN (FORMAT JSON) plan that scans `index`."""
     found = [plan] if plan.get("Index Name") == index else []

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from shoal.model import NewJob
+from shoal.store import batcher as batcher_module
 from shoal.store.batcher import MAX_SHARED_JOBS, AsyncSubmitBatcher, SubmitBatcher
 
 
@@ -99,6 +101,49 @@ def test_a_failed_write_fails_every_call_in_it_and_the_next_call_still_leads() -
     assert [str(e) for e in errors] == ["disk full", "disk full"]
     writer.fail = None
     assert batcher.submit(jobs(1)) == [1]
+
+
+def test_a_leader_waits_for_the_callers_of_the_last_write_when_they_come_straight_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Threads that submit in a loop: without the wait, the first back from a shared write
+    leads alone and the rest share the next one (writes of 1, k, 1, k...)."""
+    monkeypatch.setattr(batcher_module, "COMEBACK_S", 5.0)
+    monkeypatch.setattr(batcher_module, "GATHER_S", 5.0)
+    writer = Writer()
+    batcher = SubmitBatcher(writer)
+    first = threading.Thread(target=batcher.submit, args=(jobs(1),))
+    first.start()
+    assert writer.held.wait(5)
+    others = [threading.Thread(target=batcher.submit, args=(jobs(1),)) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    while len(batcher._queue) < 2:
+        threading.Event().wait(0.001)
+    writer.hold.set()
+    for thread in [first, *others]:
+        thread.join(5)
+    assert writer.writes == [1, 2]
+    # The last write held two calls: a leader now waits for a second one before writing.
+    leader = threading.Thread(target=batcher.submit, args=(jobs(1),))
+    leader.start()
+    leader.join(0.2)
+    assert leader.is_alive() and writer.writes == [1, 2]
+    assert batcher.submit(jobs(1)) == [5]  # joins the waiting leader: ids 4 and 5, one write
+    leader.join(5)
+    assert writer.writes == [1, 2, 2]
+
+
+def test_a_lone_submitter_never_waits_for_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batcher_module, "COMEBACK_S", 5.0)
+    monkeypatch.setattr(batcher_module, "GATHER_S", 5.0)
+    writer = Writer()
+    writer.hold.set()
+    batcher = SubmitBatcher(writer)
+    started = time.monotonic()
+    assert [batcher.submit(jobs(1)) for _ in range(20)] == [[i] for i in range(1, 21)]
+    assert time.monotonic() - started < 2.5  # a wait for a sibling would take 5 s
+    assert writer.writes == [1] * 20
 
 
 def test_a_large_call_goes_alone() -> None:

@@ -5,7 +5,9 @@ row it counts in (SQLite: one at a time per file), so submitters on many threads
 alone queue behind each other's syncs. Here a submit queues its jobs and then either leads or
 waits. The leader writes every call queued so far as one transaction (one statement, one commit),
 gives each caller its own ids, passes the lead to the first call that queued while it wrote, and
-returns. A lone submitter leads at once: nothing waits on a timer.
+returns. A lone submitter leads at once. Threads that submit in a loop come back from a shared
+write together: the first back leads, and waits (at most GATHER_S, about a millisecond) for the
+others of the write before, so that they share one commit again rather than two.
 
 Durability and atomicity are those of one call alone: a caller returns only once the transaction
 holding its jobs has committed, and a transaction that fails fails every call in it with nothing
@@ -16,7 +18,9 @@ coroutines of one event loop: the first to submit writes what is queued while th
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +31,13 @@ from shoal.model import NewJob
 # At most this many jobs go in one shared transaction; a call with more goes alone, since it
 # already fills a commit (`submit_many` is the bulk path).
 MAX_SHARED_JOBS = 500
+# Callers that come straight back: a leader whose previous transaction held the calls of k
+# threads, and ended at most COMEBACK_S ago, waits up to GATHER_S for k calls to queue before it
+# writes. Threads that submit in a loop otherwise split into a lone leader and the rest (1, k,
+# 1, k...: two commits where one would do). A lone submitter, or one whose last transaction
+# was its alone, never waits.
+COMEBACK_S = 0.001
+GATHER_S = 0.001
 
 T = TypeVar("T")  # what a write returns for each job (its id, or what it became)
 
@@ -53,8 +64,11 @@ class SubmitBatcher(Generic[T]):
     def __init__(self, write: Callable[[Sequence[NewJob]], list[T]]) -> None:
         self._write = write
         self._lock = threading.Lock()
+        self._queued = threading.Condition(self._lock)
         self._queue: deque[_Call[T]] = deque()
         self._leading = False
+        self._last_calls = 0  # calls in the latest transaction
+        self._last_end = -math.inf  # when it ended (monotonic)
 
     def submit(self, jobs: Sequence[NewJob]) -> list[T]:
         """The ids of `jobs`, once the transaction holding them has committed; raises what
@@ -66,6 +80,8 @@ class SubmitBatcher(Generic[T]):
             self._queue.append(call)
             if not self._leading:
                 self._leading = call.lead = True
+            else:
+                self._queued.notify()
         if not call.lead:
             call.done.wait()
         if call.lead:
@@ -75,6 +91,7 @@ class SubmitBatcher(Generic[T]):
     def _lead(self) -> None:
         """Write the queued calls (this leader's own first) as one transaction, then hand over."""
         with self._lock:
+            self._gather()
             batch = [self._queue.popleft()]
             size = len(batch[0].jobs)
             while self._queue and size + len(self._queue[0].jobs) <= MAX_SHARED_JOBS:
@@ -93,8 +110,18 @@ class SubmitBatcher(Generic[T]):
         finally:
             self._hand_over(batch)
 
+    def _gather(self) -> None:
+        """Wait (holding the lead, not the lock) for the callers of the latest transaction to
+        queue again, if they are coming straight back; at most GATHER_S."""
+        now = time.monotonic()
+        expected = self._last_calls if now - self._last_end <= COMEBACK_S else 1
+        until = now + GATHER_S
+        while len(self._queue) < expected and (left := until - time.monotonic()) > 0:
+            self._queued.wait(left)
+
     def _hand_over(self, batch: list[_Call[T]]) -> None:
         with self._lock:
+            self._last_calls, self._last_end = len(batch), time.monotonic()
             if self._queue:
                 following = self._queue[0]
                 following.lead = True

@@ -504,6 +504,10 @@ def outcome_batch(outcomes: Sequence[Outcome]) -> str:
     )
 
 
+# The rows an update of `held` changes, by their ctid (see `held_rows`).
+HELD_ROWS_ONLY = "j.ctid = ANY (ARRAY(SELECT tid FROM held))"
+
+
 def held_rows(rows: str, unrecorded: bool = False) -> str:
     """CTEs `me` and `held`: the rows of query `rows` (columns id, attempt, ...) whose job the node
     %(node)s still holds under that attempt, each with the ctid of the job's row and its state
@@ -518,8 +522,11 @@ def held_rows(rows: str, unrecorded: bool = False) -> str:
     with LIMIT is never turned into a join, and `state || ''` matches no partial index. (With
     statistics taken while the table was empty, the planner once scanned the node's running jobs
     once per outcome: a finish of a thousand outcomes took 700 ms instead of 10.) An update joins
-    `held` on `j.ctid = held.tid AND j.id = held.id` and adds no selective condition of its own, so
-    the planner has no reason to drive it from a scan of `jobs`.
+    `held` on `j.ctid = held.tid AND j.id = held.id` and also names the rows it changes by
+    `j.ctid = ANY (ARRAY(SELECT tid FROM held))` (HELD_ROWS_ONLY), a TID scan whatever the
+    statistics say: by the join alone, with statistics from when the table was small (a new
+    database, or a burst before autovacuum analyzed it), the planner read every row of `jobs` and
+    hashed it, and each finish cost a scan of the table.
     """
     held_state = "j.attempts = r.attempt AND j.state || '' = 'running'"
     if unrecorded:
@@ -585,7 +592,7 @@ WITH {held_rows(OUTCOMES, unrecorded=True)}, done AS (
                          THEN {NOW} + o.retry_in_s ELSE j.run_after END,
         finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
     FROM held o
-    WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NULL
+    WHERE {HELD_ROWS_ONLY} AND j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NULL
     RETURNING j.id, j.attempts, j.state, j.task, o.was
 ), {_counted("done")}, {_announced("done")}
 SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
@@ -603,7 +610,7 @@ WITH {held_rows(OUTCOMES, unrecorded=True)}, done AS (
         error = %(head)s || CASE WHEN o.ok THEN %(anyway)s ELSE coalesce(o.error, '') END,
         traceback = CASE WHEN o.ok THEN NULL ELSE o.traceback END
     FROM held o
-    WHERE j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NOT NULL
+    WHERE {HELD_ROWS_ONLY} AND j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NOT NULL
     RETURNING j.id, j.attempts, j.state, j.task, o.was
 ), {_counted("done")}, {_announced("done")}
 SELECT id, attempts FROM done WHERE (SELECT count(*) FROM announced) >= 0
@@ -632,7 +639,7 @@ WITH {
 }
 UPDATE jobs j SET progress = u.fraction, progress_message = u.message
 FROM held u
-WHERE j.ctid = u.tid AND j.id = u.id
+WHERE {HELD_ROWS_ONLY} AND j.ctid = u.tid AND j.id = u.id
 """
 
 RELEASE = f"""
