@@ -67,26 +67,30 @@ MAX_KEY_CHARS = 200
 WAIT_STEP_S = 5.0  # an awaited result is re-read at least this often, whatever it waits on
 
 
-def encode_json(value: Any, what: str, max_bytes: int) -> str:
-    """JSON text for `value`; PayloadError if it is not JSON or is larger than `max_bytes`."""
-    return encode_json_sized(value, what, max_bytes)[0]
+def encode_json(value: Any, what: str, max_bytes: int, single: bool = False) -> str:
+    """JSON text for `value`; PayloadError if it is not JSON or is larger than `max_bytes`.
+    `what` names it in messages: plural ("arguments of 'x'"), or one thing when `single`."""
+    return encode_json_sized(value, what, max_bytes, single)[0]
 
 
-def encode_json_sized(value: Any, what: str, max_bytes: int) -> tuple[str, int]:
+def encode_json_sized(
+    value: Any, what: str, max_bytes: int, single: bool = False
+) -> tuple[str, int]:
     """`encode_json`, with the size of the text in bytes."""
     if not value and isinstance(value, list | dict):
         return ("[]", 2) if isinstance(value, list) else ("{}", 2)
+    are, hold, them = ("is", "holds", "it") if single else ("are", "hold", "them")
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         size = len(text.encode())
     except RecursionError:
         raise PayloadError(
-            f"{what} are nested too deeply to encode as JSON; flatten the structure"
+            f"{what} {are} nested too deeply to encode as JSON; flatten the structure"
         ) from None
     except UnicodeEncodeError as exc:
         raise PayloadError(
-            f"{what} hold a string that is not valid Unicode ({exc.reason}); decode bytes "
-            "before passing them, or pass them as base64 text"
+            f"{what} {hold} a string that is not valid Unicode ({exc.reason}); decode bytes "
+            f"before passing {them} on, or pass {them} as base64 text"
         ) from exc
     except (TypeError, ValueError) as exc:
         raise PayloadError(
@@ -94,7 +98,7 @@ def encode_json_sized(value: Any, what: str, max_bytes: int) -> tuple[str, int]:
         ) from exc
     if size > max_bytes:
         raise PayloadError(
-            f"{what} are {size} bytes of JSON, over the {max_bytes}-byte cap; store large data "
+            f"{what} {are} {size} bytes of JSON, over the {max_bytes}-byte cap; store large data "
             "elsewhere (a file, an object store) and pass a reference"
         )
     return text, size

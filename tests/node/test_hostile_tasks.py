@@ -101,7 +101,7 @@ def test_hostile_exceptions_and_results_fail_the_attempt_and_keep_the_slot(
 ):
     expected = {
         "unprintable": "Unprintable (its message could not be read: RuntimeError)",
-        "deep": "nested too deeply",
+        "deep": "the result is nested too deeply",
         "hostile_result": "must be JSON",
     }
     for task, reason in expected.items():

@@ -142,9 +142,8 @@ def execute(
 def _encoded(app: App, work: Work, value: Any, duration_s: float) -> Finished:
     """The attempt's success with its result as JSON, or a final failure saying why it is not."""
     try:
-        result = (
-            "null" if value is None else encode_json(value, "the result", app.max_payload_bytes)
-        )
+        cap = app.max_payload_bytes
+        result = "null" if value is None else encode_json(value, "the result", cap, single=True)
     except ShoalError as exc:
         error = str(exc)
     except BaseException as exc:  # e.g. a __str__ or a default encoder hook that raises
