@@ -460,6 +460,35 @@ def test_an_update_of_held_jobs_reads_only_their_rows_with_statistics_from_a_sma
     assert max(n["Actual Rows"] * n["Actual Loops"] for n in reads) <= 4
 
 
+@pytest.mark.parametrize("name", ["CLAIMED_BY_TOKEN", "CLAIMED_BY_TOKENS"])
+def test_a_retried_claim_finds_what_it_took_without_reading_the_table(
+    store: PostgresStore, url: str, name: str
+) -> None:
+    """`state IN ('running', 'claimed')` implies neither partial index of the node's jobs: the
+    look after a claim lost with its connection read every row, on a table of any size."""
+    node = start_node(store, "a")
+    store.submit_jobs(new_jobs(8))
+    taken = store.claim_jobs(node.id, 8, start=4)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, partition, task, args, kwargs, state, attempts, max_attempts,"
+            " run_after, created_at, finished_at)"
+            " SELECT i, i % 128, 't', '[]', '{}', 'succeeded', 1, 4, 0, 0, 0"
+            " FROM generate_series(1000000, 1049999) i"
+        )
+        conn.execute("ANALYZE jobs")
+        [token] = {
+            r[0]
+            for r in conn.execute("SELECT claim_token FROM jobs WHERE claimer = %s", (node.id,))
+        }
+        params = {"node": node.id, "token": token, "tokens": [token]}
+        plan = "\n".join(str(r[0]) for r in conn.execute("EXPLAIN " + getattr(q, name), params))
+        found = conn.execute(getattr(q, name), params).fetchall()
+    assert "Seq Scan on jobs" not in plan, plan
+    assert sorted(r[0] for r in found) == sorted(j.id for j in taken)
+    assert {r[5] for r in found} == {"running", "claimed"}
+
+
 def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """Every node of an EXPLAIN (FORMAT JSON) plan."""
     return [plan] + [node for child in plan.get("Plans", []) for node in plan_nodes(child)]

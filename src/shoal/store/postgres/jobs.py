@@ -165,7 +165,7 @@ def claim(conn: Conn, retried: bool, params: dict[str, Any], busy: bool) -> list
     """
     node_id, token = params["node"], params["token"]
     if retried:  # did the try whose connection broke commit? then these are ours
-        found = conn.execute(q.CLAIMED_BY_TOKEN, (node_id, token)).fetchall()
+        found = conn.execute(q.CLAIMED_BY_TOKEN, {"node": node_id, "token": token}).fetchall()
         if found:
             return [job_from_row(r) for r in found]
     elif not busy and not exists(conn, q.ANY_CLAIMABLE, (node_id,)):
@@ -178,7 +178,7 @@ def claim_stranded(conn: Conn, retried: bool, params: dict[str, Any]) -> list[Jo
     CLAIM_STRANDED's `params` but the ids; a retry first collects what an earlier try took."""
     node_id, token, limit = params["node"], params["token"], params["limit"]
     if retried:
-        found = conn.execute(q.CLAIMED_BY_TOKEN, (node_id, token)).fetchall()
+        found = conn.execute(q.CLAIMED_BY_TOKEN, {"node": node_id, "token": token}).fetchall()
         if found:
             return [job_from_row(r) for r in found]
     mine = conn.execute(q.ELIGIBLE_TASKS, (node_id,)).fetchone()
@@ -204,7 +204,8 @@ def start_claimed(conn: Conn, params: dict[str, Any]) -> list[Job]:
 
 def collect_lost_claims(conn: Conn, node_id: int, tokens: list[int]) -> list[Job]:
     """The jobs that claims given up as lost did take, if they committed."""
-    return [job_from_row(r) for r in conn.execute(q.CLAIMED_BY_TOKENS, (node_id, tokens))]
+    rows = conn.execute(q.CLAIMED_BY_TOKENS, {"node": node_id, "tokens": tokens})
+    return [job_from_row(r) for r in rows]
 
 
 def record_progress(conn: Conn, node_id: int, updates: Sequence[ProgressUpdate]) -> int:

@@ -466,11 +466,21 @@ WITH begun AS (
 SELECT count(*) FROM begun
 """
 
+
+def _held_by(node: str, where: str) -> str:
+    """The node's running and claimed jobs that match `where`: one branch per state, since
+    `state IN ('running', 'claimed')` implies neither partial index (jobs_running_by_id,
+    jobs_claimed_by_id) and would read the whole table, however large."""
+    return f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND claimer = {node} AND {where}
+UNION ALL
+SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'claimed' AND claimer = {node} AND {where}"""
+
+
 # After a claim whose outcome was lost with its connection: the jobs it took, if it committed
 # (started or claimed ahead).
-CLAIMED_BY_TOKEN = f"""
-SELECT {JOB_COLUMNS} FROM jobs
-WHERE state IN ('running', 'claimed') AND claimer = %s AND claim_token = %s ORDER BY id
+CLAIMED_BY_TOKEN = f"""{_held_by("%(node)s", "claim_token = %(token)s")}
+ORDER BY id
 """
 
 # A batch of outcomes travels as one JSON document of rows (see `outcome_batch`): one C-speed
@@ -1019,10 +1029,7 @@ NODE_STATE = "SELECT state FROM nodes WHERE id = %s"
 # -- jobs, off the hot paths ----------------------------------------------------------------------
 
 JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = %s"
-CLAIMED_BY_TOKENS = f"""
-SELECT {JOB_COLUMNS} FROM jobs
-WHERE state IN ('running', 'claimed') AND claimer = %s AND claim_token = ANY (%s)
-"""
+CLAIMED_BY_TOKENS = _held_by("%(node)s", "claim_token = ANY (%(tokens)s)")
 
 # -- retention ------------------------------------------------------------------------------------
 
