@@ -50,7 +50,7 @@ class NodeConfig:
     # it has begun: with its outcome, in the same statement, or on its own once it has run
     # this long. So no job shows `running`, or is charged an attempt, before a worker began it.
     # (With tasks in the node's own process, tiny jobs start as they are claimed instead: see
-    # `NodeLoop.hands_unrecorded`.)
+    # `NodeLoop.sizing`.)
     start_ahead_s: float = 0.02
     sample_interval_s: float = 5.0
     # How often the node checks what the datastore has running under it, besides right after

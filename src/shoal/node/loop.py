@@ -80,6 +80,21 @@ class Held:
     claimed_at: float = 0.0  # monotonic: when the claim took it
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """How the node sizes its next claim or hand-over, from the expected run time."""
+
+    prefetch: int  # jobs to hold beyond the running ones
+    tiny: bool  # handed to the workers beyond the free ones, so that none idles for a claim
+    unrecorded: bool  # tiny, and handed over before their start is recorded
+
+    @property
+    def beyond(self) -> int:
+        """How many jobs may be handed over beyond the free workers: all those held when jobs
+        are tiny; none for others, which are handed over exactly when a worker is free."""
+        return self.prefetch if self.tiny else 0
+
+
 @dataclass
 class NodeLoop:
     app: App
@@ -297,30 +312,23 @@ class NodeLoop:
         """How many jobs to hold beyond the running ones: many for tiny jobs, none for slow ones
         (claiming a thousand jobs behind a slow one would hold them from nodes with free slots).
         """
+        return self.sizing().prefetch
+
+    def sizing(self) -> Sizing:
+        """What the expected run time (read once: it looks at every running attempt) makes of
+        the next claim or hand-over: how many jobs to hold beyond the running ones, and whether
+        jobs are tiny (see `NodeConfig.start_ahead_s`)."""
         expected_s = self.expected_run_s()
         if expected_s is None:
-            return 0
+            return Sizing(0, False, False)
         room = self.config.concurrency * self.config.prefetch_budget_s / expected_s
-        return int(min(self.config.max_prefetch, room))
-
-    def tiny(self) -> bool:
-        """Whether jobs here are tiny (see `NodeConfig.start_ahead_s`): handed to the workers
-        beyond the free ones, so that workers never idle for the node's next claim."""
-        expected_s = self.expected_run_s()
-        return expected_s is not None and expected_s <= self.config.start_ahead_s
-
-    def hands_unrecorded(self) -> bool:
-        """Whether tiny jobs go to the workers before their start is recorded. Not when tasks
-        run in the node's own process (`--pool inline`): one that killed it would go back as if
-        it had never run, and kill node after node, never charged. There tiny jobs start as
-        they are claimed instead, charged while they wait for a thread."""
-        return self.executor.outlives_node and self.tiny()
-
-    def started_ahead(self, prefetch: int) -> int:
-        """How many jobs may be handed over beyond the free workers, given the `prefetch` held:
-        all of them when jobs are tiny; none for others, which are handed over exactly when a
-        worker is free."""
-        return prefetch if self.tiny() else 0
+        tiny = expected_s <= self.config.start_ahead_s
+        # Tiny jobs go to the workers before their start is recorded, except when tasks run in
+        # the node's own process (`--pool inline`): one that killed it would go back as if it had
+        # never run, and kill node after node, never charged. There tiny jobs start as they are
+        # claimed instead, charged while they wait for a thread.
+        unrecorded = tiny and self.executor.outlives_node
+        return Sizing(int(min(self.config.max_prefetch, room)), tiny, unrecorded)
 
     def return_stale(self) -> None:
         """Give back the jobs claimed ahead once the oldest has waited too long for a worker, and
@@ -341,11 +349,12 @@ class NodeLoop:
         claimed: their start is recorded once they begin (`record_starts`, `finish`)."""
         if not self.ahead:
             return
-        beyond = self.started_ahead(self.prefetch())
+        sizing = self.sizing()
+        beyond = sizing.beyond
         free = min(self.executor.free_slots(beyond), len(self.ahead))
         if free <= 0:
             return
-        if beyond and self.hands_unrecorded():
+        if beyond and sizing.unrecorded:
             self._hand_unrecorded([self.ahead.popleft() for _ in range(free)])
             return
         if self.start_backoff.active():
@@ -421,9 +430,9 @@ class NodeLoop:
         free = self.executor.free_slots(0)
         if free <= 0 and not self.executor.running():
             return state  # no worker at all (a worker process restarting): nothing to claim for
-        prefetch = self.prefetch()
-        unrecorded = self.hands_unrecorded()
-        startable = self.executor.free_slots(self.started_ahead(prefetch)) - len(self.ahead)
+        sizing = self.sizing()
+        prefetch, unrecorded = sizing.prefetch, sizing.unrecorded
+        startable = self.executor.free_slots(sizing.beyond) - len(self.ahead)
         room = free + prefetch - len(self.ahead)
         if room <= 0:
             return state
