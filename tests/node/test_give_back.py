@@ -161,3 +161,37 @@ def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_s_lease_runs_out(
         assert job is not None and (job.state, job.attempts) == (JobState.RUNNING, 1)
     finally:
         executor.shutdown()
+
+
+def test_every_start_not_yet_sent_to_the_worker_process_is_given_back_when_its_node_dies(
+    sqlite_store: SqliteStore, db_path: str
+) -> None:
+    """Two starts recorded and neither written to the worker process's pipe yet (its sender
+    busy): the node dies. The datastore knows only the latest start; the older one is in the
+    pool's shared record of what it has not sent, so both go back uncharged."""
+    node, executor = serving_worker_process(sqlite_store, db_path)
+    send_lock = executor._child.send_lock
+    try:
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3) for _ in range(4)])
+        older = sqlite_store.claim_jobs(node.id, 2, start=2)
+        time.sleep(0.01)  # SQLite's clock counts milliseconds: the next start gets its own
+        latest = sqlite_store.claim_jobs(node.id, 2, start=2)
+        assert [j.state for j in older + latest] == [JobState.RUNNING] * 4
+        assert sqlite_store.last_started(node.id) == [j.id for j in latest]
+        send_lock.acquire()  # a send in progress: nothing more reaches the worker process
+        executor.submit_many([Work.of(j) for j in older])
+        executor.submit_many([Work.of(j) for j in latest])
+        drop_node_ends(executor)
+
+        def given_back() -> bool:
+            jobs = [sqlite_store.read_job(j.id) for j in older + latest]
+            return all(j is not None and j.state is JobState.QUEUED for j in jobs)
+
+        until(given_back, "both starts to go back", WAIT_S)
+        for job in older + latest:
+            again = sqlite_store.read_job(job.id)
+            assert again is not None and again.attempts == 0
+    finally:
+        if send_lock.locked():
+            send_lock.release()
+        executor.shutdown()

@@ -98,6 +98,7 @@ RECORD_BEGUN_S = 0.75 * LEASE_MARGIN_S  # see `_record_begun`
 RECEIVED_KEPT = (
     16_384  # the latest job ids a child remembers the node sent it (see give_back_unbegun)
 )
+UNSENT_KEPT = 4096  # the most job ids `UnsentIds` holds: work handed over, not yet sent
 # A job in the child at this many of its deaths, though never marked started, is treated as
 # started: whatever kills the child before the mark, the job cannot circle for ever.
 UNMARKED_DEATHS = 2
@@ -135,6 +136,30 @@ class SharedMarks:
             self.slots[mark] = 0
 
 
+class UnsentIds:
+    """The ids of the work the node handed to the pool and has not yet written to the child's
+    pipe, in shared memory, which outlives the node. A child whose node is gone gives back the
+    ids of it that never reached it (see `give_back_unbegun`): their start was recorded, charging
+    an attempt that never began. The datastore knows only the node's latest start; this also
+    holds the older ones still waiting (the send thread busy with a large batch, say).
+
+    The node writes, the child reads once the node is gone. A write empties the record first and
+    sets its count last, so a node killed in the middle of one leaves none or all of it."""
+
+    def __init__(self, ids: Any, count: Any) -> None:
+        self.ids = ids  # a RawArray of c_longlong
+        self.count = count  # a RawValue of c_int: how many of `ids` hold
+
+    def write(self, job_ids: Sequence[int]) -> None:
+        kept = list(job_ids[: len(self.ids)])
+        self.count.value = 0
+        self.ids[: len(kept)] = kept
+        self.count.value = len(kept)
+
+    def read(self) -> list[int]:
+        return list(self.ids[: self.count.value])
+
+
 def _host_main(
     app_spec: str,
     db_url: str | None,
@@ -143,10 +168,12 @@ def _host_main(
     slots: Any,
     lease: Any,
     node: Any,
+    unsent: UnsentIds,
 ) -> None:
     """The child: run the work the node sends in a ThreadExecutor; send events back in batches;
     exit at once (STALLED_EXIT) when the node's lease, `lease.value` in monotonic time, is due
-    to run out; give back what no thread started when the node is gone (its id: `node.value`)."""
+    to run out; give back what no thread started when the node is gone (its id: `node.value`),
+    and what the node had for it that never came (`unsent`)."""
     ignore_stop_signals()
     executor = ThreadExecutor(
         load_worker_app(app_spec, db_url, conn), concurrency, SharedMarks(slots)
@@ -181,11 +208,16 @@ def _host_main(
             for finished in executor.expire(time.monotonic()):
                 executor.events.put(finished)
     except (EOFError, OSError):  # the node is gone: so is the reason to run
-        # What no thread began, and what of the node's latest start never came here; and the
-        # start of what began unrecorded, so it counts as this death's as any running job does.
+        # What no thread began, and what the node had for this process that never came (its
+        # latest start, and what it had not sent); and the start of what began unrecorded, so
+        # it counts as this death's as any running job does.
         unbegun = executor.take_unstarted()
         begun = executor.begun_unrecorded()
-        give_back_unbegun(executor.app, node.value, lease.value, unbegun, set(received), begun)
+        reached = set(received)
+        never_came = [job_id for job_id in unsent.read() if job_id not in reached]
+        give_back_unbegun(
+            executor.app, node.value, lease.value, unbegun + never_came, reached, begun
+        )
     executor.shutdown()
 
 
@@ -301,6 +333,12 @@ class HostedExecutor:
         self._accepted: dict[int, float] = {}  # of those, when each was handed over (monotonic)
         self._seen_running: dict[int, float] = {}  # when each was first seen started
         self._unsent: list[Work] = []  # of those, not yet sent
+        # Of those, the ids not yet written to the child's pipe (the send thread's batch too),
+        # mirrored in shared memory for the child to give back if the node dies (`UnsentIds`).
+        self._not_sent: dict[int, None] = {}
+        self._unsent_ids = UnsentIds(
+            self._ctx.RawArray(ctypes.c_longlong, UNSENT_KEPT), self._ctx.RawValue(ctypes.c_int, 0)
+        )
         self._bell: EventQueue[bool] = EventQueue()  # rung when `_unsent` fills
         self._abandoned = 0  # the child's threads stuck past a time limit, as it last said
         self._deaths: Counter[int] = Counter()  # child deaths each job in flight has seen
@@ -339,7 +377,12 @@ class HostedExecutor:
                 self._accepted[work.job_id] = now
             ring = not self._unsent
             self._unsent.extend(works)
-        if ring and not self._send_at_once():
+            self._not_sent.update(dict.fromkeys(w.job_id for w in works))
+        if ring and self._send_at_once():
+            return
+        with self._lock:
+            self._mirror_unsent()  # before the send thread's turn, so no window is left open
+        if ring:
             self._bell.put(True)
 
     def _send_at_once(self) -> bool:
@@ -359,10 +402,11 @@ class HostedExecutor:
             try:
                 if not _has_room(child.conn):
                     return False
-                self._unsent = []
+                sent, self._unsent = self._unsent, []
                 # A child that died meanwhile gets nothing: its death resends what it held.
                 with contextlib.suppress(OSError):
                     child.conn.send_bytes(data)
+                self._sent(sent)
                 return True
             finally:
                 child.send_lock.release()
@@ -381,6 +425,7 @@ class HostedExecutor:
         """Withdraw the work no thread of the child has started; return its job ids."""
         with self._lock:
             taken = [w.job_id for w in self._unsent]
+            self._sent(self._unsent)  # withdrawn: nothing to give back for them any more
             self._unsent = []
             child = self._child
             self._serial += 1
@@ -453,6 +498,7 @@ class HostedExecutor:
             unsent = work is not None and work in self._unsent
             if work is not None and unsent:
                 self._unsent.remove(work)
+                self._sent([work])
                 self._forget(job_id)
             waiting = [w for w in self._queue if w.job_id == job_id]  # a suspect not yet run
             if waiting:
@@ -499,6 +545,17 @@ class HostedExecutor:
     def _marked(self) -> set[int]:
         """The jobs the child's threads mark as running now (holds the lock)."""
         return {int(v) for v in self._child.slots if v}
+
+    def _sent(self, works: Sequence[Work]) -> None:
+        """Work written to the child's pipe, or withdrawn: no longer unsent (holds the lock)."""
+        if works:
+            for work in works:
+                self._not_sent.pop(work.job_id, None)
+            self._mirror_unsent()
+
+    def _mirror_unsent(self) -> None:
+        """Write the ids not yet sent where the child reads them (holds the lock)."""
+        self._unsent_ids.write(list(self._not_sent))
 
     def _forget(self, job_id: int) -> None:
         """A job left the child's hands (holds the lock)."""
@@ -547,6 +604,7 @@ class HostedExecutor:
                 slots,
                 self._lease,
                 self._node,
+                self._unsent_ids,
             ),
             name="shoal-worker",
             daemon=True,
@@ -571,8 +629,13 @@ class HostedExecutor:
             if batch:
                 items = [_work_item(w) for w in batch]
                 # A child that died meanwhile gets nothing: its death resends what it held.
-                with contextlib.suppress(OSError):
+                try:
                     child.send(("work", items))
+                except OSError:
+                    continue
+                with self._lock:
+                    if self._child is child:  # else its death made them unsent again
+                        self._sent(batch)
 
     def _read(self, child: _Child) -> None:
         while True:
@@ -681,6 +744,9 @@ class HostedExecutor:
         for work in started:
             self._forget(work.job_id)
         self._unsent = [w for w in lost if w not in started]
+        # Unsent again, for the next child (a dead child gives nothing back: its node lives).
+        self._not_sent = dict.fromkeys(w.job_id for w in self._unsent)
+        self._mirror_unsent()
         self._seen_running = {}
         self._abandoned = 0
         return lost, started

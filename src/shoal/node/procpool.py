@@ -149,8 +149,9 @@ def give_back_unbegun(
 ) -> None:
     """A worker process whose node died (killed, or crashed) gives back, uncharged and in the
     node's name, the jobs whose start the node recorded, charging their attempt, but that never
-    began: `unbegun`, which it holds and no thread began, and those of the node's latest start
-    that never reached a worker (not in `reached`, the latest ids the node handed over).
+    began: `unbegun`, which it holds and no thread began (and, for the default pool, what the
+    node had not yet sent it: `hosted.UnsentIds`), and those of the node's latest start that
+    never reached a worker (not in `reached`, the latest ids the node handed over).
     Without this each would wait for the node's lease to run out, and lose its attempt. The
     datastore's release is fenced by the node and the job's state, so once the node's jobs
     were requeued or taken by another node it changes nothing. Tried until the lease would
@@ -171,7 +172,7 @@ def give_back_unbegun(
         with retrying_until(deadline):
             never_sent = [i for i in app.store.last_started(node_id) if i not in reached]
             if unbegun or never_sent:
-                app.store.release_jobs(node_id, unbegun + never_sent)
+                app.store.release_jobs(node_id, list(dict.fromkeys(unbegun + never_sent)))
             if begun_unrecorded:
                 app.store.record_begun(node_id, begun_unrecorded)
     except Exception as exc:  # nothing to report to: the node is gone
