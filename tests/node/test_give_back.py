@@ -195,3 +195,28 @@ def test_every_start_not_yet_sent_to_the_worker_process_is_given_back_when_its_n
         if send_lock.locked():
             send_lock.release()
         executor.shutdown()
+
+
+def test_a_tiny_job_begun_unrecorded_is_charged_well_before_its_node_s_lease_runs_out(
+    sqlite_store: SqliteStore, db_path: str
+) -> None:
+    """The start is recorded as the lease runs short, not only in its last moment, which a
+    loaded datastore (a new connection to open first) can miss: the job would then go back
+    uncharged and run again under the same attempt number."""
+    node, executor = serving_worker_process(sqlite_store, db_path)
+    try:
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3)])
+        [claimed] = sqlite_store.claim_jobs(node.id, 1, start=0)
+        executor.submit(Work.of(claimed))
+        until(lambda: len(executor._marked()) == 1, "the nap begun", WAIT_S)
+        ends = time.monotonic() + 2.0
+        executor.renew_lease(ends)  # and never again: the node froze
+
+        def charged() -> bool:
+            job = sqlite_store.read_job(claimed.id)
+            return job is not None and (job.state, job.attempts) == (JobState.RUNNING, 1)
+
+        until(charged, "the nap's start to be recorded", WAIT_S)
+        assert time.monotonic() < ends - 0.4, "recorded only as the lease ran out"
+    finally:
+        executor.shutdown()

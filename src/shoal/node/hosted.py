@@ -95,6 +95,12 @@ RESPAWN_MAX_S = 60.0  # the longest pause between children that cannot load the 
 # apart, and it must be gone before another node can have taken its jobs.
 LEASE_MARGIN_S = 4 * POLL_S
 RECORD_BEGUN_S = 0.75 * LEASE_MARGIN_S  # see `_record_begun`
+# A child whose node's lease has less than this left, not renewed, records the start of what
+# its threads began unrecorded ahead of its exit (see `_record_begun`): with the time that
+# opening a connection to a loaded datastore takes, the last moment before the lease runs out
+# is often too late. A node that is only slow loses nothing by it: each start it records was
+# real, and the node's own write of the outcome still finds the job.
+RECORD_EARLY_S = 0.75
 RECEIVED_KEPT = (
     16_384  # the latest job ids a child remembers the node sent it (see give_back_unbegun)
 )
@@ -189,10 +195,15 @@ def _host_main(
         send(("ready",))
         threading.Thread(target=_send_events, args=(executor, send), daemon=True).start()
         threading.Thread(target=_connect, args=(executor,), daemon=True).start()
+        recorded_for = math.nan  # the lease under which starts were recorded ahead of time
         while True:
-            if time.monotonic() > lease.value - LEASE_MARGIN_S:
+            left_s = lease.value - time.monotonic()
+            if left_s < LEASE_MARGIN_S:
                 _record_begun(executor, node.value)
                 os._exit(STALLED_EXIT)  # ends every task here: they may be running elsewhere
+            if left_s < RECORD_EARLY_S and lease.value != recorded_for:
+                recorded_for = lease.value
+                _record_begun(executor, node.value, wait=False)
             if conn.poll(POLL_S):
                 message = conn.recv()
                 if message is None:
@@ -232,14 +243,15 @@ def _connect(executor: ThreadExecutor) -> None:
         executor.app.store.now()
 
 
-def _record_begun(executor: ThreadExecutor, node_id: int) -> None:
-    """Before the child exits as its node's lease runs out: record the start of the tiny jobs
-    its threads began unrecorded whose outcome the node has not recorded (`Store.record_begun`),
-    so that they go back charged, as any job running under a node declared dead does, rather
-    than as if they had never run (and then run again under the same attempt number). Within
-    RECORD_BEGUN_S, which ends before the lease does: a datastore that does not answer by then
-    (down, or its SQLite file locked by the frozen node) is not waited for, and those jobs go
-    back uncharged."""
+def _record_begun(executor: ThreadExecutor, node_id: int, wait: bool = True) -> None:
+    """As the node's lease runs short, and again before the child exits as it runs out: record
+    the start of the tiny jobs its threads began unrecorded whose outcome the node has not
+    recorded (`Store.record_begun`), so that they go back charged, as any job running under a
+    node declared dead does, rather than as if they had never run (and then run again under
+    the same attempt number). The first time in the background (RECORD_EARLY_S before the
+    lease ends), the last within RECORD_BEGUN_S (`wait`), which ends before the lease does: a
+    datastore that does not answer by then (down, or its SQLite file locked by the frozen
+    node) is not waited for, and those jobs go back uncharged."""
     begun = executor.begun_unrecorded()
     if not begun or not node_id:
         return
@@ -250,7 +262,8 @@ def _record_begun(executor: ThreadExecutor, node_id: int) -> None:
 
     recorder = threading.Thread(target=record, daemon=True)
     recorder.start()
-    recorder.join(RECORD_BEGUN_S)
+    if wait:
+        recorder.join(RECORD_BEGUN_S)
 
 
 def _send_events(executor: ThreadExecutor, send: Any) -> None:
