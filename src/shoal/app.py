@@ -64,6 +64,13 @@ DEFAULT_PRIORITY = 0
 # A key names a piece of work ("invoice-42"), not a payload: keys over this are refused rather
 # than stored, and the index on them stays small.
 MAX_KEY_CHARS = 200
+# Task names are what nodes register and `shoal status` shows: short text anyone can read.
+MAX_TASK_NAME_CHARS = 200
+# A delay names a time to start, not "never": the longest is a century, which every calendar
+# the observer and the command line show can still name.
+MAX_DELAY_S = 100 * 366 * 86400.0
+MAX_JOB_ID = rules.MAX_JOB_ID
+MAX_REQUESTER_CHARS = 200  # who asked for a cancel: a name with a host, or a ticket reference
 WAIT_STEP_S = 5.0  # an awaited result is re-read at least this often, whatever it waits on
 
 
@@ -126,7 +133,7 @@ def build_job(
     retries outside 0..MAX_RETRIES, a priority outside MIN_PRIORITY..MAX_PRIORITY, and a key
     refused by `check_key`; PayloadError for arguments that are not JSON or too large.
     """
-    check_text(task, "the task name")
+    check_task_name(task)
     check_schedule(retries, timeout_s, delay_s)
     check_priority(priority)
     check_key(key, key_window_s)
@@ -203,6 +210,35 @@ def check_schedule(retries: int, timeout_s: float | None, delay_s: float) -> Non
         raise SubmitError(f"timeout_s must be a finite number of seconds above 0, not {timeout_s}")
     if not (math.isfinite(delay_s) and delay_s >= 0):
         raise SubmitError(f"delay_s must be a finite number of seconds, 0 or more, not {delay_s}")
+    if delay_s > MAX_DELAY_S:
+        raise SubmitError(
+            f"delay_s must be at most {MAX_DELAY_S:.0f} seconds (a century), not {delay_s:g}"
+        )
+
+
+def check_task_name(name: object, error: type[ShoalError] = SubmitError) -> None:
+    """`error` for a task name that is not text of 1 to MAX_TASK_NAME_CHARS characters, is not
+    valid UTF-8 or holds a NUL (no datastore stores one). Other control characters are data
+    like any other: every view, and the node's log, shows them escaped."""
+    if not isinstance(name, str) or not name:
+        raise error(f"a task name must be non-empty text, not {name!r}")
+    check_text(name, "the task name", error)
+    if len(name) > MAX_TASK_NAME_CHARS:
+        raise error(
+            f"a task name must be at most {MAX_TASK_NAME_CHARS} characters, not {len(name)}"
+        )
+    if "\x00" in name:
+        raise error(f"a task name must not hold a NUL character: {name!r}")
+
+
+def check_requester(by: object) -> None:
+    """SubmitError for a cancel's `by` that is not text of 1 to MAX_REQUESTER_CHARS printable
+    characters (it is recorded on the job and shown wherever the job is)."""
+    if not isinstance(by, str) or not 0 < len(by) <= MAX_REQUESTER_CHARS:
+        raise SubmitError(f"by must be text of 1 to {MAX_REQUESTER_CHARS} characters")
+    check_text(by, "by")
+    if "\x00" in by:
+        raise SubmitError(f"by must not hold a NUL character: {by!r}")
 
 
 @dataclass(frozen=True)
@@ -526,6 +562,8 @@ class JobHandle:
         as it is (FINISHED). The result is True as a bool when the job was changed. Raises
         NotFound if there is no job with this id.
         """
+        if by is not None:
+            check_requester(by)
         result = self.store.cancel_job(self.id, by or requester())
         if result is CancelResult.NOT_FOUND:
             raise NotFound(f"no job with id {self.id}")
@@ -537,6 +575,7 @@ class JobHandle:
         Raises JobFailed (with the error and traceback) if it failed or was cancelled, and
         WaitTimeout if `timeout_s` passes first (the job itself goes on).
         """
+        timeout_s = check_wait(timeout_s)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         delay = 0.01
         while True:
@@ -583,6 +622,7 @@ class JobHandle:
 
     async def _await_end(self, timeout_s: float | None) -> Job:
         jobs = self.store.async_jobs()
+        timeout_s = check_wait(timeout_s)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             job = await self.arefresh()
@@ -595,6 +635,16 @@ class JobHandle:
                     f"(attempt {job.attempts} of {job.max_attempts})"
                 )
             await jobs.wait_for_end(self.id, min(left, WAIT_STEP_S))
+
+
+def check_wait(timeout_s: float | None) -> float | None:
+    """A wait's time limit, None for none (math.inf is none too); ValueError for one that is
+    not a number of seconds, 0 or more."""
+    if timeout_s is not None and not (
+        isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool) and timeout_s >= 0
+    ):
+        raise ValueError(f"timeout_s must be a number of seconds, 0 or more, not {timeout_s!r}")
+    return None if timeout_s == math.inf else timeout_s
 
 
 def requester() -> str:
@@ -623,6 +673,13 @@ class App:
         retention: Retention | None = None,
     ) -> None:
         self.db_url = resolve_url(db)
+        if isinstance(max_payload_bytes, bool) or not (
+            isinstance(max_payload_bytes, int) and max_payload_bytes >= 1
+        ):
+            raise ConfigError(
+                f"max_payload_bytes must be a whole number of bytes, 1 or more, not "
+                f"{max_payload_bytes!r}"
+            )
         self.max_payload_bytes = max_payload_bytes
         self.retention = Retention() if retention is None else retention
         self.tasks: dict[str, Task] = {}
@@ -719,8 +776,9 @@ class App:
         def register(f: Callable[..., Any]) -> Task:
             classes = (retry_on,) if isinstance(retry_on, type) else retry_on
             try:
+                check_task_name(f.__name__ if name is None else name, TaskDeclarationError)
                 options = TaskOptions(
-                    name or f.__name__,
+                    f.__name__ if name is None else name,
                     retries,
                     timeout_s,
                     backoff_s,
@@ -797,6 +855,8 @@ class App:
         if not isinstance(name, str) or not 1 <= len(name) <= 200:
             raise ScheduleError(f"a schedule name must be 1 to 200 characters, not {name!r}")
         check_text(name, "the schedule name", ScheduleError)
+        if "\x00" in name:
+            raise ScheduleError(f"a schedule name must not hold a NUL character: {name!r}")
         if name in self.schedules:
             raise ScheduleError(
                 f"a schedule named {name!r} is already declared; give this one name='...'"
@@ -848,7 +908,12 @@ class App:
         return self.get_task(task_name).submit(*args, **kwargs)
 
     def job(self, job_id: int) -> JobHandle:
-        """A handle for an existing job; raises NotFound if there is none with this id."""
+        """A handle for an existing job; raises NotFound if there is none with this id, and
+        TypeError for an id that is not an int."""
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise TypeError(f"a job id is an int, not {type(job_id).__name__} {job_id!r}")
+        if not 0 < job_id <= MAX_JOB_ID:
+            raise NotFound(f"no job with id {job_id}")
         handle = JobHandle(self.store, job_id)
         handle.refresh()
         return handle

@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,9 @@ from shoal.app import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PRIORITY,
     DEFAULT_RETRIES,
+    MAX_JOB_ID,
     MAX_PRIORITY,
+    MAX_REQUESTER_CHARS,
     MAX_RETRIES,
     MIN_PRIORITY,
     build_job,
@@ -40,7 +43,7 @@ from shoal.app import (
 )
 from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, UnknownTask
 from shoal.model import CancelResult, Job, JobState
-from shoal.observer.format import printable
+from shoal.observer.format import format_age, printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status, waiting_for
 from shoal.store import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store, open_store, redact_url
@@ -53,7 +56,7 @@ if TYPE_CHECKING:
 DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or postgresql://..."
 # Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
 # asking the datastore about it would fail in the driver instead.
-MAX_JOB_ID = 2**63 - 1
+MAX_GRACE_S = 86400.0
 EXIT_MARGIN_S = 5.0  # past the node's own bound on leaving, when the process exits regardless
 SECOND_SIGNAL_EXIT_S = 1.0  # after a second stop signal, the time left to release jobs
 
@@ -75,6 +78,11 @@ def checked_url(ctx: click.Context, param: click.Parameter, url: str | None) -> 
     if url is None:
         return None
     check_text(url, "the datastore URL", ConfigError)
+    if not url.strip():
+        raise ConfigError(
+            "the datastore URL is empty: give --db (or SHOAL_DB) a URL such as "
+            "sqlite:///shoal.db or postgresql://user@host/db, or leave it unset for the default"
+        )
     if not url.lower().startswith("sqlite:"):
         try:
             unquote(url, errors="strict")
@@ -177,13 +185,15 @@ def init(db: str | None, partitions: int | None, quarantine_after: int | None) -
 @click.option(
     "--lease-s",
     type=click.FloatRange(1.0),
+    callback=finite,
     default=5.0,
     show_default=True,
-    help="A node silent this long is declared dead and its jobs requeued.",
+    help="A node silent this long (at most 3600) is declared dead and its jobs requeued.",
 )
 @click.option(
     "--grace-s",
-    type=click.FloatRange(0.0),
+    type=click.FloatRange(0.0, MAX_GRACE_S),
+    callback=finite,
     default=30.0,
     show_default=True,
     help="On SIGTERM, how long to let in-flight jobs finish before releasing them.",
@@ -217,10 +227,9 @@ def node(
     """
     from shoal.node import Node, NodeConfig
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     app = load_app(app_spec)
     store = open_store(db or app.db_url)
     store.check_schema()
@@ -247,6 +256,22 @@ def node(
     processor = Node(app, store, config, app_spec=app_spec, db_url=db or app.db_url)
     _stop_on_signals(processor)
     sys.exit(processor.run())
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines a terminal shows as they are: a message's control characters (in a job's
+    error, a task or node name, anything a submitter chose) are escaped, newlines included, so
+    no message can forge a line or drive the terminal; a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), multiline=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        return printable(super().formatStack(stack_info), multiline=True)
 
 
 def _stop_on_signals(processor: Node) -> None:
@@ -293,9 +318,13 @@ def _parse_json(text: str | None, what: str, kind: type) -> Any:
         return kind()
     if text.startswith("@"):
         try:
-            text = Path(text[1:]).read_text()
+            text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as exc:
             raise PayloadError(f"cannot read {what} from {text[1:]}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PayloadError(
+                f"{what} file {text[1:]} is not UTF-8 text (byte {exc.start}); JSON is UTF-8"
+            ) from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -420,7 +449,7 @@ def submit(
             key=key,
             key_window_s=key_window_s,
         )
-    store = open_store(db)
+    store = open_existing(db)  # a typo in a file's path must not make a new datastore
     if not app_spec:
         _check_registered(store, task, force)
     [done] = store.submit([new])
@@ -441,8 +470,8 @@ def _check_registered(store: Store, task: str, force: bool) -> None:
             "anyway for nodes that will start later"
         )
     echo_data(
-        f"warning: no live node yet, so {task!r} cannot be checked; if no node registers "
-        "it, the job will be recorded as failed with the reason",
+        f"warning: no live node now, so {task!r} cannot be checked; the job waits queued "
+        "until a node that registers it runs (`shoal job ID` shows what it waits for)",
         err=True,
     )
 
@@ -493,6 +522,19 @@ def schedules(db: str | None, as_json: bool, forget: str | None) -> None:
     Console().print(render_schedules(view))
 
 
+TIMES = ("created_at", "run_after", "started_at", "finished_at", "cancel_requested_at")
+
+
+def _moment(t: float, now: float) -> str:
+    """A datastore time as people read it: "2026-12-02 03:06:10 UTC (4.0s ago)"."""
+    try:
+        at = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return f"{t} (beyond year 9999)"
+    ago = now - t
+    return f"{at} ({format_age(ago)} ago)" if ago >= 0 else f"{at} (in {format_age(-ago)})"
+
+
 def _find_job(store: Store, job_id: int) -> Job:
     found = store.read_job(job_id) if 0 < job_id <= MAX_JOB_ID else None
     if found is None:
@@ -526,6 +568,7 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
         "error": found.error,
         "traceback": found.traceback,
         "created_at": found.created_at,
+        "run_after": found.run_after if found.state is JobState.QUEUED else None,
         "started_at": found.started_at,
         "finished_at": found.finished_at,
         "cancel_requested_at": found.cancel_requested_at,
@@ -535,11 +578,18 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(fields, indent=2))
         return
+    now = store.now()
+    if fields["run_after"] is not None and fields["run_after"] <= now:
+        fields["run_after"] = None  # runnable now: nothing to wait for
+    width = max(len(key) for key in fields)
     for key, value in fields.items():
         if value is None or key == "traceback":
             continue
-        # json.dumps escapes control characters itself; strings are shown bare, so escape them.
-        echo_data(f"{key:>16}: {value if isinstance(value, str) else json.dumps(value)}")
+        if key in TIMES:
+            shown = _moment(value, now)
+        else:  # json.dumps escapes control characters itself; strings are shown bare
+            shown = value if isinstance(value, str) else json.dumps(value)
+        echo_data(f"{key:>{width}}: {shown}")
     if found.traceback:
         click.echo("       traceback:\n" + printable(found.traceback.rstrip(), multiline=True))
 
@@ -562,9 +612,6 @@ def resume(db: str | None, node_ref: str) -> None:
     check_text(node_ref, "NODE", ConfigError)
     record = open_existing(db).request_pause(node_ref, False)
     echo_data(f"resume requested for node {record.name} (id {record.id})")
-
-
-MAX_REQUESTER_CHARS = 200  # a name with a host, or a ticket reference: not a document
 
 
 @cli.command()
@@ -738,7 +785,13 @@ def observe(
 
 @cli.command()
 @db_option
-@click.option("--refresh-s", type=click.FloatRange(0.1), default=1.0, show_default=True)
+@click.option(
+    "--refresh-s",
+    type=click.FloatRange(0.1, 3600.0),
+    default=1.0,
+    show_default=True,
+    callback=finite,
+)
 def top(db: str | None, refresh_s: float) -> None:
     """The cluster overview, live in the terminal. Ctrl-C stops it."""
     from shoal.observer.terminal import run_top

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -81,6 +82,15 @@ def run_demo(db: str | None, nodes: int, jobs: int, keep_running: bool, kill: bo
     work_dir = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
     url = db or f"sqlite:///{work_dir / 'demo.db'}"
     store = open_store(url)
+    used = _already_used(store)
+    if used:
+        store.close()
+        console.print(
+            f"[red]the demo needs a datastore of its own:[/] {escape(store.url_for_display)} "
+            f"already holds {used}. Give --db a new SQLite file or an empty PostgreSQL "
+            "database, or leave --db out for a fresh one."
+        )
+        return 2
     app.use_store(store)
     console.print(f"[bold]Shoal demo[/] · datastore {store.url_for_display} · logs in {work_dir}")
     cluster = [start_node(url, f"demo-{i + 1}", work_dir) for i in range(nodes)]
@@ -178,6 +188,15 @@ def _frame(view, running, events, finished, total, started, victim) -> Renderabl
     )
 
 
+def _already_used(store: Store) -> str:
+    """What an earlier run left in the datastore ("12 jobs", "2 nodes"), "" if nothing: the
+    demo counts, kills and judges what it finds, so it runs only on a datastore of its own."""
+    jobs = sum(store.count_jobs_by_task().values())
+    nodes = len(store.read_cluster().nodes)
+    found = [f"{jobs} jobs" if jobs else "", f"{nodes} nodes" if nodes else ""]
+    return " and ".join(part for part in found if part)
+
+
 def _describe(event: HistoryEvent) -> str:
     if event.kind is EventKind.REBALANCE:
         return f"rebalance (epoch {event.epoch}): {event.reason}"
@@ -185,7 +204,7 @@ def _describe(event: HistoryEvent) -> str:
         was = event.from_state.value if event.from_state else "new"
         now = event.to_state.value if event.to_state else "?"
         return f"{event.node_name}: {was} → {now} ({event.reason})"
-    return f"{event.node_name}: {event.reason}"
+    return f"{event.node_name}: {event.reason}" if event.node_name else event.reason
 
 
 def _summary(

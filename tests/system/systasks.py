@@ -133,3 +133,9 @@ def noted(path: str, n: int, sleep_s: float) -> int:
         out.write(f"{n}\n")
     time.sleep(sleep_s)
     return n
+
+
+@app.task(retries=0)
+def complain(message: str) -> None:
+    """Fails with the submitter's own words."""
+    raise RuntimeError(message)

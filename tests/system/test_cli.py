@@ -319,3 +319,96 @@ def test_schedules_print_hostile_names_as_text(
     missing = shoal("schedules", "--db", sqlite_url, "--forget", hostile)
     assert missing.returncode != 0 and "no schedule named" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--lease-s", "inf"], "inf is not a finite number"),
+        (["--lease-s", "nan"], "nan is not a finite number"),
+        (["--lease-s", "1e300"], "the lease must be a finite number of seconds up to 3600"),
+        (["--grace-s", "nan"], "nan is not a finite number"),
+        (["--grace-s", "inf"], "inf is not in the range"),
+        (["--name", "n\udcff"], "the node name 'n\\udcff' is not valid UTF-8"),
+    ],
+)
+def test_node_options_that_would_break_the_cluster_are_refused(
+    sqlite_url: str, args: list[str], needle: str
+) -> None:
+    """A lease that never runs out would keep a dead node's section, and its jobs, for ever."""
+    result = run("node", "--app", "systasks:app", "--db", sqlite_url, *args)
+    assert_one_line_error(result, needle)
+    assert not open_store(sqlite_url).read_cluster().nodes
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e300"])
+def test_top_refuses_a_refresh_that_is_not_a_sane_number(sqlite_url: str, value: str) -> None:
+    assert_one_line_error(run("top", "--refresh-s", value, "--db", sqlite_url))
+
+
+def test_args_from_a_file_that_is_not_utf8_is_a_one_line_error(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.json").write_bytes(b'["\xff\xfe", 1]')
+    result = run("submit", "work", "--force", "--db", sqlite_url, "--args", f"@{tmp_path}/bad.json")
+    assert_one_line_error(result, "is not UTF-8 text")
+    assert job_total(sqlite_url) == 0
+
+
+def test_submit_to_a_path_that_holds_no_datastore_makes_none(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    result = run("submit", "work", "--force", "--db", f"sqlite:///{typo}")
+    assert_one_line_error(result, "no Shoal datastore")
+    assert not typo.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--delay-s", "3e11"], "delay_s must be at most"),
+        (["--delay-s", "1e300"], "delay_s must be at most"),
+    ],
+)
+def test_a_delay_past_a_century_is_refused(sqlite_url: str, args: list[str], needle: str) -> None:
+    assert_one_line_error(run("submit", "work", "--force", "--db", sqlite_url, *args), needle)
+    assert job_total(sqlite_url) == 0
+
+
+@pytest.mark.parametrize("name", ["", "t" * 201])
+def test_a_task_name_nobody_could_read_is_refused(sqlite_url: str, name: str) -> None:
+    assert_one_line_error(run("submit", name, "--force", "--db", sqlite_url), "a task name")
+    assert job_total(sqlite_url) == 0
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_a_node_id_beyond_64_bits_names_no_node(sqlite_url: str, command: str) -> None:
+    result = run(command, "99999999999999999999999", "--db", sqlite_url)
+    assert_one_line_error(result, "99999999999999999999999")
+
+
+def test_an_empty_datastore_url_is_refused() -> None:
+    assert_one_line_error(run("status", "--db", ""), "the datastore URL is empty")
+
+
+def test_job_shows_times_as_dates_and_when_a_delayed_job_is_due(sqlite_url: str) -> None:
+    job_id = run("submit", "work", "--force", "--delay-s", "3600", "--db", sqlite_url).stdout
+    shown = run("job", job_id.strip(), "--db", sqlite_url).stdout
+    assert re.search(r"created_at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(.* ago\)", shown), shown
+    assert re.search(r"run_after: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 5\dm", shown), shown
+    raw = json.loads(run("job", job_id.strip(), "--json", "--db", sqlite_url).stdout)
+    assert isinstance(raw["run_after"], float)
+
+
+def test_node_logs_escape_what_a_submitter_wrote(sqlite_cluster: Cluster) -> None:
+    """A job's error is the submitter's text: it must neither forge a log line nor reach the
+    operator's terminal as control sequences."""
+    cluster = sqlite_cluster
+    cluster.start("n1", lease_s=30)
+    hostile = "oops\n2026-01-01 00:00:00,000 INFO    shoal.node: FORGED \x1b[2J\x07"
+    out = shoal("submit", "complain", "--args", json.dumps([hostile]), "--db", cluster.url)
+    assert out.returncode == 0, out.stderr
+    until(lambda: "FORGED" in cluster.log("n1"), 30, "the failure to be logged")
+    logs = cluster.log("n1")
+    assert "\x1b" not in logs and "\x07" not in logs
+    assert not any(line.startswith("2026-01-01") for line in logs.splitlines())
+    assert "oops\\x0a2026-01-01" in logs

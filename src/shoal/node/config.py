@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ def default_name() -> str:
 
 
 POOLS = ("thread", "inline", "process")
+MAX_LEASE_S = 3600.0  # a node silent for an hour is dead by any measure
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,19 @@ class NodeConfig:
             raise ConfigError("--pool must be 'thread', 'inline' or 'process'")
         if not self.name or len(self.name) > 200:
             raise ConfigError("a node name must be 1 to 200 characters")
+        try:
+            self.name.encode()
+        except UnicodeEncodeError:
+            shown = self.name.encode(errors="backslashreplace").decode()
+            raise ConfigError(f"the node name '{shown}' is not valid UTF-8 text") from None
+        # A lease that never runs out would keep a dead node's section, and its jobs, for ever.
+        if not (math.isfinite(self.lease_s) and 0 < self.lease_s <= MAX_LEASE_S):
+            raise ConfigError(
+                f"the lease must be a finite number of seconds up to {MAX_LEASE_S:.0f}, "
+                f"not {self.lease_s}"
+            )
+        if not (math.isfinite(self.grace_s) and self.grace_s >= 0):
+            raise ConfigError(f"the grace must be a finite number of seconds, not {self.grace_s}")
         if not self.cancel_check_s > 0:
             raise ConfigError("cancel_check_s must be above 0 seconds")
         if self.heartbeat_s * 2 > self.lease_s:

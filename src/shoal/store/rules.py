@@ -264,8 +264,12 @@ def check_quarantine_after(quarantine_after: int | None) -> None:
 
 
 def node_key(node_ref: str) -> int | str:
-    """What a reference to a node names: an id when it is all digits, else a name."""
-    return int(node_ref) if node_ref.isdigit() else node_ref
+    """What a reference to a node names: an id when it is all digits, else a name. Digits past
+    the datastores' 64-bit ids name no node: -1, which no node has."""
+    if not node_ref.isdigit():
+        return node_ref
+    number = int(node_ref)
+    return number if number <= MAX_JOB_ID else -1
 
 
 def pause_target(node_ref: str, row: Sequence[Any] | None) -> tuple[int, str]:

@@ -138,7 +138,9 @@ def connect_kwargs(url: str, scrub: Scrubber) -> dict[str, Any]:
     try:
         given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ConfigError(f"malformed PostgreSQL URL {scrub.display}: {scrub(str(exc))}") from exc
+        raise ConfigError(
+            f"malformed PostgreSQL URL {scrub.display}: {scrub(str(exc).strip())}"
+        ) from exc
     return {
         key: value
         for key, value in CONNECT_DEFAULTS.items()
