@@ -412,3 +412,11 @@ def test_node_logs_escape_what_a_submitter_wrote(sqlite_cluster: Cluster) -> Non
     assert "\x1b" not in logs and "\x07" not in logs
     assert not any(line.startswith("2026-01-01") for line in logs.splitlines())
     assert "oops\\x0a2026-01-01" in logs
+
+
+def test_the_demo_refuses_a_datastore_that_holds_jobs(sqlite_url: str) -> None:
+    run("submit", "work", "--force", "--db", sqlite_url)
+    result = run("demo", "--db", sqlite_url, "--nodes", "1", "--jobs", "1")
+    assert result.exit_code == 2
+    assert "the demo needs a datastore of its own" in result.output
+    assert job_total(sqlite_url) == 1
