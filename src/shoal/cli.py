@@ -8,11 +8,13 @@ through `printable`, so it can carry no terminal control sequence; rich only eve
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -57,6 +59,7 @@ DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or post
 # Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
 # asking the datastore about it would fail in the driver instead.
 MAX_GRACE_S = 86400.0
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # one label of a host name
 EXIT_MARGIN_S = 5.0  # past the node's own bound on leaving, when the process exits regardless
 SECOND_SIGNAL_EXIT_S = 1.0  # after a second stop signal, the time left to release jobs
 
@@ -757,6 +760,21 @@ def demo(db: str | None, nodes: int, job_count: int, keep_running: bool, no_kill
     sys.exit(run_demo(db, nodes, job_count, keep_running, kill=not no_kill))
 
 
+def _check_bind_host(host: str) -> None:
+    """ConfigError unless `host` (--host) is an IP address or a host name: "999.1.1.1" and
+    "a b/c" name no interface to listen on."""
+    check_text(host, "--host", ConfigError)
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    numeric = all(label.isdigit() for label in labels)
+    if numeric or len(host) > 253 or not all(HOST_LABEL.fullmatch(x) for x in labels):
+        raise ConfigError(f"--host {host!r} is neither an IP address nor a host name")
+
+
 @cli.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -779,6 +797,10 @@ def observe(
 ) -> None:
     """Serve the observer's web page, JSON API and /metrics (read-only). Ctrl-C stops it."""
     from shoal.observer.server import serve
+
+    if token is not None and not token.strip():
+        raise ConfigError("--token is blank: give a secret that is hard to guess, or none")
+    _check_bind_host(host)
 
     serve(db, host, port, token, allowed_hosts)
 

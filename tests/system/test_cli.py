@@ -420,3 +420,17 @@ def test_the_demo_refuses_a_datastore_that_holds_jobs(sqlite_url: str) -> None:
     assert result.exit_code == 2
     assert "the demo needs a datastore of its own" in result.output
     assert job_total(sqlite_url) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--token", "   "], "--token is blank"),
+        (["--host", "999.1.1.1"], "neither an IP address nor a host name"),
+        (["--host", "a b/c"], "neither an IP address nor a host name"),
+    ],
+)
+def test_observe_refuses_options_it_could_not_serve_on(
+    sqlite_url: str, args: list[str], needle: str
+) -> None:
+    assert_one_line_error(run("observe", "--db", sqlite_url, *args), needle)
