@@ -692,3 +692,35 @@ print("ok")
     )
     assert done.stdout.strip() == "ok", done.stderr
     assert "discarding" not in done.stderr and "psycopg" not in done.stderr
+
+
+def test_an_outcome_is_recorded_when_its_start_is_recorded_while_the_finish_runs(
+    store: PostgresStore, url: str
+) -> None:
+    """A worker process records the start of a tiny job (`record_begun`) as its node's lease
+    runs short, just as the node writes the job's outcome: the finish waits for that row, and
+    must still record the outcome rather than refuse it as no longer held (the node would then
+    give the job back, and it would run again under the same attempt number)."""
+    node = start_node(store, "a")
+    store.submit_jobs(new_jobs(1))
+    [job] = store.claim_jobs(node.id, 1, start=0)
+    assert job.state is JobState.CLAIMED
+    with psycopg.connect(url) as other:  # the worker process, its transaction held open
+        other.execute(
+            q.RECORD_BEGUN,
+            {"node": node.id, "shard": q.counter_shard(node.id), "ids": [job.id], "attempts": [1]},
+        )
+        applied: list[list[bool]] = []
+        finishing = threading.Thread(
+            target=lambda: applied.append(
+                store.finish_jobs(node.id, [Outcome(job.id, 1, True, "null", ran_s=0.004)])
+            )
+        )
+        finishing.start()
+        time.sleep(0.5)  # the finish now waits for the row
+        assert finishing.is_alive()
+        other.commit()
+    finishing.join(timeout=30)
+    assert applied == [[True]]
+    done = store.read_job(job.id)
+    assert done is not None and (done.state, done.attempts) == (JobState.SUCCEEDED, 1)

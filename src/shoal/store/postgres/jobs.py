@@ -232,6 +232,13 @@ def finish(conn: Conn, retried: bool, node_id: int, outcomes: Sequence[Outcome])
     if rest:  # asked to cancel, or no longer held: one more statement only then
         cancelled = {**params, "batch": q.outcome_batch(rest)}
         applied |= {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISH_CANCELLED, cancelled)}
+        rest = [o for o in rest if (o.job_id, o.attempt) not in applied]
+    if rest:
+        # A row written by someone else while FINISH ran: the worker process recording the start
+        # of a tiny job as the lease ran short (`record_begun`). FINISH waited for that row,
+        # found it under a new ctid and so left it; a new statement finds the new version.
+        again = {**params, "batch": q.outcome_batch(rest)}
+        applied |= {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISH, again)}
     if retried:  # outcomes an earlier, lost try already recorded count as applied
         applied |= {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISHED_AS_SENT, params)}
     return [(o.job_id, o.attempt) in applied for o in outcomes]
