@@ -148,6 +148,22 @@ def test_job_detail_and_missing_job(obs_store: Store, cluster: Cluster, client: 
     assert client.get("/jobs/999999").status_code == 404
 
 
+@pytest.mark.parametrize("delay_s", [3e11, 1e17, 1e300])
+def test_a_job_due_past_year_9999_shows_its_run_after_in_words(store: Store, delay_s: float):
+    # Rows like these were stored before submit refused such delays; pages must still show them.
+    [job_id] = store.submit_jobs([NewJob("resize", '["a.png"]', "{}", delay_s=delay_s)])
+    client = TestClient(create_app(store, None))
+
+    page = client.get(f"/jobs/{job_id}")
+    document = client.get(f"/api/jobs/{job_id}")
+
+    assert page.status_code == 200
+    assert "<dt>runs after</dt><dd>beyond year 9999</dd>" in page.text
+    assert re.search(r"<dt>created</dt><dd>\d{4}-\d\d-\d\d [\d:]{8} UTC</dd>", page.text)
+    assert document.status_code == 200 and document.json()["run_after"] >= delay_s
+    assert client.get("/jobs").status_code == 200
+
+
 def test_job_detail_shows_priority_and_key(obs_store: Store, client: TestClient):
     new = NewJob("resize", '["a.png"]', "{}", priority=-7, key="<b>invoice-42</b>")
     [job_id] = obs_store.submit_jobs([new])

@@ -7,7 +7,8 @@ from rich.console import Console
 
 from shoal.model import JobFilter, JobState, NewJob, NodeState, TaskLimit
 from shoal.observer import terminal
-from shoal.observer.format import compact_ranges, format_age
+from shoal.observer.format import compact_ranges, format_age, format_moment
+from shoal.observer.schedules import local_time
 from shoal.observer.views import read_status
 from shoal.store import Store
 
@@ -81,6 +82,32 @@ def test_compact_ranges(section: tuple[int, ...], text: str):
 )
 def test_format_age(seconds: float, text: str):
     assert format_age(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("at", "text"),
+    [
+        (None, "—"),
+        (0.0, "1970-01-01 00:00:00 UTC"),
+        (253402300799.0, "9999-12-31 23:59:59 UTC"),
+        (253402300800.0, "beyond year 9999"),
+        (3e11, "beyond year 9999"),
+        (1e17, "beyond year 9999"),  # past the platform's time_t: OSError EOVERFLOW
+        (1e300, "beyond year 9999"),  # past a C long: OverflowError
+        (float("inf"), "beyond year 9999"),
+        (-1e17, "before year 1"),
+        (float("nan"), "not a time"),
+    ],
+)
+def test_format_moment_says_in_words_what_no_calendar_date_shows(at: float | None, text: str):
+    assert format_moment(at) == text
+
+
+def test_a_schedule_time_past_the_calendar_is_said_in_words():
+    assert local_time(0.0, "Europe/Paris") == "1970-01-01 01:00:00 CET"
+    # In UTC the last second of 9999; in Paris it is already year 10000.
+    assert local_time(253402300799.0, "Europe/Paris") == "beyond year 9999"
+    assert local_time(1e300, "Nowhere/Atlantis") == "beyond year 9999"
 
 
 def test_top_shows_hostile_names_escaped_and_never_as_markup(obs_store: Store):

@@ -10,7 +10,6 @@ JavaScript and any HTML in a job's arguments or error, or in a schedule's name, 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -23,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from shoal.model import JobFilter, JobState
 from shoal.observer import views
 from shoal.observer.api import MAX_ID
-from shoal.observer.format import format_age
+from shoal.observer.format import format_age, format_moment
 from shoal.observer.schedules import local_time, read_schedules_view
 from shoal.observer.security import (
     Sessions,
@@ -49,16 +48,10 @@ def make_environment() -> Environment:
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    env.filters["ts"] = format_timestamp
+    env.filters["ts"] = format_moment
     env.filters["age"] = format_age
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
     return env
-
-
-def format_timestamp(at: float | None) -> str:
-    if at is None:
-        return "—"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRouter:
