@@ -11,11 +11,13 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from playwright.sync_api import expect
+from pydantic import TypeAdapter, ValidationError
 
 from shoal import cli
 from shoal.errors import ConfigError
 from shoal.observer import server
 from shoal.observer.hosts import LOCAL_HOSTS, AllowedHosts
+from shoal.observer.params import StoredText, text_problem
 from shoal.observer.security import (
     COOKIE_NAME,
     SECURITY_HEADERS,
@@ -357,6 +359,45 @@ def test_the_job_list_page_says_which_field_is_out_of_range(client: TestClient, 
     assert response.status_code == 200
     if field != "before_id":  # a paging link, not a form field: ignored like any other junk
         assert f"{field} must be a whole number" in response.text
+
+
+@pytest.mark.parametrize("task", ["\x00", "a\x00b"])
+def test_a_task_no_datastore_can_hold_gets_a_422_from_the_api_and_a_notice_on_the_page(
+    store: Store, task: str
+):
+    [job_id] = submit(store, "resize", "a.png")
+    client = TestClient(create_app(store, None), raise_server_exceptions=False)
+
+    api = client.get("/api/jobs", params={"task": task})
+    page = client.get("/jobs", params={"task": task})
+
+    assert api.status_code == 422, api.text
+    [error] = api.json()["detail"]
+    assert error["loc"] == ["query", "task"]
+    assert error["msg"] == "text must not contain NUL (\\x00) characters"
+    assert page.status_code == 200, page.text
+    assert '<p class="notice bad">task must not contain NUL (\\x00) characters</p>' in page.text
+    assert f'<a href="/jobs/{job_id}">' in page.text  # the rest of the page still works
+    assert "\x00" not in page.text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("resize", None),
+        ("naïve ✓", None),
+        ("a\x00b", "must not contain NUL (\\x00) characters"),
+        ("a\udcffb", "must be valid UTF-8 text (no lone surrogates)"),
+    ],
+)
+def test_only_text_a_datastore_can_hold_is_accepted(text: str, problem: str | None):
+    assert text_problem(text) == problem
+    if problem is None:
+        assert TypeAdapter(StoredText).validate_python(text) == text
+    else:
+        with pytest.raises(ValidationError) as refused:
+            TypeAdapter(StoredText).validate_python(text)
+        assert [e["msg"] for e in refused.value.errors()] == [f"text {problem}"]
 
 
 def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store, cluster: Cluster):

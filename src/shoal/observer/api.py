@@ -3,8 +3,9 @@
 Every route only reads. `/api/events` is a server-sent event stream that sends the overview about
 once a second, which is what keeps open pages current without reloading; each of its reads is a
 few short statements, so an open page never holds a transaction. Parameters are bounded in
-their declarations (ids fit a signed 64-bit integer, moments are finite and within the calendar),
-so bad input is a 422 the OpenAPI schema describes, never a datastore error.
+their declarations (ids fit a signed 64-bit integer, moments are finite and within the calendar,
+text holds nothing a datastore cannot: see `params`), so bad input is a 422 the OpenAPI schema
+describes, never a datastore error.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from shoal.errors import ShoalError
 from shoal.model import JobFilter, JobState
 from shoal.observer import views
+from shoal.observer.params import StoredText
 from shoal.observer.schedules import SchedulesView, read_schedules_view
 from shoal.store.port import Store
 
@@ -104,7 +106,7 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
     @router.get("/jobs")
     def jobs(
         state: JobState | None = None,
-        task: str | None = None,
+        task: Annotated[StoredText | None, Query(description="exact task name")] = None,
         node: Id | None = None,
         min_id: Id | None = None,
         max_id: Id | None = None,

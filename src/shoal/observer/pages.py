@@ -23,6 +23,7 @@ from shoal.model import JobFilter, JobState
 from shoal.observer import views
 from shoal.observer.api import MAX_ID
 from shoal.observer.format import format_age, format_moment
+from shoal.observer.params import text_problem
 from shoal.observer.schedules import local_time, read_schedules_view
 from shoal.observer.security import (
     Sessions,
@@ -156,6 +157,9 @@ def parse_job_filter(query: dict[str, str]) -> tuple[dict[str, str], JobFilter, 
         for k in ("node", "min_id", "max_id")
         if k in form and _int(form[k]) is None
     ]
+    if "task" in form and (problem := text_problem(form["task"])) is not None:
+        errors.append(f"task {problem}")
+        del form["task"]  # not shown again, nor carried into the paging links
     state = None
     if "state" in form:
         try:
