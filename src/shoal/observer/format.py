@@ -23,7 +23,8 @@ def compact_ranges(section: Iterable[int]) -> str:
 
 
 def brief_ranges(section: Iterable[int], most_chars: int = 40) -> str:
-    """`compact_ranges`, cut at a separator to at most about `most_chars`, with "…" when cut.
+    """`compact_ranges`, cut at a separator to at most `most_chars`, with "…" when cut (just "…"
+    when not even the first range fits).
 
     Sections are spread over the partition space, so a whole one reads as a long list; a
     terminal row shows its start and the count beside it (the partition map shows it all).
@@ -31,7 +32,8 @@ def brief_ranges(section: Iterable[int], most_chars: int = 40) -> str:
     text = compact_ranges(section)
     if len(text) <= most_chars:
         return text
-    return text[: text.rfind(", ", 0, most_chars)] + ", …"
+    cut = text.rfind(", ", 0, most_chars - 1)  # what is kept, then ", …", fits in most_chars
+    return text[:cut] + ", …" if cut > 0 else "…"
 
 
 def format_age(seconds: float) -> str:
