@@ -98,6 +98,57 @@ def test_timeline_rejects_a_backwards_range(client: TestClient):
     assert client.get("/api/timeline", params={"range": "7y"}).status_code == 422
 
 
+MOMENT_RULE = "must be a time in epoch seconds from 0 to 253402300799"
+
+
+@pytest.mark.parametrize(
+    ("url", "dropped", "notice"),
+    [
+        ("/partitions?at=nan", "at", f"at {MOMENT_RULE}; showing the map as it is now"),
+        ("/partitions?at=abc", "at", f"at {MOMENT_RULE}; showing the map as it is now"),
+        ("/timeline?since=nan", "since", f"since {MOMENT_RULE}; showing the last 15m"),
+        (
+            "/timeline?range=7d",
+            "range",
+            "range must be one of 15m, 1h, 6h, 24h; showing the last 15m",
+        ),
+        (
+            "/timeline?range=1h&since=100&until=50",
+            "since until",
+            "need since &lt; until, at most 31 days apart; showing the last 1h",
+        ),
+        ("/timeline?at=inf", "at", f"at {MOMENT_RULE}; no moment is shown"),
+    ],
+)
+def test_live_pages_say_which_parameter_is_bad_and_go_on_without_it(
+    client: TestClient, url: str, dropped: str, notice: str
+):
+    response = client.get(url)
+
+    assert response.status_code == 200
+    assert f'<p class="notice bad" id="query-notice">{notice}</p>' in response.text
+    assert f'<body data-page="{url[1:].partition("?")[0]}" data-rejected="{dropped}">' in (
+        response.text
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["/partitions?at=100", "/timeline?range=1h&at=100.5", "/timeline?since=100&until=200"]
+)
+def test_live_pages_with_good_parameters_have_no_notice(client: TestClient, url: str):
+    html = client.get(url).text
+    assert "query-notice" not in html and "data-rejected" not in html
+
+
+@pytest.mark.parametrize(
+    "at", ["0", "1e3", " 7 ", "1_000", "-1", "253402300799", "253402300800", "0x10", "", "nan"]
+)
+def test_the_partition_page_accepts_the_moments_the_api_accepts(client: TestClient, at: str):
+    api_accepts = client.get("/api/partitions", params={"at": at}).status_code == 200
+    page_accepts = "query-notice" not in client.get("/partitions", params={"at": at}).text
+    assert page_accepts == api_accepts
+
+
 def test_jobs_filter_by_state_task_node_and_id_range(
     obs_store: Store, cluster: Cluster, client: TestClient
 ):
@@ -146,6 +197,22 @@ def test_job_detail_and_missing_job(obs_store: Store, cluster: Cluster, client: 
     assert body["traceback"].startswith("Traceback")
     assert client.get("/api/jobs/999999").status_code == 404
     assert client.get("/jobs/999999").status_code == 404
+
+
+@pytest.mark.parametrize("delay_s", [3e11, 1e17, 1e300])
+def test_a_job_due_past_year_9999_shows_its_run_after_in_words(store: Store, delay_s: float):
+    # Rows like these were stored before submit refused such delays; pages must still show them.
+    [job_id] = store.submit_jobs([NewJob("resize", '["a.png"]', "{}", delay_s=delay_s)])
+    client = TestClient(create_app(store, None))
+
+    page = client.get(f"/jobs/{job_id}")
+    document = client.get(f"/api/jobs/{job_id}")
+
+    assert page.status_code == 200
+    assert "<dt>runs after</dt><dd>beyond year 9999</dd>" in page.text
+    assert re.search(r"<dt>created</dt><dd>\d{4}-\d\d-\d\d [\d:]{8} UTC</dd>", page.text)
+    assert document.status_code == 200 and document.json()["run_after"] >= delay_s
+    assert client.get("/jobs").status_code == 200
 
 
 def test_job_detail_shows_priority_and_key(obs_store: Store, client: TestClient):

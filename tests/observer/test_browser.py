@@ -241,3 +241,25 @@ def test_partition_page_shows_a_past_assignment(
     expect(page.locator("#map-caption")).to_contain_text("as it was at")
     expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.node_id}']")).to_have_count(32)
     assert page.errors == []
+
+
+def test_a_live_page_with_a_bad_parameter_says_so_and_goes_on_without_it(
+    live_server: ServerThread, obs_store: Store, cluster: Cluster, page: Any
+):
+    alpha = cluster.start("alpha")
+
+    page.goto(f"{live_server.url}/partitions?at=nan")
+
+    expect(page.locator("#query-notice")).to_be_visible()
+    expect(page.locator("#query-notice")).to_contain_text("at must be a time in epoch seconds")
+    expect(page.locator(f"#partition-grid .cell[data-owner='{alpha.node_id}']")).to_have_count(32)
+    expect(page).to_have_url(f"{live_server.url}/partitions")
+
+    page.goto(f"{live_server.url}/timeline?range=7d&at=abc")
+
+    expect(page.locator("#query-notice")).to_contain_text("range must be one of 15m, 1h, 6h, 24h")
+    expect(page.locator("#timeline-chart svg")).to_be_visible()
+    expect(page.locator("[data-range='15m']")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#moment")).to_be_hidden()
+    expect(page).to_have_url(f"{live_server.url}/timeline")
+    assert page.errors == []

@@ -3,6 +3,8 @@ and headers and status codes that hold up under hostile input."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,13 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from playwright.sync_api import expect
+from pydantic import TypeAdapter, ValidationError
 
 from shoal import cli
 from shoal.errors import ConfigError
 from shoal.observer import server
 from shoal.observer.hosts import LOCAL_HOSTS, AllowedHosts
+from shoal.observer.params import StoredText, text_problem
 from shoal.observer.security import (
     COOKIE_NAME,
     SECURITY_HEADERS,
@@ -359,6 +363,45 @@ def test_the_job_list_page_says_which_field_is_out_of_range(client: TestClient, 
         assert f"{field} must be a whole number" in response.text
 
 
+@pytest.mark.parametrize("task", ["\x00", "a\x00b"])
+def test_a_task_no_datastore_can_hold_gets_a_422_from_the_api_and_a_notice_on_the_page(
+    store: Store, task: str
+):
+    [job_id] = submit(store, "resize", "a.png")
+    client = TestClient(create_app(store, None), raise_server_exceptions=False)
+
+    api = client.get("/api/jobs", params={"task": task})
+    page = client.get("/jobs", params={"task": task})
+
+    assert api.status_code == 422, api.text
+    [error] = api.json()["detail"]
+    assert error["loc"] == ["query", "task"]
+    assert error["msg"] == "text must not contain NUL (\\x00) characters"
+    assert page.status_code == 200, page.text
+    assert '<p class="notice bad">task must not contain NUL (\\x00) characters</p>' in page.text
+    assert f'<a href="/jobs/{job_id}">' in page.text  # the rest of the page still works
+    assert "\x00" not in page.text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("resize", None),
+        ("naïve ✓", None),
+        ("a\x00b", "must not contain NUL (\\x00) characters"),
+        ("a\udcffb", "must be valid UTF-8 text (no lone surrogates)"),
+    ],
+)
+def test_only_text_a_datastore_can_hold_is_accepted(text: str, problem: str | None):
+    assert text_problem(text) == problem
+    if problem is None:
+        assert TypeAdapter(StoredText).validate_python(text) == text
+    else:
+        with pytest.raises(ValidationError) as refused:
+            TypeAdapter(StoredText).validate_python(text)
+        assert [e["msg"] for e in refused.value.errors()] == [f"text {problem}"]
+
+
 def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store, cluster: Cluster):
     cluster.start("alpha")
     submit(obs_store, "resize", "a.png")
@@ -370,6 +413,115 @@ def test_non_utf8_percent_escapes_get_a_4xx_over_real_http(obs_store: Store, clu
         texts = [httpx.get(live.url + p).status_code for p in ["/jobs?task=%ff", "/api/jobs?%ff=1"]]
     assert all(400 <= status < 500 for status in statuses.values()), statuses
     assert texts == [200, 200]
+
+
+# --- HEAD ------------------------------------------------------------------------------------
+
+HEAD_PATHS = [
+    "/livez",
+    "/",
+    "/partitions?at=nan",
+    "/jobs?state=bogus",
+    "/jobs/{id}",
+    "/jobs/999999",
+    "/schedules",
+    "/login",
+    "/api/overview",
+    "/api/jobs/{id}",
+    "/api/jobs/0",
+    "/api/openapi.json",
+    "/metrics",
+    "/static/main.js",
+]
+
+
+def comparable(headers: httpx.Headers) -> dict[str, str]:
+    """Headers as a GET and a HEAD of the same resource must share them: the body's length (a
+    live view may change in between) and the date aside."""
+    return {k: v for k, v in headers.items() if k not in ("date", "content-length")}
+
+
+def test_head_is_answered_wherever_get_is_with_its_status_and_headers(obs_store: Store):
+    [job_id] = submit(obs_store, "resize", "a.png")
+    with ServerThread(create_app(obs_store, None)) as live:
+        for path in HEAD_PATHS:
+            url = live.url + path.format(id=job_id)
+            got, head = httpx.get(url), httpx.head(url)
+
+            assert head.status_code == got.status_code != 405, path
+            assert comparable(head.headers) == comparable(got.headers), path
+            assert ("content-length" in head.headers) == ("content-length" in got.headers), path
+            assert head.content == b"", path
+        assert httpx.head(f"{live.url}/logout").status_code == 405  # POST only: GET gets 405 too
+        assert httpx.head(f"{live.url}/livez", headers={"host": "evil.example"}).status_code == 421
+
+
+def test_head_of_the_event_stream_ends_at_once(obs_store: Store):
+    with ServerThread(create_app(obs_store, None)) as live:
+        head = httpx.head(f"{live.url}/api/events", timeout=5)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/event-stream")
+    assert head.headers["x-frame-options"] == "DENY"
+
+
+def test_head_needs_the_token_as_get_does(guarded: TestClient):
+    refused = guarded.head("/api/overview")
+    sent_to_login = guarded.head("/nodes", headers={"accept": "text/html"})
+    allowed = guarded.head("/api/overview", headers={"authorization": f"Bearer {TOKEN}"})
+
+    assert refused.status_code == 401 and "www-authenticate" in refused.headers
+    assert sent_to_login.status_code == 303
+    assert sent_to_login.headers["location"] == "/login?next=%2Fnodes"
+    assert allowed.status_code == 200 and guarded.head("/livez").status_code == 200
+    for response in (refused, sent_to_login, allowed):
+        for name, value in SECURITY_HEADERS:
+            assert response.headers[name.decode()] == value.decode()
+
+
+def test_the_app_sends_no_body_for_head(obs_store: Store):
+    """Below any server, which might drop a HEAD's body itself: the app sends none."""
+    app = create_app(obs_store, None)
+
+    async def request(method: str, path: str) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        await app(scope, receive, send)
+        return sent
+
+    def run(method: str, path: str) -> list[dict[str, Any]]:
+        # On a thread of its own: a browser test's event loop may be open on this one.
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(asyncio.run, request(method, path)).result()
+
+    def start(sent: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]]]:
+        headers = [h for h in sent[0]["headers"] if h[0] != b"content-length"]
+        return sent[0]["status"], headers
+
+    for path in ["/livez", "/jobs", "/api/overview", "/static/main.js"]:
+        get, head = run("GET", path), run("HEAD", path)
+        assert start(head) == start(get) and start(get)[0] == 200, path
+        assert [m.get("body", b"") for m in head[1:]] == [b""], path
+        assert b"".join(m.get("body", b"") for m in get[1:]), path
 
 
 @pytest.mark.browser

@@ -3,8 +3,9 @@
 Every route only reads. `/api/events` is a server-sent event stream that sends the overview about
 once a second, which is what keeps open pages current without reloading; each of its reads is a
 few short statements, so an open page never holds a transaction. Parameters are bounded in
-their declarations (ids fit a signed 64-bit integer, moments are finite and within the calendar),
-so bad input is a 422 the OpenAPI schema describes, never a datastore error.
+their declarations (ids fit a signed 64-bit integer, moments are finite and within the calendar,
+text holds nothing a datastore cannot: see `params`), so bad input is a 422 the OpenAPI schema
+describes, never a datastore error.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from starlette.concurrency import run_in_threadpool
 from shoal.errors import ShoalError
 from shoal.model import JobFilter, JobState
 from shoal.observer import views
+from shoal.observer.params import (
+    DEFAULT_RANGE,
+    MAX_EPOCH_S,
+    MAX_ID,
+    RANGES_S,
+    StoredText,
+    range_problem,
+)
 from shoal.observer.schedules import SchedulesView, read_schedules_view
 from shoal.store.port import Store
 
 EVENT_INTERVAL_S = 1.0
-RANGES_S = {"15m": 15 * 60.0, "1h": 3600.0, "6h": 6 * 3600.0, "24h": 24 * 3600.0}
-MAX_RANGE_S = 31 * 24 * 3600.0
-MAX_ID = 2**63 - 1  # both datastores keep ids (jobs and nodes) in signed 64-bit integers
-MAX_EPOCH_S = 253402300799.0  # 9999-12-31 23:59:59 UTC, the last moment a page can print
 
 Preset = Literal["15m", "1h", "6h", "24h"]
 Id = Annotated[int, Query(ge=1, le=MAX_ID)]
@@ -104,7 +109,7 @@ def api_router(store: Store, stopping: threading.Event) -> APIRouter:
     @router.get("/jobs")
     def jobs(
         state: JobState | None = None,
-        task: str | None = None,
+        task: Annotated[StoredText | None, Query(description="exact task name")] = None,
         node: Id | None = None,
         min_id: Id | None = None,
         max_id: Id | None = None,
@@ -151,12 +156,13 @@ def resolve_range(
     now = store.now()
     end = now if until is None else until
     if since is None:
-        span = RANGES_S.get(name or "15m")
+        span = RANGES_S.get(name or DEFAULT_RANGE)
         if span is None:
             raise _bad_query("range", f"range must be one of {list(RANGES_S)}", name)
         return end - span, end
-    if end <= since or end - since > MAX_RANGE_S:
-        raise _bad_query("since", "need since < until, at most 31 days apart", since)
+    problem = range_problem(since, end)
+    if problem is not None:
+        raise _bad_query("since", problem, since)
     return since, end
 
 

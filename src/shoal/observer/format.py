@@ -1,14 +1,18 @@
-"""How the observer writes sections, durations and data for people, in the page and the terminal.
+"""How the observer writes sections, durations, moments and data for people, in the page and the
+terminal.
 
 Sections are shown as compact ranges ("0-41, 96-99") because a list of 40 partition numbers says
-less than its shape; ages are rounded to the unit a person reads at a glance. Text from the
-datastore reaches a terminal only through `printable`, which escapes control characters.
+less than its shape; ages are rounded to the unit a person reads at a glance; moments are calendar
+times, or words for those no calendar date can show. Text from the datastore reaches a terminal
+only through `printable`, which escapes control characters.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime, tzinfo
 
 from shoal.assignment import format_section
 
@@ -19,7 +23,8 @@ def compact_ranges(section: Iterable[int]) -> str:
 
 
 def brief_ranges(section: Iterable[int], most_chars: int = 40) -> str:
-    """`compact_ranges`, cut at a separator to at most about `most_chars`, with "…" when cut.
+    """`compact_ranges`, cut at a separator to at most `most_chars`, with "…" when cut (just "…"
+    when not even the first range fits).
 
     Sections are spread over the partition space, so a whole one reads as a long list; a
     terminal row shows its start and the count beside it (the partition map shows it all).
@@ -27,7 +32,8 @@ def brief_ranges(section: Iterable[int], most_chars: int = 40) -> str:
     text = compact_ranges(section)
     if len(text) <= most_chars:
         return text
-    return text[: text.rfind(", ", 0, most_chars)] + ", …"
+    cut = text.rfind(", ", 0, most_chars - 1)  # what is kept, then ", …", fits in most_chars
+    return text[:cut] + ", …" if cut > 0 else "…"
 
 
 def format_age(seconds: float) -> str:
@@ -45,6 +51,25 @@ def format_age(seconds: float) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours}h"
+
+
+def format_moment(at: float | None, zone: tzinfo = UTC) -> str:
+    """`at` (epoch seconds) as `2025-01-31 14:05:09 UTC`, in `zone`; `—` for None.
+
+    Never raises: a moment that no calendar date can show reads `beyond year 9999` (or `before
+    year 1`, `not a time` for NaN). A job's `run_after` is its submit time plus its delay, so a
+    stored row can hold any such value, and one row must not break the page that lists it.
+    """
+    if at is None:
+        return "—"
+    try:
+        return datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    except (ValueError, OverflowError, OSError):
+        # Past year 9999 (ValueError), past the platform's time_t (OverflowError, or OSError
+        # EOVERFLOW), or pushed over the calendar's edge by the zone's offset (OverflowError).
+        if math.isnan(at):
+            return "not a time"
+        return "beyond year 9999" if at > 0 else "before year 1"
 
 
 # C0 controls and DEL, C1 controls (CSI is U+009B), lone surrogates (what non-UTF-8 bytes decode

@@ -2,7 +2,8 @@
 `/schedules`, `/login` and `/logout`.
 
 The live pages (overview, partitions, nodes, timeline) are shells that the static scripts fill
-from the JSON API and the event stream, building the DOM with `textContent` only. The job list,
+from the JSON API and the event stream, building the DOM with `textContent` only; a shell checks
+its query by the API's rules first and says which parameter it goes on without. The job list,
 the job page and the schedules are rendered here with Jinja's autoescaping, so they read without
 JavaScript and any HTML in a job's arguments or error, or in a schedule's name, shows as text.
 """
@@ -10,7 +11,7 @@ JavaScript and any HTML in a job's arguments or error, or in a schedule's name, 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -22,8 +23,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from shoal.model import JobFilter, JobState
 from shoal.observer import views
-from shoal.observer.api import MAX_ID
-from shoal.observer.format import format_age
+from shoal.observer.format import format_age, format_moment
+from shoal.observer.params import (
+    MAX_ID,
+    Complaint,
+    partitions_complaints,
+    text_problem,
+    timeline_complaints,
+)
 from shoal.observer.schedules import local_time, read_schedules_view
 from shoal.observer.security import (
     Sessions,
@@ -49,16 +56,10 @@ def make_environment() -> Environment:
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    env.filters["ts"] = format_timestamp
+    env.filters["ts"] = format_moment
     env.filters["age"] = format_age
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
     return env
-
-
-def format_timestamp(at: float | None) -> str:
-    if at is None:
-        return "—"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRouter:
@@ -74,8 +75,15 @@ def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRoute
     def live_page(path: str) -> None:
         page, title = LIVE_PAGES[path]
 
-        def handler() -> HTMLResponse:
-            return render(f"{page}.html", page=page, title=title)
+        def handler(request: Request) -> HTMLResponse:
+            complaints = live_page_complaints(path, request.query_params, store)
+            return render(
+                f"{page}.html",
+                page=page,
+                title=title,
+                notice="; ".join(c.notice for c in complaints) or None,
+                rejected=sorted({name for c in complaints for name in c.dropped}),
+            )
 
         router.add_api_route(path, handler, methods=["GET"], response_class=HTMLResponse)
 
@@ -151,10 +159,21 @@ def page_router(store: Store, token: str | None, sessions: Sessions) -> APIRoute
     return router
 
 
+def live_page_complaints(path: str, query: Mapping[str, str], store: Store) -> list[Complaint]:
+    """A live page's bad parameters. The page is drawn by its script from the API, which would
+    refuse them: the page names them in `data-rejected`, and the script goes on without them."""
+    if path == "/partitions":
+        return partitions_complaints(query)
+    if path == "/timeline":
+        return timeline_complaints(query, store.now)
+    return []
+
+
 def parse_job_filter(query: dict[str, str]) -> tuple[dict[str, str], JobFilter, str | None]:
     """The job list's filter form: the values to show again, the filter, and any complaint.
 
-    Unlike the API (which answers 422), a page keeps working with a bad field and says which.
+    Unlike the API (which answers 422), a page keeps working with a bad field and says which, as
+    the live pages do (`live_page_complaints`).
     """
     form = {k: query.get(k, "").strip() for k in ("state", "task", "node", "min_id", "max_id")}
     form = {k: v for k, v in form.items() if v}
@@ -163,6 +182,9 @@ def parse_job_filter(query: dict[str, str]) -> tuple[dict[str, str], JobFilter, 
         for k in ("node", "min_id", "max_id")
         if k in form and _int(form[k]) is None
     ]
+    if "task" in form and (problem := text_problem(form["task"])) is not None:
+        errors.append(f"task {problem}")
+        del form["task"]  # not shown again, nor carried into the paging links
     state = None
     if "state" in form:
         try:

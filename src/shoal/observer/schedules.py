@@ -10,7 +10,6 @@ only as `Text`, never as markup.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +18,7 @@ from rich.text import Text
 
 from shoal.errors import ScheduleError
 from shoal.model import JobState, ScheduleRecord
-from shoal.observer.format import format_age, printable
+from shoal.observer.format import format_age, format_moment, printable
 from shoal.schedule import timetable_of
 from shoal.store.port import Store
 
@@ -97,12 +96,13 @@ def schedules_document(view: SchedulesView) -> dict[str, Any]:
 
 
 def local_time(t: float, tz: str) -> str:
-    """`t` as wall-clock time in the schedule's zone (UTC if this machine lacks the zone)."""
+    """`t` as wall-clock time in the schedule's zone (UTC if this machine lacks the zone); in
+    words if no calendar date can show it (see `format_moment`)."""
     try:
         zone = ZoneInfo(tz)
     except (KeyError, ValueError):
         zone = ZoneInfo("UTC")
-    return datetime.fromtimestamp(t, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return format_moment(t, zone)
 
 
 def relative(t: float, now: float) -> str:

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shoal.errors import ConfigError
 from shoal.observer.api import api_router
+from shoal.observer.head import HeadAsGet
 from shoal.observer.hosts import ANY_HOST, LOCAL_HOSTS, AllowedHosts, host_form
 from shoal.observer.metrics import metrics_registry, render_metrics
 from shoal.observer.pages import page_router
@@ -40,7 +41,8 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 def create_app(
     store: Store, token: str | None, allowed_hosts: Sequence[str] = LOCAL_HOSTS
 ) -> FastAPI:
-    """The observer app over `store`; with `token`, everything but /livez needs it.
+    """The observer app over `store`; with `token`, everything but /livez needs it. HEAD is
+    answered wherever GET is.
 
     Requests whose Host is not in `allowed_hosts` get 421. The default is the loopback names on
     any port plus TestClient's `testserver`; `serve` passes the names it actually serves. Raises
@@ -74,6 +76,7 @@ def create_app(
     app.include_router(page_router(store, token, sessions))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Guard, token=token, sessions=sessions, allowed_hosts=hosts)
+    app.add_middleware(HeadAsGet)  # added last, so outermost: HEAD passes the Guard as GET does
     return app
 
 

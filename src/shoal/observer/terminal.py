@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, JustifyMethod, RenderableType, RenderResult
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -40,6 +42,23 @@ JOB_STATE_STYLES: dict[JobState, str] = {
     JobState.CANCELLED: "dim",
 }
 MAX_RUNNING_SHOWN = 12
+# The nodes table's columns: header, header in a narrow terminal, justification. The short
+# headers are what lets all nine fit in 80 columns beside a readable id and name.
+NODE_COLUMNS: tuple[tuple[str, str, JustifyMethod], ...] = (
+    ("id", "id", "right"),
+    ("name", "name", "left"),
+    ("state", "state", "left"),
+    ("section", "section", "left"),
+    ("heartbeat", "beat", "right"),
+    ("running", "run", "right"),
+    ("free", "free", "right"),
+    ("backlog", "backlog", "right"),
+    ("done/failed", "done/fail", "right"),
+)
+ID, NAME, STATE, SECTION = 0, 1, 2, 3
+NAME_LEAST = 12  # a name cut to this still tells nodes apart ("worker-eu-w…")
+SECTION_LEAST = 12  # the section's size and its first range or two
+MOST_RANGE_CHARS = 40  # a whole section is on the partition map; a row shows its start
 
 
 def data(text: str, style: str = "") -> Text:
@@ -55,21 +74,40 @@ def build_overview(
 
 
 def render_status(status: Status, title: str = "Shoal") -> RenderableType:
-    """The nodes table, the running jobs with progress bars, and the job counts by state.
+    """The nodes table, the running jobs with progress bars, and the job counts by state, laid
+    out for the width they are drawn at (`StatusView`).
 
     Every string that comes from the datastore goes through `data`, never into markup, so a node
     name containing `[/]` or an escape sequence is shown as written, escaped.
     """
-    live = sum(1 for node in status.nodes if node.state is not NodeState.DEAD)
-    header = Text.assemble(
-        (printable(title), "bold"),
-        f"  {status.partitions} partitions · epoch {status.epoch} · {live} live node",
-        "" if live == 1 else "s",
-    )
-    parts: list[RenderableType] = [header, _nodes_table(status), _running_table(status)]
-    if status.limits:
-        parts.append(_limits_table(status))
-    return Group(*parts, _queue_line(status))
+    return StatusView(status, title)
+
+
+class StatusView:
+    """`render_status`'s renderable. Its tables are built when rich draws it, for the width it
+    has then: when the nodes table fits with every name whole, it has its full headers and rules;
+    in a narrower terminal (80 columns) short headers and no rules leave the id and the name
+    readable, the name cut with "…" if it must be, and the section's ranges shortened to fit.
+    """
+
+    def __init__(self, status: Status, title: str) -> None:
+        self.status = status
+        self.title = title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        status = self.status
+        live = sum(1 for node in status.nodes if node.state is not NodeState.DEAD)
+        yield Text.assemble(
+            (printable(self.title), "bold"),
+            f"  {status.partitions} partitions · epoch {status.epoch} · {live} live node",
+            "" if live == 1 else "s",
+        )
+        nodes = _node_layout(status, options.max_width)
+        yield _nodes_table(status, nodes)
+        yield _running_table(status, nodes.narrow)
+        if status.limits:
+            yield _limits_table(status, nodes.narrow)
+        yield _queue_line(status)
 
 
 def status_document(status: Status) -> dict[str, Any]:
@@ -112,52 +150,108 @@ def _node_document(node: NodeView) -> dict[str, Any]:
     }
 
 
-def _nodes_table(status: Status) -> Table:
-    table = Table(title="Nodes", title_justify="left", expand=True, show_edge=False)
-    for name, justify in (
-        ("id", "right"),
-        ("name", "left"),
-        ("state", "left"),
-        ("section", "left"),
-        ("heartbeat", "right"),
-        ("running", "right"),
-        ("free", "right"),
-        ("backlog", "right"),
-        ("done/failed", "right"),
-    ):
-        is_section = name == "section"
-        # A long node name wraps rather than squeezing the section out of a narrow terminal.
-        table.add_column(
-            name,
-            justify=justify,  # type: ignore[arg-type]
-            no_wrap=name not in ("section", "name"),
-            overflow="fold",
-            ratio=1 if is_section else None,
-            width=12 if is_section else None,  # with a ratio, the least it gets
-        )
+@dataclass(frozen=True)
+class NodeLayout:
+    """The nodes table at one width: short headers or full ones, and each column's width (the
+    section's is the least it gets: what the others leave)."""
+
+    narrow: bool
+    widths: tuple[int, ...]
+
+
+def _node_layout(status: Status, width: int) -> NodeLayout:
+    """Full headers if every name then fits whole beside a readable section, else the short ones
+    (with which the state may wrap). Either way the name gets what the section's least leaves
+    it, but at least NAME_LEAST characters, before the section gets any less."""
+    rows = [_node_cells(node) for node in status.nodes] or [_empty_node_cells()]
+    narrow = False
+    widths, room = _natural_widths(rows, width, narrow)
+    if room < widths[NAME] + SECTION_LEAST:
+        narrow = True
+        widths, room = _natural_widths(rows, width, narrow)
+    widths[NAME] = max(min(widths[NAME], NAME_LEAST), min(widths[NAME], room - SECTION_LEAST))
+    widths[SECTION] = max(1, room - widths[NAME])
+    return NodeLayout(narrow, tuple(widths))
+
+
+def _natural_widths(rows: list[list[Text]], width: int, narrow: bool) -> tuple[list[int], int]:
+    """Each column's width for its header and cells (a narrow state column: its longest word),
+    and the room that the other columns and the table's rules leave the name and the section."""
+    widths = []
+    for i, (header, short, _) in enumerate(NODE_COLUMNS):
+        cells = [row[i].plain for row in rows]
+        if narrow and i == STATE:
+            cells = [word for cell in cells for word in cell.split()]
+        widths.append(max(cell_len(text) for text in [short if narrow else header, *cells]))
+    # Padding of one each side, less the outer edges when narrow; else rules between columns.
+    rules = 2 * len(NODE_COLUMNS) - 2 if narrow else 3 * len(NODE_COLUMNS) - 1
+    others = sum(w for i, w in enumerate(widths) if i not in (NAME, SECTION))
+    return widths, width - rules - others
+
+
+def _nodes_table(status: Status, layout: NodeLayout) -> Table:
+    table = _table("Nodes", layout.narrow)
+    for i, (header, short, justify) in enumerate(NODE_COLUMNS):
+        width = layout.widths[i]
+        if i == SECTION:  # takes what is left; its ranges are cut to fit (below)
+            table.add_column(header, ratio=1, width=width, overflow="fold")
+        elif i in (ID, NAME):
+            # Held at their width even where nothing fits (rich then squeezes the others): an
+            # id and a name, cut with "…", are what tells the rows apart.
+            table.add_column(
+                header, justify=justify, min_width=width, max_width=width, no_wrap=True
+            )
+        else:  # only the state may wrap ("working (pausing)")
+            table.add_column(
+                short if layout.narrow else header,
+                justify=justify,
+                width=width,
+                no_wrap=i != STATE,
+                overflow="fold",
+            )
     for node in status.nodes:
-        state = Text(node.state.value, style=STATE_STYLES[node.state])
-        if node.pause_requested and node.state is not NodeState.PAUSED:
-            state.append(" (pausing)", style="yellow")
-        section = Text(f"{len(node.section):>3}  ", style="bold")
-        section.append(brief_ranges(node.section) or "—", style="dim")
-        is_live = node.state is not NodeState.DEAD
-        table.add_row(
-            str(node.id),
-            data(node.name),
-            state,
-            section,
-            format_age(node.heartbeat_age_s) if is_live else "—",
-            str(node.running),
-            str(node.free_slots) if is_live else "—",
-            Text(str(node.backlog), style="yellow" if node.backlog and not node.free_slots else ""),
-            Text.assemble(
-                str(node.processed), "/", (str(node.failed), "red" if node.failed else "")
-            ),
-        )
+        row = _node_cells(node)
+        size = f"{len(node.section):>3}  "
+        most = min(MOST_RANGE_CHARS, layout.widths[SECTION] - len(size))
+        row[SECTION] = Text(size, style="bold")
+        row[SECTION].append(brief_ranges(node.section, most) or "—", style="dim")
+        table.add_row(*row)
     if not status.nodes:
-        table.add_row("", Text("no nodes yet", style="dim"), "", "", "", "", "", "", "")
+        table.add_row(*_empty_node_cells())
     return table
+
+
+def _node_cells(node: NodeView) -> list[Text]:
+    """A node's row, but for its section, which is cut to the width it gets."""
+    state = Text(node.state.value, style=STATE_STYLES[node.state])
+    if node.pause_requested and node.state is not NodeState.PAUSED:
+        state.append(" (pausing)", style="yellow")
+    is_live = node.state is not NodeState.DEAD
+    return [
+        Text(str(node.id)),
+        data(node.name),
+        state,
+        Text(""),
+        Text(format_age(node.heartbeat_age_s) if is_live else "—"),
+        Text(str(node.running)),
+        Text(str(node.free_slots) if is_live else "—"),
+        Text(str(node.backlog), style="yellow" if node.backlog and not node.free_slots else ""),
+        Text.assemble(str(node.processed), "/", (str(node.failed), "red" if node.failed else "")),
+    ]
+
+
+def _empty_node_cells() -> list[Text]:
+    return [Text(""), Text("no nodes yet", style="dim"), *[Text("") for _ in range(7)]]
+
+
+def _table(title: str, narrow: bool) -> Table:
+    """A titled table across the width; in a narrow terminal without rules, which would take
+    the room of the columns (26 of 80 characters for the nodes table's nine)."""
+    if narrow:
+        return Table(
+            title=title, title_justify="left", expand=True, box=None, padding=(0, 1), pad_edge=False
+        )
+    return Table(title=title, title_justify="left", expand=True, show_edge=False)
 
 
 def _running_message(job: RunningJob) -> Text:
@@ -168,9 +262,9 @@ def _running_message(job: RunningJob) -> Text:
     return Text.assemble(Text("cancel requested ", style="bold red"), message)
 
 
-def _limits_table(status: Status) -> Table:
+def _limits_table(status: Status, narrow: bool) -> Table:
     """Each limited task: its limits and how much of them is in use now."""
-    table = Table(title="Task limits", title_justify="left", expand=True, show_edge=False)
+    table = _table("Task limits", narrow)
     table.add_column("task", no_wrap=True, max_width=28)
     table.add_column("running / max", justify="right", no_wrap=True)
     table.add_column("starts in window / max per s", justify="right", no_wrap=True)
@@ -183,14 +277,14 @@ def _limits_table(status: Status) -> Table:
     return table
 
 
-def _running_table(status: Status) -> Table:
+def _running_table(status: Status, narrow: bool) -> Table:
     names = {node.id: node.name for node in status.nodes}
-    table = Table(title="Running jobs", title_justify="left", expand=True, show_edge=False)
+    table = _table("Running jobs", narrow)
     table.add_column("job", justify="right", no_wrap=True)
     table.add_column("task", no_wrap=True, max_width=28)
     table.add_column("node", no_wrap=True, max_width=16)
     table.add_column("progress", ratio=1, min_width=10)
-    table.add_column("", justify="right", no_wrap=True)
+    table.add_column("%", justify="right", no_wrap=True)
     table.add_column("message", ratio=1, no_wrap=True, overflow="ellipsis")
     running = status.running_jobs
     for job in running[:MAX_RUNNING_SHOWN]:

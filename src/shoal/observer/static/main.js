@@ -8,6 +8,17 @@ import { formatClock } from "./dom.js";
 
 const page = document.body.dataset.page;
 
+// Parameters the server found bad (its notice says why): the page goes on without them, and so
+// does every later read of the address.
+function dropRejected() {
+  const rejected = document.body.dataset.rejected;
+  if (!rejected) return;
+  const p = new URLSearchParams(location.search);
+  for (const name of rejected.split(" ")) p.delete(name);
+  const query = p.toString();
+  history.replaceState(null, "", `${location.pathname}${query ? `?${query}` : ""}${location.hash}`);
+}
+
 function startPartitions() {
   const at = new URLSearchParams(location.search).get("at");
   if (at !== null) {
@@ -30,6 +41,7 @@ function startPartitions() {
   });
 }
 
+dropRejected();
 if (page === "overview") subscribe(renderOverview);
 else if (page === "nodes") subscribe(renderNodes);
 else if (page === "partitions") startPartitions();
