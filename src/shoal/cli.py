@@ -20,7 +20,6 @@ import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,7 @@ from shoal.app import (
 )
 from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, UnknownTask
 from shoal.model import CancelResult, Job, JobState
-from shoal.observer.format import format_age, printable
+from shoal.observer.format import format_age, format_moment, printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status, waiting_for
 from shoal.store import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store, open_store, redact_url
@@ -530,10 +529,9 @@ TIMES = ("created_at", "run_after", "started_at", "finished_at", "cancel_request
 
 def _moment(t: float, now: float) -> str:
     """A datastore time as people read it: "2026-12-02 03:06:10 UTC (4.0s ago)"."""
-    try:
-        at = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (ValueError, OverflowError, OSError):
-        return f"{t} (beyond year 9999)"
+    at = format_moment(t)
+    if not math.isfinite(t) or at.startswith(("beyond", "before")):
+        return at
     ago = now - t
     return f"{at} ({format_age(ago)} ago)" if ago >= 0 else f"{at} (in {format_age(-ago)})"
 
