@@ -4,6 +4,7 @@ and headers and status codes that hold up under hostile input."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from shoal.observer.security import (
     safe_next,
 )
 from shoal.observer.server import create_app, is_loopback, served_hosts
-from shoal.store import Store
+from shoal.store import Store, open_store
 
 from cluster import Cluster, submit
 from served import ServerThread
@@ -222,6 +223,7 @@ def test_serve_takes_allowed_hosts_from_the_environment(
 
     monkeypatch.setattr(server, "create_app", recording_create_app)
     monkeypatch.setattr(server.ObserverServer, "run", lambda self: None)
+    monkeypatch.setattr(server, "_check_port_free", lambda host, port: None)
     monkeypatch.setenv(server.ALLOWED_HOSTS_ENV, "obs.example, proxy.example:8443")
 
     server.serve(f"sqlite:///{tmp_path / 'observed.db'}", port=8765)
@@ -542,3 +544,23 @@ def test_a_browser_signs_in_and_out_through_the_pages(
         page.goto(f"{live.url}/nodes")
         expect(page).to_have_url(f"{live.url}/login?next=%2Fnodes")
     assert page.errors == []
+
+
+@pytest.mark.parametrize("name", ["a b/c", "evil.example/path", "[not-ipv6]", "x y:80"])
+def test_an_allowed_host_that_names_no_host_is_refused(name: str):
+    with pytest.raises(ConfigError, match="not a host name"):
+        AllowedHosts.of([name])
+
+
+def test_a_busy_port_is_one_clear_error_before_the_address_is_announced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"sqlite:///{tmp_path / 'observed.db'}"
+        open_store(url).close()
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            server.serve(url, port=port)
+    assert "Shoal observer on" not in capsys.readouterr().out

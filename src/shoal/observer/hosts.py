@@ -8,11 +8,13 @@ A page on `evil.example` whose DNS answer turns into 127.0.0.1 reaches a loopbac
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shoal.errors import ConfigError
 
+HOST_NAME = re.compile(r"[a-z0-9_.-]{1,253}")  # lower case: split_host folds case first
 ANY_HOST = "*"  # matches every Host: for a wildcard bind, where the token is the guard
 # What TestClient sends, and the loopback names on any port: enough for tests and local use,
 # and names a rebinding page cannot make a browser send.
@@ -34,7 +36,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     else:
         name, colon, port = value.partition(":")
         rest = colon + port
-    if not name:
+    if not name or not _is_host_name(name):
         return None
     if not rest:
         return name, None
@@ -42,6 +44,16 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     if rest == port or not port.isdigit() or len(port) > 5:
         return None
     return name, int(port)
+
+
+def _is_host_name(name: str) -> bool:
+    """A DNS name or IPv4 address (letters, digits, `-`, `_`, `.`), or a bracketed IPv6 one."""
+    if name.startswith("["):
+        try:
+            return ipaddress.ip_address(name[1:-1]).version == 6
+        except ValueError:
+            return False
+    return HOST_NAME.fullmatch(name) is not None
 
 
 def host_form(address: str) -> str:

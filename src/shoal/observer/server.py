@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,12 +146,27 @@ def serve(
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
         )
+        _check_port_free(host, port)
         print(f"Shoal observer on http://{host_form(host)}:{port}/ for {store.url_for_display}")
         ObserverServer(config, app.state.stopping).run()
     except KeyboardInterrupt:
         pass  # Ctrl-C is how an observer is meant to stop
     finally:
         store.close()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError, before the address is announced, if nothing could listen on host:port."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host_form(host)}:{port}: {exc.strerror}; pick another "
+                "--port, or stop what listens there"
+            ) from None
 
 
 def _split_names(text: str) -> list[str]:
