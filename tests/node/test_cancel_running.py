@@ -247,6 +247,6 @@ def test_a_worker_process_that_ignores_the_request_is_killed_after_its_grace(
         "process was killed"
     )
     until(lambda: not is_alive(pid), "the killed worker to be gone")
-    again = started_job(sqlite_store, "stubborn", "[0.05]")
+    again = started_job(sqlite_store, "stubborn", "[0.5]")  # long enough to report its pid
     assert worker_pid(again) != pid  # a replacement worker runs it
     assert ended(again, 30.0).state is JobState.SUCCEEDED
