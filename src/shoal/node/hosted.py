@@ -226,9 +226,7 @@ def _host_main(
         begun = executor.begun_unrecorded()
         reached = set(received)
         never_came = [job_id for job_id in unsent.read() if job_id not in reached]
-        give_back_unbegun(
-            executor.app, node.value, lease.value, unbegun + never_came, reached, begun
-        )
+        give_back_unbegun(executor.app, node.value, unbegun + never_came, reached, begun)
     executor.shutdown()
 
 

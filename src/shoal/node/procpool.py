@@ -136,13 +136,12 @@ def _worker_main(
                 ("done", f.job_id, f.attempt, f.ok, f.result_json, f.error, f.traceback, f.final)
             )
     except (EOFError, OSError):  # the node is gone (killed: its end of the pipe closed)
-        give_back_unbegun(app, node.value, lease.value, [], set(handed))
+        give_back_unbegun(app, node.value, [], set(handed))
 
 
 def give_back_unbegun(
     app: App,
     node_id: int,
-    lease_ends: float,
     unbegun: list[int],
     reached: set[int],
     begun_unrecorded: Sequence[tuple[int, int]] = (),
@@ -154,8 +153,10 @@ def give_back_unbegun(
     never reached a worker (not in `reached`, the latest ids the node handed over).
     Without this each would wait for the node's lease to run out, and lose its attempt. The
     datastore's release is fenced by the node and the job's state, so once the node's jobs
-    were requeued or taken by another node it changes nothing. Tried until the lease would
-    have run out (the cluster then requeues the node's jobs itself), and at most GIVE_BACK_S.
+    were requeued or taken by another node it changes nothing. Tried for up to GIVE_BACK_S,
+    past the lease's end too: on a loaded machine a new connection to the datastore can take
+    longer than what was left of the lease, and until another node declares this one dead (it
+    looks about once a second) a late give-back still spares those jobs an attempt.
 
     It also records the start of `begun_unrecorded` (job id, attempt): attempts of tiny jobs a
     thread began while they were still claimed, ended or not, whose outcome the node may not
@@ -167,7 +168,7 @@ def give_back_unbegun(
     if not node_id:
         return  # not registered yet (it started nothing), or a pool that gives nothing back
     deadline = Deadline()
-    deadline.bring_forward(min(lease_ends, time.monotonic() + GIVE_BACK_S))
+    deadline.bring_forward(time.monotonic() + GIVE_BACK_S)
     try:
         with retrying_until(deadline):
             never_sent = [i for i in app.store.last_started(node_id) if i not in reached]
