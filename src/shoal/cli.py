@@ -14,7 +14,6 @@ import logging
 import math
 import multiprocessing
 import os
-import re
 import signal
 import sys
 from collections import Counter
@@ -58,7 +57,6 @@ DB_HELP = "Datastore URL: sqlite:///path.db (default sqlite:///shoal.db) or post
 # Job ids are 64-bit signed integers in both datastores: a larger number names no job, and
 # asking the datastore about it would fail in the driver instead.
 MAX_GRACE_S = 86400.0
-HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # one label of a host name
 EXIT_MARGIN_S = 5.0  # past the node's own bound on leaving, when the process exits regardless
 SECOND_SIGNAL_EXIT_S = 1.0  # after a second stop signal, the time left to release jobs
 
@@ -761,16 +759,14 @@ def demo(db: str | None, nodes: int, job_count: int, keep_running: bool, no_kill
 def _check_bind_host(host: str) -> None:
     """ConfigError unless `host` (--host) is an IP address or a host name: "999.1.1.1" and
     "a b/c" name no interface to listen on."""
+    from shoal.observer.hosts import is_host_name
+
     check_text(host, "--host", ConfigError)
     try:
-        ipaddress.ip_address(host)
-        return
+        ipaddress.ip_address(host)  # an IPv6 address is bound without brackets
     except ValueError:
-        pass
-    labels = host.rstrip(".").split(".")
-    numeric = all(label.isdigit() for label in labels)
-    if numeric or len(host) > 253 or not all(HOST_LABEL.fullmatch(x) for x in labels):
-        raise ConfigError(f"--host {host!r} is neither an IP address nor a host name")
+        if not is_host_name(host):
+            raise ConfigError(f"--host {host!r} is neither an IP address nor a host name") from None
 
 
 @cli.command()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shoal.model import JobState, NewJob
+from shoal.model import Job, JobState, NewJob
 from shoal.node.hosted import HostedExecutor
 from shoal.node.procpool import ProcessExecutor
 from shoal.node.runner import Finished, Work
@@ -97,6 +97,15 @@ def serving_worker_process(store: SqliteStore, db_path: str) -> tuple[Any, Hoste
     return node, executor
 
 
+def begin_a_nap_unrecorded(store: SqliteStore, node_id: int, executor: HostedExecutor) -> Job:
+    """A 30 s nap claimed (its start not recorded) and begun by a thread of the worker process."""
+    store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3)])
+    [claimed] = store.claim_jobs(node_id, 1, start=0)
+    executor.submit(Work.of(claimed))
+    until(lambda: len(executor._marked()) == 1, "the nap begun", WAIT_S)
+    return claimed
+
+
 def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_dies(
     sqlite_store: SqliteStore, db_path: str
 ) -> None:
@@ -150,10 +159,7 @@ def test_a_tiny_job_begun_unrecorded_is_charged_when_its_node_s_lease_runs_out(
     jobs of a dead node do, rather than run again under the same attempt number."""
     node, executor = serving_worker_process(sqlite_store, db_path)
     try:
-        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3)])
-        [claimed] = sqlite_store.claim_jobs(node.id, 1, start=0)
-        executor.submit(Work.of(claimed))
-        until(lambda: len(executor._marked()) == 1, "the nap begun", WAIT_S)
+        claimed = begin_a_nap_unrecorded(sqlite_store, node.id, executor)
         child = executor._child.process
         executor.renew_lease(time.monotonic() + 0.5)  # and never again: the node froze
         until(lambda: not child.is_alive(), "the worker process to exit", WAIT_S)
@@ -205,10 +211,7 @@ def test_a_tiny_job_begun_unrecorded_is_charged_well_before_its_node_s_lease_run
     uncharged and run again under the same attempt number."""
     node, executor = serving_worker_process(sqlite_store, db_path)
     try:
-        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3)])
-        [claimed] = sqlite_store.claim_jobs(node.id, 1, start=0)
-        executor.submit(Work.of(claimed))
-        until(lambda: len(executor._marked()) == 1, "the nap begun", WAIT_S)
+        claimed = begin_a_nap_unrecorded(sqlite_store, node.id, executor)
         ends = time.monotonic() + 2.0
         executor.renew_lease(ends)  # and never again: the node froze
 

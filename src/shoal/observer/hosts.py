@@ -36,7 +36,7 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     else:
         name, colon, port = value.partition(":")
         rest = colon + port
-    if not name or not _is_host_name(name):
+    if not name or not is_host_name(name):
         return None
     if not rest:
         return name, None
@@ -46,14 +46,22 @@ def split_host(value: str) -> tuple[str, int | None] | None:
     return name, int(port)
 
 
-def _is_host_name(name: str) -> bool:
-    """A DNS name or IPv4 address (letters, digits, `-`, `_`, `.`), or a bracketed IPv6 one."""
+def is_host_name(name: str) -> bool:
+    """A DNS name (letters, digits, `-`, `_`, `.`), an IPv4 address, or a bracketed IPv6 one;
+    not dotted numbers that are no address, such as 999.1.1.1."""
     if name.startswith("["):
         try:
             return ipaddress.ip_address(name[1:-1]).version == 6
         except ValueError:
             return False
-    return HOST_NAME.fullmatch(name) is not None
+    if HOST_NAME.fullmatch(name.lower()) is None:
+        return False
+    if all(label.isdigit() for label in name.rstrip(".").split(".")):
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+    return True
 
 
 def host_form(address: str) -> str:
