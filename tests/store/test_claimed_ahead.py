@@ -14,6 +14,8 @@ from test_counts import assert_counts_match
 from shoal.model import CancelResult, JobFilter, JobState, NodeState, Outcome, TaskLimit
 from shoal.store import Store
 
+CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
+
 
 def test_a_claim_starts_only_the_first_jobs_and_claims_the_rest_ahead(store: Store) -> None:
     node = start_node(store, "a")

@@ -22,6 +22,8 @@ from shoal.model import (
 )
 from shoal.store import Store, open_store
 
+CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
+
 # -- jobs ------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ from conformance import new_jobs, until
 from shoal.model import JobFilter, JobState, NodeRecord, NodeState, Outcome, TaskLimit
 from shoal.store import Store, open_store
 
+CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
+
 
 def start_limited(
     store: Store, name: str, limits: Sequence[TaskLimit], tasks: Sequence[str] = ("t", "u")

@@ -8,6 +8,8 @@ from shoal.load import LoadPolicy, Move, MoveKind
 from shoal.model import EventKind, NewJob, NodeRecord, NodeState, Outcome
 from shoal.store import Store
 
+CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
+
 NOW = LoadPolicy(min_wait_s=0.0, hold_s=0.0)  # no waiting, no hysteresis: decide on the spot
 
 

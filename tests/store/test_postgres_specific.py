@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ from shoal.model import (
     TaskLimit,
 )
 from shoal.store import open_store
-from shoal.store.postgres import PostgresStore, latest_version, list_jobs_query, migrations
+from shoal.store.postgres import (
+    PostgresStore,
+    jobs,
+    latest_version,
+    list_jobs_query,
+    migrations,
+    nodes,
+)
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.conn import Connector
 
@@ -724,3 +732,113 @@ def test_an_outcome_is_recorded_when_its_start_is_recorded_while_the_finish_runs
     assert applied == [[True]]
     done = store.read_job(job.id)
     assert done is not None and (done.state, done.attempts) == (JobState.SUCCEEDED, 1)
+
+
+def rows_read(plan: dict[str, Any], index: str) -> int:
+    """How many rows the scans of `index` in an EXPLAIN (ANALYZE, FORMAT JSON) plan read:
+    those they returned and those their filter removed, over all their loops."""
+    return sum(
+        (scan.get("Actual Rows", 0) + scan.get("Rows Removed by Filter", 0))
+        * scan.get("Actual Loops", 1)
+        for scan in index_scans(plan, index)
+    )
+
+
+def explain_analyzed(url: str, sql: str, params: Any) -> dict[str, Any]:
+    with psycopg.connect(url) as conn, conn.transaction(force_rollback=True):
+        [[explained]] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchall()
+    plan: dict[str, Any] = explained[0]["Plan"]
+    return plan
+
+
+def test_a_claim_reads_no_queued_job_of_a_task_its_node_cannot_take(
+    store: PostgresStore, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 queued jobs of a task no node registers sat at the head of every partition, and
+    every claim and idle look read through all of them (80,000 made a lone job start 250 ms
+    after its submit instead of 5 ms). While such a backlog waits, claims go task by task."""
+    node = start_node(store, "a")
+    store.submit_jobs([NewJob("gone", "[]", "{}") for _ in range(20_000)])
+    store.submit_jobs(new_jobs(10))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE jobs")
+        assert jobs.untaken_backlog_is_large(conn, node.id)
+    params = {"node": node.id, "shard": 1, "limit": 4, "start": 4, "token": 1, "why": "x"}
+    # The walk in claim order reads the whole backlog; the walk task by task, only jobs of "t".
+    assert rows_read(explain_analyzed(url, q.CLAIM, params), "jobs_queued_partition") > 19_000
+    plan = explain_analyzed(url, q.CLAIM_BY_TASK, params)
+    assert rows_read(plan, "jobs_queued_partition") == 0
+    assert rows_read(plan, "jobs_queued_task") <= 10
+    looks = explain_analyzed(url, q.ANY_CLAIMABLE_BY_TASK, (node.id,))
+    assert rows_read(looks, "jobs_queued_partition") == 0
+    assert rows_read(looks, "jobs_queued_task") <= 1
+
+    chosen: list[bool] = []
+    claim = jobs.claim
+
+    def spy(conn: Any, retried: bool, params: Any, busy: bool, by_task: bool) -> Any:
+        chosen.append(by_task)
+        return claim(conn, retried, params, busy, by_task)
+
+    monkeypatch.setattr(jobs, "claim", spy)
+    first = store.claim_jobs(node.id, 4)
+    rest = store.claim_jobs(node.id, 100)
+    assert chosen == [True, True]
+    assert [j.task for j in first + rest] == ["t"] * 10
+    assert [j.id for j in first] == sorted(j.id for j in first)
+    assert max(j.id for j in first) < min(j.id for j in rest)
+    assert store.claim_jobs(node.id, 100) == []
+
+
+def test_claims_go_task_by_task_past_4_untaken_jobs_per_partition(
+    store: PostgresStore, url: str
+) -> None:
+    node = start_node(store, "a")
+    store.submit_jobs([NewJob("gone", "[]", "{}") for _ in range(4 * 128)] + new_jobs(10))
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert not jobs.untaken_backlog_is_large(conn, node.id)  # 4 per partition: not more
+        store.submit_jobs([NewJob("gone", "[]", "{}")])
+        assert jobs.untaken_backlog_is_large(conn, node.id)
+        assert nodes.untaken_is_large(conn)  # for the load: some eligible node lacks "gone"
+        start_node(store, "b", tasks=("t", "gone"))
+        assert nodes.untaken_is_large(conn)  # a still does
+
+
+def test_the_load_counts_the_backlog_task_by_task_alike(store: PostgresStore, url: str) -> None:
+    """Both ways of counting a partition's backlog give the same figures: only jobs of the tasks
+    its owner registers."""
+    a = start_node(store, "a", tasks=("t",))
+    start_node(store, "b", tasks=("t", "u"))
+    store.submit_jobs(
+        [NewJob("gone", "[]", "{}") for _ in range(300)]
+        + [NewJob("u", "[]", "{}") for _ in range(300)]
+        + new_jobs(1_000)
+    )
+    owners = store.read_load().owners
+    expected: Counter[int] = Counter()
+    for job in store.list_jobs(JobFilter(state=JobState.QUEUED), limit=20_000):
+        if job.task == "t" or (job.task == "u" and owners[job.id % 128] != a.id):
+            expected[job.id % 128] += 1
+    with psycopg.connect(url, autocommit=True) as conn:
+        walked = {int(r[0]): int(r[1]) for r in conn.execute(q.LOAD_BACKLOG)}
+        by_task = {int(r[0]): int(r[1]) for r in conn.execute(q.LOAD_BACKLOG_BY_TASK)}
+    assert walked == by_task == {p: min(n, 64) for p, n in expected.items()}
+
+
+@pytest.mark.parametrize("limit", [1, 4, 50, 300])
+def test_a_claim_task_by_task_takes_the_jobs_a_walk_in_claim_order_takes(
+    store: PostgresStore, url: str, limit: int
+) -> None:
+    node = start_node(store, "a", tasks=("t", "u"))
+    start_node(store, "b", tasks=("t", "u"))
+    store.submit_jobs(
+        [NewJob(("t", "u", "gone")[i % 3], "[]", "{}", priority=i * 7 % 5) for i in range(6_000)]
+    )
+    params = {"node": node.id, "shard": 1, "limit": limit, "start": 1, "token": 1, "why": "x"}
+    taken = []
+    with psycopg.connect(url) as conn:
+        for claim in (q.CLAIM, q.CLAIM_BY_TASK):
+            with conn.transaction(force_rollback=True):
+                taken.append([(r[0], r[2], r[5], r[21]) for r in conn.execute(claim, params)])
+    walked, by_task = taken
+    assert len(walked) == limit and walked == by_task

@@ -9,6 +9,8 @@ from conformance import P, start_node
 from shoal.model import JobState, NewJob, Outcome
 from shoal.store import Store
 
+CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
+
 
 def job(priority: int, n: int = 0) -> NewJob:
     return NewJob("t", f"[{n}]", "{}", priority=priority)

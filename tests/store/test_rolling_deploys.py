@@ -14,6 +14,8 @@ from conformance import new_jobs
 from shoal.model import JobFilter, JobState, NodeRecord, NodeState
 from shoal.store import Store
 
+CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
+
 
 def start(store: Store, name: str, tasks: list[str]) -> NodeRecord:
     node = store.register_node(name, "host", 1, 4, tasks, 30.0)

@@ -40,10 +40,14 @@ T = TypeVar("T")
 
 # Nothing may hold a transaction open: a statement that runs this long is cut off, and so is a
 # session that sits idle inside a transaction (say, a node frozen with SIGSTOP mid-operation).
+# No JIT compilation: every statement here reads a few rows through an index, in well under a
+# millisecond, but the planner's estimates for the per-partition probes can pass jit_above_cost
+# (a table never analyzed, a large one), and compiling then took 30 ms of a 1 ms read.
 SESSION_SETTINGS = (
     "SET statement_timeout = '30s';"
     " SET lock_timeout = '10s';"
-    " SET idle_in_transaction_session_timeout = '15s'"
+    " SET idle_in_transaction_session_timeout = '15s';"
+    " SET jit = off"
 )
 # Detect a server that vanished without a TCP reset (power loss, a partition, a failover) in
 # seconds rather than minutes. Keepalives cover an idle connection (10 s, then 3 probes 3 s

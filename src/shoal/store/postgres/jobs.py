@@ -158,19 +158,34 @@ def cancel_requests(conn: Conn, node_id: int) -> list[CancelRequest]:
     ]
 
 
-def claim(conn: Conn, retried: bool, params: dict[str, Any], busy: bool) -> list[Job]:
+def claim(
+    conn: Conn, retried: bool, params: dict[str, Any], busy: bool, by_task: bool
+) -> list[Job]:
     """Claim with CLAIM's `params`; a retry first collects what an earlier try took.
 
     A node that is not `busy` (its last claim found nothing) looks before locking anything.
+    `by_task`: find the candidates task by task (CLAIM_BY_TASK; see `untaken_backlog_is_large`).
     """
     node_id, token = params["node"], params["token"]
     if retried:  # did the try whose connection broke commit? then these are ours
         found = conn.execute(q.CLAIMED_BY_TOKEN, {"node": node_id, "token": token}).fetchall()
         if found:
             return [job_from_row(r) for r in found]
-    elif not busy and not exists(conn, q.ANY_CLAIMABLE, (node_id,)):
-        return []  # idle nodes poll: look before locking anything
-    return [job_from_row(r) for r in conn.execute(q.CLAIM, params)]
+    elif not busy:  # idle nodes poll: look before locking anything
+        look = q.ANY_CLAIMABLE_BY_TASK if by_task else q.ANY_CLAIMABLE
+        if not exists(conn, look, (node_id,)):
+            return []
+    return [job_from_row(r) for r in conn.execute(q.CLAIM_BY_TASK if by_task else q.CLAIM, params)]
+
+
+def untaken_backlog_is_large(conn: Conn, node_id: int) -> bool:
+    """Whether so many queued jobs are of tasks the node cannot take (UNTAKEN_BACKLOG) that its
+    claims should find their candidates task by task, stepping around them."""
+    row = conn.execute(q.UNTAKEN_BACKLOG, (node_id,)).fetchone()
+    if row is None:
+        return False
+    untaken, partitions = int(row[0]), int(row[1] or 1)
+    return untaken > q.UNTAKEN_PER_PARTITION * partitions
 
 
 def claim_stranded(conn: Conn, retried: bool, params: dict[str, Any]) -> list[Job]:

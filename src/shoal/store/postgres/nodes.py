@@ -220,15 +220,16 @@ def write_plan(conn: Conn, plan: rules.RebalancePlan, event: str) -> None:
 # -- load moves -----------------------------------------------------------------------------------
 
 
-def read_load(conn: Conn) -> rules.LoadSnapshot:
-    """What the load rule looks at, read in one read-only snapshot (see `queries.LOAD_*`)."""
+def read_load(conn: Conn, by_task: bool) -> rules.LoadSnapshot:
+    """What the load rule looks at, read in one read-only snapshot (see `queries.LOAD_*`);
+    `by_task`: count the backlog task by task (LOAD_BACKLOG_BY_TASK, see `untaken_is_large`)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         rows = conn.execute(q.LOAD_PARTITIONS).fetchall()
         loads = {int(r[0]): NodeLoad(int(r[1]), int(r[2])) for r in conn.execute(q.LOAD_NODES)}
         backlog = {
             int(r[0]): Backlog(int(r[1]), max(0.0, float(r[2])))
-            for r in conn.execute(q.LOAD_BACKLOG)
+            for r in conn.execute(q.LOAD_BACKLOG_BY_TASK if by_task else q.LOAD_BACKLOG)
         }
     return rules.LoadSnapshot(
         owners=tuple(None if r[0] is None else int(r[0]) for r in rows),
@@ -237,6 +238,15 @@ def read_load(conn: Conn) -> rules.LoadSnapshot:
         backlog=backlog,
         moved_ago_s={p: float(r[2]) for p, r in enumerate(rows) if r[2] is not None},
     )
+
+
+def untaken_is_large(conn: Conn) -> bool:
+    """Whether so many queued jobs are of tasks some eligible node does not register
+    (LOAD_UNTAKEN) that the backlog is best counted task by task."""
+    row = conn.execute(q.LOAD_UNTAKEN).fetchone()
+    if row is None:
+        return False
+    return int(row[0]) > q.UNTAKEN_PER_PARTITION * int(row[1] or 1)
 
 
 def move_partitions(conn: Conn, moves: Sequence[Move]) -> int:

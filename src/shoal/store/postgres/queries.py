@@ -283,13 +283,15 @@ _CLAIMED = f"""gate AS MATERIALIZED (
 )
 SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id"""
 
+
 # Claim a batch in one statement. The node row is locked first, so a claim and a concurrent
 # declaration of death are ordered: either the claim sees the node dead and takes nothing, or the
 # death (which locks the node row before requeueing) waits and then requeues what was claimed.
 # The section comes from that locked row, which every rebalance updates with `partitions`.
 # Candidates are the first few queued jobs of each owned partition in claim order, highest
-# priority first and then oldest (index jobs_queued_partition), so a claim costs the same whether
-# or not other sections have a backlog older than ours; the batch is the first `limit` of them.
+# priority first and then oldest (`head`: `_HEAD` walks jobs_queued_partition, `_HEAD_BY_TASK`
+# goes task by task), so a claim costs the same whether or not other sections have a backlog
+# older than ours; the batch is the first `limit` of them.
 # `cap` is generous enough that with ids spread round-robin over partitions the batch is exactly
 # the section's first runnable jobs. Only jobs of the tasks the node registers are candidates
 # (in a rolling deploy, jobs of a task the owner lacks wait for a node that has it: see
@@ -306,7 +308,8 @@ SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, id"""
 # queue with the attempt uncounted and start again elsewhere under the same attempt number, one
 # attempt run twice (the fault suite's immediate restart caught one). A flush of the WAL is the
 # price of an attempt counted once.
-CLAIM = f"""
+def _claim(head: str, wanted: str = "") -> str:
+    return f"""
 WITH me AS (
     SELECT section, tasks,
            least(%(limit)s, greatest(4, ceil(%(limit)s * 2.0
@@ -319,21 +322,13 @@ WITH me AS (
     -- (the exact room is read under the lock in `gate`). A task with none has no candidates,
     -- so a backlog of its jobs holds up no younger job of another task.
     SELECT l.task, {limit_room("l")} AS room FROM task_limits l WHERE {is_limited("l")}
-), candidates AS MATERIALIZED (
+),{wanted} candidates AS MATERIALIZED (
     -- The first few runnable jobs of each owned partition, computed once. Materialised so the
     -- planner cannot re-run this per row of the queue: with statistics gathered before a burst
     -- of submits it once did, and a claim over a 1M-row table took 37 s instead of milliseconds.
     SELECT s.partition, c.id, c.priority, c.task
     FROM me CROSS JOIN unnest(me.section) AS s(partition)
-    CROSS JOIN LATERAL (
-        SELECT q.id, q.priority, q.task FROM jobs q
-        WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
-          -- [limits] `task || ''` has no statistics: with one task in the queue the planner
-          -- took `task <> ALL` to match nothing and read every job of each partition.
-          AND (q.task || '') <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
-          AND (q.task || '') = ANY (me.tasks)
-        ORDER BY q.partition, q.priority DESC, q.id LIMIT me.cap
-    ) c
+    {head}
 ), floor AS (
     -- A partition that filled its `cap` may hold more jobs, at its lowest candidate priority or
     -- below; candidates of a lower priority than that are left, so no job starts while one of a
@@ -365,6 +360,47 @@ WITH me AS (
 ), {_CLAIMED}
 """
 
+
+# The head of one partition (`s.partition`) for CLAIM: its first `cap` runnable jobs of the
+# node's tasks, in claim order. One walk of jobs_queued_partition in that order, which reads past
+# every queued job ahead of them that the node cannot take: few, as long as the node registers
+# every task with queued jobs and none of them waits for room in its limits.
+_HEAD = f"""CROSS JOIN LATERAL (
+        SELECT q.id, q.priority, q.task FROM jobs q
+        WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+          -- [limits] `task || ''` has no statistics: with one task in the queue the planner
+          -- took `task <> ALL` to match nothing and read every job of each partition.
+          AND (q.task || '') <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
+          AND (q.task || '') = ANY (me.tasks)
+        ORDER BY q.partition, q.priority DESC, q.id LIMIT me.cap
+    ) c"""
+# The same head, found task by task: for each task of the node's that has queued jobs and room
+# (`wanted`, from the job counters), the first `cap` of its jobs in the partition through
+# jobs_queued_task, merged in claim order. It never reads a job of another task, so a backlog
+# the node cannot take (a task that it lacks, a rolling deploy's new one or one no node has any
+# more, or one whose limits leave no room) costs it nothing, where `_HEAD` would read through
+# all of it on every claim. It costs one probe per partition and wanted task, so the store uses
+# it only while such a backlog is there (`Store.claim_jobs`, UNTAKEN_BACKLOG).
+_HEAD_BY_TASK = f"""CROSS JOIN LATERAL (
+        SELECT t.id, t.priority, t.task FROM wanted w
+        CROSS JOIN LATERAL (
+            SELECT q.id, q.priority, q.task FROM jobs q
+            WHERE q.partition = s.partition AND q.task = w.task AND q.state = 'queued'
+              AND q.run_after <= {NOW}
+            ORDER BY q.partition, q.task, q.priority DESC, q.id LIMIT me.cap
+        ) t
+        ORDER BY t.priority DESC, t.id LIMIT me.cap
+    ) c"""
+_WANTED = """ wanted AS MATERIALIZED (
+    -- The node's tasks with queued jobs, less those with no room (as `seen` has it).
+    SELECT c.task FROM job_counts c, me
+    WHERE c.state = 'queued' AND c.task = ANY (me.tasks)
+      AND c.task <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
+    GROUP BY c.task HAVING sum(c.n) > 0
+),"""
+CLAIM = _claim(_HEAD)
+CLAIM_BY_TASK = _claim(_HEAD_BY_TASK, _WANTED)
+
 # Idle nodes poll: look without locking anything before claiming. One probe per owned partition
 # (a LATERAL with LIMIT stays a probe whatever the statistics say: with statistics taken while
 # no job was queued, the planner once hashed every queued job of the table on each look).
@@ -382,6 +418,37 @@ CROSS JOIN LATERAL (
 WHERE n.id = %s
 LIMIT 1
 """
+
+# ANY_CLAIMABLE task by task, as CLAIM_BY_TASK finds its candidates: one probe per partition and
+# task of the node's with queued jobs and room.
+ANY_CLAIMABLE_BY_TASK = f"""
+SELECT 1 FROM nodes n CROSS JOIN unnest(n.section) AS s(partition)
+CROSS JOIN LATERAL (
+    SELECT c.task FROM job_counts c
+    WHERE c.state = 'queued' AND c.task = ANY (n.tasks) AND c.task <> ALL ({FULL_TASKS})
+    GROUP BY c.task HAVING sum(c.n) > 0
+) w
+CROSS JOIN LATERAL (
+    SELECT 1 FROM jobs j
+    WHERE j.partition = s.partition AND j.task = w.task AND j.state = 'queued'
+      AND j.run_after <= {NOW}
+    LIMIT 1
+) found
+WHERE n.id = %s
+LIMIT 1
+"""
+# How many queued jobs a node cannot take, as the job counters have them: those of the tasks it
+# does not register, and of the tasks with limits (which may leave no room), with the partition
+# count. Past UNTAKEN_PER_PARTITION of them for each partition, its claims find their candidates
+# task by task (CLAIM_BY_TASK).
+UNTAKEN_BACKLOG = f"""
+SELECT coalesce(sum(c.n), 0), (SELECT partitions FROM cluster)
+FROM job_counts c, nodes n
+WHERE n.id = %s AND c.state = 'queued'
+  AND ((c.task || '') <> ALL (n.tasks)
+       OR c.task IN (SELECT l.task FROM task_limits l WHERE {is_limited("l")}))
+"""
+UNTAKEN_PER_PARTITION = 4
 
 # Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
 # section, the runnable queued jobs of one task in one owner's section (through
@@ -1116,15 +1183,47 @@ SELECT n.id, n.concurrency,
        + (SELECT count(*) FROM jobs j WHERE j.state = 'claimed' AND j.claimer = n.id)
 FROM nodes n WHERE {ELIGIBLE_SQL}
 """
+# Only jobs that the partition's owner can take count (of the tasks it registers; any job, in a
+# partition without an owner): a job that waits for a node with its task is not load to move.
 LOAD_BACKLOG = f"""
 SELECT p.partition, b.n, b.waited FROM partitions p
+LEFT JOIN nodes o ON o.id = p.owner
 CROSS JOIN LATERAL (
     SELECT count(*) AS n, {NOW} - min(greatest(q.created_at, q.run_after)) AS waited
     FROM (SELECT j.created_at, j.run_after FROM jobs j
           WHERE j.partition = p.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+            AND (o.id IS NULL OR (j.task || '') = ANY (o.tasks))  -- no statistics, as in CLAIM
           ORDER BY j.partition, j.priority DESC, j.id LIMIT 64) q
 ) b
 WHERE b.n > 0
+"""
+# The same, task by task through jobs_queued_task (as CLAIM_BY_TASK), for while a backlog that
+# some owner cannot take waits (LOAD_UNTAKEN), which LOAD_BACKLOG would read through.
+LOAD_BACKLOG_BY_TASK = f"""
+WITH queued AS MATERIALIZED (
+    SELECT task FROM job_counts WHERE state = 'queued' GROUP BY task HAVING sum(n) > 0
+)
+SELECT p.partition, b.n, b.waited FROM partitions p
+LEFT JOIN nodes o ON o.id = p.owner
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, {NOW} - min(greatest(h.created_at, h.run_after)) AS waited
+    FROM (SELECT t.created_at, t.run_after
+          FROM (SELECT task FROM queued WHERE o.id IS NULL OR task = ANY (o.tasks)) w
+          CROSS JOIN LATERAL (
+              SELECT j.created_at, j.run_after, j.priority, j.id FROM jobs j
+              WHERE j.partition = p.partition AND j.task = w.task AND j.state = 'queued'
+                AND j.run_after <= {NOW}
+              ORDER BY j.partition, j.task, j.priority DESC, j.id LIMIT 64) t
+          ORDER BY t.priority DESC, t.id LIMIT 64) h
+) b
+WHERE b.n > 0
+"""
+# How many queued jobs are of a task that some eligible node does not register, with the
+# partition count (for LOAD_BACKLOG_BY_TASK, as UNTAKEN_BACKLOG is for CLAIM_BY_TASK).
+LOAD_UNTAKEN = f"""
+SELECT coalesce(sum(c.n), 0), (SELECT partitions FROM cluster) FROM job_counts c
+WHERE c.state = 'queued'
+  AND EXISTS (SELECT 1 FROM nodes n WHERE {ELIGIBLE_SQL} AND (c.task || '') <> ALL (n.tasks))
 """
 LOAD_MOVE_EVENT = f"""
 INSERT INTO history (at, kind, epoch, owners, reason)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from shoal import model, states
 from shoal.errors import ConfigError, DatastoreUnavailable, ShoalError
@@ -27,10 +27,14 @@ from shoal.store.postgres import jobs, nodes, reads, retention, schedules, schem
 from shoal.store.postgres import queries as q
 from shoal.store.postgres.aio import PostgresAsyncJobs
 from shoal.store.postgres.conn import Connector, Listener
+from shoal.store.postgres.reads import Conn
 from shoal.store.postgres.reserve import IdReserve
 
 log = logging.getLogger("shoal.store.postgres")
 SECTION_TTL_S = 2.0  # how stale a section may be when filtering wake-ups (polling covers it)
+# How often a node's claims look again whether a backlog it cannot take makes them find their
+# candidates task by task (`jobs.untaken_backlog_is_large`): one small read of the job counters.
+UNTAKEN_TTL_S = 1.0
 
 
 class PostgresStore(Store):
@@ -47,6 +51,9 @@ class PostgresStore(Store):
         # Nodes whose last claim took all it asked for, or that a notification just woke: their
         # next claim skips the look-before-locking.
         self._busy: set[int] = set()
+        # Per node, whether its claims find candidates task by task, and when that was read;
+        # under None, the same for the backlog `read_load` counts.
+        self._by_task: dict[int | None, tuple[bool, float]] = {}
         # Ids that this store's INSERTs reserved for its next submits (one round trip each).
         self._reserve = IdReserve()
         self.batcher = SubmitBatcher(self.write_jobs)
@@ -154,7 +161,10 @@ class PostgresStore(Store):
         }
         busy = node_id in self._busy
         try:
-            claimed = self._db.run("claim jobs", lambda c, r: jobs.claim(c, r, params, busy))
+            claimed = self._db.run(
+                "claim jobs",
+                lambda c, r: jobs.claim(c, r, params, busy, self._claims_by_task(c, node_id)),
+            )
         except Exception:
             self._lost_claims.setdefault(node_id, []).append(token)
             raise
@@ -163,6 +173,21 @@ class PostgresStore(Store):
         else:
             self._busy.discard(node_id)  # it took all there was: look before the next claim
         return sorted(recovered + claimed, key=rules.claim_order)
+
+    def _claims_by_task(self, conn: Conn, node_id: int) -> bool:
+        """Whether the node's next claim finds its candidates task by task."""
+        return self._by_task_now(node_id, lambda: jobs.untaken_backlog_is_large(conn, node_id))
+
+    def _by_task_now(self, key: int | None, read: Callable[[], bool]) -> bool:
+        """Whether reads for `key` (a node's claims; None: the load) go task by task: `read()`
+        again once the last reading is UNTAKEN_TTL_S old."""
+        now = time.monotonic()
+        cached = self._by_task.get(key)
+        if cached is not None and now - cached[1] < UNTAKEN_TTL_S:
+            return cached[0]
+        by_task = read()
+        self._by_task[key] = (by_task, now)
+        return by_task
 
     def claim_stranded(self, node_id: int, limit: int, start: int | None = None) -> list[model.Job]:
         if limit < 1:
@@ -267,7 +292,11 @@ class PostgresStore(Store):
         return self._db.run("rebalance", lambda c, _: nodes.repair(c))
 
     def read_load(self) -> rules.LoadSnapshot:
-        return self._db.run("read load", lambda c, _: nodes.read_load(c))
+        def read(conn: Conn, _: bool) -> rules.LoadSnapshot:
+            by_task = self._by_task_now(None, lambda: nodes.untaken_is_large(conn))
+            return nodes.read_load(conn, by_task)
+
+        return self._db.run("read load", read)
 
     def apply_load_moves(self, moves: Sequence[Move]) -> int:
         # Safe to retry after a lost commit: a move already applied no longer has its source
