@@ -46,26 +46,28 @@ def backend_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-# PostgreSQL claims find their candidates one of two ways, walking each partition in claim order
-# or task by task (while a backlog the node cannot take waits: `jobs.untaken_backlog_is_large`).
-# A module that sets CLAIMS_BY_TASK = True runs its PostgreSQL tests both ways.
-BY_TASK = "postgres-by-task"
+# Claims find their candidates one of two ways: walking the queue in claim order, or task by
+# task while a backlog the node cannot take waits (`rules.UNTAKEN_PER_PARTITION`). A module that
+# sets CLAIMS_BY_TASK = True runs its tests both ways on each backend.
+BY_TASK = ["sqlite-by-task", "postgres-by-task"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_url" in metafunc.fixturenames:
         by_task = getattr(metafunc.module, "CLAIMS_BY_TASK", False)
-        metafunc.parametrize("db_url", [*BACKENDS, BY_TASK] if by_task else BACKENDS, indirect=True)
+        metafunc.parametrize("db_url", BACKENDS + BY_TASK if by_task else BACKENDS, indirect=True)
 
 
 @pytest.fixture
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty, initialised datastore on each backend."""
-    if request.param == BY_TASK:
-        from shoal.store.postgres import queries
+    backend = request.param
+    if backend in BY_TASK:
+        from shoal.store import rules
 
-        request.getfixturevalue("monkeypatch").setattr(queries, "UNTAKEN_PER_PARTITION", -1)
-    gen = backend_url("postgres" if request.param == BY_TASK else request.param, tmp_path)
+        request.getfixturevalue("monkeypatch").setattr(rules, "UNTAKEN_PER_PARTITION", -1)
+        backend = backend.removesuffix("-by-task")
+    gen = backend_url(backend, tmp_path)
     yield next(gen)
     for _ in gen:
         pass

@@ -120,7 +120,7 @@ def test_opening_a_v1_sqlite_file_migrates_it_and_backfills_the_counts(tmp_path:
     with sqlite3.connect(path) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         version = conn.execute("SELECT value FROM shoal_meta WHERE key='schema_version'").fetchone()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 10
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 11
     assert {"jobs_final", "jobs_task_id"} <= names and not {"jobs_state", "jobs_task"} & names
     again = open_store(url)  # a second open finds nothing left to do
     try:

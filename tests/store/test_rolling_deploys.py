@@ -92,3 +92,33 @@ def test_a_paused_node_takes_no_stranded_jobs(store: Store) -> None:
     store.submit_jobs(new_jobs(20, task="new"))
     store.request_pause("new", True)
     assert store.claim_stranded(new.id, 100) == []
+
+
+def test_a_backlog_of_a_task_no_node_registers_holds_up_no_other_job(store: Store) -> None:
+    """More than 4 such jobs per partition (of 128): claims go task by task past them."""
+    node = start(store, "a", ["t"])
+    store.submit_jobs(new_jobs(1_000, task="gone"))
+    younger = store.submit_jobs(new_jobs(5, task="t"))
+    first = store.claim_jobs(node.id, 3)
+    assert [j.id for j in first + store.claim_jobs(node.id, 10)] == younger
+    assert [j.id for j in first] == younger[:3]
+    assert store.claim_jobs(node.id, 10) == []
+    assert queued(store) == {"gone": 1_000}
+
+
+def test_the_backlog_counts_only_jobs_their_partition_s_owner_can_take(store: Store) -> None:
+    node = start(store, "a", ["t"])
+    for gone, total in ((5, 3), (1_000, 6)):  # a few waiting, and past 4 per partition
+        store.submit_jobs(new_jobs(gone, task="gone") + new_jobs(3, task="t"))
+        backlog = store.read_load().backlog
+        assert sum(b.runnable for b in backlog.values()) == total
+    other = start(store, "b", ["t", "gone"])
+    owners = store.read_load().owners
+    backlog = store.read_load().backlog
+    gone_at_b = sum(
+        1
+        for j in store.list_jobs(JobFilter(state=JobState.QUEUED, task="gone"), limit=2_000)
+        if owners[j.id % len(owners)] == other.id
+    )
+    assert sum(b.runnable for b in backlog.values()) == 6 + gone_at_b
+    assert node.id in owners and gone_at_b > 0

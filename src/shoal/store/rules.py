@@ -207,6 +207,12 @@ def _plan(
 # -- load moves -----------------------------------------------------------------------------------
 
 # How many of the oldest runnable queued jobs a load check reads (SQLite scans them by id).
+# Past this many queued jobs per partition that a node cannot take (of a task it does not
+# register, or whose limits may leave no room), its claims and idle looks, and the load's count
+# of backlog, find jobs task by task through the index of queued jobs by task, rather than walk
+# the queue in claim order, which reads through every such job ahead. Below it, the walk reads
+# at most a few such jobs per partition and costs less than a probe per task.
+UNTAKEN_PER_PARTITION = 4
 LOAD_SCAN_JOBS = 10_000
 
 

@@ -185,7 +185,7 @@ def untaken_backlog_is_large(conn: Conn, node_id: int) -> bool:
     if row is None:
         return False
     untaken, partitions = int(row[0]), int(row[1] or 1)
-    return untaken > q.UNTAKEN_PER_PARTITION * partitions
+    return untaken > rules.UNTAKEN_PER_PARTITION * partitions
 
 
 def claim_stranded(conn: Conn, retried: bool, params: dict[str, Any]) -> list[Job]:

@@ -246,7 +246,7 @@ def untaken_is_large(conn: Conn) -> bool:
     row = conn.execute(q.LOAD_UNTAKEN).fetchone()
     if row is None:
         return False
-    return int(row[0]) > q.UNTAKEN_PER_PARTITION * int(row[1] or 1)
+    return int(row[0]) > rules.UNTAKEN_PER_PARTITION * int(row[1] or 1)
 
 
 def move_partitions(conn: Conn, moves: Sequence[Move]) -> int:

@@ -439,8 +439,8 @@ LIMIT 1
 """
 # How many queued jobs a node cannot take, as the job counters have them: those of the tasks it
 # does not register, and of the tasks with limits (which may leave no room), with the partition
-# count. Past UNTAKEN_PER_PARTITION of them for each partition, its claims find their candidates
-# task by task (CLAIM_BY_TASK).
+# count. Past `rules.UNTAKEN_PER_PARTITION` of them for each partition, its claims find their
+# candidates task by task (CLAIM_BY_TASK).
 UNTAKEN_BACKLOG = f"""
 SELECT coalesce(sum(c.n), 0), (SELECT partitions FROM cluster)
 FROM job_counts c, nodes n
@@ -448,7 +448,6 @@ WHERE n.id = %s AND c.state = 'queued'
   AND ((c.task || '') <> ALL (n.tasks)
        OR c.task IN (SELECT l.task FROM task_limits l WHERE {is_limited("l")}))
 """
-UNTAKEN_PER_PARTITION = 4
 
 # Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
 # section, the runnable queued jobs of one task in one owner's section (through

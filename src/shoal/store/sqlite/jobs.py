@@ -88,36 +88,73 @@ def any_claimable(cur: sqlite3.Cursor, now: float, node_id: int) -> bool:
     """Whether the node could claim a job now; jobs of tasks whose limits leave no room do not
     count, so an idle node does not take the write lock for them again and again."""
     stored = task_limits.read_limits(cur)
+    room_of = task_limits.rooms(cur, now, stored) if stored else {}
+    tasks = tasks_to_pick_one_by_one(cur, node_id, room_of)
+    if tasks is not None:
+        return bool(pick_by_task(cur, now, node_id, tasks, 1, room_of))
     if not stored:
         params = {"now": now, "node": node_id, "limit": 1}
         return cur.execute(q.ANY_CLAIMABLE, params).fetchone() is not None
-    full = task_limits.full_tasks(task_limits.rooms(cur, now, stored))
+    full = task_limits.full_tasks(room_of)
     looked = cur.execute(q.ANY_CLAIMABLE_WITHIN_LIMITS, {"now": now, "node": node_id, "full": full})
     return looked.fetchone() is not None
 
 
 def claim(cur: sqlite3.Cursor, now: float, node_id: int, limit: int, start: int) -> list[Job]:
     """Claim the section's first runnable jobs in claim order (held to the task limits when
-    some task has them); the first `start` start at once, the rest are claimed ahead."""
+    some task has them); the first `start` start at once, the rest are claimed ahead. This write
+    transaction is the only writer, so the room it counts for the limits is exact."""
     stored = task_limits.read_limits(cur)
-    if stored:
-        ids = ids_within_limits(cur, now, node_id, limit, stored)
+    room_of = task_limits.rooms(cur, now, stored) if stored else {}
+    tasks = tasks_to_pick_one_by_one(cur, node_id, room_of)
+    if tasks is not None:
+        candidates = pick_by_task(cur, now, node_id, tasks, limit, room_of)
+        ids = limits.pick_within_limits(candidates, room_of, limit)
+    elif stored:
+        params = {"now": now, "node": node_id, "full": task_limits.full_tasks(room_of)}
+        rows = cur.execute(q.PICK_WITHIN_LIMITS, params)
+        ids = limits.pick_within_limits(((int(r[0]), str(r[1])) for r in rows), room_of, limit)
     else:
         picked = cur.execute(q.PICK, {"node": node_id, "now": now, "limit": limit})
         ids = [int(r[0]) for r in picked]
     return claim_ids(cur, now, node_id, ids, start, stored)
 
 
-def ids_within_limits(
-    cur: sqlite3.Cursor, now: float, node_id: int, limit: int, stored: task_limits.Stored
-) -> list[int]:
-    """The claim's jobs when some task has limits: the section's runnable jobs in claim order,
-    at most each limited task's room of them. This write transaction is the only writer, so
-    the room it counts is exact."""
-    room_of = task_limits.rooms(cur, now, stored)
-    params = {"now": now, "node": node_id, "full": task_limits.full_tasks(room_of)}
-    candidates = ((int(r[0]), str(r[1])) for r in cur.execute(q.PICK_WITHIN_LIMITS, params))
-    return limits.pick_within_limits(candidates, room_of, limit)
+def tasks_to_pick_one_by_one(
+    cur: sqlite3.Cursor, node_id: int, room_of: dict[str, int]
+) -> list[str] | None:
+    """The node's tasks with queued jobs and room (`room_of`: the limited tasks' rooms), when so
+    many queued jobs are of tasks it cannot take that PICK's walk would read through them all;
+    None while they are few and the walk costs no more."""
+    rows = cur.execute(q.QUEUED_TASKS_OF_NODE, {"node": node_id}).fetchall()
+    takes = [str(r[0]) for r in rows if r[2] and room_of.get(str(r[0]), 1) > 0]
+    untaken = sum(int(r[1]) for r in rows if str(r[0]) not in takes)
+    if not rows or untaken <= rules.UNTAKEN_PER_PARTITION * int(rows[0][3]):
+        return None
+    return sorted(takes)
+
+
+def pick_by_task(
+    cur: sqlite3.Cursor,
+    now: float,
+    node_id: int,
+    tasks: Sequence[str],
+    limit: int,
+    room_of: dict[str, int],
+) -> list[tuple[int, str]]:
+    """The candidates of a claim of `limit` jobs of `tasks` in the node's section, in claim order,
+    as (id, task): each task's first `limit`, or fewer to its room (`room_of`) (PICK_TASK),
+    merged. The first `limit` within the limits (`limits.pick_within_limits`) are the claim's."""
+    found: list[tuple[int, int, str]] = []
+    for task in tasks:
+        args = {
+            "task": task,
+            "now": now,
+            "node": node_id,
+            "limit": min(limit, room_of.get(task, limit)),
+        }
+        found += [(-int(r[2]), int(r[0]), str(r[1])) for r in cur.execute(q.PICK_TASK, args)]
+    return [(job_id, task) for _, job_id, task in sorted(found)]
 
 
 def claim_ids(

@@ -182,10 +182,12 @@ def read_load(cur: sqlite3.Cursor, now: float) -> rules.LoadSnapshot:
     """What the load rule looks at, read in one transaction (see `queries.LOAD_*`)."""
     rows = cur.execute(q.LOAD_PARTITIONS).fetchall()
     nodes = {int(r[0]): NodeLoad(int(r[1]), int(r[2])) for r in cur.execute(q.LOAD_NODES)}
-    backlog = {
-        int(r[0]): Backlog(int(r[1]), max(0.0, float(r[2])))
-        for r in cur.execute(q.LOAD_BACKLOG, (now, now, rules.LOAD_SCAN_JOBS))
-    }
+    backlog = _backlog_by_task(cur, now)
+    if backlog is None:
+        backlog = {
+            int(r[0]): Backlog(int(r[1]), max(0.0, float(r[2])))
+            for r in cur.execute(q.LOAD_BACKLOG, (now, now, rules.LOAD_SCAN_JOBS))
+        }
     return rules.LoadSnapshot(
         owners=tuple(r[0] for r in rows),
         homes=tuple(r[1] for r in rows),
@@ -193,6 +195,26 @@ def read_load(cur: sqlite3.Cursor, now: float) -> rules.LoadSnapshot:
         backlog=backlog,
         moved_ago_s={p: now - r[2] for p, r in enumerate(rows) if r[2] is not None},
     )
+
+
+def _backlog_by_task(cur: sqlite3.Cursor, now: float) -> dict[int, Backlog] | None:
+    """Each partition's backlog counted task by task (LOAD_BACKLOG_OF_TASK), when more than
+    `rules.UNTAKEN_PER_PARTITION` queued jobs per partition are of tasks that some eligible node
+    does not register; None while they are fewer, and LOAD_BACKLOG's one scan finds the same."""
+    queued = {str(r[0]): int(r[1]) for r in cur.execute(q.QUEUED_TASKS)}
+    everyone = [set(json.loads(r[0])) for r in cur.execute(q.ELIGIBLE_NODE_TASKS)]
+    untaken = sum(n for task, n in queued.items() if any(task not in t for t in everyone))
+    partitions = int(cur.execute(q.LOCK_CLUSTER).fetchone()[0])
+    if untaken <= rules.UNTAKEN_PER_PARTITION * partitions:
+        return None
+    tasks_of = {int(r[0]): set(json.loads(r[1])) for r in cur.execute(q.LOAD_OWNER_TASKS)}
+    counted: dict[int, list[float]] = {}
+    for task in sorted(queued):
+        for r in cur.execute(q.LOAD_BACKLOG_OF_TASK, (task, now, rules.LOAD_SCAN_JOBS)):
+            owner_tasks = tasks_of.get(int(r[0]))
+            if owner_tasks is None or task in owner_tasks:
+                counted.setdefault(int(r[0]), []).append(max(float(r[1]), float(r[2])))
+    return {p: Backlog(len(ts), max(0.0, now - min(ts))) for p, ts in counted.items()}
 
 
 def move_partitions(cur: sqlite3.Cursor, now: float, moves: Sequence[Move]) -> int:

@@ -78,6 +78,26 @@ PICK = (
 # Idle nodes poll: look before taking the write lock.
 ANY_CLAIMABLE = PICK
 
+# PICK for one task, through jobs_queued_task (the task's queued jobs in claim order). PICK's walk
+# reads past every queued job ahead that the node cannot take (of a task it lacks, or one whose
+# limits leave no room): while many such jobs wait (`jobs.tasks_to_pick_one_by_one`), a claim
+# picks each task it can take this way instead and merges them in claim order.
+PICK_TASK = (
+    "SELECT id, task, priority FROM jobs WHERE task = :task AND state = 'queued'"
+    " AND run_after <= :now"
+    " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
+    " ORDER BY priority DESC, id LIMIT :limit"
+)
+# The tasks with queued jobs, with how many (from the counters), and whether the node registers
+# each, with the partition count.
+QUEUED_TASKS = (
+    "SELECT task, sum(n) FROM job_counts WHERE state = 'queued' GROUP BY task HAVING sum(n) > 0"
+)
+QUEUED_TASKS_OF_NODE = (
+    f"SELECT task, sum(n), task IN ({MY_TASKS}), (SELECT partitions FROM cluster WHERE id = 1)"
+    " FROM job_counts WHERE state = 'queued' GROUP BY task HAVING sum(n) > 0"
+)
+
 # The claim of jobs chosen beforehand (PICK, or its variants below), by id: the first of them
 # in claim order start at once (CLAIM_IDS: running, the attempt charged, the start stamped),
 # the rest are claimed ahead (CLAIM_AHEAD_IDS: held by the node, charged nothing) until
@@ -140,8 +160,8 @@ OWNER_TASKS = (
     "SELECT id, tasks FROM nodes WHERE id IN (SELECT owner FROM partitions WHERE owner IS NOT NULL)"
 )
 ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = ? AND {ELIGIBLE_SQL}"
-STRANDED = (  # `+task`: read the queued jobs' index, as PICK does
-    "SELECT id, task, priority FROM jobs WHERE +task = :task AND state = 'queued'"
+STRANDED = (  # through jobs_queued_task, as PICK_TASK
+    "SELECT id, task, priority FROM jobs WHERE task = :task AND state = 'queued'"
     " AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :owner)"
     " ORDER BY priority DESC, id LIMIT :limit"
@@ -463,11 +483,24 @@ LOAD_NODES = (
     " AND j.claimer = n.id) + (SELECT count(*) FROM jobs j WHERE j.state = 'claimed'"
     f" AND j.claimer = n.id) FROM nodes n WHERE {ELIGIBLE_SQL}"
 )
+# Only jobs that the partition's owner can take count (of the tasks it registers; any job, in a
+# partition without an owner): a job that waits for a node with its task is not load to move.
 LOAD_BACKLOG = (
-    "SELECT partition, count(*), ? - min(max(created_at, run_after)) FROM ("
-    " SELECT partition, created_at, run_after FROM jobs"
-    " WHERE state = 'queued' AND run_after <= ? ORDER BY id LIMIT ?) GROUP BY partition"
+    "SELECT j.partition, count(*), ? - min(max(j.created_at, j.run_after)) FROM ("
+    " SELECT partition, task, created_at, run_after FROM jobs"
+    " WHERE state = 'queued' AND run_after <= ? ORDER BY id LIMIT ?) AS j"
+    " JOIN partitions p ON p.partition = j.partition LEFT JOIN nodes o ON o.id = p.owner"
+    " WHERE o.id IS NULL OR j.task IN (SELECT value FROM json_each(o.tasks))"
+    " GROUP BY j.partition"
 )
+# The same scan for one task, through jobs_queued_task, for while many queued jobs wait that some
+# owner cannot take (`nodes.read_load`): among the oldest LOAD_SCAN_JOBS, they would hide the rest.
+LOAD_BACKLOG_OF_TASK = (
+    "SELECT partition, created_at, run_after FROM jobs"
+    " WHERE task = ? AND state = 'queued' AND run_after <= ? ORDER BY priority DESC, id LIMIT ?"
+)
+LOAD_OWNER_TASKS = "SELECT p.partition, n.tasks FROM partitions p JOIN nodes n ON n.id = p.owner"
+ELIGIBLE_NODE_TASKS = f"SELECT tasks FROM nodes WHERE {ELIGIBLE_SQL}"
 LOAD_MOVE_EVENT = (
     "INSERT INTO history (at, kind, epoch, owners, reason) VALUES (?, 'load_move', ?, ?, ?)"
 )
