@@ -42,12 +42,12 @@ from shoal.app import (
     requester,
 )
 from shoal.errors import ConfigError, NotFound, PayloadError, ShoalError, UnknownTask
-from shoal.model import CancelResult, Job, JobState
+from shoal.model import CancelResult, Job, JobState, NodeRecord, NodeState
 from shoal.observer.format import format_age, format_moment, printable
 from shoal.observer.terminal import render_status, status_document
 from shoal.observer.views import read_status, waiting_for
 from shoal.store import DEFAULT_PARTITIONS, QUARANTINE_AFTER, Store, open_store, redact_url
-from shoal.store.rules import Retention
+from shoal.store.rules import Retention, node_key
 
 if TYPE_CHECKING:
     from shoal.node import Node
@@ -599,7 +599,13 @@ def job(db: str | None, job_id: int, as_json: bool) -> None:
 def pause(db: str | None, node_ref: str) -> None:
     """Ask NODE (id or name) to stop claiming, drain, and give its section away."""
     check_text(node_ref, "NODE", ConfigError)
-    record = open_existing(db).request_pause(node_ref, True)
+    store = open_existing(db)
+    before = _live_node(store, node_ref)
+    if before is not None and before.pause_requested:
+        how = "paused" if before.state is NodeState.PAUSED else "pausing: it drains, then pauses"
+        echo_data(f"node {before.name} (id {before.id}) is already {how}")
+        return
+    record = store.request_pause(node_ref, True)
     echo_data(f"pause requested for node {record.name} (id {record.id}); it drains, then pauses")
 
 
@@ -607,10 +613,32 @@ def pause(db: str | None, node_ref: str) -> None:
 @db_option
 @click.argument("node_ref", metavar="NODE")
 def resume(db: str | None, node_ref: str) -> None:
-    """Let a paused NODE (id or name) take a section again."""
+    """Let a paused NODE (id or name) take a section again; a node still draining for a pause
+    stays in service instead."""
     check_text(node_ref, "NODE", ConfigError)
-    record = open_existing(db).request_pause(node_ref, False)
+    store = open_existing(db)
+    before = _live_node(store, node_ref)
+    if before is not None and not before.pause_requested:
+        echo_data(
+            f"node {before.name} (id {before.id}) is not paused (it is {before.state.value}):"
+            " nothing to resume"
+        )
+        return
+    record = store.request_pause(node_ref, False)
+    if before is not None and before.state is not NodeState.PAUSED:
+        echo_data(f"pause cancelled for node {record.name} (id {record.id}); it stays in service")
+        return
     echo_data(f"resume requested for node {record.name} (id {record.id})")
+
+
+def _live_node(store: Store, node_ref: str) -> NodeRecord | None:
+    """The live node that NODE names (an id, or a name), as a pause or resume finds it; None if
+    there is none (the request then says so)."""
+    key = node_key(node_ref)
+    for node in store.read_cluster().nodes:
+        if node.state is not NodeState.DEAD and (node.id == key or node.name == key):
+            return node
+    return None
 
 
 @cli.command()

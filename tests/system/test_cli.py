@@ -434,3 +434,20 @@ def test_observe_refuses_options_it_could_not_serve_on(
     sqlite_url: str, args: list[str], needle: str
 ) -> None:
     assert_one_line_error(run("observe", "--db", sqlite_url, *args), needle)
+
+
+def test_pause_and_resume_say_what_they_did_to_the_node(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    node = store.register_node("n1", "host", 1, 4, ["t"], 30.0)
+    store.set_node_state(node.id, NodeState.INITIALIZING, NodeState.WAITING)
+    said = run("resume", "n1", "--db", sqlite_url).stdout
+    assert "is not paused (it is waiting): nothing to resume" in said
+    assert "pause requested" in run("pause", "n1", "--db", sqlite_url).stdout
+    assert "already pausing" in run("pause", str(node.id), "--db", sqlite_url).stdout
+    assert "pause cancelled" in run("resume", "n1", "--db", sqlite_url).stdout
+    assert not store.read_node(node.id).pause_requested  # type: ignore[union-attr]
+    run("pause", "n1", "--db", sqlite_url)
+    store.set_node_state(node.id, NodeState.WAITING, NodeState.PAUSED)
+    assert "already paused" in run("pause", "n1", "--db", sqlite_url).stdout
+    assert "resume requested" in run("resume", "n1", "--db", sqlite_url).stdout
+    store.close()
