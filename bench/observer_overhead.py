@@ -25,7 +25,7 @@ import httpx
 import noop_app
 from datastores import fresh_sqlite
 from processes import BenchError, Workers, wait_for
-from shoal_side import SHOAL, Plan, _bulk_submit, _drain, _sections_ready, _start_nodes
+from shoal_runs import SHOAL, drain_rate, node_argv, sections_ready
 
 from shoal.store import open_store
 
@@ -86,23 +86,30 @@ def watched(url: str, workers: Workers, pages: int) -> Iterator[dict[str, int]]:
         stop.set()
 
 
-def drain_rate(plan: Plan, pages: int | None, log_dir: Path) -> float:
+def one_drain(jobs: int, nodes: int, pages: int | None, log_dir: Path) -> float:
     """Jobs/s for one drain; with an observer and `pages` open streams unless `pages` is None."""
     with fresh_sqlite() as url:
         store = open_store(url)
+        store.initialize()
         noop_app.app.use_store(store)
         workers = Workers(log_dir)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(BENCH_DIR)]))
         try:
-            _start_nodes(workers, url, plan)
-            wait_for("sections", lambda: _sections_ready(store, plan.nodes), 60, 0.1)
+            for index in range(nodes):
+                name = f"bench-node-{index + 1}"
+                workers.start(name, node_argv("noop_app:app", url, name, 4), env, BENCH_DIR)
+            wait_for("sections", lambda: sections_ready(store, nodes), 60, 0.1)
             if pages is None:
-                _bulk_submit(plan.jobs)
-                return _drain(store, plan.jobs, workers)
+                since = store.now()
+                noop_app.noop.submit_many([() for _ in range(jobs)])
+                return drain_rate(store, jobs, workers, since)
             with watched(url, workers, pages) as seen:
                 wait_for("the first events", lambda: seen["events"] >= pages or None, 30, 0.1)
-                _bulk_submit(plan.jobs)
-                rate = _drain(store, plan.jobs, workers)
-                if seen["scrapes"] == 0 and rate < plan.jobs:  # the drain took over a second
+                since = store.now()
+                noop_app.noop.submit_many([() for _ in range(jobs)])
+                rate = drain_rate(store, jobs, workers, since)
+                if seen["scrapes"] == 0 and rate < jobs:  # the drain took over a second
                     raise BenchError("the observer answered no scrape during the drain")
                 return rate
         finally:
@@ -117,9 +124,6 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--pages", type=int, default=3)
     args = parser.parse_args()
-    plan = Plan(
-        jobs=args.jobs, nodes=args.nodes, concurrency=4, latency_jobs=0, latency_interval_s=0.0
-    )
     log_dir = BENCH_DIR / "results"
     log_dir.mkdir(exist_ok=True)
     without: list[float] = []
@@ -127,7 +131,7 @@ def main() -> None:
     for pair in range(args.pairs):
         order = [None, args.pages] if pair % 2 == 0 else [args.pages, None]
         for pages in order:
-            rate = drain_rate(plan, pages, log_dir)
+            rate = one_drain(args.jobs, args.nodes, pages, log_dir)
             (without if pages is None else with_observer).append(rate)
             label = "no observer" if pages is None else f"observer + {pages} pages"
             print(f"pair {pair + 1}: {label:>20}: {rate:8.0f} jobs/s", flush=True)

@@ -3,9 +3,10 @@ old finished jobs, beside the same drain with pruning off, in one invocation.
 
 Each run: a fresh database, N finished jobs preloaded a day old (`datastores.preload_finished`),
 real `shoal node` processes loading this module as their app, a bulk submit of the drain's jobs,
-and the drain rate from the jobs' own timestamps. The runs differ only in the app's retention:
-succeeded jobs kept for ever (no pruning), or an hour, so the whole preload is due and the nodes
-prune it in batches while they drain. Prints both rates, their ratio and how many old rows went.
+and the drain rate from the jobs' own timestamps, first start to last finish
+(`shoal_runs.drain_rate`). The runs differ only in the app's retention: succeeded jobs kept for
+ever (no pruning), or an hour, so the whole preload is due and the nodes prune it in batches
+while they drain. Prints both rates, their ratio and how many old rows went.
 
     PYTHONPATH=src:bench .venv/bin/python bench/prune_drain.py --preload 200000 --jobs 50000
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from datastores import preload_finished
 from processes import Workers, wait_for
-from shoal_side import SHOAL, _drain, _fresh, _sections_ready
+from shoal_runs import drain_rate, fresh_shoal, node_argv, sections_ready
 
 from shoal import App
 from shoal.model import JobState
@@ -42,7 +43,7 @@ def noop() -> None:
 
 def run(preload: int, jobs: int, nodes: int, keep_s: float, log_dir: Path) -> tuple[float, int]:
     """One drain; returns (jobs/s, old rows pruned by the end of the drain)."""
-    with _fresh("postgres") as url:
+    with fresh_shoal("postgres") as url:
         preload_finished(url, preload)
         store = open_store(url)
         app.use_store(store)
@@ -52,12 +53,11 @@ def run(preload: int, jobs: int, nodes: int, keep_s: float, log_dir: Path) -> tu
         try:
             for index in range(nodes):
                 name = f"prune-node-{index + 1}"
-                argv = [SHOAL, "node", "--app", "prune_drain:app", "--db", url, "--name", name]
-                workers.start(name, argv, env, BENCH_DIR)
-            wait_for("nodes to own sections", lambda: _sections_ready(store, nodes), 60, 0.1)
+                workers.start(name, node_argv("prune_drain:app", url, name), env, BENCH_DIR)
+            wait_for("nodes to own sections", lambda: sections_ready(store, nodes), 60, 0.1)
             since = store.now()
             noop.submit_many([() for _ in range(jobs)])
-            rate = _drain(store, jobs, workers, since)
+            rate = drain_rate(store, jobs, workers, since)
             left = store.read_cluster().job_counts[JobState.SUCCEEDED] - jobs
         finally:
             workers.stop()

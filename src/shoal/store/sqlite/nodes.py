@@ -208,8 +208,11 @@ def _backlog_by_task(cur: sqlite3.Cursor, now: float) -> dict[int, Backlog] | No
     if untaken <= rules.UNTAKEN_PER_PARTITION * partitions:
         return None
     tasks_of = {int(r[0]): set(json.loads(r[1])) for r in cur.execute(q.LOAD_OWNER_TASKS)}
+    someone_takes = set().union(*tasks_of.values())
+    if len(tasks_of) < partitions:  # a partition without an owner counts every job
+        someone_takes |= set(queued)
     counted: dict[int, list[float]] = {}
-    for task in sorted(queued):
+    for task in sorted(someone_takes & set(queued)):
         for r in cur.execute(q.LOAD_BACKLOG_OF_TASK, (task, now, rules.LOAD_SCAN_JOBS)):
             owner_tasks = tasks_of.get(int(r[0]))
             if owner_tasks is None or task in owner_tasks:
