@@ -1,6 +1,8 @@
 """Does a backlog that no node can take slow everything else? A lone job's submit→start on an
 idle node, with N queued jobs of a task no node registers (a rolling deploy's new task, or one
 whose code is gone) beside the same probe with none, on SQLite and PostgreSQL, in one invocation.
+With `--kind delayed` the backlog is of the probed task itself but due in a day instead (jobs
+submitted with a delay, or retries waiting out a long backoff).
 
 Each run: a fresh datastore, N queued jobs of task "gone" (submitted in bulk), one `shoal node`
 loading this module as its app, then `--probes` jobs of task "stamp", one every 20 ms, each
@@ -36,13 +38,18 @@ def stamp() -> float:
     return time.monotonic()
 
 
-def run(datastore: str, backlog: int, probes: int, log_dir: Path) -> list[float]:
+def run(datastore: str, backlog: int, kind: str, probes: int, log_dir: Path) -> list[float]:
     """One run; the probes' submit→start delays in seconds, sorted."""
+    waiting = (
+        NewJob("gone", "[]", "{}")
+        if kind == "task"
+        else NewJob("stamp", "[]", "{}", delay_s=86_400)
+    )
     with fresh_shoal(datastore) as url:
         store = open_store(url)
         app.use_store(store)
         for first in range(0, backlog, 10_000):
-            store.submit_jobs([NewJob("gone", "[]", "{}")] * min(10_000, backlog - first))
+            store.submit_jobs([waiting] * min(10_000, backlog - first))
         workers = Workers(log_dir)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(BENCH_DIR)]))
@@ -71,14 +78,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backlog", type=int, default=80_000, help="queued jobs no node takes")
     parser.add_argument("--probes", type=int, default=200, help="lone jobs timed per run")
     parser.add_argument("--datastores", default="sqlite,postgres")
+    parser.add_argument(
+        "--kind",
+        choices=["task", "delayed"],
+        default="task",
+        help="the backlog: of a task no node registers, or of the probed task due in a day",
+    )
     args = parser.parse_args(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="shoal-untaken-bench-"))
     started = time.monotonic()
     print(f"{args.probes} lone jobs, one every 20 ms, to an idle node of 4 threads")
-    print(f"{'datastore':10} {'untaken backlog':>16} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'datastore':10} {args.kind + ' backlog':>16} {'p50 ms':>8} {'p99 ms':>8}")
     for datastore in args.datastores.split(","):
         for backlog in (0, args.backlog):
-            delays = run(datastore, backlog, args.probes, log_dir)
+            delays = run(datastore, backlog, args.kind, args.probes, log_dir)
             p50, p99 = percentile(delays, 0.5) * 1e3, percentile(delays, 0.99) * 1e3
             print(f"{datastore:10} {backlog:>16,} {p50:8.1f} {p99:8.1f}")
     print(f"({time.monotonic() - started:.0f}s in all; node logs in {log_dir})")
