@@ -149,3 +149,20 @@ def test_housekeeping_renews_reaps_samples_and_follows_the_section(sqlite_store:
 
     config = NodeConfig(name="dying", lease_s=0.1, heartbeat_s=0.05)
     assert Housekeeping(sqlite_store, dying, config).run_once() is None
+
+
+def test_housekeeping_unparks_the_jobs_due_within_two_heartbeats(sqlite_store: SqliteStore):
+    record = sqlite_store.register_node("a", "host", 1, 4, ["hold"], 30.0)
+    assert sqlite_store.set_node_state(record.id, NodeState.INITIALIZING, NodeState.WAITING)
+    soon, later = sqlite_store.submit_jobs(
+        [NewJob("hold", "[]", "{}", delay_s=15.0), NewJob("hold", "[]", "{}", delay_s=60.0)]
+    )
+    parked = "SELECT id FROM jobs WHERE parked = 1 ORDER BY id"
+    with sqlite3.connect(sqlite_store.path) as conn:
+        assert [r[0] for r in conn.execute(parked)] == [soon, later]
+    keeper = Housekeeping(
+        sqlite_store, record.id, NodeConfig(name="a", heartbeat_s=10.0, lease_s=30.0)
+    )
+    assert keeper.run_once() is not None
+    with sqlite3.connect(sqlite_store.path) as conn:
+        assert [r[0] for r in conn.execute(parked)] == [later]  # due in 15 s, within 2 x 10 s

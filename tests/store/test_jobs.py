@@ -8,6 +8,7 @@ parametrised over SQLite and PostgreSQL (see `conformance` for the shared helper
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from conformance import P, new_jobs, owners_of, start_node
@@ -19,8 +20,9 @@ from shoal.model import (
     NewJob,
     NodeRecord,
     NodeState,
+    Outcome,
 )
-from shoal.store import Store, open_store
+from shoal.store import Store, open_store, rules
 
 CLAIMS_BY_TASK = True  # PostgreSQL claims both ways (tests/conftest.py)
 
@@ -94,6 +96,41 @@ def test_delayed_job_is_not_claimed_before_its_time(store: Store) -> None:
     node = start_node(store, "a")
     store.submit_jobs(new_jobs(1, delay_s=3600.0))
     assert store.claim_jobs(node.id, 10) == []
+
+
+def test_a_job_due_later_is_parked_until_unparked_ahead_of_its_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job queued to run more than PARK_AFTER_S ahead is out of the claims' way until a
+    node's housekeeping unparks it; one due sooner is not parked."""
+    monkeypatch.setattr(rules, "PARK_AFTER_S", 0.2)
+    node = start_node(store, "a")
+    [soon] = store.submit_jobs(new_jobs(1, delay_s=0.1))
+    [later, much_later] = store.submit_jobs(new_jobs(1, delay_s=0.5) + new_jobs(1, delay_s=3600))
+    time.sleep(0.6)  # both are due, but one is parked
+    assert [j.id for j in store.claim_jobs(node.id, 10)] == [soon]
+    assert store.unpark_due(0.1) == 1  # the one due: not the one due in an hour
+    assert [j.id for j in store.claim_jobs(node.id, 10)] == [later]
+    assert store.unpark_due(3600.0) == 1 and store.unpark_due(3600.0) == 0
+    assert store.claim_jobs(node.id, 10) == []  # unparked an hour ahead: still not due
+    job = store.read_job(much_later)
+    assert job is not None and job.state is JobState.QUEUED
+
+
+def test_a_retry_with_a_long_backoff_is_parked(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rules, "PARK_AFTER_S", 0.2)
+    node = start_node(store, "a")
+    [job_id] = store.submit_jobs(new_jobs(1))
+    [job] = store.claim_jobs(node.id, 1)
+    failed = Outcome(job_id, job.attempts, False, None, error="boom", retry_in_s=0.5)
+    assert store.finish_jobs(node.id, [failed]) == [True]
+    time.sleep(0.6)
+    assert store.claim_jobs(node.id, 1) == []
+    assert store.unpark_due(0.0) == 1
+    [again] = store.claim_jobs(node.id, 1)
+    assert again.id == job_id and again.attempts == 2
 
 
 # -- races -----------------------------------------------------------------------------------

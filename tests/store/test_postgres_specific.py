@@ -457,6 +457,7 @@ def test_an_update_of_held_jobs_reads_only_their_rows_with_statistics_from_a_sma
         "attempts": [j.attempts for j in held],
         "fractions": [0.5] * 4,
         "messages": ["half"] * 4,
+        "park_after": 5.0,
     }
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction(force_rollback=True):
         # ANALYZE runs the statement: the rollback undoes it
@@ -842,3 +843,25 @@ def test_a_claim_task_by_task_takes_the_jobs_a_walk_in_claim_order_takes(
                 taken.append([(r[0], r[2], r[5], r[21]) for r in conn.execute(claim, params)])
     walked, by_task = taken
     assert len(walked) == limit and walked == by_task
+
+
+def test_a_claim_reads_no_job_due_later(store: PostgresStore, url: str) -> None:
+    """20,000 jobs due in an hour sat at the head of every partition, and every claim and idle
+    look read through all of them (80,000 made a lone job start 200 ms after its submit instead
+    of 5 ms). They are parked, out of the claim indexes, until shortly before they are due."""
+    node = start_node(store, "a")
+    store.submit_jobs([NewJob("t", "[]", "{}", delay_s=3600) for _ in range(20_000)])
+    store.submit_jobs(new_jobs(10))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE jobs")
+    params = {"node": node.id, "shard": 1, "limit": 4, "start": 4, "token": 1, "why": "x"}
+    assert rows_read(explain_analyzed(url, q.CLAIM, params), "jobs_queued_partition") <= 10
+    assert (
+        rows_read(explain_analyzed(url, q.ANY_CLAIMABLE, (node.id,)), "jobs_queued_partition") <= 1
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        [[backlog]] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + q.LOAD_BACKLOG).fetchall()
+    assert rows_read(backlog[0]["Plan"], "jobs_queued_partition") <= 10
+    assert len(store.claim_jobs(node.id, 100)) == 10
+    assert store.unpark_due(3600.0) == 20_000
+    assert store.claim_jobs(node.id, 100) == []  # unparked, but not yet due

@@ -1,7 +1,7 @@
 """A node's housekeeping, done every heartbeat: renew the lease, declare expired nodes dead,
-write a cluster sample when one is due, repair the assignment now and then, fire the periodic
-schedules' due ticks (`schedules.Scheduler`) and prune what retention says is past its age
-(`retention.Pruner`).
+write a cluster sample when one is due, unpark the jobs due within two heartbeats, repair the
+assignment now and then, fire the periodic schedules' due ticks (`schedules.Scheduler`) and prune
+what retention says is past its age (`retention.Pruner`).
 
 Any live node does the reaping and sampling; the datastore serialises competing attempts, so
 no leader is needed. `run_once` is what the loop calls and what tests call directly.
@@ -55,6 +55,7 @@ class Housekeeping:
         for dead in self.store.mark_dead_nodes():
             log.warning("declared node %d dead (lease expired); its jobs were requeued", dead)
         self.store.record_sample(self.config.sample_interval_s)
+        self.store.unpark_due(2 * self.config.heartbeat_s)
         self.fire_schedules(beat)
         if self.pruner is not None:
             try:

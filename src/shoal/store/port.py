@@ -304,6 +304,26 @@ class Store(ABC):
     def rebalance(self) -> bool:
         """Make the assignment match the eligible nodes if it does not. True if it changed."""
 
+    @abstractmethod
+    def unpark_batch(self, lead_s: float, limit: int) -> int:
+        """One statement of `unpark_due`: at most `limit` parked jobs, the soonest due first;
+        returns how many."""
+
+    def unpark_due(self, lead_s: float) -> int:
+        """Put the parked jobs due within `lead_s` seconds (or overdue) back where claims find
+        them; returns how many. A job queued to run more than `rules.PARK_AFTER_S` ahead (a delay,
+        a retry's backoff) is parked: out of the claim indexes, so jobs due later cost a claim
+        nothing. Every node's housekeeping calls this each heartbeat with a lead of two heartbeats,
+        so a parked job is back before it is due; any node may, and they never wait for each
+        other. At most `rules.UNPARK_BATCHES` statements per call."""
+        total = 0
+        for _ in range(rules.UNPARK_BATCHES):
+            done = self.unpark_batch(lead_s, rules.UNPARK_BATCH)
+            total += done
+            if done < rules.UNPARK_BATCH:
+                break
+        return total
+
     def follow_load(self, policy: LoadPolicy | None = None) -> int:
         """Lend partitions whose runnable jobs wait behind busy owners to nodes with free slots,
         and give lent ones back as load evens out (the rule is `load.plan_load_moves`); returns

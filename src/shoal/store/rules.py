@@ -207,6 +207,13 @@ def _plan(
 # -- load moves -----------------------------------------------------------------------------------
 
 # How many of the oldest runnable queued jobs a load check reads (SQLite scans them by id).
+# A job that is queued to run more than PARK_AFTER_S from now (a delay, a retry's backoff) is
+# parked: out of the claim indexes, so a backlog of jobs due later never slows a claim, until a
+# node's housekeeping unparks it shortly before it is due (`Store.unpark_due`).
+PARK_AFTER_S = 5.0
+# Jobs unparked per statement, and statements per housekeeping pass at most.
+UNPARK_BATCH = 5_000
+UNPARK_BATCHES = 10
 # Past this many queued jobs per partition that a node cannot take (of a task it does not
 # register, or whose limits may leave no room), its claims and idle looks, and the load's count
 # of backlog, find jobs task by task through the index of queued jobs by task, rather than walk

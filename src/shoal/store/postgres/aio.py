@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shoal.errors import DatastoreUnavailable, SchemaError, ShoalError, SubmitError
 from shoal.model import Job, NewJob
-from shoal.store import texts
+from shoal.store import rules, texts
 from shoal.store.batcher import AsyncSubmitBatcher
 from shoal.store.loops import forget_waiter
 from shoal.store.port import AsyncJobs
@@ -130,6 +130,7 @@ class PostgresAsyncJobs(AsyncJobs):
                 "batch": q.submit_batch(ids, jobs),
                 "shard": q.submitter_shard(),
                 "ahead": plan.ahead,
+                "park_after": rules.PARK_AFTER_S,
             }
             row = await (await conn.execute(q.SUBMIT, params)).fetchone()
             if row is None or row[0] != len(jobs):

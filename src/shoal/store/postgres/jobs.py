@@ -69,7 +69,12 @@ def _insert(
     conn: Conn, ids: Sequence[int], jobs: Sequence[NewJob], url: str, ahead: int
 ) -> list[int]:
     """Insert the jobs; the ids reserved for the next submit."""
-    params = {"batch": q.submit_batch(ids, jobs), "shard": q.submitter_shard(), "ahead": ahead}
+    params = {
+        "batch": q.submit_batch(ids, jobs),
+        "shard": q.submitter_shard(),
+        "ahead": ahead,
+        "park_after": rules.PARK_AFTER_S,
+    }
     row = conn.execute(q.SUBMIT, params).fetchone()
     if row is None or row[0] != len(jobs):
         raise SchemaError(texts.no_cluster_row(url))
@@ -241,6 +246,7 @@ def finish(conn: Conn, retried: bool, node_id: int, outcomes: Sequence[Outcome])
         "batch": q.outcome_batch(outcomes),
         "head": texts.CANCELLED_RUNNING,
         "anyway": texts.CANCEL_FINISHED_ANYWAY,
+        "park_after": rules.PARK_AFTER_S,
     }
     applied = {(int(r[0]), int(r[1])) for r in conn.execute(q.FINISH, params)}
     rest = [o for o in outcomes if (o.job_id, o.attempt) not in applied]

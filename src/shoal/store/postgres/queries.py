@@ -180,9 +180,9 @@ def _submit_row(i: int, j: NewJob) -> list[Any]:
 SUBMIT = f"""
 WITH ins AS (
     INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts, timeout_s,
-                      run_after, created_at, priority, key)
+                      run_after, created_at, priority, key, parked)
     SELECT b.id, b.id %% c.partitions, b.task, b.args, b.kwargs, 'queued', b.max_attempts,
-           b.timeout_s, {NOW} + b.delay_s, {NOW}, b.priority, b.key
+           b.timeout_s, {NOW} + b.delay_s, {NOW}, b.priority, b.key, b.delay_s > %(park_after)s
     FROM (
         SELECT (e->>0)::bigint AS id, e->>1 AS task, e->>2 AS args, e->>3 AS kwargs,
                (e->>4)::int AS max_attempts, (e->>5)::float8 AS timeout_s,
@@ -353,7 +353,7 @@ WITH me AS (
     -- statistics cannot turn this into a scan of the whole queue.
     SELECT j.id, j.task, j.priority FROM jobs j
     WHERE j.id = ANY(ARRAY(SELECT id FROM within))
-      AND j.state || '' = 'queued' AND j.run_after <= {NOW}
+      AND j.state || '' = 'queued' AND j.run_after <= {NOW} AND NOT j.parked
     ORDER BY j.priority DESC, j.id
     LIMIT %(limit)s
     FOR UPDATE OF j SKIP LOCKED
@@ -367,7 +367,8 @@ WITH me AS (
 # every task with queued jobs and none of them waits for room in its limits.
 _HEAD = f"""CROSS JOIN LATERAL (
         SELECT q.id, q.priority, q.task FROM jobs q
-        WHERE q.partition = s.partition AND q.state = 'queued' AND q.run_after <= {NOW}
+        WHERE q.partition = s.partition AND q.state = 'queued' AND NOT q.parked
+          AND q.run_after <= {NOW}
           -- [limits] `task || ''` has no statistics: with one task in the queue the planner
           -- took `task <> ALL` to match nothing and read every job of each partition.
           AND (q.task || '') <> ALL (ARRAY(SELECT task FROM seen WHERE room <= 0))
@@ -386,7 +387,7 @@ _HEAD_BY_TASK = f"""CROSS JOIN LATERAL (
         CROSS JOIN LATERAL (
             SELECT q.id, q.priority, q.task FROM jobs q
             WHERE q.partition = s.partition AND q.task = w.task AND q.state = 'queued'
-              AND q.run_after <= {NOW}
+              AND NOT q.parked AND q.run_after <= {NOW}
             ORDER BY q.partition, q.task, q.priority DESC, q.id LIMIT me.cap
         ) t
         ORDER BY t.priority DESC, t.id LIMIT me.cap
@@ -410,7 +411,8 @@ ANY_CLAIMABLE = f"""
 SELECT 1 FROM nodes n CROSS JOIN unnest(n.section) AS s(partition)
 CROSS JOIN LATERAL (
     SELECT 1 FROM jobs j
-    WHERE j.partition = s.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+    WHERE j.partition = s.partition AND j.state = 'queued' AND NOT j.parked
+      AND j.run_after <= {NOW}
       AND (j.task || '') <> ALL ({FULL_TASKS})  -- no statistics, as in CLAIM
       AND (j.task || '') = ANY (n.tasks)
     LIMIT 1
@@ -431,7 +433,7 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT 1 FROM jobs j
     WHERE j.partition = s.partition AND j.task = w.task AND j.state = 'queued'
-      AND j.run_after <= {NOW}
+      AND NOT j.parked AND j.run_after <= {NOW}
     LIMIT 1
 ) found
 WHERE n.id = %s
@@ -449,6 +451,18 @@ WHERE n.id = %s AND c.state = 'queued'
        OR c.task IN (SELECT l.task FROM task_limits l WHERE {is_limited("l")}))
 """
 
+# Parked jobs due within %(lead)s seconds, or overdue, back into the claim indexes: at most
+# %(limit)s of them, the soonest due first, through jobs_parked. Rows another node is unparking
+# are left to it (SKIP LOCKED), so the nodes doing this at once never wait for each other.
+UNPARK = f"""
+WITH due AS (
+    SELECT id FROM jobs WHERE state = 'queued' AND parked AND run_after <= {NOW} + %(lead)s
+    ORDER BY run_after LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET parked = false FROM due WHERE j.id = due.id AND j.state = 'queued' AND j.parked
+"""
+
 # Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
 # section, the runnable queued jobs of one task in one owner's section (through
 # jobs_queued_partition, one probe per partition), and the claim of jobs so found, as CLAIM
@@ -460,8 +474,8 @@ ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = %s AND {ELIGIBLE_SQL}"
 STRANDED = f"""
 SELECT c.id, c.priority FROM partitions p CROSS JOIN LATERAL (
     SELECT q.id, q.priority FROM jobs q
-    WHERE q.partition = p.partition AND q.state = 'queued' AND q.run_after <= {NOW}
-      AND q.task = %(task)s
+    WHERE q.partition = p.partition AND q.state = 'queued' AND NOT q.parked
+      AND q.run_after <= {NOW} AND q.task = %(task)s
     ORDER BY q.partition, q.priority DESC, q.id LIMIT %(limit)s
 ) c
 WHERE p.owner = %(owner)s
@@ -474,7 +488,7 @@ WITH me AS (
     SELECT id FROM nodes WHERE id = %(node)s AND {ELIGIBLE_SQL} FOR NO KEY UPDATE
 ), picked AS (
     SELECT j.id, j.task, j.priority FROM jobs j
-    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state || '' = 'queued'
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state || '' = 'queued' AND NOT j.parked
       AND EXISTS (SELECT 1 FROM me)
     ORDER BY j.priority DESC, j.id
     FOR UPDATE OF j SKIP LOCKED
@@ -666,6 +680,7 @@ WITH {held_rows(OUTCOMES, unrecorded=True)}, done AS (
         claim_token = NULL,
         run_after = CASE WHEN NOT o.ok AND o.retry_in_s IS NOT NULL
                          THEN {NOW} + o.retry_in_s ELSE j.run_after END,
+        parked = NOT o.ok AND coalesce(o.retry_in_s > %(park_after)s, false),
         finished_at = CASE WHEN o.ok OR o.retry_in_s IS NULL THEN {NOW} ELSE j.finished_at END
     FROM held o
     WHERE {HELD_ROWS_ONLY} AND j.ctid = o.tid AND j.id = o.id AND j.cancel_requested_at IS NULL
@@ -1190,7 +1205,8 @@ LEFT JOIN nodes o ON o.id = p.owner
 CROSS JOIN LATERAL (
     SELECT count(*) AS n, {NOW} - min(greatest(q.created_at, q.run_after)) AS waited
     FROM (SELECT j.created_at, j.run_after FROM jobs j
-          WHERE j.partition = p.partition AND j.state = 'queued' AND j.run_after <= {NOW}
+          WHERE j.partition = p.partition AND j.state = 'queued' AND NOT j.parked
+            AND j.run_after <= {NOW}
             AND (o.id IS NULL OR (j.task || '') = ANY (o.tasks))  -- no statistics, as in CLAIM
           ORDER BY j.partition, j.priority DESC, j.id LIMIT 64) q
 ) b
@@ -1211,7 +1227,7 @@ CROSS JOIN LATERAL (
           CROSS JOIN LATERAL (
               SELECT j.created_at, j.run_after, j.priority, j.id FROM jobs j
               WHERE j.partition = p.partition AND j.task = w.task AND j.state = 'queued'
-                AND j.run_after <= {NOW}
+                AND NOT j.parked AND j.run_after <= {NOW}
               ORDER BY j.partition, j.task, j.priority DESC, j.id LIMIT 64) t
           ORDER BY t.priority DESC, t.id LIMIT 64) h
 ) b

@@ -291,6 +291,13 @@ class PostgresStore(Store):
     def rebalance(self) -> bool:
         return self._db.run("rebalance", lambda c, _: nodes.repair(c))
 
+    def unpark_batch(self, lead_s: float, limit: int) -> int:
+        # Safe to retry after a lost commit: what it unparked is unparked, and it looks again.
+        return self._db.run(
+            "unpark jobs",
+            lambda c, _: int(c.execute(q.UNPARK, {"lead": lead_s, "limit": limit}).rowcount),
+        )
+
     def read_load(self) -> rules.LoadSnapshot:
         def read(conn: Conn, _: bool) -> rules.LoadSnapshot:
             by_task = self._by_task_now(None, lambda: nodes.untaken_is_large(conn))

@@ -46,7 +46,8 @@ def submit(cur: sqlite3.Cursor, now: float, jobs: Sequence[NewJob]) -> list[Subm
         done.append(Submitted(i, True))
         partition = assignment.partition_of(i, partitions)
         row = (i, partition, j.task, j.args_json, j.kwargs_json, j.max_attempts, j.timeout_s)
-        rows.append((*row, now + j.delay_s, now, j.priority, j.key))
+        parked = j.delay_s > rules.PARK_AFTER_S
+        rows.append((*row, now + j.delay_s, now, j.priority, j.key, parked))
         if j.key is not None:
             keys.append((j.key, i, j.key_window_s))
     cur.executemany(q.SUBMIT, rows)
@@ -256,6 +257,7 @@ def finish(
             "head": texts.CANCELLED_RUNNING,
             "anyway": texts.CANCEL_FINISHED_ANYWAY,
             "ran_s": o.ran_s,
+            "park_after_s": rules.PARK_AFTER_S,
         }
         if o.ran_s is not None:  # claimed, unless an earlier start of it was recorded after all
             row = cur.execute(q.FINISH_UNRECORDED, params).fetchone()

@@ -24,8 +24,8 @@ SET_NEXT_ID = "UPDATE cluster SET next_job_id = ? WHERE id = 1"
 
 SUBMIT = (
     "INSERT INTO jobs (id, partition, task, args, kwargs, state, max_attempts,"
-    " timeout_s, run_after, created_at, priority, key)"
-    " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
+    " timeout_s, run_after, created_at, priority, key, parked)"
+    " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
 )
 
 # The job that holds a key: queued or running, or finished less than the key's window ago (see
@@ -70,7 +70,7 @@ MY_TASKS = "SELECT value FROM json_each((SELECT tasks FROM nodes WHERE id = :nod
 # included (with a million finished jobs a claim took most of a second). The queued jobs'
 # index, in claim order, reads only queued jobs, and stops at the limit.
 PICK = (
-    "SELECT id FROM jobs WHERE state = 'queued' AND run_after <= :now"
+    "SELECT id FROM jobs WHERE state = 'queued' AND parked = 0 AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
     f" AND +task IN ({MY_TASKS})"
     " ORDER BY priority DESC, id LIMIT :limit"
@@ -84,7 +84,7 @@ ANY_CLAIMABLE = PICK
 # picks each task it can take this way instead and merges them in claim order.
 PICK_TASK = (
     "SELECT id, task, priority FROM jobs WHERE task = :task AND state = 'queued'"
-    " AND run_after <= :now"
+    " AND parked = 0 AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
     " ORDER BY priority DESC, id LIMIT :limit"
 )
@@ -146,12 +146,22 @@ STARTED_HERE = (
 # The claim of a node when some task has limits: the runnable queued jobs of its section in claim
 # order, leaving out the tasks with no room (:full, a JSON array); read until the batch is full.
 PICK_WITHIN_LIMITS = (
-    "SELECT id, task FROM jobs WHERE state = 'queued' AND run_after <= :now"
+    "SELECT id, task FROM jobs WHERE state = 'queued' AND parked = 0 AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :node)"
     f" AND +task IN ({MY_TASKS})"
     " AND task NOT IN (SELECT value FROM json_each(:full)) ORDER BY priority DESC, id"
 )
 ANY_CLAIMABLE_WITHIN_LIMITS = f"{PICK_WITHIN_LIMITS} LIMIT 1"
+
+# Parked jobs due within :lead seconds, or overdue, back where claims find them: at most :limit,
+# the soonest due first, through jobs_parked.
+UNPARK = (
+    "UPDATE jobs SET parked = 0 WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'"
+    " AND parked = 1 AND run_after <= :now + :lead ORDER BY run_after LIMIT :limit)"
+)
+ANY_TO_UNPARK = (
+    "SELECT 1 FROM jobs WHERE state = 'queued' AND parked = 1 AND run_after <= :now + :lead LIMIT 1"
+)
 
 # Rolling deploys: each owner of partitions with its tasks, the tasks of a node that may own a
 # section, the runnable queued jobs of one task in one owner's section, and the claim of jobs so
@@ -162,7 +172,7 @@ OWNER_TASKS = (
 ELIGIBLE_TASKS = f"SELECT tasks FROM nodes WHERE id = ? AND {ELIGIBLE_SQL}"
 STRANDED = (  # through jobs_queued_task, as PICK_TASK
     "SELECT id, task, priority FROM jobs WHERE task = :task AND state = 'queued'"
-    " AND run_after <= :now"
+    " AND parked = 0 AND run_after <= :now"
     " AND partition IN (SELECT partition FROM partitions WHERE owner = :owner)"
     " ORDER BY priority DESC, id LIMIT :limit"
 )
@@ -200,6 +210,7 @@ UPDATE jobs SET
     claimer = CASE WHEN NOT :ok AND :retry_in_s IS NOT NULL THEN NULL ELSE claimer END,
     run_after = CASE WHEN NOT :ok AND :retry_in_s IS NOT NULL THEN :now + :retry_in_s
                      ELSE run_after END,
+    parked = coalesce(NOT :ok AND :retry_in_s > :park_after_s, 0),
     finished_at = CASE WHEN :ok OR :retry_in_s IS NULL THEN :now ELSE finished_at END{started}
 WHERE id = :id AND claimer = :node AND {held} AND cancel_requested_at IS NULL
 RETURNING task, state
@@ -473,8 +484,8 @@ SELECT max(coalesce(s, e), coalesce(e, s)) FROM (
 # -- load moves -----------------------------------------------------------------------------------
 
 # What the load rule looks at: each partition's owner, home and when it last moved; each eligible
-# node's slots and running jobs; and the runnable backlog of the oldest queued jobs (a bounded
-# scan by id: the jobs that have waited longest are the ones that decide a move).
+# node's slots and running jobs; and the runnable backlog of the next queued jobs to run (a
+# bounded scan in claim order, through jobs_queued_priority, so parked jobs are never read).
 LOAD_PARTITIONS = "SELECT owner, home, moved_at FROM partitions ORDER BY partition"
 # A node's busy slots: its running jobs and those it claimed ahead, which take its next free
 # workers.
@@ -488,7 +499,8 @@ LOAD_NODES = (
 LOAD_BACKLOG = (
     "SELECT j.partition, count(*), ? - min(max(j.created_at, j.run_after)) FROM ("
     " SELECT partition, task, created_at, run_after FROM jobs"
-    " WHERE state = 'queued' AND run_after <= ? ORDER BY id LIMIT ?) AS j"
+    " WHERE state = 'queued' AND parked = 0 AND run_after <= ?"
+    " ORDER BY priority DESC, id LIMIT ?) AS j"
     " JOIN partitions p ON p.partition = j.partition LEFT JOIN nodes o ON o.id = p.owner"
     " WHERE o.id IS NULL OR j.task IN (SELECT value FROM json_each(o.tasks))"
     " GROUP BY j.partition"
@@ -497,7 +509,8 @@ LOAD_BACKLOG = (
 # owner cannot take (`nodes.read_load`): among the oldest LOAD_SCAN_JOBS, they would hide the rest.
 LOAD_BACKLOG_OF_TASK = (
     "SELECT partition, created_at, run_after FROM jobs"
-    " WHERE task = ? AND state = 'queued' AND run_after <= ? ORDER BY priority DESC, id LIMIT ?"
+    " WHERE task = ? AND state = 'queued' AND parked = 0 AND run_after <= ?"
+    " ORDER BY priority DESC, id LIMIT ?"
 )
 LOAD_OWNER_TASKS = "SELECT p.partition, n.tasks FROM partitions p JOIN nodes n ON n.id = p.owner"
 ELIGIBLE_NODE_TASKS = f"SELECT tasks FROM nodes WHERE {ELIGIBLE_SQL}"

@@ -245,6 +245,13 @@ class SqliteStore(Store):
             self._ringer.ring()
         return changed
 
+    def unpark_batch(self, lead_s: float, limit: int) -> int:
+        args = {"lead": lead_s, "limit": limit}
+        with self.file.read() as cur:  # look first: most heartbeats find nothing to unpark
+            if cur.execute(q.ANY_TO_UNPARK, {**args, "now": now(cur)}).fetchone() is None:
+                return 0
+        return self.file.run(lambda cur: cur.execute(q.UNPARK, {**args, "now": now(cur)}).rowcount)
+
     def read_load(self) -> rules.LoadSnapshot:
         with self.file.read() as cur:
             return nodes.read_load(cur, now(cur))
