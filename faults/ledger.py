@@ -11,7 +11,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class Findings:
     not_succeeded: list[int]  # final, but not succeeded (every steady job must succeed)
     recovery_s: list[float]  # per job running on a SIGKILLed node: kill -> started elsewhere
     unrecovered: int  # jobs running on a killed node that never started again
+    # Where the outcomes and the bodies' ends disagree: per job, the attempts whose body started
+    # but never recorded its end, and those the datastore counts with no start recorded at all
+    # (for reading a failure; "more outcomes than bodies ended" names no job itself).
+    unended: dict[int, list[int]] = field(default_factory=dict)
 
 
 def read_records(path: Path) -> list[Record]:
@@ -100,6 +104,11 @@ def examine(
         ],
         recovery_s=recovery,
         unrecovered=unrecovered,
+        unended={
+            j.id: sorted(a for a in range(1, j.attempts + 1) if (j.id, a) not in ended)
+            for j in present
+            if any((j.id, a) not in ended for a in range(1, j.attempts + 1))
+        },
     )
 
 
