@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
+import threading
 import time
 from typing import Any
 
@@ -223,3 +225,44 @@ def test_a_tiny_job_begun_unrecorded_is_charged_well_before_its_node_s_lease_run
         assert time.monotonic() < ends - 0.4, "recorded only as the lease ran out"
     finally:
         executor.shutdown()
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_give_back_slower_than_what_was_left_of_the_lease_still_happens(
+    sqlite_store: SqliteStore, db_path: str, pool: str
+) -> None:
+    """The fault suite found jobs charged an attempt they never ran: their node was killed
+    with under a second of its lease left, and its worker process, slowed by the loaded
+    machine, reached the datastore only after that moment, at which its give-back gave up.
+    Nobody had declared the node dead yet, so a late give-back still spares those jobs: the
+    datastore is held locked here past the lease's end, and the give-back waits for it."""
+    node = sqlite_store.register_node("n", "host", 1, 2, ["nap"], 30.0)
+    assert sqlite_store.set_node_state(node.id, node.state, node.state.WAITING)
+    executor = executor_for(pool, db_path)
+    locker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    try:
+        if isinstance(executor, HostedExecutor):
+            assert executor.wait_started(WAIT_S)
+        executor.serve_node(node.id)
+        sqlite_store.submit_jobs([NewJob("nap", json.dumps([30]), "{}", 3) for _ in range(2)])
+        started = sqlite_store.claim_jobs(node.id, 2, start=2)
+        assert [j.state for j in started] == [JobState.RUNNING] * 2
+        lease_ends = time.monotonic() + 1.0
+        executor.renew_lease(lease_ends)
+        locker.execute("BEGIN EXCLUSIVE")  # every write waits, as on a loaded machine
+        drop_node_ends(executor)
+        held_until = lease_ends + 1.0
+        threading.Timer(held_until - time.monotonic(), lambda: locker.execute("COMMIT")).start()
+
+        def given_back() -> bool:
+            jobs = [sqlite_store.read_job(j.id) for j in started]
+            return all(j is not None and j.state is JobState.QUEUED for j in jobs)
+
+        until(given_back, "the started jobs to go back once the datastore answers", WAIT_S)
+        assert time.monotonic() > held_until
+        for job in started:
+            again = sqlite_store.read_job(job.id)
+            assert again is not None and again.attempts == 0
+    finally:
+        executor.shutdown()
+        locker.close()
