@@ -90,8 +90,14 @@ def examine(
     charged = {j.id: j.attempts - len({r.attempt for r in starts[j.id]}) for j in present}
     recovery, unrecovered = recovery_times(records, kills)
     duplicates = [j.id for j in present if not _outcome_is_last_attempt(j)]
-    if applied_outcomes > len(ended) and not duplicates:
-        duplicates = [-1] * (applied_outcomes - len(ended))  # more outcomes than bodies ended
+    # Every accepted outcome is that of an attempt whose body began, so more outcomes than
+    # attempts begun means one was recorded twice. Not more than bodies *ended*: an attempt cut
+    # short has an outcome and no end, rightly. A node frozen past its lease whose worker
+    # process ended the attempts it ran (as it must, they may run elsewhere) fails each of them
+    # when it wakes, and if no node has declared it dead by then, that write is accepted.
+    begun = {(r.job_id, r.attempt) for rs in starts.values() for r in rs}
+    if applied_outcomes > len(begun) and not duplicates:
+        duplicates = [-1] * (applied_outcomes - len(begun))  # more outcomes than attempts begun
     return Findings(
         lost=lost,
         stuck=stuck,

@@ -49,10 +49,20 @@ def test_a_success_from_a_stale_attempt_is_a_duplicate_outcome() -> None:
     assert examine([1], jobs, records, [], 1, frozenset({7})).duplicates == [1]
 
 
-def test_more_applied_outcomes_than_bodies_ended_are_duplicates() -> None:
+def test_more_applied_outcomes_than_attempts_begun_are_duplicates() -> None:
     jobs = {1: job(1, JobState.SUCCEEDED, 1, 1)}
     found = examine([1], jobs, [start(1, 1, 0.0), end(1, 1, 0.5)], [], 2, frozenset({7}))
     assert found.duplicates == [-1]
+
+
+def test_an_attempt_cut_short_with_its_outcome_recorded_is_no_duplicate() -> None:
+    """A node frozen past its lease: its worker process ended attempt 1 mid-body, and the node,
+    awake before anyone declared it dead, recorded that attempt failed; attempt 2 succeeded.
+    Two outcomes, one body end: the soak once called this a duplicate."""
+    jobs = {1: job(1, JobState.SUCCEEDED, 2, 2)}
+    records = [start(1, 1, 0.0), start(1, 2, 4.0), end(1, 2, 4.5)]
+    found = examine([1], jobs, records, [], 2, frozenset({7}))
+    assert found.duplicates == [] and found.unended == {1: [1]}
 
 
 def test_attempts_charged_without_a_body_starting_are_counted() -> None:
