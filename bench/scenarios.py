@@ -111,6 +111,11 @@ CASES = (
 )
 
 
+def no_op_drain(jobs: int) -> Case:
+    """Case 5 with `jobs` jobs of no duration."""
+    return Case(f"no-op drain {jobs}", ((0.0,) * jobs,), (4, 4))
+
+
 @dataclass
 class Result:
     makespan_s: float
@@ -340,7 +345,15 @@ def main(argv: list[str]) -> int:
         help="comma-separated `shoal node --pool` values to run each Shoal system with, side "
         "by side (thread,inline,process); the default runs the node's default pool",
     )
+    parser.add_argument(
+        "--drain-jobs",
+        type=int,
+        default=5000,
+        help="jobs in case 5, the no-op drain (a longer drain gives a steadier ratio)",
+    )
     args = parser.parse_args(argv)
+    if args.drain_jobs < 1:
+        parser.error("--drain-jobs: at least 1")
     pools: list[str | None] = [None]
     if args.pools:
         pools = [p.strip() for p in args.pools.split(",")]
@@ -354,9 +367,9 @@ def main(argv: list[str]) -> int:
     if args.only:
         wanted = {name.strip().lower() for name in args.only.split(",")}
         systems = [s for s in systems if s.name.lower() in wanted]
-    cases = CASES
+    cases = (*CASES[:4], no_op_drain(args.drain_jobs))
     if args.cases:
-        cases = tuple(CASES[int(n) - 1] for n in args.cases.split(","))
+        cases = tuple(cases[int(n) - 1] for n in args.cases.split(","))
     log_dir = Path(tempfile.mkdtemp(prefix="shoal-scenarios-logs-"))
     started = time.monotonic()
     cells: list[Cell] = []

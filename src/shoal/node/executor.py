@@ -94,9 +94,14 @@ class _Slot:
     started_at: float = 0.0  # monotonic: when a worker took it (0 while it waits)
     thread: int = 0
     abandoned: bool = field(default=False)
-    cancel: threading.Event = field(default_factory=threading.Event)  # asked to cancel
+    # Asked to cancel. A flag, not a threading.Event: nothing waits on it (the task polls
+    # `shoal.cancelled()`), and an Event per job was a tenth of a tiny job's cost in a worker.
+    cancel_requested: bool = False
     cancel_deadline: float | None = None  # past it, the attempt is abandoned
     cancel_grace_s: float = 0.0
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_requested
 
     def overrun(self, now_mono: float) -> tuple[type[BaseException], str] | None:
         """What to raise in a started attempt past its cancel grace or time limit, and its
@@ -250,9 +255,9 @@ class ThreadExecutor:
         `grace_s` later. An attempt no worker has started is withdrawn and reported at once."""
         with self._lock:
             slot = self._slots.get(job_id)
-            if slot is None or slot.cancel.is_set():
+            if slot is None or slot.cancel_requested:
                 return
-            slot.cancel.set()
+            slot.cancel_requested = True
             if slot.thread:
                 slot.cancel_grace_s = grace_s
                 slot.cancel_deadline = time.monotonic() + grace_s
@@ -305,7 +310,7 @@ class ThreadExecutor:
                 if work.timeout_s is not None:
                     slot.deadline = time.monotonic() + work.timeout_s
             try:
-                finished = _attempt(self.app, work, self.events.put, slot.cancel.is_set, self.marks)
+                finished = _attempt(self.app, work, self.events.put, slot.is_cancelled, self.marks)
                 with self._lock:
                     if slot.abandoned:
                         self._abandoned -= 1

@@ -134,6 +134,8 @@ class NodeLoop:
     unrecorded: set[int] = field(default_factory=set)
     draining: bool = False  # a pause was requested: no claims until the held jobs are done
     drain_deadline: float | None = None  # set when a stop begins
+    # Per task name, what holding one of its jobs takes from the task's options (see `terms_of`).
+    terms: dict[str, tuple[RetryPolicy, float, float | None]] = field(default_factory=dict)
 
     def take_events(self, block_s: float) -> None:
         """Take every event the workers reported; wait up to `block_s` for the first one."""
@@ -462,11 +464,8 @@ class NodeLoop:
         now = time.monotonic()
         works = []
         for job in jobs:
-            task = self.app.tasks.get(job.task)
-            options = task.options if task else None
-            grace_s = options.cancel_grace_s if options else DEFAULT_CANCEL_GRACE_S
-            timeout_s = options.timeout_s if options else None
-            held = Held(job, RetryPolicy.of(options), grace_s, timeout_s=timeout_s, claimed_at=now)
+            retry, grace_s, timeout_s = self.terms_of(job.task)
+            held = Held(job, retry, grace_s, timeout_s=timeout_s, claimed_at=now)
             self.held[job.id] = held
             if job.state is JobState.RUNNING:
                 works.append(Work.of(job, timeout_s))
@@ -479,6 +478,18 @@ class NodeLoop:
         self.executor.submit_many(works)  # the started ones, in one hand-over
         # The datastore moves a waiting node to working with its first claim.
         return NodeState.WORKING if jobs and state is NodeState.WAITING else state
+
+    def terms_of(self, task_name: str) -> tuple[RetryPolicy, float, float | None]:
+        """A task's retry policy, cancel grace and time limit, read from its options once
+        (an app's tasks are fixed for the node's life); the defaults for a task it lacks."""
+        terms = self.terms.get(task_name)
+        if terms is None:
+            task = self.app.tasks.get(task_name)
+            options = task.options if task else None
+            grace_s = options.cancel_grace_s if options else DEFAULT_CANCEL_GRACE_S
+            timeout_s = options.timeout_s if options else None
+            terms = self.terms[task_name] = (RetryPolicy.of(options), grace_s, timeout_s)
+        return terms
 
     def claim_stranded(self, now: float, state: NodeState) -> NodeState:
         """At most every `stranded_check_s`, with a worker idle: claim jobs that wait in other
