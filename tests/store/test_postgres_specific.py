@@ -591,6 +591,30 @@ def test_wait_for_work_wakes_only_for_the_nodes_own_section(store: PostgresStore
         seen.add(owner)
 
 
+def test_a_submit_wakes_only_the_owner_of_its_partition(store: PostgresStore, url: str) -> None:
+    """Every submit woke every node's listener (each then read the payload and, if the
+    partition was not its own, went back to waiting): with N nodes, N wake-ups per submit.
+    Each owner now has a channel of its own."""
+    a, b = start_node(store, "a"), start_node(store, "b")
+    owners = store.read_cluster().owners
+    channels = ("shoal_jobs", q.node_channel(a.id), q.node_channel(b.id))
+    with psycopg.connect(url, autocommit=True) as listening:
+        for channel in channels:
+            listening.execute(f"LISTEN {channel}")
+        for _ in range(4):
+            [job_id] = store.submit_jobs(new_jobs(1))
+            partition = job_id % len(owners)
+            heard = [(n.channel, n.payload) for n in listening.notifies(timeout=0.5)]
+            assert heard == [(q.node_channel(owners[partition]), str(partition))]
+        ids = store.submit_jobs(new_jobs(8))  # one transaction: one notification per owner
+        heard = {n.channel: set(n.payload.split(",")) for n in listening.notifies(timeout=0.5)}
+        expected: dict[str, set[str]] = {}
+        for job_id in ids:
+            partition = job_id % len(owners)
+            expected.setdefault(q.node_channel(owners[partition]), set()).add(str(partition))
+        assert heard == expected
+
+
 def test_wait_for_work_returns_promptly_when_a_job_arrives(store: PostgresStore) -> None:
     node = start_node(store, "a")
     store.wait_for_work(node.id, 0.01)

@@ -291,19 +291,32 @@ class Listener:
         self._connector = connector
         self._conn: Connection[tuple[Any, ...]] | None = None
         self._demotions = 0  # the Connector's count when this connection was made
+        self._own: str | None = None  # the extra channel this connection listens to
         self._lock = threading.Lock()
 
-    def wait(self, is_relevant: Callable[[str], bool], timeout_s: float) -> bool:
-        """True as soon as a relevant notification arrives, False after `timeout_s` without."""
+    def wait(
+        self, is_relevant: Callable[[str, str], bool], timeout_s: float, own: str | None = None
+    ) -> bool:
+        """True as soon as a relevant notification arrives (`is_relevant(channel, payload)`),
+        False after `timeout_s` without. Listens to NOTIFY_CHANNEL and to `own`, if given."""
         with self._lock:
             if self._conn is not None and self._demotions != self._connector.demotions:
                 log.info("LISTEN connection dropped: the datastore it was on turned read-only")
                 self._drop()
-            if self._conn is None or self._conn.closed:
+            if self._conn is None or self._conn.closed or self._own != own:
+                # Notifications sent before a LISTEN took effect are missed: report work.
                 try:
-                    self._demotions = self._connector.demotions
-                    self._conn = self._connector.connect()
-                    self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if self._conn is None or self._conn.closed:
+                        self._demotions = self._connector.demotions
+                        self._conn = self._connector.connect()
+                        self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                        self._own = None
+                    if self._own is not None:
+                        self._conn.execute(f"UNLISTEN {self._own}")
+                        self._own = None
+                    if own is not None:
+                        self._conn.execute(f"LISTEN {own}")
+                        self._own = own
                 except psycopg.Error as exc:
                     self._drop()
                     log.debug("LISTEN failed: %s", self._connector.scrub(_message(exc)))
@@ -313,7 +326,7 @@ class Listener:
             try:
                 while (left := deadline - time.monotonic()) > 0:
                     for note in self._conn.notifies(timeout=left, stop_after=1):
-                        if is_relevant(note.payload):
+                        if is_relevant(note.channel, note.payload):
                             return True
                 return False
             except psycopg.Error as exc:
@@ -326,6 +339,7 @@ class Listener:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
         self._conn = None
+        self._own = None
 
     def close(self) -> None:
         with self._lock:

@@ -173,8 +173,25 @@ def _submit_row(i: int, j: NewJob) -> list[Any]:
             j.priority, j.key]  # fmt: skip
 
 
-# One statement: insert the batch with its preallocated ids and notify the touched partitions
-# (a list of partitions, or '*' when there are many), counting the new jobs. Returns how many
+# The channel that wakes one node: a submit notifies each touched partition's owner on its own
+# channel (with the partitions it touched there, or '*' for many), so a submit wakes the nodes
+# that own its jobs rather than every node's listener; partitions that no node owns, and every
+# '*' (requeues, releases, rebalances, a limit with room again), go to `shoal_jobs`, which every
+# node listens to as well. A partition that moves while a submit runs may be announced to its
+# old owner: the new one finds the job at its next claim (every move wakes everyone first).
+NODE_CHANNEL_PREFIX = "shoal_jobs_n"
+
+
+def node_channel(node_id: int) -> str:
+    return f"{NODE_CHANNEL_PREFIX}{int(node_id)}"
+
+
+def node_channel_sql(owner: str) -> str:
+    return f"'{NODE_CHANNEL_PREFIX}' || {owner}"
+
+
+# One statement: insert the batch with its preallocated ids and notify the owners of the
+# touched partitions (see `node_channel`), counting the new jobs. Returns how many
 # rows went in, and `ahead` ids reserved for the store's next submit (see reserve.py), taken in
 # this transaction, so they cost no commit of their own.
 SUBMIT = f"""
@@ -194,13 +211,18 @@ WITH ins AS (
 ), tallied AS (
     {add_counts("SELECT task, 'queued', 1 FROM ins", "%(shard)s")}
 ), touched AS (
-    SELECT DISTINCT partition FROM ins
+    SELECT p.owner, count(*) AS n, string_agg(i.partition::text, ',') AS listed
+    FROM (SELECT DISTINCT partition FROM ins) i
+    LEFT JOIN partitions p ON p.partition = i.partition
+    GROUP BY p.owner
+), woken AS MATERIALIZED (
+    SELECT pg_notify(coalesce({node_channel_sql("t.owner")}, 'shoal_jobs'),
+                     CASE WHEN t.n > 64 THEN '*' ELSE t.listed END)
+    FROM touched t
 )
 SELECT (SELECT count(*) FROM ins),
-       pg_notify('shoal_jobs', CASE WHEN count(*) > 64 THEN '*'
-                                    ELSE coalesce(string_agg(partition::text, ','), '') END),
+       (SELECT count(*) FROM woken),
        ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, %(ahead)s))
-FROM touched
 """
 
 # Keys are taken in three statements, in one transaction (see migration 0007). A new key goes in

@@ -362,14 +362,17 @@ class PostgresStore(Store):
         connection per store: give each node its own store.
         """
         section = self._section_for_wakeups(node_id)
+        own = q.node_channel(node_id)
 
-        def is_relevant(payload: str) -> bool:
+        def is_relevant(channel: str, payload: str) -> bool:
+            if channel == own:
+                return True  # work in partitions this node owned as the submit saw them
             if payload == "*" or not payload:
                 self._sections.pop(node_id, None)  # the assignment may have changed: re-read
                 return True
             return any(int(p) in section for p in payload.split(",") if p.isdigit())
 
-        woken = self._listener.wait(is_relevant, timeout_s)
+        woken = self._listener.wait(is_relevant, timeout_s, own)
         if woken:
             # Work was just announced: the claim that follows goes straight to CLAIM, without
             # the look an idle node's poll takes first (one round trip less to the start).
