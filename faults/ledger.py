@@ -51,6 +51,8 @@ class Findings:
     # but never recorded its end, and those the datastore counts with no start recorded at all
     # (for reading a failure; "more outcomes than bodies ended" names no job itself).
     unended: dict[int, list[int]] = field(default_factory=dict)
+    # How each job of `not_succeeded` ended: its state and recorded error (for reading a failure).
+    endings: dict[int, str] = field(default_factory=dict)
 
 
 def read_records(path: Path) -> list[Record]:
@@ -110,6 +112,11 @@ def examine(
         ],
         recovery_s=recovery,
         unrecovered=unrecovered,
+        endings={
+            j.id: f"{j.state.value} after {j.attempts} attempts: {j.error}"
+            for j in present
+            if j.state.is_final and j.state is not JobState.SUCCEEDED
+        },
         unended={
             j.id: sorted(a for a in range(1, j.attempts + 1) if (j.id, a) not in ended)
             for j in present

@@ -96,8 +96,11 @@ def test_soak_loses_nothing_and_records_each_outcome_once(
     found = verdicts[datastore]["findings"]
     assert verdicts[datastore]["jobs"] == 200
     for what in ("lost", "stuck", "duplicates", "started_twice", "not_succeeded"):
-        unended = found.get("unended")
-        assert found[what] == [], f"{what}: {found[what]} (attempts with no end: {unended})"
+        unended, endings = found.get("unended"), found.get("endings")
+        assert found[what] == [], (
+            f"{what}: {found[what]} (attempts with no end: {unended}; how the jobs that did not"
+            f" succeed ended: {endings})"
+        )
     assert verdicts[datastore]["exits"] == []
 
 

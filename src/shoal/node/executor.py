@@ -95,7 +95,8 @@ class _Slot:
     thread: int = 0
     abandoned: bool = field(default=False)
     # Asked to cancel. A flag, not a threading.Event: nothing waits on it (the task polls
-    # `shoal.cancelled()`), and an Event per job was a tenth of a tiny job's cost in a worker.
+    # `shoal.cancelled()`), and making an Event for every job cost a worker process a quarter
+    # of its CPU on tiny jobs.
     cancel_requested: bool = False
     cancel_deadline: float | None = None  # past it, the attempt is abandoned
     cancel_grace_s: float = 0.0
