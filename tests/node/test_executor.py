@@ -80,3 +80,30 @@ def test_work_withdrawn_and_handed_over_again_runs_once(blocked: threading.Event
         assert runs == [3]
     finally:
         executor.shutdown()
+
+
+def test_the_unstarted_wait_is_that_of_the_oldest_attempt_no_worker_has_started() -> None:
+    """Asked every turn with a thousand jobs prefetched, it walks only to the first unstarted
+    one: which must be the oldest, a job handed over again included (it waits anew)."""
+    app = App()
+    blocked = threading.Event()
+
+    @app.task(name="hold")
+    def hold() -> None:
+        blocked.wait()
+
+    executor = ThreadExecutor(app, concurrency=1)
+    try:
+        assert executor.unstarted_wait_s() == 0.0
+        executor.submit(Work(1, 1, "hold", "[]", "{}", None))
+        until(lambda: executor.free_slots() == 0 and not executor.unstarted_wait_s(), "busy")
+        executor.submit(Work(2, 1, "hold", "[]", "{}", None))
+        time.sleep(0.3)
+        executor.submit(Work(3, 1, "hold", "[]", "{}", None))
+        assert executor.unstarted_wait_s() >= 0.3  # job 2's wait, not job 3's
+        assert sorted(executor.take_unstarted()) == [2, 3]
+        executor.submit(Work(3, 1, "hold", "[]", "{}", None))  # handed over again
+        assert executor.unstarted_wait_s() < 0.3
+    finally:
+        blocked.set()
+        executor.shutdown()

@@ -8,6 +8,8 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -297,3 +299,31 @@ def test_a_node_whose_worker_process_cannot_load_the_app_hands_its_section_over(
             node.request_stop(grace_s=0.0)
         for node in nodes:
             node.stop()
+
+
+def test_a_burst_of_finishes_crosses_the_pipe_together_and_a_lone_one_at_once() -> None:
+    """The child's event sender: a finish after a quiet spell is sent at once; those that follow
+    within the coalescing window wait for each other and go as one message."""
+    from shoal.node.eventqueue import EventQueue
+
+    class Child:
+        events: EventQueue[Finished] = EventQueue()
+        abandoned = 0
+
+    sent: EventQueue[tuple[object, ...]] = EventQueue()
+    window_s = 0.5
+    threading.Thread(
+        target=hosted._send_events, args=(Child, sent.put, window_s), daemon=True
+    ).start()
+
+    def job_ids(message: tuple[object, ...]) -> list[int]:
+        return [values[1] for values in message[1]]  # type: ignore[attr-defined]
+
+    Child.events.put(Finished(1, 1, True))
+    assert job_ids(sent.get(timeout=window_s * 0.8)) == [1]  # not held for the window
+    Child.events.put(Finished(2, 1, True))
+    Child.events.put(Finished(3, 1, True))
+    assert job_ids(sent.get(timeout=30)) == [2, 3]
+    time.sleep(window_s * 1.5)  # a quiet spell
+    Child.events.put(Finished(4, 1, True))
+    assert job_ids(sent.get(timeout=window_s * 0.8)) == [4]

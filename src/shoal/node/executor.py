@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -140,8 +141,10 @@ class ThreadExecutor:
         self._todo: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._slots: dict[int, _Slot] = {}  # job id -> slot, for accepted work not yet finished
         # The latest attempts begun of work handed over unrecorded (job id -> attempt), ended
-        # or not: whether the node recorded their outcome only the datastore knows.
-        self._begun_unrecorded: dict[int, int] = {}
+        # or not: whether the node recorded their outcome only the datastore knows. Ordered,
+        # oldest first: a plain dict emptied from the front makes each next(iter()) walk the
+        # holes left by earlier deletions.
+        self._begun_unrecorded: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         for _ in range(concurrency):
@@ -154,6 +157,8 @@ class ThreadExecutor:
 
     def submit(self, work: Work) -> None:
         with self._lock:
+            # Kept in the order accepted (see `unstarted_wait_s`).
+            self._slots.pop(work.job_id, None)
             self._slots[work.job_id] = _Slot(work, deadline=None, accepted_at=time.monotonic())
         self._todo.put(work)
 
@@ -184,11 +189,16 @@ class ThreadExecutor:
         return waiting
 
     def unstarted_wait_s(self) -> float:
-        """How long the oldest accepted attempt no worker has started has waited (0 if none)."""
+        """How long the oldest accepted attempt no worker has started has waited (0 if none).
+        Slots are in the order accepted and workers take them in that order, so the first one
+        not started is the oldest: the walk passes the running ones only (asked every turn, it
+        must not walk a thousand jobs prefetched)."""
         now = time.monotonic()
         with self._lock:
-            waits = [now - s.accepted_at for s in self._slots.values() if not s.thread]
-        return max(waits, default=0.0)
+            for slot in self._slots.values():
+                if not slot.thread:
+                    return now - slot.accepted_at
+        return 0.0
 
     def longest_running_s(self) -> float:
         """How long the oldest attempt a worker is running has run so far (0 if none)."""
@@ -210,7 +220,7 @@ class ThreadExecutor:
         kept.pop(work.job_id, None)
         kept[work.job_id] = work.attempt
         if len(kept) > BEGUN_KEPT:
-            del kept[next(iter(kept))]
+            kept.popitem(last=False)
 
     def begun_for(self, at_least_s: float) -> list[int]:
         """The jobs whose attempt a worker began at least `at_least_s` ago and still runs."""
