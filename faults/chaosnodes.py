@@ -218,8 +218,15 @@ class Nodes:
             argv = ["prlimit", f"--as={self.memory_limit_bytes}", "--", *argv]
         log = self.log_dir / f"node-{self.serial}.log"
         with open(log, "ab") as out:
+            # Each node leads a process group of its own, as under a service manager: a task that
+            # signals its group must not reach this suite, whatever it does to the node.
             process = subprocess.Popen(
-                argv, cwd=HERE, stdout=out, stderr=subprocess.STDOUT, env=child_env(self.side_file)
+                argv,
+                cwd=HERE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=child_env(self.side_file),
+                start_new_session=True,
             )
         node = NodeProcess(name, pool, process, log)
         self.running.append(node)

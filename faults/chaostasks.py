@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -66,6 +67,11 @@ def poison_exit() -> None:
 @app.task(retries=0)
 def poison_segfault() -> None:
     ctypes.string_at(0)
+
+
+@app.task(retries=0)
+def poison_kill_group() -> None:
+    os.killpg(0, signal.SIGKILL)  # its process group: the node's too, unless it has its own
 
 
 @app.task(retries=0)

@@ -34,6 +34,7 @@ class Poison:
 POISONS = (
     Poison("os._exit", ("poison_exit",), ("exit code 1", "exited with code 1", "exit status 1")),
     Poison("segfault", ("poison_segfault",), ("signal 11", "sigsegv", "segmentation")),
+    Poison("kills-its-group", ("poison_kill_group",), ("signal 9", "sigkill")),
     Poison("memory", ("poison_memory",), ("memoryerror", "out of memory", "memory")),
     # A thread blocked in C cannot be stopped: an error saying it was is untrue.
     Poison("c-blocked", ("poison_c_block",), ("timed out", "time limit"), untrue=("task stopped",)),

@@ -38,7 +38,8 @@ SOAK += ["--lease-s", str(LEASE_S)]
 POISON = ["--seed", "7", "--minutes", "0", "--datastores", "sqlite", "--lease-s", str(LEASE_S)]
 
 XFAIL: dict[tuple[str, str], str] = {}
-KINDS = ("os._exit", "segfault", "memory", "c-blocked", "progress-nul", "progress-surrogate")
+KINDS = ("os._exit", "segfault", "kills-its-group", "memory", "c-blocked", "progress-nul")
+KINDS += ("progress-surrogate",)
 KINDS += ("deep-result", "nan-result", "hostile-names")
 
 

@@ -128,3 +128,33 @@ def test_nodes_started_together_on_a_new_sqlite_file_all_register(tmp_path: Path
     for round_number in range(5):
         # No file yet: the six nodes create it together.
         start_six_on_a_new_file(tmp_path / f"new-{round_number}.db", tmp_path, f"r{round_number}")
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_task_that_kills_its_process_group_kills_only_its_worker_process(
+    group: Group, pool: str
+) -> None:
+    """A worker process leads a process group of its own: a task's `os.killpg(0, SIGKILL)`
+    reaches that process, not the node that holds the lease. The attempt fails with how the
+    worker process ended; the jobs around it succeed; the node stays in service."""
+    store = open_store(group.url)
+    node = group.start("a", "--pool", pool, "--concurrency", "2")
+    until(lambda: live(store, "a"), what="node a live")
+    # Tiny jobs first, so that under the thread pool the node hands its jobs over before their
+    # start is recorded: a node killed with its worker process would give those back uncharged.
+    warm = store.submit_jobs([NewJob("work", f"[{i}]", "{}", max_attempts=1) for i in range(200)])
+    until(lambda: all(store.read_job(i).state.is_final for i in warm), what="the tiny jobs")
+    [poison] = store.submit_jobs([NewJob("kill_group", "[]", "{}", max_attempts=1)])
+    after = store.submit_jobs([NewJob("work", f"[{i}]", "{}", max_attempts=1) for i in range(20)])
+
+    def final(job_id: int) -> bool:
+        job = store.read_job(job_id)
+        assert node.poll() is None, group.log("a")  # the node lives
+        return job is not None and job.state.is_final
+
+    until(lambda: all(final(i) for i in [poison, *after]), timeout_s=90, what="all jobs final")
+    job = store.read_job(poison)
+    assert job is not None and job.state is JobState.FAILED and job.attempts == 1, job
+    assert "SIGKILL" in (job.error or ""), job.error
+    assert all(store.read_job(i).state is JobState.SUCCEEDED for i in after)  # type: ignore[union-attr]
+    assert node.poll() is None and live(store, "a")

@@ -75,6 +75,7 @@ from shoal.node.procpool import (
     ended_how,
     give_back_unbegun,
     ignore_stop_signals,
+    leave_the_node_group,
     load_worker_app,
     start_worker,
 )
@@ -185,6 +186,7 @@ def _host_main(
     exit at once (STALLED_EXIT) when the node's lease, `lease.value` in monotonic time, is due
     to run out; give back what no thread started when the node is gone (its id: `node.value`),
     and what the node had for it that never came (`unsent`)."""
+    leave_the_node_group()
     ignore_stop_signals()
     executor = ThreadExecutor(
         load_worker_app(app_spec, db_url, conn), concurrency, SharedMarks(slots)

@@ -62,6 +62,17 @@ def _asked_to_cancel(cancel: Any, job_id: int) -> bool:
     return bool(cancel.value == job_id)
 
 
+def leave_the_node_group() -> None:
+    """In a worker process: lead a session (and so a process group) of its own. A task that
+    signals its process group (`os.killpg(0, SIGKILL)`, a library "stopping everything") then
+    reaches its own process and what it started, not the node, which would die with it and give
+    back the tiny jobs it had handed over unrecorded as if they had never run. The worker needs
+    nothing of the group: it ignores the stop signals a terminal or a service manager sends
+    there, and leaves when its node does (its pipe closes), or as the node's lease runs out."""
+    with contextlib.suppress(OSError):  # already a group leader: nothing to leave
+        os.setsid()
+
+
 def ignore_stop_signals() -> None:
     """In a worker process: the node handles SIGINT/SIGTERM and decides when workers stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -108,6 +119,7 @@ def _worker_main(
     (STALLED_EXIT) if the node's lease (`lease.value`, monotonic) is due to run out while an
     attempt runs: the node is frozen or stuck, and the job may already run elsewhere. When the
     node dies, give back what it started and handed to no worker (`give_back_unbegun`)."""
+    leave_the_node_group()
     ignore_stop_signals()
     app = load_worker_app(app_spec, db_url, conn)
     busy = threading.Event()
