@@ -44,11 +44,23 @@ def state_of(store: SqliteStore, job_id: int) -> JobState | None:
 def test_an_idle_turn_says_to_wait_the_poll_interval(make_node: Callable[..., Node]):
     # SQLite wakes its nodes (a doorbell), so an idle turn waits the fallback poll of a store
     # with wake-ups.
-    node = make_node("alpha", notified_poll_s=0.25)
+    node = make_node("alpha", notified_poll_s=0.25, heartbeat_s=1.0, lease_s=3.0)
     assert node.step(T0) == 0.0  # registers; the next turn follows at once
     assert node.state is NodeState.WAITING and node.loop is not None
     assert node.step(T0) == 0.25
     assert node.step(T0 + 0.01) == 0.25
+
+
+def test_an_idle_turn_waits_no_longer_than_until_its_next_heartbeat(
+    make_node: Callable[..., Node],
+):
+    """The heartbeat then comes on a turn of its own, not on the turn a wake-up for a job
+    brings, whose claim would wait for the whole round."""
+    node = make_node("alpha", notified_poll_s=1.0, heartbeat_s=0.5, lease_s=3.0)
+    node.step(T0)  # registers: the loop's last heartbeat is at T0
+    assert node.step(T0 + 0.2) == pytest.approx(0.3)
+    assert node.step(T0 + 0.5) == pytest.approx(0.5)  # that turn's heartbeat, then the next
+    assert node.loop is not None and node.loop.last_beat == T0 + 0.5
 
 
 def test_a_node_that_misses_its_heartbeats_is_declared_dead_and_registers_anew(

@@ -228,7 +228,10 @@ class Node:
                 self.state = loop.claim(self.state)
             self.state = loop.claim_stranded(now, self.state)
         self._settle(loop, now)
-        return loop.wait_s()
+        # An idle node wakes for its heartbeat on a turn of its own. Were the heartbeat due when
+        # a wake-up for a job arrived, the job would wait for the whole round (the heartbeat and
+        # the housekeeping after it, several statements) before its claim.
+        return min(loop.wait_s(), max(0.0, loop.last_beat + cfg.heartbeat_s - now))
 
     def wait(self, timeout_s: float) -> None:
         """Wait until a worker reports, a wake-up arrives or `timeout_s` passes; take the events."""
