@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,6 +53,30 @@ def until(condition: Callable[[], T], timeout_s: float = 30.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.05)
+
+
+def freeze_outside_a_write(process: subprocess.Popen[bytes], url: str) -> float:
+    """SIGSTOP `process` at a moment it holds no SQLite write lock; when it froze (wall time).
+
+    One file, one writer at a time: a node frozen inside a write transaction holds the lock, and
+    no other node can write (declare it dead included) until it wakes. Here the frozen node must
+    not be doing that, so a freeze that caught it holding the lock is undone and tried again.
+    """
+    path = url.removeprefix("sqlite:///")
+    for _ in range(50):
+        frozen_at = time.time()
+        process.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return frozen_at
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the node held the SQLite write lock at every one of 50 freezes")
 
 
 @dataclass

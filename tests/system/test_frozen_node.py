@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import pytest
 from shoal.model import NewJob, NodeState
 from shoal.store import open_store
 
-from realnodes import Cluster, until
+from realnodes import Cluster, freeze_outside_a_write, until
 
 LEASE_S = 2.0
 
@@ -34,30 +31,6 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def freeze_outside_a_write(process: subprocess.Popen[bytes], url: str) -> float:
-    """SIGSTOP `process` at a moment it holds no SQLite write lock; when it froze (wall time).
-
-    One file, one writer at a time: a node frozen inside a write transaction holds the lock, and
-    no other node can write (declare it dead included) until it wakes. Here the frozen node must
-    not be doing that, so a freeze that caught it holding the lock is undone and tried again.
-    """
-    path = url.removeprefix("sqlite:///")
-    for _ in range(50):
-        frozen_at = time.time()
-        process.send_signal(signal.SIGSTOP)
-        probe = sqlite3.connect(path, timeout=0.2, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return frozen_at
-        except sqlite3.OperationalError:
-            process.send_signal(signal.SIGCONT)
-            time.sleep(0.05)
-        finally:
-            probe.close()
-    raise AssertionError("the node held the SQLite write lock at every one of 50 freezes")
 
 
 @pytest.mark.parametrize("pool", ["thread", "process"])
