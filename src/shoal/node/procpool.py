@@ -68,7 +68,11 @@ def leave_the_node_group() -> None:
     reaches its own process and what it started, not the node, which would die with it and give
     back the tiny jobs it had handed over unrecorded as if they had never run. The worker needs
     nothing of the group: it ignores the stop signals a terminal or a service manager sends
-    there, and leaves when its node does (its pipe closes), or as the node's lease runs out."""
+    there, and leaves when its node does (its pipe closes), or as the node's lease runs out.
+    A session, not only a group: a background group of the node's terminal would be stopped for
+    writing its logs there under `stty tostop`; a session has no terminal to be stopped by. (Where
+    the kernel gives each session a scheduling group of its own, autogroup, the worker process
+    then shares the CPU with its node as a group rather than thread by thread.)"""
     with contextlib.suppress(OSError):  # already a group leader: nothing to leave
         os.setsid()
 
