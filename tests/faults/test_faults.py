@@ -39,8 +39,7 @@ POISON = ["--seed", "7", "--minutes", "0", "--datastores", "sqlite", "--lease-s"
 
 XFAIL: dict[tuple[str, str], str] = {}
 KINDS = ("os._exit", "segfault", "kills-its-group", "memory", "c-blocked", "progress-nul")
-KINDS += ("progress-surrogate",)
-KINDS += ("deep-result", "nan-result", "hostile-names")
+KINDS += ("progress-surrogate", "deep-result", "nan-result", "hostile-names")
 
 
 def _env() -> dict[str, str]:

@@ -18,6 +18,7 @@ import pytest
 
 from shoal.model import Job, JobState, NewJob, NodeState
 from shoal.node import Node, NodeConfig, hosted
+from shoal.node.eventqueue import EventQueue
 from shoal.node.hosted import HostedExecutor
 from shoal.node.runner import Finished, Work
 from shoal.store.sqlite import SqliteStore
@@ -304,7 +305,6 @@ def test_a_node_whose_worker_process_cannot_load_the_app_hands_its_section_over(
 def test_a_burst_of_finishes_crosses_the_pipe_together_and_a_lone_one_at_once() -> None:
     """The child's event sender: a finish after a quiet spell is sent at once; those that follow
     within the coalescing window wait for each other and go as one message."""
-    from shoal.node.eventqueue import EventQueue
 
     class Child:
         events: EventQueue[Finished] = EventQueue()

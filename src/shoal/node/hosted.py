@@ -116,10 +116,9 @@ UNMARKED_DEATHS = 2
 
 
 # The fields of each event, in order, as they cross the pipe.
-FIELDS: dict[type, tuple[str, ...]] = {
-    kind: tuple(f.name for f in fields(kind)) for kind in (Finished, ProgressEvent)
+_FIELDS_OF: dict[type, attrgetter[tuple[Any, ...]]] = {
+    kind: attrgetter(*(f.name for f in fields(kind))) for kind in (Finished, ProgressEvent)
 }
-_FIELDS_OF = {kind: attrgetter(*names) for kind, names in FIELDS.items()}
 
 
 class SharedMarks:
